@@ -1,0 +1,28 @@
+# Two entry points: `make chat` (set up, then chat with the embedded model) and `make test`.
+# Both are idempotent: the venv is rebuilt only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: chat test setup bench clean
+
+chat: $(STAMP)
+	$(VENV)/bin/mistralkit chat
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	# llama-cpp-python compiles llama.cpp here the first time (several minutes on 2 cores).
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/chat_speed.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

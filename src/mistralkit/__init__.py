@@ -1,0 +1,12 @@
+"""mistralkit: local-first toolkit for Mistral-family models.
+
+>>> import mistralkit
+>>> loaded = mistralkit.load(mistralkit.load_settings({"greedy": True}).settings)  # doctest: +SKIP
+>>> mistralkit.run("Hello", loaded).text  # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from .api import Loaded, load, load_settings, params_from, run  # noqa: E402
+
+__all__ = ["Loaded", "__version__", "load", "load_settings", "params_from", "run"]

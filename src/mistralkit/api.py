@@ -1,0 +1,74 @@
+"""The public Python API: from settings to a loaded engine, and one-shot generation.
+
+>>> from mistralkit import api
+>>> loaded = api.load(api.load_settings({"max_tokens": 32, "greedy": True}).settings)
+>>> api.run("Say hi", loaded).text  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .engines import Completion, Engine, GenerationParams, complete, load_engine
+from .formats.base import Message
+from .models import LocalModel, resolve
+from .models.catalog import GET_MISTRAL_HINT
+from .settings import Settings
+from .settings import load as load_settings
+
+__all__ = ["Loaded", "load", "load_settings", "params_from", "run", "default_model_notice"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Loaded:
+    model: LocalModel
+    engine: Engine
+    settings: Settings
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def params_from(settings: Settings) -> GenerationParams:
+    return GenerationParams(
+        max_tokens=settings.max_tokens, temperature=settings.temperature, top_p=settings.top_p,
+        top_k=settings.top_k, min_p=settings.min_p, repeat_penalty=settings.repeat_penalty,
+        seed=settings.seed, greedy=settings.greedy,
+    )
+
+
+def default_model_notice(model: LocalModel) -> str | None:
+    if not model.is_default:
+        return None
+    return f"Using the embedded default model {model.entry.title}; {GET_MISTRAL_HINT}."  # type: ignore[union-attr]
+
+
+def load(settings: Settings) -> Loaded:
+    """Resolve ``settings.model`` and load it with the matching engine."""
+    model = resolve(settings.model)
+    engine = load_engine(model, n_ctx=settings.ctx, threads=settings.threads,
+                         n_gpu_layers=settings.n_gpu_layers, device=settings.device,
+                         mmap=settings.mmap, mlock=settings.mlock)
+    return Loaded(model, engine, settings)
+
+
+def messages_for(prompt: str, system: str | None) -> list[Message]:
+    head: list[Message] = [{"role": "system", "content": system}] if system else []
+    return [*head, {"role": "user", "content": prompt}]
+
+
+def run(prompt: str, loaded: Loaded, on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None) -> Completion:
+    """One answer to ``prompt`` (with the settings' system prompt), streamed to ``on_text``."""
+    from .chat.conversation import fit
+
+    params = params_from(loaded.settings)
+    engine = loaded.engine
+    fitted = fit(messages_for(prompt, loaded.settings.system), engine.count_tokens, engine.n_ctx,
+                 params.max_tokens)
+    return complete(engine, fitted.messages, params, cancel, on_text)

@@ -1,0 +1,1 @@
+"""Conversations: the context budget, the SQLite history, and the interactive REPL."""

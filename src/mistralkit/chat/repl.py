@@ -1,0 +1,270 @@
+"""The interactive chat loop: streaming answers, slash commands, Ctrl-C to stop an answer.
+
+Every finished turn is committed to the history store before the next prompt; an answer stopped
+with Ctrl-C is saved with its ``partial`` flag. Ctrl-D or ``/quit`` leaves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import TextIO
+
+from ..api import Loaded, params_from
+from ..engines import Completion, GenerationParams, complete
+from ..errors import MistralkitError
+from ..formats.base import Message
+from .conversation import fit
+from .history import Session, Store, StoredMessage
+
+HELP = """Commands:
+  /help                 this list
+  /quit, /exit          save and leave (Ctrl-D does the same)
+  /clear                forget the conversation and start a new session
+  /save [TITLE]         name this session (turns are saved as they finish)
+  /history              show the conversation so far
+  /stream               turn streaming on or off
+  /system [TEXT]        show or set the system prompt
+  /set [PARAM VALUE]    show or change temperature, top_p, top_k, min_p, repeat_penalty,
+                        max_tokens, seed, greedy
+  /sessions             list saved sessions
+Multi-line input: start with \"\"\" and end with \"\"\", or end a line with \\.
+Ctrl-C stops an answer; Ctrl-D quits."""
+
+SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "min_p": float, "repeat_penalty": float,
+            "max_tokens": int, "seed": int, "greedy": "bool"}
+
+
+@contextmanager
+def sigint_sets(event: threading.Event):
+    """While inside, Ctrl-C sets ``event`` (the engine stops between tokens) instead of raising."""
+    previous = signal.signal(signal.SIGINT, lambda *_: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Repl:
+    def __init__(self, loaded: Loaded, store: Store, session: Session | None = None,
+                 out: TextIO = sys.stdout, read: Callable[[str], str] = input) -> None:
+        self.loaded = loaded
+        self.store = store
+        self.session = session
+        self.out = out
+        self.read = read
+        self.params: GenerationParams = params_from(loaded.settings)
+        self.stream = loaded.settings.stream
+        self.system = session.system_prompt if session else loaded.settings.system
+        self.turns: list[Message] = []
+        if session:
+            self.params = dataclasses.replace(self.params, **_known_params(session.params))
+            self.turns = [{"role": m.role, "content": m.content}  # type: ignore[typeddict-item]
+                          for m in store.messages(session.id) if m.role in ("user", "assistant")]
+
+    # Output helpers
+    def say(self, text: str = "", end: str = "\n") -> None:
+        self.out.write(text + end)
+        self.out.flush()
+
+    # Input
+    def read_message(self) -> str | None:
+        """One user message (possibly multi-line); None on Ctrl-D."""
+        try:
+            line = self.read(">>> ")
+        except EOFError:
+            return None
+        if line.strip().startswith('"""'):
+            return self._read_block(line.strip()[3:])
+        lines = [line]
+        while lines[-1].endswith("\\"):
+            lines[-1] = lines[-1][:-1]
+            try:
+                lines.append(self.read("... "))
+            except EOFError:
+                break
+        return "\n".join(lines)
+
+    def _read_block(self, first: str) -> str | None:
+        if first.endswith('"""'):
+            return first[:-3]
+        lines = [first] if first else []
+        while True:
+            try:
+                line = self.read("... ")
+            except EOFError:
+                return "\n".join(lines)
+            if line.rstrip().endswith('"""'):
+                lines.append(line.rstrip()[:-3])
+                return "\n".join(lines).strip("\n")
+            lines.append(line)
+
+    # The loop
+    def loop(self) -> None:
+        self.say("Type /help for commands, Ctrl-D or /quit to leave.")
+        while True:
+            try:
+                text = self.read_message()
+            except KeyboardInterrupt:
+                self.say("\n(Use /quit or Ctrl-D to leave.)")
+                continue
+            if text is None:
+                self.say()
+                break
+            if not text.strip():
+                continue
+            if text.startswith("/"):
+                if self.command(text) == "quit":
+                    break
+                continue
+            try:
+                self.turn(text)
+            except MistralkitError as exc:
+                self.say(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""))
+        if self.session:
+            self.say(f"Session saved: {self.session.id} (resume with `mistralkit chat --session-id {self.session.id}`)")
+
+    def messages(self, user_text: str) -> list[Message]:
+        head: list[Message] = [{"role": "system", "content": self.system}] if self.system else []
+        return [*head, *self.turns, {"role": "user", "content": user_text}]
+
+    def turn(self, user_text: str) -> Completion:
+        engine = self.loaded.engine
+        fitted = fit(self.messages(user_text), engine.count_tokens, engine.n_ctx, self.params.max_tokens)
+        if fitted.dropped_turns:
+            self.say(f"(context window full: left out the {fitted.dropped_turns} oldest turn(s) of this answer's prompt)")
+        cancel = threading.Event()
+        on_text = (lambda piece: self.say(piece, end="")) if self.stream else None
+        with sigint_sets(cancel):
+            result = complete(engine, fitted.messages, self.params, cancel, on_text)
+        if not self.stream:
+            self.say(result.text, end="")
+        self.say("\n^C (stopped)" if result.finish_reason == "cancelled" else "")
+        self.say(_stats(result))
+        self.save_turn(user_text, fitted.prompt_tokens, result)
+        return result
+
+    def ensure_session(self) -> Session:
+        if self.session is None:
+            self.session = self.store.create_session(self.loaded.model.name, self.system, self.params.to_dict())
+        return self.session
+
+    def save_turn(self, user_text: str, prompt_tokens: int, result: Completion) -> None:
+        session = self.ensure_session()
+        if session.title is None:
+            session = self.session = self.store.update_session(session.id, title=_title(user_text))
+        self.store.add_messages(session.id, [
+            StoredMessage("user", user_text, tokens=prompt_tokens),
+            StoredMessage("assistant", result.text, tokens=result.usage.completion_tokens,
+                          timings=result.usage.to_dict(), partial=result.finish_reason == "cancelled"),
+        ])
+        self.turns += [{"role": "user", "content": user_text}, {"role": "assistant", "content": result.text}]
+
+    # Slash commands
+    def command(self, line: str) -> str | None:
+        name, _, arg = line[1:].partition(" ")
+        handler = getattr(self, f"cmd_{name.lower()}", None)
+        if handler is None:
+            self.say(f"unknown command /{name}; type /help")
+            return None
+        try:
+            return handler(arg.strip())
+        except MistralkitError as exc:
+            self.say(f"error: {exc.message}")
+            return None
+
+    def cmd_help(self, arg: str) -> None:
+        self.say(HELP)
+
+    def cmd_quit(self, arg: str) -> str:
+        return "quit"
+
+    cmd_exit = cmd_quit
+    cmd_bye = cmd_quit
+
+    def cmd_clear(self, arg: str) -> None:
+        self.turns = []
+        self.session = None
+        self.say("Cleared. The next message starts a new session (the old one stays saved).")
+
+    def cmd_save(self, arg: str) -> None:
+        session = self.ensure_session()
+        if arg:
+            self.session = self.store.update_session(session.id, title=arg)
+        self.say(f"Saved as session {session.id}" + (f" ({arg})" if arg else ""))
+
+    def cmd_history(self, arg: str) -> None:
+        if self.system:
+            self.say(f"[system] {self.system}")
+        for message in self.turns:
+            self.say(f"[{message['role']}] {message['content'].strip()}")
+        if not self.turns:
+            self.say("(no messages yet)")
+
+    def cmd_stream(self, arg: str) -> None:
+        self.stream = not self.stream
+        self.say(f"Streaming {'on' if self.stream else 'off'}.")
+
+    def cmd_system(self, arg: str) -> None:
+        if not arg:
+            self.say(f"System prompt: {self.system!r}")
+            return
+        self.system = arg
+        if self.session:
+            self.store.update_session(self.session.id, system_prompt=arg)
+        self.say("System prompt set.")
+
+    def cmd_set(self, arg: str) -> None:
+        name, _, value = arg.partition(" ")
+        if not name:
+            for key in SETTABLE:
+                self.say(f"  {key} = {getattr(self.params, key)}")
+            return
+        if name not in SETTABLE or not value.strip():
+            self.say(f"usage: /set PARAM VALUE, PARAM one of {', '.join(SETTABLE)}")
+            return
+        self.params = dataclasses.replace(self.params, **{name: _parse(name, value.strip())})
+        if self.session:
+            self.store.update_session(self.session.id, params=self.params.to_dict())
+        self.say(f"Set {name} = {getattr(self.params, name)}")
+
+    def cmd_sessions(self, arg: str) -> None:
+        for s in self.store.list_sessions(limit=20):
+            marker = "*" if self.session and s.id == self.session.id else " "
+            self.say(f"{marker} {s.id}  {s.updated_at[:16]}  {s.message_count:3d} msgs  {s.title or ''}")
+
+
+def _parse(name: str, value: str):
+    from ..errors import InvalidParameter
+
+    kind = SETTABLE[name]
+    if kind == "bool":
+        if value.lower() in ("on", "true", "1", "yes"):
+            return True
+        if value.lower() in ("off", "false", "0", "no"):
+            return False
+        raise InvalidParameter(f"{name} must be on or off, got {value!r}")
+    try:
+        return kind(value)  # type: ignore[operator]
+    except ValueError:
+        raise InvalidParameter(f"{name} must be a number, got {value!r}") from None
+
+
+def _known_params(saved: dict) -> dict:
+    fields = {f.name for f in dataclasses.fields(GenerationParams)}
+    return {k: (tuple(v) if k == "stop" else v) for k, v in saved.items() if k in fields}
+
+
+def _title(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "untitled"
+    return line[:60] + ("…" if len(line) > 60 else "")
+
+
+def _stats(result: Completion) -> str:
+    u = result.usage
+    return (f"[{u.completion_tokens} tokens · {u.gen_tps:.1f} tok/s · first token {u.ttft_s:.2f} s"
+            f" · prompt {u.prompt_tokens} ({u.cached_tokens} cached)]")

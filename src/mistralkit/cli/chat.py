@@ -1,0 +1,142 @@
+"""``mistralkit chat`` and ``mistralkit run``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from . import options as o
+
+
+def _settings(**flags):
+    from ..logs import setup
+    from ..settings import load
+
+    loaded = load(cli=flags)
+    setup(loaded.settings.log_level)
+    return loaded.settings
+
+
+def _notice(model) -> None:
+    from ..api import default_model_notice
+
+    notice = default_model_notice(model)
+    if notice:
+        print(notice, file=sys.stderr)
+
+
+def chat(
+    model: o.Model = None, system: o.System = None,
+    session_id: Annotated[str | None, typer.Option("--session-id", help="Resume a saved session (id or prefix).")] = None,
+    stream: Annotated[bool | None, typer.Option("--stream/--no-stream", help="Stream tokens as they come.", show_default=False)] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Send one message, print the answer, exit.")] = None,
+    temperature: o.Temperature = None, top_p: o.TopP = None, top_k: o.TopK = None, min_p: o.MinP = None,
+    repeat_penalty: o.RepeatPenalty = None, seed: o.Seed = None, max_tokens: o.MaxTokens = None,
+    greedy: o.Greedy = None, ctx: o.Ctx = None, threads: o.Threads = None, n_gpu_layers: o.GpuLayers = None,
+    device: o.Device = None, log_level: o.LogLevel = None,
+) -> None:
+    """Chat with a local model; every turn is saved in the history.
+
+    Examples:
+
+      mistralkit chat
+
+      mistralkit chat -m ~/models/Mistral-7B-Instruct-v0.3-Q4_K_M.gguf -s "Answer in French."
+
+      mistralkit chat --session-id 3f2a   # resume
+
+      mistralkit chat --greedy -p "What is 2+2?"
+    """
+    from ..api import load
+    from ..chat.history import Store
+    from ..chat.repl import Repl
+
+    store = Store()
+    session = store.get_session(session_id) if session_id else None
+    if session and model is None:
+        model = session.model
+    settings = _settings(model=model, system=system, stream=stream, temperature=temperature, top_p=top_p,
+                         top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed,
+                         max_tokens=max_tokens, greedy=greedy, ctx=ctx, threads=threads,
+                         n_gpu_layers=n_gpu_layers, device=device, log_level=log_level)
+    loaded = load(settings)
+    _notice(loaded.model)
+    repl = Repl(loaded, store, session)
+    if session:
+        print(f"Resumed session {session.id} ({len(repl.turns)} messages).", file=sys.stderr)
+    try:
+        if prompt is not None:
+            repl.turn(prompt)
+            print(f"Session saved: {repl.session.id}", file=sys.stderr)  # type: ignore[union-attr]
+        else:
+            _enable_line_editing()
+            repl.loop()
+    finally:
+        loaded.close()
+        store.close()
+
+
+def _enable_line_editing() -> None:
+    try:
+        import readline  # noqa: F401  (input() gains editing and arrow-key history)
+    except ImportError:
+        pass
+
+
+def run(
+    prompt: Annotated[str | None, typer.Argument(help="The prompt; '-' or nothing reads standard input.")] = None,
+    model: o.Model = None, system: o.System = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: text, usage, timings, model.")] = False,
+    temperature: o.Temperature = None, top_p: o.TopP = None, top_k: o.TopK = None, min_p: o.MinP = None,
+    repeat_penalty: o.RepeatPenalty = None, seed: o.Seed = None, max_tokens: o.MaxTokens = None,
+    greedy: o.Greedy = None, ctx: o.Ctx = None, threads: o.Threads = None, n_gpu_layers: o.GpuLayers = None,
+    device: o.Device = None, log_level: o.LogLevel = None,
+) -> None:
+    """Answer one prompt and exit (not saved in the history).
+
+    Examples:
+
+      mistralkit run "Explain LoRA in one sentence."
+
+      echo "Summarize: ..." | mistralkit run --max-tokens 100
+
+      mistralkit run --json --greedy "2+2=" | jq .usage
+    """
+    from ..api import load
+    from ..api import run as run_prompt
+    from ..errors import InvalidParameter
+
+    if prompt is None or prompt == "-":
+        if sys.stdin.isatty() and prompt is None:
+            raise InvalidParameter("no prompt given", hint="pass one as an argument or pipe it in: echo hi | mistralkit run")
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise InvalidParameter("the prompt is empty")
+    settings = _settings(model=model, system=system, temperature=temperature, top_p=top_p, top_k=top_k,
+                         min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens,
+                         greedy=greedy, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, device=device,
+                         log_level=log_level)
+    loaded = load(settings)
+    if not as_json:
+        _notice(loaded.model)
+    cancel = threading.Event()
+    try:
+        if as_json:
+            result = run_prompt(prompt, loaded)
+            print(json.dumps({"model": loaded.model.name, "model_path": str(loaded.model.path),
+                              "text": result.text, "finish_reason": result.finish_reason,
+                              "usage": result.usage.to_dict()}, ensure_ascii=False))
+        else:
+            from ..chat.repl import sigint_sets
+
+            with sigint_sets(cancel):
+                result = run_prompt(prompt, loaded, on_text=lambda t: (sys.stdout.write(t), sys.stdout.flush()))
+            sys.stdout.write("\n")
+    finally:
+        loaded.close()
+    if result.finish_reason == "cancelled":
+        raise typer.Exit(130)

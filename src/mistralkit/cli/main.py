@@ -1,0 +1,61 @@
+"""The ``mistralkit`` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .. import __version__
+from ..errors import MistralkitError
+from . import chat, config, sessions
+
+app = typer.Typer(
+    name="mistralkit",
+    help="Local-first toolkit for Mistral-family models. Nothing leaves the machine.\n\n"
+         "Examples:\n\n"
+         "  mistralkit chat                      # chat with the embedded default model\n\n"
+         "  mistralkit run 'Write a haiku'        # one answer, streamed\n\n"
+         "  mistralkit sessions list             # saved chats",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command()(chat.chat)
+app.command()(chat.run)
+app.add_typer(sessions.app, name="sessions")
+app.add_typer(config.app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mistralkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Local-first toolkit for Mistral-family models."""
+
+
+def report(exc: MistralkitError) -> int:
+    print(f"error: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
+    return exc.exit_code
+
+
+def main() -> None:
+    try:
+        app()
+    except MistralkitError as exc:
+        sys.exit(report(exc))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

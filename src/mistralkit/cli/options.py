@@ -1,0 +1,27 @@
+"""Options shared by the commands that load a model. Every default is None so that only flags the
+user typed override the environment and the config file."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+MODEL = "Model"
+SAMPLING = "Sampling"
+
+Model = Annotated[str | None, typer.Option("--model", "-m", help="Model name or path to a .gguf file.", rich_help_panel=MODEL)]
+System = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
+Temperature = Annotated[float | None, typer.Option(help="Sampling temperature (0 = greedy).", rich_help_panel=SAMPLING)]
+TopP = Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling threshold.", rich_help_panel=SAMPLING)]
+TopK = Annotated[int | None, typer.Option("--top-k", help="Sample among the k most likely tokens.", rich_help_panel=SAMPLING)]
+MinP = Annotated[float | None, typer.Option("--min-p", help="Minimum probability relative to the top token.", rich_help_panel=SAMPLING)]
+RepeatPenalty = Annotated[float | None, typer.Option("--repeat-penalty", help="Penalty for repeated tokens (1 = off).", rich_help_panel=SAMPLING)]
+Seed = Annotated[int | None, typer.Option(help="Random seed for reproducible sampling.", rich_help_panel=SAMPLING)]
+MaxTokens = Annotated[int | None, typer.Option("--max-tokens", "-n", help="Most tokens per answer.", rich_help_panel=SAMPLING)]
+Greedy = Annotated[bool | None, typer.Option("--greedy/--no-greedy", help="Always pick the most likely token.", rich_help_panel=SAMPLING, show_default=False)]
+Ctx = Annotated[int | None, typer.Option("--ctx", "-c", help="Context window in tokens.", rich_help_panel=MODEL)]
+Threads = Annotated[int | None, typer.Option("--threads", "-t", help="CPU threads.", rich_help_panel=MODEL)]
+GpuLayers = Annotated[int | None, typer.Option("--n-gpu-layers", help="Layers to offload to a GPU (-1 = all).", rich_help_panel=MODEL)]
+Device = Annotated[str | None, typer.Option("--device", help="auto, cpu or gpu.", rich_help_panel=MODEL)]
+LogLevel = Annotated[str | None, typer.Option("--log-level", help="debug, info, warning or error.")]

@@ -1,0 +1,13 @@
+"""Inference engines. Each backend is one module implementing ``base.Engine``."""
+
+from .base import Chunk, Completion, Engine, GenerationParams, Usage, complete
+
+__all__ = ["Chunk", "Completion", "Engine", "GenerationParams", "Usage", "complete", "load_engine"]
+
+
+def load_engine(model, **options) -> Engine:
+    """Load ``model`` (a LocalModel) with the engine its format calls for (GGUF -> llama.cpp)."""
+    from .llamacpp import LlamaCppEngine
+
+    backends = {"gguf": LlamaCppEngine}
+    return backends[model.format](model, **options)

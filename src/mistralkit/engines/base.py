@@ -1,0 +1,129 @@
+"""The Engine contract shared by every backend (llama.cpp now; transformers and remote later).
+
+An engine streams ``Chunk`` objects; the last one carries ``finish_reason`` and ``usage``.
+Blocking calls are built on the stream (``complete``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol
+
+from ..errors import InvalidParameter
+from ..formats.base import Message
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling and stopping controls. ``greedy`` (or temperature 0) always takes the top token."""
+
+    max_tokens: int = 512
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.max_tokens >= 1, "max_tokens", "must be >= 1"),
+            (self.temperature >= 0, "temperature", "must be >= 0"),
+            (0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
+            (self.top_k >= 0, "top_k", "must be >= 0"),
+            (0 <= self.min_p <= 1, "min_p", "must be in [0, 1]"),
+            (self.repeat_penalty > 0, "repeat_penalty", "must be > 0"),
+        )
+        for ok, name, rule in checks:
+            if not ok:
+                raise InvalidParameter(f"{name}={getattr(self, name)!r}: {rule}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.greedy or self.temperature == 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Usage:
+    """Token counts and timings of one generation (seconds; rates in tokens/s)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+
+    @property
+    def prompt_tps(self) -> float:
+        """Prompt tokens actually evaluated (not reused from the KV cache) per second."""
+        evaluated = self.prompt_tokens - self.cached_tokens
+        return evaluated / self.ttft_s if self.ttft_s > 0 else 0.0
+
+    @property
+    def gen_tps(self) -> float:
+        """Generation rate after the first token."""
+        span = self.total_s - self.ttft_s
+        return (self.completion_tokens - 1) / span if self.completion_tokens > 1 and span > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "prompt_tps": round(self.prompt_tps, 2), "gen_tps": round(self.gen_tps, 2)}
+
+
+@dataclass
+class Chunk:
+    text: str
+    token_ids: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    token_ids: list[int] = field(default_factory=list)
+
+
+Request = Sequence[Message] | str | Sequence[int]
+
+
+class Engine(Protocol):
+    """A loaded model that turns a conversation (or a raw token prompt) into a stream of chunks."""
+
+    n_ctx: int
+
+    def generate(self, request: Request, params: GenerationParams,
+                 cancel: threading.Event | None = None) -> Iterator[Chunk]: ...
+
+    def count_tokens(self, messages: Sequence[Message]) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def complete(engine: Engine, request: Request, params: GenerationParams,
+             cancel: threading.Event | None = None,
+             on_text: Callable[[str], None] | None = None) -> Completion:
+    """Run a generation to the end and return the whole text, passing each piece to ``on_text``."""
+    parts: list[str] = []
+    ids: list[int] = []
+    last = Chunk("")
+    for chunk in engine.generate(request, params, cancel):
+        if on_text is not None and chunk.text:
+            on_text(chunk.text)
+        parts.append(chunk.text)
+        ids.extend(chunk.token_ids)
+        last = chunk
+    assert last.finish_reason is not None and last.usage is not None, "engines end with a usage chunk"
+    return Completion("".join(parts), last.finish_reason, last.usage, ids)

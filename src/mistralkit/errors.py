@@ -1,0 +1,60 @@
+"""Exceptions that carry a message for people and a hint about what to do next.
+
+The CLI prints ``error: <message>`` and ``hint: <hint>`` and exits non-zero; the server (later)
+maps ``status`` to an HTTP code.
+"""
+
+from __future__ import annotations
+
+
+class MistralkitError(Exception):
+    """Base class: ``message`` says what went wrong, ``hint`` what to do about it."""
+
+    status = 400
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class InvalidParameter(MistralkitError):
+    """A setting or generation parameter is out of range or of the wrong type."""
+
+    exit_code = 2
+
+
+class ModelNotFound(MistralkitError):
+    """A model reference names no file and no known model."""
+
+    status = 404
+
+
+class InvalidModelFile(MistralkitError):
+    """The file exists but is not a usable GGUF (wrong magic, truncated, unreadable)."""
+
+
+class ContextOverflow(MistralkitError):
+    """A prompt cannot fit in the context window, even after dropping old turns."""
+
+
+class SessionNotFound(MistralkitError):
+    """No saved chat session has that id."""
+
+    status = 404
+
+
+class StorageError(MistralkitError):
+    """The data directory or the history database cannot be written or read."""
+
+    status = 500
+
+
+class MissingDependency(MistralkitError):
+    """An optional dependency is not installed; the hint names the extra."""
+
+    status = 500

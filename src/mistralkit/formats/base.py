@@ -1,0 +1,62 @@
+"""The ChatFormat contract: messages in, prompt tokens and stop conditions out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol, TypedDict
+
+from ..errors import InvalidParameter
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+
+class Message(TypedDict):
+    role: Role
+    content: str
+
+
+class Tokenizer(Protocol):
+    """What a format needs from the model's own vocabulary (the engine provides it)."""
+
+    bos_id: int | None
+    eos_id: int | None
+    add_bos: bool
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]: ...
+
+    def token_text(self, token_id: int) -> str: ...
+
+
+class ChatFormat(Protocol):
+    """Turns a conversation into the exact prompt tokens the model was trained on."""
+
+    name: str
+    stop_token_ids: frozenset[int]
+    stop_strings: tuple[str, ...]
+
+    def encode(self, messages: Sequence[Message]) -> list[int]:
+        """Tokens for ``messages`` followed by the cue for the assistant's next answer."""
+        ...
+
+
+def check_messages(messages: Sequence[Message]) -> None:
+    """Reject conversations no format can encode, with a message that says why."""
+    if not messages:
+        raise InvalidParameter("the conversation is empty", hint="send at least one user message")
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role not in ROLES:
+            raise InvalidParameter(f"message {index}: unknown role {role!r}", hint=f"use one of {', '.join(ROLES)}")
+        if not isinstance(message.get("content"), str):
+            raise InvalidParameter(f"message {index}: content must be a string")
+        if role == "system" and index != 0:
+            raise InvalidParameter(f"message {index}: a system message must come first")
+    if messages[-1]["role"] != "user":
+        raise InvalidParameter("the last message must be from the user")
+
+
+def split_system(messages: Sequence[Message]) -> tuple[str | None, list[Message]]:
+    if messages and messages[0]["role"] == "system":
+        return messages[0]["content"], list(messages[1:])
+    return None, list(messages)

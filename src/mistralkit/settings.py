@@ -1,0 +1,175 @@
+"""Typed settings with a documented precedence: CLI flag > environment > config file > default.
+
+Every field can be set with ``MISTRALKIT_<NAME>`` (e.g. ``MISTRALKIT_TEMPERATURE=0.2``) and in
+``config.toml`` under the same name. A few names people already use are honoured too:
+``LLM_MODEL_PATH``, ``LLM_MAX_NEW_TOKENS``, ``LLM_TEMPERATURE``, ``LLM_DEVICE``, ``LLM_LOG_LEVEL``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .errors import InvalidParameter
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DEVICES = ("auto", "cpu", "gpu")
+
+# Names users bring from other tools, mapped to our fields. MISTRALKIT_* wins over these.
+ENV_ALIASES = {
+    "LLM_MODEL_PATH": "model",
+    "LLM_MAX_NEW_TOKENS": "max_tokens",
+    "LLM_TEMPERATURE": "temperature",
+    "LLM_DEVICE": "device",
+    "LLM_LOG_LEVEL": "log_level",
+}
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass
+class Settings:
+    """Everything a chat, run or serve command needs to know before loading a model."""
+
+    model: str | None = field(default=None, metadata=_doc("model name or .gguf path (default: embedded Gemma 3 270M)"))
+    system: str | None = field(default=None, metadata=_doc("system prompt"))
+    temperature: float = field(default=0.8, metadata=_doc("sampling temperature, 0 = greedy"))
+    top_p: float = field(default=0.95, metadata=_doc("nucleus sampling threshold"))
+    top_k: int = field(default=40, metadata=_doc("sample from the k most likely tokens, 0 = all"))
+    min_p: float = field(default=0.05, metadata=_doc("drop tokens below min_p x the top probability"))
+    repeat_penalty: float = field(default=1.1, metadata=_doc("penalty for repeated tokens, 1 = off"))
+    seed: int | None = field(default=None, metadata=_doc("random seed (default: random)"))
+    max_tokens: int = field(default=512, metadata=_doc("most tokens to generate per answer"))
+    greedy: bool = field(default=False, metadata=_doc("always pick the most likely token"))
+    ctx: int | None = field(default=None, metadata=_doc("context window in tokens (default: min(4096, model's))"))
+    threads: int | None = field(default=None, metadata=_doc("CPU threads (default: all cores)"))
+    n_gpu_layers: int | None = field(default=None, metadata=_doc("layers to offload, -1 = all (default: all on a GPU build)"))
+    device: str = field(default="auto", metadata=_doc("auto, cpu or gpu"))
+    mmap: bool = field(default=True, metadata=_doc("memory-map the model file"))
+    mlock: bool = field(default=False, metadata=_doc("lock the model in RAM"))
+    stream: bool = field(default=True, metadata=_doc("stream tokens as they are generated"))
+    log_level: str = field(default="warning", metadata=_doc("debug, info, warning or error"))
+
+    def __post_init__(self) -> None:
+        _check(self.temperature >= 0, "temperature", self.temperature, "must be >= 0")
+        _check(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
+        _check(self.top_k >= 0, "top_k", self.top_k, "must be >= 0")
+        _check(0 <= self.min_p <= 1, "min_p", self.min_p, "must be in [0, 1]")
+        _check(self.repeat_penalty > 0, "repeat_penalty", self.repeat_penalty, "must be > 0")
+        _check(self.max_tokens >= 1, "max_tokens", self.max_tokens, "must be >= 1")
+        _check(self.ctx is None or self.ctx >= 64, "ctx", self.ctx, "must be >= 64")
+        _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be >= 1")
+        _check(self.device in DEVICES, "device", self.device, f"must be one of {', '.join(DEVICES)}")
+        self.log_level = self.log_level.lower()
+        _check(self.log_level in LOG_LEVELS, "log_level", self.log_level, f"must be one of {', '.join(LOG_LEVELS)}")
+
+
+def _check(ok: bool, name: str, value: object, rule: str) -> None:
+    if not ok:
+        raise InvalidParameter(f"{name}={value!r}: {rule}", hint=f"fix the {name} setting")
+
+
+@dataclass
+class LoadedSettings:
+    """Settings plus where each value came from (for ``mistralkit config show``)."""
+
+    settings: Settings
+    sources: dict[str, str]
+    config_file: Path
+
+
+FIELD_NAMES = tuple(f.name for f in fields(Settings))
+
+
+def load(cli: dict[str, Any] | None = None, environ: typing.Mapping[str, str] | None = None,
+         config_file: Path | None = None) -> LoadedSettings:
+    """Merge defaults, config file, environment and CLI values (later wins).
+
+    ``cli`` holds only the flags the user actually gave (``None`` values are ignored).
+    """
+    environ = os.environ if environ is None else environ
+    config_file = config_file or paths.config_file()
+    values: dict[str, Any] = {}
+    sources = {name: "default" for name in FIELD_NAMES}
+
+    for name, raw in _read_config(config_file).items():
+        values[name] = _coerce(name, raw, f"config file {config_file}")
+        sources[name] = f"config file ({config_file})"
+    for alias, name in ENV_ALIASES.items():
+        if environ.get(alias):
+            values[name] = _coerce(name, environ[alias], f"environment {alias}")
+            sources[name] = f"env {alias}"
+    for name in FIELD_NAMES:
+        key = f"MISTRALKIT_{name.upper()}"
+        if environ.get(key):
+            values[name] = _coerce(name, environ[key], f"environment {key}")
+            sources[name] = f"env {key}"
+    for name, value in (cli or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+            sources[name] = "command line"
+    return LoadedSettings(Settings(**values), sources, config_file)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidParameter(f"config file {path} is not valid TOML: {exc}", hint="fix or delete it") from exc
+    out = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in FIELD_NAMES:
+            raise InvalidParameter(
+                f"config file {path}: unknown setting {key!r}",
+                hint=f"known settings: {', '.join(FIELD_NAMES)}",
+            )
+        out[name] = value
+    return out
+
+
+def _field_type(name: str) -> type:
+    hints = typing.get_type_hints(Settings)
+    hint = hints[name]
+    if isinstance(hint, types.UnionType):
+        return next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+def _coerce(name: str, raw: Any, origin: str) -> Any:
+    """Turn a string (env) or TOML value into the field's type, or explain why not."""
+    kind = _field_type(name)
+    if not isinstance(raw, str):
+        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+            return float(raw)
+        if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+            return raw
+        raise InvalidParameter(f"{origin}: {name} must be {kind.__name__}, got {raw!r}")
+    text = raw.strip()
+    try:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        return kind(text)
+    except ValueError:
+        raise InvalidParameter(f"{origin}: {name} must be {kind.__name__}, got {raw!r}") from None
+
+
+def describe() -> list[tuple[str, str]]:
+    """(name, help) for every setting, for documentation and ``config show``."""
+    return [(f.name, f.metadata.get("doc", "")) for f in dataclasses.fields(Settings)]
