@@ -121,10 +121,13 @@ def load(cli: dict[str, Any] | None = None, environ: typing.Mapping[str, str] | 
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
     try:
+        if not path.is_file():
+            return {}
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidParameter(f"cannot read config file {path}: {exc.strerror}",
+                               hint="fix its permissions or set MISTRALKIT_HOME") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidParameter(f"config file {path} is not valid TOML: {exc}", hint="fix or delete it") from exc
     out = {}

@@ -52,6 +52,9 @@ def main() -> None:
         app()
     except MistralkitError as exc:
         sys.exit(report(exc))
+    except OSError as exc:  # a file or folder problem nobody anticipated: still no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
