@@ -51,7 +51,9 @@ def sigint_sets(event: threading.Event):
 
 class Repl:
     def __init__(self, loaded: Loaded, store: Store, session: Session | None = None,
-                 out: TextIO = sys.stdout, read: Callable[[str], str] = input) -> None:
+                 out: TextIO = sys.stdout, read: Callable[[str], str] = input,
+                 typed: frozenset[str] = frozenset()) -> None:
+        """``typed``: settings given as command-line flags; on resume they beat the session's saved values."""
         self.loaded = loaded
         self.store = store
         self.session = session
@@ -59,10 +61,13 @@ class Repl:
         self.read = read
         self.params: GenerationParams = params_from(loaded.settings)
         self.stream = loaded.settings.stream
-        self.system = session.system_prompt if session else loaded.settings.system
+        self.system = loaded.settings.system
         self.turns: list[Message] = []
         if session:
-            self.params = dataclasses.replace(self.params, **_known_params(session.params))
+            saved = {k: v for k, v in _known_params(session.params).items() if k not in typed}
+            self.params = dataclasses.replace(self.params, **saved)
+            if "system" not in typed:
+                self.system = session.system_prompt
             self.turns = [{"role": m.role, "content": m.content}  # type: ignore[typeddict-item]
                           for m in store.messages(session.id) if m.role in ("user", "assistant")]
 

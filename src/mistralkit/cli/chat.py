@@ -18,7 +18,7 @@ def _settings(**flags):
 
     loaded = load(cli=flags)
     setup(loaded.settings.log_level)
-    return loaded.settings
+    return loaded
 
 
 def _notice(model) -> None:
@@ -59,13 +59,14 @@ def chat(
     session = store.get_session(session_id) if session_id else None
     if session and model is None:
         model = session.model
-    settings = _settings(model=model, system=system, stream=stream, temperature=temperature, top_p=top_p,
+    resolved = _settings(model=model, system=system, stream=stream, temperature=temperature, top_p=top_p,
                          top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed,
                          max_tokens=max_tokens, greedy=greedy, ctx=ctx, threads=threads,
                          n_gpu_layers=n_gpu_layers, device=device, log_level=log_level)
-    loaded = load(settings)
+    loaded = load(resolved.settings)
     _notice(loaded.model)
-    repl = Repl(loaded, store, session)
+    typed = frozenset(name for name, source in resolved.sources.items() if source == "command line")
+    repl = Repl(loaded, store, session, typed=typed)
     if session:
         print(f"Resumed session {session.id} ({len(repl.turns)} messages).", file=sys.stderr)
     try:
@@ -119,7 +120,7 @@ def run(
     settings = _settings(model=model, system=system, temperature=temperature, top_p=top_p, top_k=top_k,
                          min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens,
                          greedy=greedy, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, device=device,
-                         log_level=log_level)
+                         log_level=log_level).settings
     loaded = load(settings)
     if not as_json:
         _notice(loaded.model)
