@@ -1,0 +1,208 @@
+"""Chat speed: the mistralkit engine against raw llama-cpp-python, on the same GGUF and threads.
+
+Measures, in one process:
+1. prompt processing (pp) tokens/s, generation (tg) tokens/s and time to first token (TTFT)
+   of ``LlamaCppEngine.generate`` vs ``llama_cpp.Llama.create_completion(stream=True)`` on the
+   same ~256-token prompt (a counting list, so the base model keeps going to the token budget),
+   greedy, KV cache reset before every rep; medians of --reps. Both sides are timed the same
+   way: perf_counter around the stream (TTFT = first streamed chunk; pp = prompt / TTFT;
+   tg = (completion - 1) / (end - first)).
+2. multi-turn KV-cache reuse in the engine: TTFT and cached tokens of turn 1 vs turn 10 of a
+   10-turn chat (equal-length user turns, 32-token greedy answers), and turn 10 again right
+   after a cache reset (the cost without reuse); medians over --reps conversations.
+
+Run:   MISTRALKIT_HOME=/tmp/mk-bench .venv/bin/python bench/chat_speed.py
+Writes bench/results/chat_speed.json (per-rep numbers, medians, machine, versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+import llama_cpp
+
+from mistralkit.engines import GenerationParams, load_engine
+from mistralkit.engines.llamacpp import default_threads
+from mistralkit.models import resolve
+
+TOPICS = ["the ocean", "volcanoes", "bees", "the moon", "bread", "glaciers", "owls", "copper",
+          "rivers", "clocks"]
+FILLER = "Please answer in one short and clear sentence for a curious young reader today".split()
+
+
+def counting_prompt(llm: llama_cpp.Llama, n: int) -> list[int]:
+    """BOS + a counting list cut to exactly ``n`` tokens: greedy decoding just keeps counting."""
+    text = "Count upward, one number per line:\n" + "".join(f"{i}\n" for i in range(1, 400))
+    tokens = llm.tokenize(text.encode(), add_bos=False, special=False)
+    return ([llm.token_bos()] + tokens)[:n]
+
+
+def user_turns(engine, n_tokens: int) -> list[str]:
+    """Ten user messages of exactly ``n_tokens`` tokens each (content only, padded with words)."""
+    turns = []
+    for i, topic in enumerate(TOPICS, 1):
+        text, k = f"Question {i}: tell me something about {topic}.", 0
+        while len(engine.tokenize(text, special=False)) < n_tokens:
+            text += " " + FILLER[k % len(FILLER)]
+            k += 1
+        assert len(engine.tokenize(text, special=False)) == n_tokens, (text, n_tokens)
+        turns.append(text)
+    return turns
+
+
+def raw_rep(llm: llama_cpp.Llama, tokens: list[int], gen: int, repeat_penalty: float) -> dict:
+    llm.reset()  # n_tokens = 0: the whole prompt is evaluated again
+    t0, first, finish, text = time.perf_counter(), None, None, []
+    for chunk in llm.create_completion(tokens, max_tokens=gen, temperature=0.0,
+                                       repeat_penalty=repeat_penalty, stream=True):
+        first = first or time.perf_counter()
+        finish = chunk["choices"][0]["finish_reason"] or finish
+        text.append(chunk["choices"][0]["text"])
+    end = time.perf_counter()
+    # generate() evaluates each sampled token before sampling the next one: after a "length"
+    # break the last token was never evaluated; after EOS every kept token was.
+    completion = llm.n_tokens - len(tokens) + (finish == "length")
+    return rates(len(tokens), completion, t0, first, end, text="".join(text), finish=finish)
+
+
+def mk_rep(engine, request, params: GenerationParams, reset: bool = True) -> dict:
+    if reset:
+        engine._llm.reset()
+    t0, first, text, last = time.perf_counter(), None, [], None
+    for chunk in engine.generate(request, params):
+        first = first or time.perf_counter()
+        text.append(chunk.text)
+        last = chunk
+    end = time.perf_counter()
+    u = last.usage
+    return rates(u.prompt_tokens, u.completion_tokens, t0, first, end, text="".join(text),
+                 finish=last.finish_reason, cached_tokens=u.cached_tokens,
+                 engine_usage=u.to_dict())
+
+
+def rates(prompt: int, completion: int, t0: float, first: float, end: float, **extra) -> dict:
+    ttft, gen_span = first - t0, end - first
+    tg = (completion - 1) / gen_span if completion > 1 and gen_span > 0 else 0.0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "ttft_s": ttft,
+            "total_s": end - t0, "pp_tps": prompt / ttft, "tg_tps": tg, **extra}
+
+
+def med(reps: list[dict], *keys: str) -> dict:
+    return {k: median(r[k] for r in reps) for k in keys}
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: " | ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), "-+-".join("-" * w for w in widths), *map(line, rows)])
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  MISTRALKIT_HOME=/tmp/mk-bench .venv/bin/python bench/chat_speed.py"
+               " --threads 2 --reps 7 --out /tmp/chat_speed.json")
+    ap.add_argument("--threads", type=int, default=default_threads(),
+                    help="CPU threads for both sides (default: all cores)")
+    ap.add_argument("--reps", type=int, default=5, help="repetitions per measurement (default 5)")
+    ap.add_argument("--prompt-tokens", type=int, default=256)
+    ap.add_argument("--gen-tokens", type=int, default=128)
+    ap.add_argument("--turn-tokens", type=int, default=30, help="tokens in each user message")
+    ap.add_argument("--answer-tokens", type=int, default=32, help="max_tokens of each chat answer")
+    ap.add_argument("--model", default=None, help="model for resolve() (default: the embedded one)")
+    ap.add_argument("--out", type=Path,
+                    default=Path(__file__).parent / "results" / "chat_speed.json")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    # Both models stay loaded and the reps are interleaved (order alternating each rep), so drift
+    # on a shared machine hits both sides alike; each gets one untimed warm-up rep first.
+    model = resolve(args.model)
+    engine = load_engine(model, n_ctx=4096, threads=args.threads)
+    llm = llama_cpp.Llama(model_path=str(model.path), n_ctx=engine.n_ctx, n_threads=args.threads,
+                          n_threads_batch=args.threads, n_gpu_layers=0, swa_full=True,
+                          verbose=False)
+    tokens = counting_prompt(llm, args.prompt_tokens)
+    params = GenerationParams(max_tokens=args.gen_tokens, greedy=True)
+    # Same sampler chain on both sides: penalties (the engine's default 1.1) + greedy.
+    run_raw = lambda: raw_rep(llm, tokens, args.gen_tokens, params.repeat_penalty)  # noqa: E731
+    run_mk = lambda: mk_rep(engine, tokens, params)  # noqa: E731
+    run_raw(), run_mk()
+    raw, mk = [], []
+    for i in range(args.reps):
+        for run, reps in ((run_raw, raw), (run_mk, mk))[:: 1 if i % 2 == 0 else -1]:
+            reps.append(run())
+    llm.close()
+
+    # Multi-turn: one conversation per rep, cache reset at its start; turn 10 is then re-run cold.
+    chat = GenerationParams(max_tokens=args.answer_tokens, greedy=True)
+    questions, convs = user_turns(engine, args.turn_tokens), []
+    for _ in range(args.reps):
+        engine._llm.reset()
+        messages, turns = [], []
+        for q in questions:
+            messages.append({"role": "user", "content": q})
+            turns.append(mk_rep(engine, messages, chat, reset=False))
+            messages.append({"role": "assistant", "content": turns[-1]["text"]})
+        convs.append({"turns": turns, "turn10_cold": mk_rep(engine, messages[:-1], chat)})
+    engine.close()
+
+    speed = ("pp_tps", "tg_tps", "ttft_s", "completion_tokens")
+    turn = ("ttft_s", "prompt_tokens", "cached_tokens")
+    r, m = med(raw, *speed), med(mk, *speed)
+    a = med([conv["turns"][0] for conv in convs], *turn)
+    b = med([conv["turns"][-1] for conv in convs], *turn)
+    c = med([conv["turn10_cold"] for conv in convs], *turn)
+    ratio = {"pp": m["pp_tps"] / r["pp_tps"], "tg": m["tg_tps"] / r["tg_tps"],
+             "ttft": m["ttft_s"] / r["ttft_s"], "turn10_over_turn1_ttft": b["ttft_s"] / a["ttft_s"]}
+    same_text = all(x["text"] == y["text"] for x, y in zip(raw, mk))
+
+    print(f"model {model.path.name} | llama_cpp {llama_cpp.__version__} | threads {args.threads}"
+          f" | reps {args.reps} (medians) | prompt {len(tokens)} tok | greedy\n")
+    f = "{:.1f}".format
+    ms = lambda seconds: f"{seconds * 1e3:.1f}"  # noqa: E731
+    print(table(["metric", "raw llama-cpp-python", "mistralkit", "ratio", "target"], [
+        ["prompt processing (tok/s)", f(r["pp_tps"]), f(m["pp_tps"]), f"{ratio['pp']:.3f}",
+         ">= 0.95"],
+        ["generation (tok/s)", f(r["tg_tps"]), f(m["tg_tps"]), f"{ratio['tg']:.3f}", ">= 0.95"],
+        ["TTFT (ms)", ms(r["ttft_s"]), ms(m["ttft_s"]), f"{ratio['ttft']:.3f}", "-"],
+        ["completion tokens", f"{r['completion_tokens']:g}", f"{m['completion_tokens']:g}", "-",
+         f"{args.gen_tokens} (same text: {'yes' if same_text else 'NO'})"],
+    ]))
+    print()
+    print(table(["multi-turn (mistralkit)", "turn 1", "turn 10", "turn 10, cache reset",
+                 "turn10/turn1", "target"], [
+        ["TTFT (ms)", ms(a["ttft_s"]), ms(b["ttft_s"]), ms(c["ttft_s"]),
+         f"{ratio['turn10_over_turn1_ttft']:.2f}", "<= 1.5"],
+        *[[f"{k.replace('_', ' ')}", f"{a[k]:g}", f"{b[k]:g}", f"{c[k]:g}", "-", "-"]
+          for k in ("prompt_tokens", "cached_tokens")],
+    ]))
+
+    result = {
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.processor(), "python": sys.version.split()[0]},
+        "llama_cpp_version": llama_cpp.__version__, "model_path": str(model.path),
+        "threads": args.threads, "reps": args.reps, "prompt_tokens": len(tokens),
+        "gen_tokens": args.gen_tokens, "turn_tokens": args.turn_tokens,
+        "answer_tokens": args.answer_tokens, "same_text": same_text,
+        "method": "both models loaded, reps interleaved with alternating order, 1 warm-up each",
+        "raw_reps": raw, "mistralkit_reps": mk, "conversations": convs,
+        "medians": {"raw": r, "mistralkit": m, "turn1": a, "turn10": b, "turn10_cold": c,
+                    "ratio": ratio},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
