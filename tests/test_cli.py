@@ -24,7 +24,7 @@ def assert_clean_error(result, *phrases):
         assert phrase in result.stderr
 
 
-def test_run_streams_and_json(cli):
+def test_run_streams_and_json(cli, mk_home):
     plain = cli("run", "--greedy", "-n", "12", "What is the capital of France?")
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.strip()
@@ -34,6 +34,9 @@ def test_run_streams_and_json(cli):
     assert data["text"].strip() == plain.stdout.strip()
     assert data["model"] == "gemma-3-270m" and data["finish_reason"] in ("stop", "length")
     assert {"prompt_tokens", "completion_tokens", "ttft_s", "gen_tps", "prompt_tps"} <= set(data["usage"])
+    log = (mk_home / "state" / "mistralkit.log").read_text()
+    assert "loaded " in log and "llama.cpp" in log  # our messages and llama.cpp's own, in the file only
+    assert "llama_context" not in plain.stderr
 
 
 def test_run_reads_stdin(cli):
