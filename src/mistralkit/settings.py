@@ -60,12 +60,9 @@ class Settings:
     log_level: str = field(default="warning", metadata=_doc("debug, info, warning or error"))
 
     def __post_init__(self) -> None:
-        _check(self.temperature >= 0, "temperature", self.temperature, "must be >= 0")
-        _check(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
-        _check(self.top_k >= 0, "top_k", self.top_k, "must be >= 0")
-        _check(0 <= self.min_p <= 1, "min_p", self.min_p, "must be in [0, 1]")
-        _check(self.repeat_penalty > 0, "repeat_penalty", self.repeat_penalty, "must be > 0")
-        _check(self.max_tokens >= 1, "max_tokens", self.max_tokens, "must be >= 1")
+        from .engines.base import check_sampling
+
+        check_sampling(self)
         _check(self.ctx is None or self.ctx >= 64, "ctx", self.ctx, "must be >= 64")
         _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be >= 1")
         _check(self.device in DEVICES, "device", self.device, f"must be one of {', '.join(DEVICES)}")
@@ -102,20 +99,20 @@ def load(cli: dict[str, Any] | None = None, environ: typing.Mapping[str, str] | 
     sources = {name: "default" for name in FIELD_NAMES}
 
     for name, raw in _read_config(config_file).items():
-        values[name] = _coerce(name, raw, f"config file {config_file}")
+        values[name] = coerce(name, raw, f"config file {config_file}")
         sources[name] = f"config file ({config_file})"
     for alias, name in ENV_ALIASES.items():
         if environ.get(alias):
-            values[name] = _coerce(name, environ[alias], f"environment {alias}")
+            values[name] = coerce(name, environ[alias], f"environment {alias}")
             sources[name] = f"env {alias}"
     for name in FIELD_NAMES:
         key = f"MISTRALKIT_{name.upper()}"
         if environ.get(key):
-            values[name] = _coerce(name, environ[key], f"environment {key}")
+            values[name] = coerce(name, environ[key], f"environment {key}")
             sources[name] = f"env {key}"
     for name, value in (cli or {}).items():
         if value is not None:
-            values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+            values[name] = coerce(name, value, f"--{name.replace('_', '-')}")
             sources[name] = "command line"
     return LoadedSettings(Settings(**values), sources, config_file)
 
@@ -150,7 +147,7 @@ def _field_type(name: str) -> type:
     return hint
 
 
-def _coerce(name: str, raw: Any, origin: str) -> Any:
+def coerce(name: str, raw: Any, origin: str) -> Any:
     """Turn a string (env) or TOML value into the field's type, or explain why not."""
     kind = _field_type(name)
     if not isinstance(raw, str):

@@ -18,6 +18,7 @@ from ..api import Loaded, params_from
 from ..engines import Completion, GenerationParams, complete
 from ..errors import MistralkitError
 from ..formats.base import Message
+from ..settings import coerce
 from .conversation import fit
 from .history import Session, Store, StoredMessage
 
@@ -35,8 +36,7 @@ HELP = """Commands:
 Multi-line input: start with \"\"\" and end with \"\"\", or end a line with \\.
 Ctrl-C stops an answer; Ctrl-D quits."""
 
-SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "min_p": float, "repeat_penalty": float,
-            "max_tokens": int, "seed": int, "greedy": "bool"}
+SETTABLE = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed", "greedy")
 
 
 @contextmanager
@@ -232,7 +232,7 @@ class Repl:
         if name not in SETTABLE or not value.strip():
             self.say(f"usage: /set PARAM VALUE, PARAM one of {', '.join(SETTABLE)}")
             return
-        self.params = dataclasses.replace(self.params, **{name: _parse(name, value.strip())})
+        self.params = dataclasses.replace(self.params, **{name: coerce(name, value.strip(), f"/set {name}")})
         if self.session:
             self.store.update_session(self.session.id, params=self.params.to_dict())
         self.say(f"Set {name} = {getattr(self.params, name)}")
@@ -241,22 +241,6 @@ class Repl:
         for s in self.store.list_sessions(limit=20):
             marker = "*" if self.session and s.id == self.session.id else " "
             self.say(f"{marker} {s.id}  {s.updated_at[:16]}  {s.message_count:3d} msgs  {s.title or ''}")
-
-
-def _parse(name: str, value: str):
-    from ..errors import InvalidParameter
-
-    kind = SETTABLE[name]
-    if kind == "bool":
-        if value.lower() in ("on", "true", "1", "yes"):
-            return True
-        if value.lower() in ("off", "false", "0", "no"):
-            return False
-        raise InvalidParameter(f"{name} must be on or off, got {value!r}")
-    try:
-        return kind(value)  # type: ignore[operator]
-    except ValueError:
-        raise InvalidParameter(f"{name} must be a number, got {value!r}") from None
 
 
 def _known_params(saved: dict) -> dict:

@@ -17,6 +17,24 @@ from ..formats.base import Message
 FinishReason = Literal["stop", "length", "cancelled"]
 
 
+SAMPLING_RULES: tuple[tuple[str, Callable[[float], bool], str], ...] = (
+    ("max_tokens", lambda v: v >= 1, "must be >= 1"),
+    ("temperature", lambda v: v >= 0, "must be >= 0"),
+    ("top_p", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ("top_k", lambda v: v >= 0, "must be >= 0"),
+    ("min_p", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    ("repeat_penalty", lambda v: v > 0, "must be > 0"),
+)
+
+
+def check_sampling(values: object) -> None:
+    """Validate the sampling fields of ``values`` (GenerationParams or Settings)."""
+    for name, ok, rule in SAMPLING_RULES:
+        value = getattr(values, name)
+        if not ok(value):
+            raise InvalidParameter(f"{name}={value!r}: {rule}", hint=f"fix the {name} setting")
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """Sampling and stopping controls. ``greedy`` (or temperature 0) always takes the top token."""
@@ -32,17 +50,7 @@ class GenerationParams:
     greedy: bool = False
 
     def __post_init__(self) -> None:
-        checks = (
-            (self.max_tokens >= 1, "max_tokens", "must be >= 1"),
-            (self.temperature >= 0, "temperature", "must be >= 0"),
-            (0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
-            (self.top_k >= 0, "top_k", "must be >= 0"),
-            (0 <= self.min_p <= 1, "min_p", "must be in [0, 1]"),
-            (self.repeat_penalty > 0, "repeat_penalty", "must be > 0"),
-        )
-        for ok, name, rule in checks:
-            if not ok:
-                raise InvalidParameter(f"{name}={getattr(self, name)!r}: {rule}")
+        check_sampling(self)
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
 

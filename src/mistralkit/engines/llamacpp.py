@@ -160,7 +160,7 @@ class LlamaCppEngine:
         import llama_cpp
 
         budget = min(params.max_tokens, self.n_ctx - len(tokens))
-        cached = _common_prefix(self._llm._input_ids, tokens)
+        cached = self._llm.longest_token_prefix(self._llm._input_ids, tokens)
         self._llm.set_seed(params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
         stream = self._llm.generate(
             tokens, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
@@ -203,11 +203,3 @@ class LlamaCppEngine:
         if llm is not None:
             llm.close()
 
-
-def _common_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
-    n = 0
-    for a, b in zip(cached, tokens):
-        if a != b:
-            break
-        n += 1
-    return n
