@@ -28,11 +28,11 @@ def test_run_streams_and_json(cli, mk_home):
     plain = cli("run", "--greedy", "-n", "12", "What is the capital of France?")
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.strip()
-    assert "embedded default model" in plain.stderr and "--model" in plain.stderr
+    assert "embedded default model" in plain.stderr and "models pull" in plain.stderr
     as_json = cli("run", "--json", "--greedy", "-n", "12", "What is the capital of France?")
     data = json.loads(as_json.stdout)
     assert data["text"].strip() == plain.stdout.strip()
-    assert data["model"] == "gemma-3-270m" and data["finish_reason"] in ("stop", "length")
+    assert data["model"] == "gemma-3-270m:q4_k_m" and data["finish_reason"] in ("stop", "length")
     assert {"prompt_tokens", "completion_tokens", "ttft_s", "gen_tps", "prompt_tps"} <= set(data["usage"])
     log = (mk_home / "state" / "mistralkit.log").read_text()
     assert "loaded " in log and "llama.cpp" in log  # our messages and llama.cpp's own, in the file only

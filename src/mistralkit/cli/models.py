@@ -1,0 +1,266 @@
+"""``mistralkit models ...``: list, info, pull, rm, verify, import, path and fit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+
+from . import fit as fit_cmd
+
+app = typer.Typer(help="Download, import, verify and size models.", no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+app.command("fit")(fit_cmd.fit)
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _size(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.0f} MB"
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    for i, column in enumerate(columns):
+        table.add_column(column, overflow="fold", no_wrap=i == 0)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command("list")
+def list_models(
+    available: Annotated[bool, typer.Option("--available", help="Also list every catalog file not downloaded yet.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Models on this machine, and (with --available) the catalog's other models.
+
+    Examples:
+
+      mistralkit models list
+
+      mistralkit models list --available --json
+    """
+    from ..models.store import listing
+
+    here, rest = listing()
+    if as_json:
+        _print_json({"local": [asdict(r) for r in here], "available": [asdict(r) for r in rest]})
+        return
+    _table("On this machine", ["NAME", "KIND", "SIZE", "STATUS", "WHERE"],
+           [[r.name, r.kind, _size(r.size), r.status, r.where] for r in here])
+    if available:
+        print()
+        by_model: dict[str, list] = {}
+        for r in rest:
+            by_model.setdefault(r.name.split(":")[0], []).append(r)
+        _table("Available to pull (NAME:QUANT, q4_k_m when omitted)", ["NAME", "KIND", "QUANTS", "Q4_K_M"],
+               [[n, rows[0].kind, " ".join(r.quant or "" for r in rows),
+                 next((_size(r.size) for r in rows if r.quant == "q4_k_m"), "-")] for n, rows in by_model.items()])
+    else:
+        names = sorted({r.name.split(":")[0] for r in rest})
+        print(f"\n{len(names)} more in the catalog: `mistralkit models list --available` to see them.")
+
+
+@app.command()
+def info(name: Annotated[str, typer.Argument(help="Model name, alias or path.")], as_json: Json = False) -> None:
+    """Everything known about a model: catalog data, files, GGUF metadata.
+
+    Examples:
+
+      mistralkit models info mistral-7b-instruct-v0.3
+
+      mistralkit models info ./my-model.gguf --json
+    """
+    from ..models.describe import describe
+
+    data = describe(name)
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for sub, item in value.items():
+                print(f"  {sub}: {item}")
+        else:
+            print(f"{key}: {value}")
+
+
+@app.command()
+def pull(
+    names: Annotated[list[str] | None, typer.Argument(help="Catalog names (NAME[:QUANT]), hf:OWNER/REPO/FILE or URLs.")] = None,
+    llm: Annotated[bool, typer.Option("--llm", help="The recommended chat model.")] = False,
+    embeddings: Annotated[bool, typer.Option("--embeddings", help="The embedding models.")] = False,
+    everything: Annotated[bool, typer.Option("--all", help="Both groups.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Name to register a URL download under.")] = None,
+    sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of a URL download.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Download models (resumable, sha256-verified) from the Hugging Face hub or a URL.
+
+    An interrupted download resumes where it stopped when you run the same command again.
+    HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE are respected.
+
+    Examples:
+
+      mistralkit models pull mistral-7b-instruct-v0.3            # Q4_K_M
+
+      mistralkit models pull ministral-8b-instruct:q5_k_m
+
+      mistralkit models pull --llm --embeddings
+
+      mistralkit models pull https://example.org/my-model.Q4_K_M.gguf --name mine
+    """
+    from ..models import catalog
+    from ..models.pull import pull as pull_one
+
+    refs = list(names or [])
+    for flag, group in ((llm or everything, "llm"), (embeddings or everything, "embeddings")):
+        if flag:
+            refs += [ref for ref in catalog.group(group) if ref not in refs]
+    if not refs:
+        raise typer.BadParameter("name a model, or pass --llm, --embeddings or --all")
+    if name and len(refs) > 1:
+        raise typer.BadParameter("--name works with one model at a time")
+    results = []
+    for ref in refs:
+        with _progress(ref, quiet=as_json) as progress:
+            pulled = pull_one(ref, progress=progress, force=force, name=name, sha256=sha256)
+        results.append(asdict(pulled))
+        if not as_json:
+            note = "already here" if pulled.already else (
+                f"resumed at {_size(pulled.resumed_from)}" if pulled.resumed_from else "downloaded")
+            print(f"{pulled.name}: {note}, {_size(pulled.size)} at {pulled.path}")
+    if as_json:
+        _print_json(results)
+
+
+class _progress:
+    """A rich download bar on stderr (transfer speed, ETA); silent with --json or off a terminal."""
+
+    def __init__(self, label: str, quiet: bool) -> None:
+        self.label, self.quiet, self.bar, self.task = label, quiet or not sys.stderr.isatty(), None, None
+
+    def __enter__(self):
+        if self.quiet:
+            return None
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task(self.label, total=None)
+        return self.update
+
+    def update(self, done: int, total: int | None) -> None:
+        self.bar.update(self.task, completed=done, total=total)  # type: ignore[union-attr]
+
+    def __exit__(self, *exc) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+@app.command()
+def rm(names: Annotated[list[str], typer.Argument(help="Model names.")], as_json: Json = False) -> None:
+    """Remove models: delete downloaded files, unregister imported ones (their files stay).
+
+    Example:
+
+      mistralkit models rm mistral-7b-instruct-v0.3:q4_k_m
+    """
+    from ..models.store import remove
+
+    removed = [remove(n) for n in names]
+    if as_json:
+        _print_json([asdict(r) for r in removed])
+        return
+    for r in removed:
+        print(f"removed {r.name}, freed {_size(r.freed)}" if r.deleted else
+              f"unregistered {r.name}; its files stay at {r.path}")
+
+
+@app.command()
+def verify(name: Annotated[str | None, typer.Argument(help="Model name (default: every registered model).")] = None,
+           as_json: Json = False) -> None:
+    """Re-hash model files and compare with the catalog's or the recorded sha256.
+
+    Examples:
+
+      mistralkit models verify
+
+      mistralkit models verify mistral-7b-instruct-v0.3 --json
+    """
+    from ..errors import IntegrityFailure
+    from ..models.store import verify as verify_models
+
+    results = verify_models(name)
+    if as_json:
+        _print_json([asdict(r) for r in results])
+    else:
+        for r in results:
+            print(f"{'ok' if r.ok else 'FAILED'}  {r.name}  ({r.against} sha256 {r.expected[:12]}…, "
+                  f"file {r.actual[:12]}…)")
+        if not results:
+            print("no downloaded or imported models to verify")
+    bad = [r.name for r in results if not r.ok]
+    if bad:
+        raise IntegrityFailure(f"{len(bad)} model(s) failed verification: {', '.join(bad)}",
+                               hint="`mistralkit models pull NAME --force` downloads a fresh copy")
+
+
+@app.command("import")
+def import_(
+    path: Annotated[str, typer.Argument(help="A .gguf file or a model directory (config.json + safetensors).")],
+    name: Annotated[str | None, typer.Option("--name", help="Name to use (default: the file name).")] = None,
+    copy: Annotated[bool, typer.Option("--copy", help="Copy into the model store instead of pointing at it.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a model with the same name.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Register a model you already have, without copying it unless --copy.
+
+    Examples:
+
+      mistralkit models import ~/Downloads/Mistral-7B-Instruct-v0.3-Q4_K_M.gguf --name mistral-local
+
+      mistralkit models import ./runs/legal/merged --copy
+    """
+    from ..models.store import import_model
+
+    record = import_model(path, name=name, copy=copy, force=force)
+    if as_json:
+        _print_json(asdict(record))
+    else:
+        print(f"imported {record.name} ({record.format}, {_size(record.size)}) at {record.path}")
+
+
+@app.command()
+def path(name: Annotated[str, typer.Argument(help="Model name or alias.")], as_json: Json = False) -> None:
+    """Print where a model's file is, for other tools.
+
+    Example:
+
+      llama-cli -m "$(mistralkit models path mistral-7b-instruct-v0.3)"
+    """
+    from ..models.store import resolve
+
+    model = resolve(name)
+    if as_json:
+        _print_json({"name": model.name, "path": str(model.path), "format": model.format})
+    else:
+        print(model.path)
