@@ -136,6 +136,8 @@ def test_read_only_data_dir(mk_home):
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert con.execute("SELECT content FROM messages WHERE role='user'").fetchall() == [("saved before",)]
+    con.close()
+    shutil.rmtree(home)  # outside pytest's tmp dirs: a 250 MB model copy would stay in /tmp
 
 
 def test_help_is_fast_and_light():
@@ -145,7 +147,9 @@ def test_help_is_fast_and_light():
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert "HEAVY []" in out
-    for command in (["chat"], ["run"], ["sessions", "list"], ["sessions", "export"], ["config", "show"]):
+    for command in (["chat"], ["run"], ["sessions", "list"], ["sessions", "export"], ["config", "show"],
+                    ["models", "list"], ["models", "pull"], ["models", "import"], ["models", "rm"],
+                    ["models", "verify"], ["models", "info"], ["models", "path"]):
         help_text = subprocess.run([sys.executable, "-m", "mistralkit", *command, "--help"],
                                    capture_output=True, text=True).stdout
         assert "Example" in help_text, command

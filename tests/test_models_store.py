@@ -124,20 +124,23 @@ def test_dropped_connection_resumes_with_range_and_is_byte_identical(home, hub, 
     assert Path(json.loads(done.stdout)[0]["path"]).read_bytes() == tiny.read_bytes()
 
 
-def test_killed_pull_resumes_on_the_next_run(home, hub, tiny):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_or_interrupted_pull_resumes_on_the_next_run(home, hub, tiny, sig):
     hub.add("acme/tiny-GGUF/tiny.Q4_K_M.gguf", tiny)
     catalog_entry(home, "tiny-test", "acme/tiny-GGUF", tiny.name, tiny.stat().st_size)
     hub.state.throttle = 1_000_000  # ~3 s for the whole file
     env = {k: v for k, v in os.environ.items() if not k.startswith("MISTRALKIT_")}
     env.update(MISTRALKIT_HOME=str(home), HF_ENDPOINT=hub.url, HF_HOME=str(home / "hf"), HF_TOKEN="")
     proc = subprocess.Popen([sys.executable, "-m", "mistralkit", "models", "pull", "tiny-test"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     part = home / "data" / "models" / ".partial" / "tiny-test-q4_k_m.part"
     deadline = time.time() + 60
     while time.time() < deadline and (not part.exists() or part.stat().st_size < 500_000):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=30)
+    if sig == signal.SIGINT:  # Ctrl-C: one line, exit 130, the bytes kept
+        assert proc.returncode == 130 and "resume" in stderr and "Traceback" not in stderr
     kept = part.stat().st_size
     assert 0 < kept < tiny.stat().st_size
     assert visible_files(home) == [] and registered(home) == {}

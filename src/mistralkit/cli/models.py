@@ -138,8 +138,13 @@ def pull(
         raise typer.BadParameter("--name works with one model at a time")
     results = []
     for ref in refs:
-        with _progress(ref, quiet=as_json) as progress:
-            pulled = pull_one(ref, progress=progress, force=force, name=name, sha256=sha256)
+        try:
+            with _progress(ref, quiet=as_json) as progress:
+                pulled = pull_one(ref, progress=progress, force=force, name=name, sha256=sha256)
+        except KeyboardInterrupt:
+            print(f"interrupted: what {ref} downloaded so far is kept; run the same command to resume",
+                  file=sys.stderr)
+            raise typer.Exit(130) from None
         results.append(asdict(pulled))
         if not as_json:
             note = "already here" if pulled.already else (
