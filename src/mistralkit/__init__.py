@@ -8,5 +8,6 @@
 __version__ = "0.1.0"
 
 from .api import Loaded, load, load_settings, params_from, run  # noqa: E402
+from .embeddings import Embeddings, embed  # noqa: E402
 
-__all__ = ["Loaded", "__version__", "load", "load_settings", "params_from", "run"]
+__all__ = ["Embeddings", "Loaded", "__version__", "embed", "load", "load_settings", "params_from", "run"]
