@@ -149,7 +149,7 @@ def test_help_is_fast_and_light():
     assert "HEAVY []" in out
     for command in (["chat"], ["run"], ["sessions", "list"], ["sessions", "export"], ["config", "show"],
                     ["models", "list"], ["models", "pull"], ["models", "import"], ["models", "rm"],
-                    ["models", "verify"], ["models", "info"], ["models", "path"]):
+                    ["models", "verify"], ["models", "info"], ["models", "path"], ["models", "fit"], ["embed"]):
         help_text = subprocess.run([sys.executable, "-m", "mistralkit", *command, "--help"],
                                    capture_output=True, text=True).stdout
         assert "Example" in help_text, command

@@ -292,3 +292,18 @@ def test_unknown_names_and_quants_are_clear(home):
                        (("run", "--model", "mistral-7b-instruct-v0.3", "hi"), "models pull")]:
         done = mk(home, None, *args)
         assert done.returncode != 0 and text in done.stderr and "Traceback" not in done.stderr, args
+
+
+def test_pull_group_gets_every_model_of_the_group(home, hub, tiny):
+    """--embeddings: the embedded MiniLM is already here; the e5 file comes from the (loopback) hub."""
+    from mistralkit.models import catalog
+
+    for ref in catalog.group("embeddings"):
+        entry, quant = catalog.lookup(ref)
+        if not entry.files[quant].bundled:
+            hub.add(f"{entry.repo}/{entry.files[quant].file}", tiny)
+    done = mk(home, hub, "models", "pull", "--embeddings", "--json")
+    assert done.returncode == 0, done.stderr
+    results = {r["name"]: r for r in json.loads(done.stdout)}
+    assert set(results) == {catalog.lookup(ref)[0].ref(catalog.lookup(ref)[1]) for ref in catalog.group("embeddings")}
+    assert results["all-minilm-l6-v2:f32"]["already"]
