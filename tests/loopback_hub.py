@@ -9,12 +9,13 @@ connection after N bytes, throttle, corrupt one byte, require a token (401 witho
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from mistralkit.models.hashing import sha256_path as sha256_of
 
 
 @dataclass
@@ -31,14 +32,6 @@ class HubState:
     cut_after: int | None = None  # the next GET stops after this many bytes (then resets)
     throttle: int | None = None  # bytes per second
     log: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -5,7 +5,6 @@ It is assembled once into the model store (sha256 checked, atomic rename) and re
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -26,12 +25,6 @@ def bundled_path() -> Path:
     return paths.models_dir() / _package().MODEL_NAME
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ensure_bundled() -> Path:

@@ -9,7 +9,6 @@ ever appears under its real name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import MistralkitError, StorageError
+from .hashing import sha256_path
 
 CHUNK = 1 << 20
 DISK_MARGIN = 64 << 20
@@ -131,14 +131,6 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-def _hash_existing(path: Path) -> hashlib._Hash:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest
-
-
 def _transfer(client, remote: Remote, part: Path, progress: Progress | None, denied_hint: str | None) -> None:
     """Append the missing bytes of ``remote`` to ``part`` (one HTTP request)."""
     have = part.stat().st_size if part.exists() else 0
@@ -200,7 +192,7 @@ def fetch(remote: Remote, dest: Path, key: str, headers: dict[str, str], expecte
                     time.sleep(attempt)
     finally:
         lock.close()
-    actual = _hash_existing(part).hexdigest()
+    actual = sha256_path(part)
     wanted = (expected_sha256 or remote.sha256 or "").lower()
     if wanted and actual != wanted:
         part.unlink(missing_ok=True)

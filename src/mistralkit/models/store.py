@@ -7,7 +7,6 @@ Downloads live in ``models/NAME/`` and are recorded in ``models/registry.json``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -20,6 +19,7 @@ from ..errors import InvalidModelFile, InvalidParameter, MissingDependency, Mode
 from . import catalog, registry
 from .catalog import CatalogEntry
 from .gguf_info import GGUFInfo, read_info
+from .hashing import sha256_path
 
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*(:[a-z0-9._-]+)?")
@@ -117,18 +117,6 @@ def resolve(ref: str | None = None) -> LocalModel:
     known = ", ".join(e.name for e in catalog.entries())
     raise ModelNotFound(f"unknown model {ref!r}",
                         hint=f"pass a .gguf path, a name from `mistralkit models list`, or one of: {known}")
-
-
-def sha256_path(path: Path) -> str:
-    """sha256 of a file; for a directory, of its sorted ``relative-path file-sha256`` lines."""
-    if path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
-    lines = [f"{p.relative_to(path).as_posix()} {sha256_path(p)}\n" for p in sorted(path.rglob("*")) if p.is_file()]
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def size_of(path: Path) -> int:
