@@ -16,6 +16,7 @@ from .engines import Completion, Engine, GenerationParams, complete, load_engine
 from .formats.base import Message
 from .models import LocalModel, resolve
 from .models.catalog import GET_MISTRAL_HINT
+from .models.memory import check_before_load
 from .settings import Settings
 from .settings import load as load_settings
 
@@ -49,11 +50,19 @@ def default_model_notice(model: LocalModel) -> str | None:
 
 
 def load(settings: Settings) -> Loaded:
-    """Resolve ``settings.model`` and load it with the matching engine."""
+    """Resolve ``settings.model``, check its memory plan, and load it with the matching engine.
+
+    A model that would not fit in available memory logs a warning (raises ``InsufficientMemory``
+    with ``strict_memory``) before llama.cpp allocates anything.
+    """
     model = resolve(settings.model)
+    if settings.device != "gpu" and not settings.n_gpu_layers:  # the plan is for CPU memory
+        warning = check_before_load(model, settings.ctx, settings.kv_type, settings.strict_memory)
+        if warning:
+            log.warning(warning)
     engine = load_engine(model, n_ctx=settings.ctx, threads=settings.threads,
                          n_gpu_layers=settings.n_gpu_layers, device=settings.device,
-                         mmap=settings.mmap, mlock=settings.mlock)
+                         mmap=settings.mmap, mlock=settings.mlock, kv_type=settings.kv_type)
     return Loaded(model, engine, settings)
 
 

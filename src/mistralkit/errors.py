@@ -64,3 +64,9 @@ class IntegrityFailure(MistralkitError):
     """A model file's sha256 does not match the published or recorded one."""
 
     status = 500
+
+
+class InsufficientMemory(MistralkitError):
+    """The memory plan of a model exceeds the memory available (refused with --strict-memory)."""
+
+    status = 503

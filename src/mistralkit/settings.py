@@ -21,6 +21,7 @@ from .errors import InvalidParameter
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEVICES = ("auto", "cpu", "gpu")
+KV_TYPES = ("f16", "q8_0", "q4_0")  # KV cache element types, largest first
 
 # Names users bring from other tools, mapped to our fields. MISTRALKIT_* wins over these.
 ENV_ALIASES = {
@@ -56,6 +57,8 @@ class Settings:
     device: str = field(default="auto", metadata=_doc("auto, cpu or gpu"))
     mmap: bool = field(default=True, metadata=_doc("memory-map the model file"))
     mlock: bool = field(default=False, metadata=_doc("lock the model in RAM"))
+    kv_type: str = field(default="f16", metadata=_doc("KV cache type: f16, q8_0 (half the memory) or q4_0"))
+    strict_memory: bool = field(default=False, metadata=_doc("refuse to load a model that does not fit in available memory"))
     stream: bool = field(default=True, metadata=_doc("stream tokens as they are generated"))
     log_level: str = field(default="warning", metadata=_doc("debug, info, warning or error"))
 
@@ -66,6 +69,8 @@ class Settings:
         _check(self.ctx is None or self.ctx >= 64, "ctx", self.ctx, "must be >= 64")
         _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be >= 1")
         _check(self.device in DEVICES, "device", self.device, f"must be one of {', '.join(DEVICES)}")
+        self.kv_type = self.kv_type.lower()
+        _check(self.kv_type in KV_TYPES, "kv_type", self.kv_type, f"must be one of {', '.join(KV_TYPES)}")
         self.log_level = self.log_level.lower()
         _check(self.log_level in LOG_LEVELS, "log_level", self.log_level, f"must be one of {', '.join(LOG_LEVELS)}")
 

@@ -37,7 +37,8 @@ def chat(
     temperature: o.Temperature = None, top_p: o.TopP = None, top_k: o.TopK = None, min_p: o.MinP = None,
     repeat_penalty: o.RepeatPenalty = None, seed: o.Seed = None, max_tokens: o.MaxTokens = None,
     greedy: o.Greedy = None, ctx: o.Ctx = None, threads: o.Threads = None, n_gpu_layers: o.GpuLayers = None,
-    device: o.Device = None, log_level: o.LogLevel = None,
+    device: o.Device = None, kv_type: o.KvType = None, strict_memory: o.StrictMemory = None,
+    log_level: o.LogLevel = None,
 ) -> None:
     """Chat with a local model; every turn is saved in the history.
 
@@ -50,6 +51,8 @@ def chat(
       mistralkit chat --session-id 3f2a   # resume
 
       mistralkit chat --greedy -p "What is 2+2?"
+
+      mistralkit chat --ctx 16384 --kv-type q8_0   # long context, half the KV memory
     """
     from ..api import load
     from ..chat.history import Store
@@ -62,7 +65,8 @@ def chat(
     resolved = _settings(model=model, system=system, stream=stream, temperature=temperature, top_p=top_p,
                          top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed,
                          max_tokens=max_tokens, greedy=greedy, ctx=ctx, threads=threads,
-                         n_gpu_layers=n_gpu_layers, device=device, log_level=log_level)
+                         n_gpu_layers=n_gpu_layers, device=device, kv_type=kv_type,
+                         strict_memory=strict_memory, log_level=log_level)
     loaded = load(resolved.settings)
     _notice(loaded.model)
     typed = frozenset(name for name, source in resolved.sources.items() if source == "command line")
@@ -95,7 +99,8 @@ def run(
     temperature: o.Temperature = None, top_p: o.TopP = None, top_k: o.TopK = None, min_p: o.MinP = None,
     repeat_penalty: o.RepeatPenalty = None, seed: o.Seed = None, max_tokens: o.MaxTokens = None,
     greedy: o.Greedy = None, ctx: o.Ctx = None, threads: o.Threads = None, n_gpu_layers: o.GpuLayers = None,
-    device: o.Device = None, log_level: o.LogLevel = None,
+    device: o.Device = None, kv_type: o.KvType = None, strict_memory: o.StrictMemory = None,
+    log_level: o.LogLevel = None,
 ) -> None:
     """Answer one prompt and exit (not saved in the history).
 
@@ -120,7 +125,7 @@ def run(
     settings = _settings(model=model, system=system, temperature=temperature, top_p=top_p, top_k=top_k,
                          min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens,
                          greedy=greedy, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, device=device,
-                         log_level=log_level).settings
+                         kv_type=kv_type, strict_memory=strict_memory, log_level=log_level).settings
     loaded = load(settings)
     if not as_json:
         _notice(loaded.model)

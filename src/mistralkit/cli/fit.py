@@ -1,8 +1,57 @@
-"""``mistralkit models fit`` (being written)."""
+"""``mistralkit models fit``: will a model fit in this much RAM, and if not, what will."""
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
 
-def fit() -> None:
-    """Will the model fit in this much RAM?"""
-    raise SystemExit("not implemented yet")
+import typer
+
+
+def fit(
+    name: Annotated[str | None, typer.Argument(
+        help="Model name, NAME:QUANT or .gguf path (default: the embedded model).")] = None,
+    ram: Annotated[str | None, typer.Option(
+        "--ram", help="Memory to fit in: 4G, 3.5GB, 512M (binary units; default: available now).")] = None,
+    ctx: Annotated[int | None, typer.Option(
+        "--ctx", "-c", help="Context window in tokens (default: 4096, or the model's if smaller).")] = None,
+    kv_type: Annotated[str, typer.Option("--kv-type", help="KV cache type: f16, q8_0 or q4_0.")] = "f16",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Predict the peak RAM of a model (weights + KV cache + compute + runtime) and what fits.
+
+    Reads the GGUF header of a local file, or the catalog for a model not downloaded yet. When the
+    model does not fit, it lists configurations that do: a quantized KV cache, a smaller context,
+    a smaller quantization, or a smaller catalog model. Exits with 1 when it does not fit.
+
+    Examples:
+
+      mistralkit models fit mistral-7b-instruct-v0.3 --ram 4G
+
+      mistralkit models fit ./my-model.gguf --ctx 16384 --kv-type q8_0
+
+      mistralkit models fit ministral-8b-instruct:q3_k_m --ram 6G --json
+
+      mistralkit models fit mistral-nemo --ram 8G && mistralkit models pull mistral-nemo
+    """
+    from ..models.fitting import fit_report
+    from ..models.memory import format_size, parse_size
+
+    report = fit_report(name, parse_size(ram) if ram is not None else None, ctx, kv_type.lower())
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        raise typer.Exit(0 if report.fits else 1)
+    plan = report.plan
+    source = "GGUF header" if report.source == "gguf" else "catalog (not downloaded)"
+    print(f"{report.title}: {plan.n_ctx} context, {plan.kv_type} KV cache"
+          f"{', flash attention' if plan.flash_attn else ''} (sizes from the {source})")
+    for part, size in (("weights", plan.weights), ("KV cache", plan.kv_cache), ("compute", plan.compute),
+                       ("runtime", plan.overhead), ("total", plan.total)):
+        print(f"  {part:<9}{format_size(size):>11}")
+    if plan.repacked:
+        print(f"  (ps may show up to {format_size(plan.peak_rss)}: the file pages behind "
+              f"{format_size(plan.repacked)} of repacked 4-bit weights, which the OS can drop)")
+    print()
+    print(report.message)
+    if not report.fits:
+        raise typer.Exit(1)

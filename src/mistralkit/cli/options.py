@@ -25,3 +25,5 @@ Threads = Annotated[int | None, typer.Option("--threads", "-t", help="CPU thread
 GpuLayers = Annotated[int | None, typer.Option("--n-gpu-layers", help="Layers to offload to a GPU (-1 = all).", rich_help_panel=MODEL)]
 Device = Annotated[str | None, typer.Option("--device", help="auto, cpu or gpu.", rich_help_panel=MODEL)]
 LogLevel = Annotated[str | None, typer.Option("--log-level", help="debug, info, warning or error.")]
+KvType = Annotated[str | None, typer.Option("--kv-type", help="KV cache type: f16, q8_0 (half the memory) or q4_0.", rich_help_panel=MODEL)]
+StrictMemory = Annotated[bool | None, typer.Option("--strict-memory/--no-strict-memory", help="Refuse to load a model that does not fit in available memory (default: warn).", rich_help_panel=MODEL, show_default=False)]

@@ -4,6 +4,8 @@ Prompt tokens from the model's ChatFormat go straight to ``Llama.generate``, whi
 cache of the previous call and evaluates only the part of the new prompt that differs, so turn 10
 of a chat costs about what turn 1 costs. ``swa_full`` keeps the whole cache of sliding-window
 layers (Gemma 3), without which llama.cpp cannot roll such a cache back to a shared prefix.
+A quantized KV cache (``kv_type`` q8_0 or q4_0) turns flash attention on: llama.cpp refuses a
+quantized V cache without it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from .stops import StopMatcher
 log = logging.getLogger(__name__)
 
 DEFAULT_CTX = 4096
+# KV cache element type -> GGML type id (llama_cpp.GGML_TYPE_F16, _Q8_0, _Q4_0).
+GGML_KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
 
 
 # ggml_log_level: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 = continues the previous message.
@@ -97,20 +101,25 @@ class LlamaCppEngine:
 
     def __init__(self, model: LocalModel, *, n_ctx: int | None = None, threads: int | None = None,
                  n_gpu_layers: int | None = None, device: str = "auto", mmap: bool = True,
-                 mlock: bool = False) -> None:
+                 mlock: bool = False, kv_type: str = "f16") -> None:
         import llama_cpp
+
+        if kv_type not in GGML_KV_TYPES:
+            raise InvalidParameter(f"kv_type={kv_type!r}: must be one of {', '.join(GGML_KV_TYPES)}")
 
         route_native_logs()
         self.model = model
         self.n_ctx = context_size(model, n_ctx)
         self.threads = threads or default_threads()
         self.n_gpu_layers = gpu_layers(device, n_gpu_layers)
+        self.kv_type = kv_type
         started = time.perf_counter()
         try:
             self._llm = llama_cpp.Llama(
                 model_path=str(model.path), n_ctx=self.n_ctx, n_threads=self.threads,
                 n_threads_batch=self.threads, n_gpu_layers=self.n_gpu_layers, use_mmap=mmap,
-                use_mlock=mlock, swa_full=True, verbose=False,
+                use_mlock=mlock, swa_full=True, verbose=False, type_k=GGML_KV_TYPES[kv_type],
+                type_v=GGML_KV_TYPES[kv_type], flash_attn=kv_type != "f16",
             )
         except (ValueError, RuntimeError) as exc:
             raise InvalidModelFile(
@@ -125,8 +134,8 @@ class LlamaCppEngine:
         self.eos_id = eos if eos >= 0 else None
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         self.format = formats.select(model, self)
-        log.info("loaded %s in %.2fs (ctx %d, threads %d, gpu layers %d, format %s)",
-                 model.path, self.load_s, self.n_ctx, self.threads, self.n_gpu_layers, self.format.name)
+        log.info("loaded %s in %.2fs (ctx %d, kv %s, threads %d, gpu layers %d, format %s)", model.path,
+                 self.load_s, self.n_ctx, kv_type, self.threads, self.n_gpu_layers, self.format.name)
 
     # Tokenizer protocol, used by formats that render text.
     def tokenize(self, text: str, *, special: bool) -> list[int]:
