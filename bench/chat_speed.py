@@ -28,6 +28,7 @@ from statistics import median
 
 import llama_cpp
 
+from report import table  # bench/report.py; a script's own folder is on sys.path
 from mistralkit.engines import GenerationParams, load_engine
 from mistralkit.engines.llamacpp import default_threads
 from mistralkit.models import resolve
@@ -96,12 +97,6 @@ def rates(prompt: int, completion: int, t0: float, first: float, end: float, **e
 
 def med(reps: list[dict], *keys: str) -> dict:
     return {k: median(r[k] for r in reps) for k in keys}
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: " | ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), "-+-".join("-" * w for w in widths), *map(line, rows)])
 
 
 def parse_args() -> argparse.Namespace:

@@ -35,6 +35,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from report import table  # bench/report.py; a script's own folder is on sys.path
 from mistralkit.models import resolve
 from mistralkit.models.memory import MIB, ModelShape, plan
 
@@ -136,12 +137,6 @@ def run_child(command: list[str]) -> tuple[str, str, int, int]:
         _, status_code, usage = os.wait4(proc.pid, 0)  # not proc.wait(): wait4 also returns rusage
         errors.seek(0)
         return out, errors.read(), os.waitstatus_to_exitcode(status_code), usage.ru_maxrss * 1024
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: " | ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), "-+-".join("-" * w for w in widths), *map(line, rows)])
 
 
 def parse_args() -> argparse.Namespace:
