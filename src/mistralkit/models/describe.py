@@ -32,6 +32,16 @@ def _file_part(model: store.LocalModel) -> dict:
     return data
 
 
+def _memory_part(ref: str) -> dict:
+    """Predicted RAM at the default context (``models fit`` for the details and other sizes)."""
+    from .fitting import shape_for
+    from .memory import default_context, format_size, plan
+
+    shape = shape_for(ref)[0]
+    n_ctx = default_context(shape.context_length)
+    return {"memory": f"~{format_size(plan(shape, n_ctx).total)} at {n_ctx} context (`mistralkit models fit`)"}
+
+
 def describe(ref: str) -> dict:
     """A flat-ish dict for people (``models info``) and scripts (``--json``)."""
     found = catalog.lookup(ref) if not store._looks_like_path(ref) else None
@@ -44,10 +54,14 @@ def describe(ref: str) -> dict:
         if not found:
             raise
         data["status"] = "available (not downloaded)"
+        if found[0].kind == "llm":
+            data.update(_memory_part(ref))
         return data
     data["name"] = model.name
     data["status"] = "on this machine"
     data.update(_file_part(model))
+    if model.format == "gguf" and (model.entry is None or model.entry.kind == "llm"):
+        data.update(_memory_part(str(model.path)))
     return data
 
 
