@@ -100,7 +100,11 @@ def write_llama_gguf(path: Path) -> Path:
     8 heads, 2 KV heads (grouped-query attention), no sliding window, 1000-token vocabulary."""
     spec = importlib.util.spec_from_file_location("memory_plan", ROOT / "bench" / "memory_plan.py")
     bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    sys.path.insert(0, str(ROOT / "bench"))  # as when the script runs: its folder (report.py) importable
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
     return bench.write_synthetic_llama(path, layers=2, embd=256, heads=8, kv_heads=2, ff=512, vocab=1000)
 
 
