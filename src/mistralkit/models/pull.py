@@ -21,7 +21,7 @@ from .download import DownloadError, Progress, discard, fetch, probe
 HUB = "https://huggingface.co"
 TRUE = {"1", "true", "yes", "on"}
 OFFLINE_HINT = ("no network? mistralkit runs offline with the embedded model; to add a model without a "
-                "network, copy its .gguf here and run `mistralkit models import PATH` (HF_ENDPOINT sets a mirror)")
+                "network, copy its .gguf onto this machine and run `mistralkit models import PATH` (HF_ENDPOINT sets a mirror)")
 
 
 @dataclass
