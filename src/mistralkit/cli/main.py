@@ -8,7 +8,7 @@ import typer
 
 from .. import __version__
 from ..errors import MistralkitError
-from . import chat, config, embed, models, sessions
+from . import chat, config, embed, models, serve, sessions
 
 app = typer.Typer(
     name="mistralkit",
@@ -16,7 +16,8 @@ app = typer.Typer(
          "Examples:\n\n"
          "  mistralkit chat                      # chat with the embedded default model\n\n"
          "  mistralkit run 'Write a haiku'        # one answer, streamed\n\n"
-         "  mistralkit sessions list             # saved chats",
+         "  mistralkit sessions list             # saved chats\n\n"
+         "  mistralkit serve                     # OpenAI-compatible API + web page on 127.0.0.1:8080",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -25,6 +26,7 @@ app = typer.Typer(
 app.command()(chat.chat)
 app.command()(chat.run)
 app.command()(embed.embed)
+app.command()(serve.serve)
 app.add_typer(models.app, name="models")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(config.app, name="config")

@@ -48,6 +48,7 @@ class GenerationParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     greedy: bool = False
+    grammar: str | None = None  # GBNF text constraining the output (e.g. JSON)
 
     def __post_init__(self) -> None:
         check_sampling(self)

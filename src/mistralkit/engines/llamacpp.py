@@ -96,12 +96,23 @@ def context_size(model: LocalModel, requested: int | None) -> int:
     return requested
 
 
+def _grammar(gbnf: str | None):
+    if gbnf is None:
+        return None
+    from llama_cpp import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_string(gbnf, verbose=False)
+    except ValueError as exc:
+        raise InvalidParameter(f"the output grammar does not parse: {exc}") from exc
+
+
 class LlamaCppEngine:
     """``Engine`` over one loaded GGUF. Not thread-safe: one generation at a time."""
 
     def __init__(self, model: LocalModel, *, n_ctx: int | None = None, threads: int | None = None,
                  n_gpu_layers: int | None = None, device: str = "auto", mmap: bool = True,
-                 mlock: bool = False, kv_type: str = "f16") -> None:
+                 mlock: bool = False, kv_type: str = "f16", adapter: str | None = None) -> None:
         import llama_cpp
 
         if kv_type not in GGML_KV_TYPES:
@@ -119,7 +130,7 @@ class LlamaCppEngine:
                 model_path=str(model.path), n_ctx=self.n_ctx, n_threads=self.threads,
                 n_threads_batch=self.threads, n_gpu_layers=self.n_gpu_layers, use_mmap=mmap,
                 use_mlock=mlock, swa_full=True, verbose=False, type_k=GGML_KV_TYPES[kv_type],
-                type_v=GGML_KV_TYPES[kv_type], flash_attn=kv_type != "f16",
+                type_v=GGML_KV_TYPES[kv_type], flash_attn=kv_type != "f16", lora_path=adapter,
             )
         except (ValueError, RuntimeError) as exc:
             raise InvalidModelFile(
@@ -143,6 +154,10 @@ class LlamaCppEngine:
 
     def token_text(self, token_id: int) -> str:
         return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+    def encode_text(self, text: str) -> list[int]:
+        """Raw text (a completion prompt, no chat format) to tokens, with BOS when the model wants it."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=self.add_bos, special=False)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.format.encode(messages))
@@ -174,7 +189,7 @@ class LlamaCppEngine:
         stream = self._llm.generate(
             tokens, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
             temp=0.0 if params.is_greedy else params.temperature,
-            repeat_penalty=params.repeat_penalty, reset=True,
+            repeat_penalty=params.repeat_penalty, reset=True, grammar=_grammar(params.grammar),
         )
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher((*params.stop, *self.format.stop_strings))

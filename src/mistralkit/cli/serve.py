@@ -1,0 +1,83 @@
+"""``mistralkit serve``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import options as o
+
+SECURITY = "Security"
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs an API key.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to load at start (others load on first use).")] = None,
+    api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Require this bearer key (repeatable; also MISTRALKIT_API_KEY).", rich_help_panel=SECURITY)] = None,
+    api_key_file: Annotated[Path | None, typer.Option("--api-key-file", help="Read keys from a file, one per line.", rich_help_panel=SECURITY)] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Allow a non-loopback address without a key.", rich_help_panel=SECURITY)] = False,
+    cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allow browser calls from this origin (repeatable).", rich_help_panel=SECURITY)] = None,
+    max_body: Annotated[str, typer.Option("--max-body", help="Largest request body.", rich_help_panel=SECURITY)] = "4M",
+    queue_size: Annotated[int, typer.Option("--queue-size", help="Requests per model, running + waiting; more get 429.")] = 8,
+    memory_budget: Annotated[str | None, typer.Option("--memory-budget", help="RAM for loaded models, e.g. 6G (default: available memory).")] = None,
+    ctx: o.Ctx = None, threads: o.Threads = None, kv_type: o.KvType = None, max_tokens: o.MaxTokens = None,
+    n_gpu_layers: o.GpuLayers = None, device: o.Device = None, log_level: o.LogLevel = None,
+) -> None:
+    """Serve an OpenAI-compatible API (/v1/...) and a web chat page (/) on this machine.
+
+    Examples:
+
+      mistralkit serve                                    # http://127.0.0.1:8080, embedded model
+
+      mistralkit serve -m mistral-7b-instruct-v0.3 --ctx 8192 --api-key "$KEY"
+
+      mistralkit serve --host 0.0.0.0 --api-key-file keys.txt --cors-origin https://app.example
+
+    Then: OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=... any OpenAI client.
+    """
+    import uvicorn
+
+    from ..logs import setup
+    from ..models.memory import parse_size
+    from ..server import ServerConfig, create_app
+    from ..settings import load
+
+    settings = load(cli={"ctx": ctx, "threads": threads, "kv_type": kv_type, "max_tokens": max_tokens,
+                         "n_gpu_layers": n_gpu_layers, "device": device, "log_level": log_level}).settings
+    setup(settings.log_level)
+    keys = _keys(api_key, api_key_file)
+    config = ServerConfig(host=host, port=port, api_keys=keys, insecure_no_auth=insecure_no_auth,
+                          cors_origins=tuple(cors_origin or ()), queue_size=queue_size,
+                          memory_budget=parse_size(memory_budget) if memory_budget else None,
+                          max_body_bytes=parse_size(max_body), preload=model or settings.model, settings=settings)
+    app = create_app(config)
+    print(f"mistralkit {'requires an API key' if keys else 'open (no API key)'}: web page http://{host}:{port}/ "
+          f"· OpenAI API http://{host}:{port}/v1 · Ctrl-C to stop", file=sys.stderr)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=_uvicorn_level(settings.log_level),
+                                  timeout_graceful_shutdown=int(config.shutdown_grace_s),
+                                  access_log=settings.log_level == "debug")).run()
+
+
+def _keys(given: list[str] | None, key_file: Path | None) -> tuple[str, ...]:
+    from ..errors import InvalidParameter
+
+    keys = [k for k in (given or []) if k]
+    if os.environ.get("MISTRALKIT_API_KEY"):
+        keys.append(os.environ["MISTRALKIT_API_KEY"])
+    if key_file is not None:
+        try:
+            keys += [line.strip() for line in key_file.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise InvalidParameter(f"cannot read the API key file {key_file}: {exc.strerror}") from exc
+    if any(len(k) < 8 for k in keys):
+        raise InvalidParameter("API keys must be at least 8 characters")
+    return tuple(dict.fromkeys(keys))
+
+
+def _uvicorn_level(level: str) -> str:
+    return {"debug": "debug", "info": "info"}.get(level, "warning")

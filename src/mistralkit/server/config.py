@@ -1,0 +1,44 @@
+"""Server options, validated once: a non-loopback address needs an API key (or an explicit opt-out)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from ..errors import InvalidParameter
+from ..settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_keys: tuple[str, ...] = ()
+    insecure_no_auth: bool = False
+    cors_origins: tuple[str, ...] = ()
+    queue_size: int = 8  # requests per model, running + waiting; more get 429
+    memory_budget: int | None = None  # bytes for loaded models; None = available memory at start
+    max_body_bytes: int = 4 << 20
+    shutdown_grace_s: float = 10.0
+    preload: str | None = None  # model to load at start
+    settings: Settings = field(default_factory=Settings)  # ctx, threads, kv_type… for every model
+
+    def __post_init__(self) -> None:
+        if self.queue_size < 1:
+            raise InvalidParameter(f"queue size {self.queue_size}: must be >= 1")
+        if not (0 < self.port < 65536):
+            raise InvalidParameter(f"port {self.port}: must be between 1 and 65535")
+        if not is_loopback(self.host) and not self.api_keys and not self.insecure_no_auth:
+            raise InvalidParameter(
+                f"refusing to serve on {self.host} without an API key: anyone on the network could use it",
+                hint="pass --api-key / --api-key-file / MISTRALKIT_API_KEY, or --insecure-no-auth if you mean it",
+            )

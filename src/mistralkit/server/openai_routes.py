@@ -1,0 +1,186 @@
+"""``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` in OpenAI's wire format."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..engines import Usage
+from ..errors import ContextOverflow, MistralkitError
+from . import history
+from .pool import Job, Slot, stream
+from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.get("/models")
+async def models() -> dict:
+    """Models this server can load: what is on this machine (downloaded, imported, embedded)."""
+    from ..models.store import listing
+
+    here, _ = await run_in_threadpool(listing)
+    return {"object": "list", "data": [{"id": row.name, "object": "model", "created": 0, "owned_by": "mistralkit",
+                                        "kind": row.kind} for row in here]}
+
+
+def _usage(usage: Usage | None) -> dict:
+    usage = usage or Usage()
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
+
+
+def _check_fits(tokens: list[int], n_ctx: int) -> None:
+    if len(tokens) >= n_ctx:
+        raise ContextOverflow(f"this model's context window is {n_ctx} tokens, but the prompt is {len(tokens)} "
+                              f"tokens", hint="shorten the messages or start the server with a larger --ctx")
+
+
+async def _start(request: Request, body: Sampling, slot: Slot, tokens: list[int], grammar: str | None) -> Job:
+    _check_fits(tokens, slot.worker.engine.n_ctx)
+    params = body.params(request.app.state.config.settings.max_tokens, grammar)
+    job = Job(tokens, params, asyncio.get_running_loop())
+    slot.worker.submit(job)
+    return job
+
+
+class Run:
+    """Collects one generation's text, usage and timings while it streams."""
+
+    def __init__(self, request: Request, job: Job, model: str) -> None:
+        self.request, self.job, self.model = request, job, model
+        self.text, self.finish, self.usage = "", "stop", None
+        self.id = f"{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+
+    async def chunks(self) -> AsyncIterator[str]:
+        metrics = self.request.app.state.metrics
+        async for chunk in stream(self.job, self.request.is_disconnected):
+            if chunk.text and not self.text:
+                metrics.ttft.labels(self.model).observe(time.perf_counter() - self.job.queued_at)
+            self.text += chunk.text
+            if chunk.finish_reason:
+                self.finish = "stop" if chunk.finish_reason == "cancelled" else chunk.finish_reason
+                self.usage = chunk.usage
+            if chunk.text:
+                yield chunk.text
+        if self.usage:
+            metrics.tokens.labels(self.model, "in").inc(self.usage.prompt_tokens)
+            metrics.tokens.labels(self.model, "out").inc(self.usage.completion_tokens)
+
+
+def _sse(data: dict | str) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_end) -> AsyncIterator[str]:
+    """SSE: one event per text delta, then the finish event, usage (if asked) and ``[DONE]``."""
+    complete = False
+    try:
+        yield _sse(shape(run, {"role": "assistant", "content": ""}, None, extra))
+        async for text in run.chunks():
+            yield _sse(shape(run, {"content": text}, None, extra))
+        yield _sse(shape(run, {}, run.finish, extra))
+        if include_usage:
+            yield _sse({**shape(run, None, None, extra), "choices": [], "usage": _usage(run.usage)})
+        complete = True
+        yield _sse("[DONE]")
+    except MistralkitError as exc:
+        yield _sse({"error": {"message": exc.message, "type": "server_error", "code": None}})
+    finally:
+        with anyio.CancelScope(shield=True):  # a client that left cancels this scope: still save
+            await run_in_threadpool(on_end, run.text, not complete)
+
+
+def _chat_chunk(run: Run, delta: dict | None, finish: str | None, extra: dict) -> dict:
+    choice = {"index": 0, "delta": delta or {}, "finish_reason": finish, "logprobs": None}
+    return {"id": f"chatcmpl-{run.id}", "object": "chat.completion.chunk", "created": run.created,
+            "model": run.model, "choices": [choice] if delta is not None else [], **extra}
+
+
+def _text_chunk(run: Run, delta: dict | None, finish: str | None, extra: dict) -> dict:
+    choice = {"index": 0, "text": (delta or {}).get("content", ""), "finish_reason": finish, "logprobs": None}
+    return {"id": f"cmpl-{run.id}", "object": "text_completion", "created": run.created, "model": run.model,
+            "choices": [choice] if delta is not None else [], **extra}
+
+
+async def _collect(run: Run) -> None:
+    async for _ in run.chunks():
+        pass
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatRequest, request: Request):
+    """Chat completion, streamed (SSE) or not; ``response_format`` is enforced with a llama.cpp grammar."""
+    pool = request.app.state.pool
+    slot = await pool.get(body.model)
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    tokens = await run_in_threadpool(slot.worker.engine.prompt_tokens, messages)
+    session = await run_in_threadpool(history.open_session, body.session_id, slot.model.name, messages)
+    if body.max_completion_tokens and not body.max_tokens:
+        body.max_tokens = body.max_completion_tokens
+    job = await _start(request, body, slot, tokens, await run_in_threadpool(body.grammar))
+    run = Run(request, job, slot.model.name)
+    extra = {"session_id": session} if session else {}
+
+    def on_end(text: str, partial: bool) -> None:
+        history.save_turn(session, messages, text, run.usage, partial)
+
+    if body.stream:
+        usage_extra = {**extra, "usage": None} if body.include_usage else extra
+        return StreamingResponse(_event_stream(run, _chat_chunk, body.include_usage, usage_extra, on_end),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    try:
+        await _collect(run)
+    finally:
+        await run_in_threadpool(on_end, run.text, run.usage is None)
+    return {"id": f"chatcmpl-{run.id}", "object": "chat.completion", "created": run.created, "model": run.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": run.text},
+                         "finish_reason": run.finish, "logprobs": None}],
+            "usage": _usage(run.usage), **extra}
+
+
+@router.post("/completions")
+async def completions(body: CompletionRequest, request: Request):
+    """Raw-text completion (no chat format), streamed or not."""
+    slot = await request.app.state.pool.get(body.model)
+    tokens = await run_in_threadpool(slot.worker.engine.encode_text, body.text())
+    job = await _start(request, body, slot, tokens, None)
+    run = Run(request, job, slot.model.name)
+
+    def on_end(text: str, partial: bool) -> None:
+        pass
+
+    if body.stream:
+        extra = {"usage": None} if body.include_usage else {}
+        return StreamingResponse(_event_stream(run, _text_chunk, body.include_usage, extra, on_end),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    await _collect(run)
+    return {"id": f"cmpl-{run.id}", "object": "text_completion", "created": run.created, "model": run.model,
+            "choices": [{"index": 0, "text": run.text, "finish_reason": run.finish, "logprobs": None}],
+            "usage": _usage(run.usage)}
+
+
+_embed_lock = asyncio.Lock()
+
+
+@router.post("/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
+    """Embedding vectors (normalized) from a sentence-transformers or GGUF embedding model."""
+    pool = request.app.state.pool
+    async with _embed_lock:  # one embedding model call at a time: the engines are not thread-safe
+        embedder = await run_in_threadpool(pool.embedder, body.model)
+        result = await run_in_threadpool(embedder.embed, body.texts())
+    request.app.state.metrics.tokens.labels(result.model, "in").inc(result.prompt_tokens)
+    return {"object": "list", "model": result.model,
+            "data": [{"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(result.vectors)],
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}}

@@ -1,0 +1,219 @@
+"""Loaded models and their queues.
+
+Each loaded model has one worker thread that runs its generations one at a time, fed by a bounded
+queue: a request that finds ``queue_size`` requests already running or waiting gets 429. Chunks go
+back to the request's asyncio queue; setting a job's ``cancel`` event (client gone, shutdown) stops
+its generation at the next token. Models load on first use and the least recently used idle ones
+are unloaded when the memory budget would be exceeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..engines import Chunk, GenerationParams, load_engine
+from ..engines.base import Request
+from ..errors import InvalidParameter, MistralkitError, ModelNotFound
+from ..models import LocalModel, registry, resolve
+from .config import ServerConfig
+from .errors import Overloaded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    request: Request
+    params: GenerationParams
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue = field(default_factory=asyncio.Queue)  # Chunk, MistralkitError, or None (end)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    queued_at: float = field(default_factory=time.perf_counter)
+
+    def send(self, item) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+
+
+class Worker:
+    """One thread per loaded model, running its jobs in order."""
+
+    def __init__(self, name: str, engine, queue_size: int) -> None:
+        self.name, self.engine, self.queue_size = name, engine, queue_size
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.in_flight = 0
+        self.lock = threading.Lock()
+        self.recent_s = 2.0  # moving average of a job's run time, for Retry-After
+        self.thread = threading.Thread(target=self._run, name=f"worker-{name}", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self.lock:
+            if self.in_flight >= self.queue_size:
+                raise Overloaded(self.name, max(1, round(self.recent_s * self.in_flight / 2)))
+            self.in_flight += 1
+        self.jobs.put(job)
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            started = time.perf_counter()
+            try:
+                if not job.cancel.is_set():
+                    for chunk in self.engine.generate(job.request, job.params, job.cancel):
+                        job.send(chunk)
+            except MistralkitError as exc:
+                job.send(exc)
+            except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker
+                log.exception("generation failed")
+                job.send(MistralkitError(f"generation failed: {exc.__class__.__name__}: {exc}"))
+            finally:
+                job.send(None)
+                with self.lock:
+                    self.in_flight -= 1
+                self.recent_s = 0.8 * self.recent_s + 0.2 * (time.perf_counter() - started)
+
+    @property
+    def busy(self) -> bool:
+        return self.in_flight > 0
+
+    def stop(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(timeout=30)
+        self.engine.close()
+
+
+@dataclass
+class Slot:
+    model: LocalModel
+    worker: Worker
+    planned: int  # bytes the RAM planner expects it to take
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``"base+adapter"`` -> ``("base", "adapter")``."""
+    base, plus, adapter = ref.partition("+")
+    if plus and not (base.strip() and adapter.strip()):
+        raise InvalidParameter(f"bad model name {ref!r}", hint="write BASE+ADAPTER")
+    return base.strip(), (adapter.strip() or None)
+
+
+def adapter_path(ref: str) -> Path:
+    """A GGUF LoRA adapter by registered name or path."""
+    record = registry.get(ref)
+    path = Path(record.path) if record else Path(ref).expanduser()
+    if not path.is_file():
+        raise ModelNotFound(f"adapter {ref!r} not found", hint="pass a registered adapter name or a .gguf path")
+    return path
+
+
+class Pool:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.slots: OrderedDict[str, Slot] = OrderedDict()
+        self.lock = asyncio.Lock()
+        self.embedders: dict[str, object] = {}
+        self.closed = False
+
+    def key(self, ref: str) -> str:
+        base, adapter = split_ref(ref)
+        model = resolve(base)
+        return f"{model.name}+{adapter_path(adapter)}" if adapter else model.name
+
+    async def get(self, ref: str) -> Slot:
+        """The loaded model for ``ref`` (loading it, and unloading idle ones, if needed)."""
+        from starlette.concurrency import run_in_threadpool
+
+        async with self.lock:
+            key = await run_in_threadpool(self.key, ref)
+            if key in self.slots:
+                self.slots.move_to_end(key)
+                return self.slots[key]
+            slot = await run_in_threadpool(self._load, ref, key)
+            self.slots[key] = slot
+            return slot
+
+    def _load(self, ref: str, key: str) -> Slot:
+        from ..models.memory import ModelShape, available_memory, plan
+
+        base, adapter = split_ref(ref)
+        model = resolve(base)
+        if model.format != "gguf":
+            raise InvalidParameter(f"{model.name} is a {model.format} model; chat and completions need a GGUF",
+                                   hint="use it with /v1/embeddings, or pick a .gguf model")
+        s = self.config.settings
+        planned = plan(ModelShape.from_model(model), _ctx(model, s.ctx), s.kv_type).total
+        budget = self.config.memory_budget or available_memory()
+        self._make_room(planned, budget)
+        engine = load_engine(model, n_ctx=s.ctx, threads=s.threads, n_gpu_layers=s.n_gpu_layers, device=s.device,
+                             mmap=s.mmap, mlock=s.mlock, kv_type=s.kv_type,
+                             **({"adapter": str(adapter_path(adapter))} if adapter else {}))
+        log.info("serving %s (planned %.0f MiB)", key, planned / 2**20)
+        return Slot(model, Worker(key, engine, self.config.queue_size), planned)
+
+    def _make_room(self, needed: int, budget: int) -> None:
+        used = sum(slot.planned for slot in self.slots.values())
+        for key in list(self.slots):
+            if used + needed <= budget:
+                break
+            slot = self.slots[key]
+            if not slot.worker.busy:
+                log.info("unloading %s to make room", key)
+                slot.worker.stop()
+                used -= slot.planned
+                del self.slots[key]
+        if used + needed > budget:
+            log.warning("loading past the memory budget: %.0f MiB needed, %.0f MiB used of %.0f MiB",
+                        needed / 2**20, used / 2**20, budget / 2**20)
+
+    def embedder(self, ref: str):
+        from ..embeddings import load_embedder
+
+        if ref not in self.embedders:
+            self.embedders[ref] = load_embedder(ref)
+        return self.embedders[ref]
+
+    def queue_depths(self) -> dict[str, int]:
+        return {key: slot.worker.in_flight for key, slot in self.slots.items()}
+
+    def close(self) -> None:
+        self.closed = True
+        for slot in self.slots.values():
+            slot.worker.stop()
+        self.slots.clear()
+        for embedder in self.embedders.values():
+            embedder.close()  # type: ignore[attr-defined]
+
+
+def _ctx(model: LocalModel, requested: int | None) -> int:
+    from ..engines.llamacpp import context_size
+
+    return context_size(model, requested)
+
+
+async def stream(job: Job, is_disconnected) -> AsyncIterator[Chunk]:
+    """Yield the job's chunks; cancel it when the client goes away (checked every 0.25 s)."""
+    finished = False
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(job.out.get(), timeout=0.25)
+            except TimeoutError:
+                if await is_disconnected():
+                    job.cancel.set()
+                continue
+            if item is None:
+                finished = True
+                return
+            if isinstance(item, MistralkitError):
+                raise item
+            yield item
+    finally:
+        if not finished:
+            job.cancel.set()
