@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..engines import Chunk, GenerationParams, load_engine
 from ..engines.base import Request
-from ..errors import InvalidParameter, MistralkitError, ModelNotFound
+from ..errors import InsufficientMemory, InvalidParameter, MistralkitError, ModelNotFound
 from ..models import LocalModel, registry, resolve
 from .config import ServerConfig
 from .errors import Overloaded
@@ -120,6 +120,7 @@ class Pool:
         self.lock = asyncio.Lock()
         self.embedders: dict[str, object] = {}
         self.closed = False
+        self._budget = config.memory_budget  # default: what is free when the first model loads
 
     def key(self, ref: str) -> str:
         base, adapter = split_ref(ref)
@@ -149,8 +150,9 @@ class Pool:
                                    hint="use it with /v1/embeddings, or pick a .gguf model")
         s = self.config.settings
         planned = plan(ModelShape.from_model(model), _ctx(model, s.ctx), s.kv_type).total
-        budget = self.config.memory_budget or available_memory()
-        self._make_room(planned, budget)
+        if self._budget is None:
+            self._budget = available_memory()  # once: later readings would count our own models twice
+        self._make_room(planned, self._budget)
         engine = load_engine(model, n_ctx=s.ctx, threads=s.threads, n_gpu_layers=s.n_gpu_layers, device=s.device,
                              mmap=s.mmap, mlock=s.mlock, kv_type=s.kv_type,
                              **({"adapter": str(adapter_path(adapter))} if adapter else {}))
@@ -168,6 +170,10 @@ class Pool:
                 slot.worker.stop()
                 used -= slot.planned
                 del self.slots[key]
+        if used + needed > budget and self.config.settings.strict_memory:
+            raise InsufficientMemory(
+                f"loading this model needs ~{needed / 2**30:.1f} GiB but {used / 2**30:.1f} GiB of the "
+                f"{budget / 2**30:.1f} GiB budget is held by busy models", hint="retry later or raise --memory-budget")
         if used + needed > budget:
             log.warning("loading past the memory budget: %.0f MiB needed, %.0f MiB used of %.0f MiB",
                         needed / 2**20, used / 2**20, budget / 2**20)
