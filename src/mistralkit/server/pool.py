@@ -37,6 +37,9 @@ class Job:
     out: asyncio.Queue = field(default_factory=asyncio.Queue)  # Chunk, MistralkitError, or None (end)
     cancel: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.perf_counter)
+    started: bool = False  # the worker picked it up
+    released: bool = False  # its place in the queue is given back
+    worker: Worker | None = None
 
     def send(self, item) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, item)
@@ -59,13 +62,22 @@ class Worker:
             if self.in_flight >= self.queue_size:
                 raise Overloaded(self.name, max(1, round(self.recent_s * self.in_flight / 2)))
             self.in_flight += 1
+        job.worker = self
         self.jobs.put(job)
+
+    def release(self, job: Job) -> None:
+        """Give the job's place back (once): when it ends, or when its client leaves while it waits."""
+        with self.lock:
+            if not job.released:
+                job.released = True
+                self.in_flight -= 1
 
     def _run(self) -> None:
         while (job := self.jobs.get()) is not None:
             started = time.perf_counter()
+            job.started = True
             try:
-                if not job.cancel.is_set():
+                if not job.cancel.is_set():  # a client that left while waiting costs nothing
                     for chunk in self.engine.generate(job.request, job.params, job.cancel):
                         job.send(chunk)
             except MistralkitError as exc:
@@ -75,8 +87,7 @@ class Worker:
                 job.send(MistralkitError(f"generation failed: {exc.__class__.__name__}: {exc}"))
             finally:
                 job.send(None)
-                with self.lock:
-                    self.in_flight -= 1
+                self.release(job)
                 self.recent_s = 0.8 * self.recent_s + 0.2 * (time.perf_counter() - started)
 
     @property
@@ -223,3 +234,5 @@ async def stream(job: Job, is_disconnected) -> AsyncIterator[Chunk]:
     finally:
         if not finished:
             job.cancel.set()
+            if not job.started and job.worker is not None:
+                job.worker.release(job)
