@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	# llama-cpp-python compiles llama.cpp here the first time (several minutes on 2 cores).
 	$(VENV)/bin/pip install --quiet -e '.[test]'
+	# The web page test (tests/test_web.py) drives Debian's Chromium.
+	command -v chromium >/dev/null || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y --no-install-recommends chromium) \
+		|| echo "warning: no chromium: install it (apt-get install chromium) for tests/test_web.py"
 	touch $(STAMP)
 
 bench: $(STAMP)

@@ -60,9 +60,23 @@ def serve(
     app = create_app(config)
     print(f"mistralkit {'requires an API key' if keys else 'open (no API key)'}: web page http://{host}:{port}/ "
           f"· OpenAI API http://{host}:{port}/v1 · Ctrl-C to stop", file=sys.stderr)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=_uvicorn_level(settings.log_level),
+    _server_class()(uvicorn.Config(app, host=host, port=port, log_level=_uvicorn_level(settings.log_level),
                                   timeout_graceful_shutdown=int(config.shutdown_grace_s),
                                   access_log=settings.log_level == "debug")).run()
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process would die of the
+        signal (exit -15); a clean shutdown should exit 0."""
+
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            getattr(self, "_captured_signals", []).clear()
+
+    return Server
 
 
 def _keys(given: list[str] | None, key_file: Path | None) -> tuple[str, ...]:

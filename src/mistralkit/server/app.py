@@ -45,7 +45,12 @@ def require_key(request: Request) -> None:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes (413), by Content-Length or as they stream in."""
+    """Refuse request bodies over ``limit`` bytes (413), by Content-Length or as they stream in.
+
+    A body that goes over while streaming in is cut: the app sees a client that left (an exception
+    raised from ``receive`` would reach FastAPI's body parsing wrapped in an ExceptionGroup and turn
+    into a 400), and whatever it answers is replaced by the 413.
+    """
 
     def __init__(self, app, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -56,24 +61,33 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return await _too_large(self.limit)(scope, receive, send)
-        seen = 0
+        seen, over, started = 0, False, False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _BodyTooLarge
+                over = True
+                return {"type": "http.disconnect"}
             return message
 
+        async def unless_over(message):
+            nonlocal started
+            if over and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, counted, send)
-        except _BodyTooLarge:
+            await self.app(scope, counted, unless_over)
+        except Exception:
+            if not over or started:
+                raise
+        if over and not started:
             await _too_large(self.limit)(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def _too_large(limit: int) -> Response:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -125,6 +127,7 @@ async def chat_completions(body: ChatRequest, request: Request):
     slot = await pool.get(body.model)
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
     tokens = await run_in_threadpool(slot.worker.engine.prompt_tokens, messages)
+    _check_fits(tokens, slot.worker.engine.n_ctx)  # before a "new" session is created for nothing
     session = await run_in_threadpool(history.open_session, body.session_id, slot.model.name, messages)
     if body.max_completion_tokens and not body.max_tokens:
         body.max_tokens = body.max_completion_tokens
@@ -181,6 +184,13 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
         embedder = await run_in_threadpool(pool.embedder, body.model)
         result = await run_in_threadpool(embedder.embed, body.texts())
     request.app.state.metrics.tokens.labels(result.model, "in").inc(result.prompt_tokens)
+    encode = _base64_floats if body.encoding_format == "base64" else list
     return {"object": "list", "model": result.model,
-            "data": [{"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(result.vectors)],
+            "data": [{"object": "embedding", "index": i, "embedding": encode(vector)}
+                     for i, vector in enumerate(result.vectors)],
             "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}}
+
+
+def _base64_floats(vector: list[float]) -> str:
+    """OpenAI's ``encoding_format="base64"``: little-endian float32 bytes, base64-encoded."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")

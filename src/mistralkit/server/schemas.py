@@ -122,7 +122,7 @@ class CompletionRequest(Sampling):
 class EmbeddingRequest(_Body):
     model: str = Field(min_length=1)
     input: str | list[str] = Field(min_length=1)
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"  # the official client asks for base64 by default
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)

@@ -1,0 +1,181 @@
+"""The web chat page in real headless Chromium against a real ``mistralkit serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+KEY = "web-page-test-key"
+MODEL = "gemma-3-270m:q4_k_m"
+STREAMING_REPLY = ".message.assistant[data-streaming] .content"
+
+# Records the live reply's length at every change, to prove the text arrives in pieces.
+RECORD_GROWTH = """() => {
+  window.replyLengths = [];
+  new MutationObserver(() => {
+    const live = document.querySelector(".message.assistant[data-streaming] .content");
+    if (live) window.replyLengths.push(live.textContent.length);
+  }).observe(document.getElementById("messages"),
+             { childList: true, subtree: true, characterData: true });
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, key: str | None = None) -> dict:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def _wait_until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = check()
+        except OSError:
+            found = None
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def server(model, mk_home, tmp_path):
+    """``python -m mistralkit serve`` on a free port with an API key; yields (url, process, log)."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "LLM_"))}
+    env["MISTRALKIT_HOME"] = str(mk_home)
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        command = [sys.executable, "-m", "mistralkit", "serve", "--port", str(port),
+                   "--model", MODEL, "--api-key", KEY]
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until(lambda: process.poll() is not None or _get(f"{url}/health")["status"] == "ok",
+                    60, "the server's /health")
+        assert process.poll() is None, f"the server exited early:\n{log.read_text()}"
+        yield url, process, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Chromium is missing: install it with `apt-get install chromium` "
+                    "(`make setup` does this)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                             args=["--no-sandbox"])  # tests may run as root
+        yield browser
+        browser.close()
+
+
+def test_chat_page_streams_stops_and_reopens_a_session(server, browser):
+    from playwright.sync_api import expect
+
+    url, process, log = server
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.set_default_timeout(30_000)
+    expect.set_options(timeout=30_000)  # generation shares 2 cores with everything else
+    page.goto(url)
+
+    # No key stored yet: the first API call gets a 401 and the page asks for one.
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    page.get_by_label("Key", exact=True).fill(KEY)
+    page.get_by_label("Key", exact=True).press("Enter")
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_label("Model")).to_have_value(MODEL)
+
+    page.get_by_text("Settings").click()
+    page.get_by_label("Temperature").press("Home")  # 0: greedy, the same reply every run
+    expect(page.locator("#temperature-value")).to_have_text("0")
+    page.get_by_label("Max tokens").fill("24")
+
+    # First turn: the reply arrives piece by piece.
+    page.evaluate(RECORD_GROWTH)
+    prompt = page.get_by_label("Message")
+    prompt.fill("Once upon a time, a small cat")
+    prompt.press("Enter")
+    expect(page.locator(".message.assistant")).to_have_count(1)
+    expect(page.locator(".message.assistant[data-streaming]")).to_have_count(0)
+    first_reply = page.locator(".message.assistant .content").first.inner_text()
+    growth = sorted({n for n in page.evaluate("window.replyLengths") if n > 0})
+    assert len(growth) >= 3, f"the reply did not grow while streaming: lengths seen {growth}"
+    assert first_reply.strip()
+    session_button = page.locator('#sessions .session[aria-current="true"]')
+    expect(session_button).to_have_count(1)
+    session_id = session_button.get_attribute("data-id")
+
+    # Second turn in the same session, long: Stop cuts it short.
+    page.get_by_label("Max tokens").fill("2000")
+    prompt.fill("Tell me the whole story, chapter by chapter.")
+    prompt.press("Enter")
+    stop = page.get_by_role("button", name="Stop")
+    expect(stop).to_be_enabled()
+    page.wait_for_function(
+        f"() => (document.querySelector('{STREAMING_REPLY}')?.textContent.length || 0) > 20")
+    stop.click()
+    expect(stop).to_be_disabled()
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    expect(page.locator(".message.assistant .note")).to_have_text("stopped")
+    shown_partial = page.locator(".message.assistant .content").nth(1).inner_text()
+
+    # The server saves the partial reply once it sees the client gone.
+    def saved_turns():
+        session = _get(f"{url}/v1/sessions/{session_id}", KEY)
+        return session if len(session["messages"]) == 4 else None
+
+    saved = _wait_until(saved_turns, 15, "the stopped turn to be saved")
+    assert saved["messages"][3]["partial"] is True
+
+    # Reload: the key is remembered, the session is in the sidebar, and opening it shows the turns.
+    page.reload()
+    entry = page.locator(f'#sessions .session[data-id="{session_id}"]')
+    expect(entry).to_contain_text("Once upon a time, a small cat")
+    expect(dialog).to_be_hidden()
+    entry.click()
+    messages = page.locator("#messages .message .content")
+    expect(messages).to_have_count(4)
+    texts = messages.all_inner_texts()
+    assert texts[0] == "Once upon a time, a small cat"
+    assert texts[1] == first_reply
+    assert texts[2] == "Tell me the whole story, chapter by chapter."
+    assert texts[3].startswith(shown_partial.rstrip())
+    expect(page.locator(".message.assistant .note")).to_have_text("stopped")
+
+    # A prompt over the context window: the server's 400 is shown, the text given back to edit.
+    prompt.fill("word " * 6000)
+    prompt.press("Enter")
+    expect(page.get_by_role("alert")).to_contain_text("context window")
+    expect(messages).to_have_count(4)
+    assert prompt.input_value().startswith("word word")
+
+    assert not errors, f"errors in the page: {errors}"
+    page.close()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, f"the server did not exit cleanly:\n{log.read_text()}"
