@@ -70,3 +70,16 @@ class InsufficientMemory(MistralkitError):
     """The memory plan of a model exceeds the memory available (refused with --strict-memory)."""
 
     status = 503
+
+
+class DatasetError(MistralkitError):
+    """A line of a training data file is unusable; the message starts with ``FILE:LINE: FIELD:``."""
+
+    def __init__(self, message: str, hint: str | None = None, *, path: str = "", line: int = 0,
+                 field: str = "") -> None:
+        where = ":".join(part for part in (path, str(line) if line else "") if part)
+        prefix = f"{where}: " if where else ""
+        prefix += f"{field}: " if field else ""
+        super().__init__(prefix + message, hint)
+        self.reason = message
+        self.path, self.line, self.field = path, line, field

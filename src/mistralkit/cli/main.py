@@ -8,7 +8,7 @@ import typer
 
 from .. import __version__
 from ..errors import MistralkitError
-from . import chat, config, embed, models, serve, sessions
+from . import chat, config, data, embed, models, serve, sessions
 
 app = typer.Typer(
     name="mistralkit",
@@ -30,6 +30,7 @@ app.command()(serve.serve)
 app.add_typer(models.app, name="models")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(config.app, name="config")
+app.add_typer(data.app, name="data")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,1 @@
+"""Fine-tuning: training data (data.py), loss masks (masks.py)."""
