@@ -206,6 +206,15 @@ def test_json_schema_reply_validates(client):
     assert set(data) == {"color", "age"} and isinstance(data["age"], int)
 
 
+def test_schema_llama_cpp_cannot_compile_is_a_400_not_a_crash(client, server):
+    """An empty enum once turned into a grammar that crashed llama.cpp while sampling."""
+    with pytest.raises(openai.BadRequestError) as info:
+        chat(client, max_tokens=8, response_format={"type": "json_schema",
+                                                    "json_schema": {"name": "x", "schema": {"enum": []}}})
+    assert "grammar" in info.value.message
+    assert chat(client, max_tokens=2).choices[0].message.content is not None  # still serving
+
+
 def test_unknown_model_is_404(client):
     with pytest.raises(openai.NotFoundError) as info:
         chat(client, model="no-such-model")

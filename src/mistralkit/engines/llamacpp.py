@@ -155,6 +155,17 @@ class LlamaCppEngine:
     def token_text(self, token_id: int) -> str:
         return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
 
+    def check_grammar(self, gbnf: str) -> None:
+        """Refuse GBNF that llama.cpp cannot compile (it would crash while sampling, not raise)."""
+        import llama_cpp
+
+        vocab = self._llm._model.vocab
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+        if not sampler:
+            raise InvalidParameter("the requested output format cannot be turned into a grammar llama.cpp accepts",
+                                   hint="simplify the JSON schema (e.g. no empty enum)")
+        llama_cpp.llama_sampler_free(sampler)
+
     def encode_text(self, text: str) -> list[int]:
         """Raw text (a completion prompt, no chat format) to tokens, with BOS when the model wants it."""
         return self._llm.tokenize(text.encode("utf-8"), add_bos=self.add_bos, special=False)
@@ -183,6 +194,8 @@ class LlamaCppEngine:
                 cancel: threading.Event | None) -> Iterator[Chunk]:
         import llama_cpp
 
+        if params.grammar is not None:
+            self.check_grammar(params.grammar)
         budget = min(params.max_tokens, self.n_ctx - len(tokens))
         cached = self._llm.longest_token_prefix(self._llm._input_ids, tokens)
         self._llm.set_seed(params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)

@@ -139,20 +139,39 @@ def _errors(app: FastAPI) -> None:
         return error_response(exc.status_code, str(exc.detail), None, headers=getattr(exc, "headers", None))
 
 
+class Measure:
+    """Requests, latency (to the response's last byte) and errors per route.
+
+    Plain ASGI on purpose: behind a ``BaseHTTPMiddleware`` (``@app.middleware("http")``),
+    ``request.is_disconnected()`` never turns true, so a gone client's generation would run on.
+    """
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 500
+
+        async def sending(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "other")
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            if status >= 400:
+                self.metrics.errors.labels(str(status)).inc()
+
+
 def _middleware(app: FastAPI, config: ServerConfig) -> None:
-    metrics: Metrics = app.state.metrics
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "other")
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
-        if response.status_code >= 400:
-            metrics.errors.labels(str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(Measure, metrics=app.state.metrics)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -100,7 +100,7 @@ async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_en
         yield _sse({"error": {"message": exc.message, "type": "server_error", "code": None}})
     finally:
         with anyio.CancelScope(shield=True):  # a client that left cancels this scope: still save
-            await run_in_threadpool(on_end, run.text, not complete)
+            await run_in_threadpool(on_end, run.text, not complete or run.usage is None)
 
 
 def _chat_chunk(run: Run, delta: dict | None, finish: str | None, extra: dict) -> dict:
@@ -131,8 +131,11 @@ async def chat_completions(body: ChatRequest, request: Request):
     session = await run_in_threadpool(history.open_session, body.session_id, slot.model.name, messages)
     if body.max_completion_tokens and not body.max_tokens:
         body.max_tokens = body.max_completion_tokens
-    job = await _start(request, body, slot, tokens, await run_in_threadpool(body.grammar))
-    run = Run(request, job, slot.model.name)
+    grammar = await run_in_threadpool(body.grammar)
+    if grammar is not None:  # a bad one is a 400 now, not an error halfway through a 200 stream
+        await run_in_threadpool(slot.worker.engine.check_grammar, grammar)
+    job = await _start(request, body, slot, tokens, grammar)
+    run = Run(request, job, body.model if "+" in body.model else slot.model.name)
     extra = {"session_id": session} if session else {}
 
     def on_end(text: str, partial: bool) -> None:

@@ -214,16 +214,24 @@ def _ctx(model: LocalModel, requested: int | None) -> int:
     return context_size(model, requested)
 
 
-async def stream(job: Job, is_disconnected) -> AsyncIterator[Chunk]:
-    """Yield the job's chunks; cancel it when the client goes away (checked every 0.25 s)."""
+async def stream(job: Job, is_disconnected, every_s: float = 0.25) -> AsyncIterator[Chunk]:
+    """Yield the job's chunks; cancel it when the client goes away (checked every ``every_s``).
+
+    The check runs on a clock, not only when the chunks pause: a non-streaming request whose
+    client left mid-generation would otherwise hold its model until ``max_tokens``.
+    """
     finished = False
+    loop = asyncio.get_running_loop()
+    check_at = loop.time() + every_s
     try:
         while True:
-            try:
-                item = await asyncio.wait_for(job.out.get(), timeout=0.25)
-            except TimeoutError:
+            if loop.time() >= check_at:
                 if await is_disconnected():
-                    job.cancel.set()
+                    return  # finally: cancel, and give a waiting job's place back now
+                check_at = loop.time() + every_s
+            try:
+                item = await asyncio.wait_for(job.out.get(), timeout=check_at - loop.time())
+            except TimeoutError:
                 continue
             if item is None:
                 finished = True

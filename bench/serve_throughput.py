@@ -1,0 +1,216 @@
+"""Serve throughput: aggregate completion tokens/s of ``mistralkit serve`` with 1, 2 and 4 clients.
+
+Starts ``python -m mistralkit serve`` (a subprocess, --threads, --ctx) on the embedded model (or
+--model); for each concurrency level, that many clients each send one streaming
+``/v1/completions`` request at the same moment (greedy, repeat_penalty 1, --new-tokens tokens,
+``ignore_eos``; the prompt is a counting list, so the model keeps counting to the token budget, and
+each client starts at its own number so no request reuses another's prompt cache). Per level and
+rep: aggregate tokens/s = all completion tokens (from ``usage``) / wall time from the first request
+sent to the last one finished; TTFT (first text event) and latency per request. Medians over --reps
+(one untimed warm-up request first).
+
+Reference column: with ``--llama-server PATH``, llama.cpp's own server on the same GGUF and threads
+(``-m GGUF -t N -tb N -c CTX*P -np P --port PORT``: P = the largest concurrency, so every client gets
+a CTX-token slot) under the same load on its /v1/completions; without it, mistralkit with one client,
+so the ratio column is how mistralkit scales with clients. mistralkit runs one generation per model
+at a time (batching across requests is a later issue): these numbers are its baseline.
+
+Run:   MISTRALKIT_HOME=/tmp/mk-bench .venv/bin/python bench/serve_throughput.py
+Writes bench/results/serve_throughput.json (per-request numbers, medians, machine, versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from statistics import median
+
+import httpx
+
+from report import table  # bench/report.py; a script's own folder is on sys.path
+from mistralkit import __version__
+from mistralkit.engines.llamacpp import default_threads
+from mistralkit.models import resolve
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running(command: list[str], port: int, what: str, timeout: float = 120):
+    """Start a server, wait until its /health answers 200, yield its base URL, stop it."""
+    log = tempfile.NamedTemporaryFile("w+", prefix="serve-throughput-", suffix=".log", delete=False)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"{what} exited early; its log: {log.name}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{what} did not answer /health in {timeout:.0f} s; its log: {log.name}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def counting_prompt(start: int, lines: int) -> str:
+    return "Count upward, one number per line:\n" + "".join(f"{i}\n" for i in range(start, start + lines))
+
+
+def one_request(url: str, model: str, prompt: str, new_tokens: int, go: threading.Barrier) -> dict:
+    body = {"model": model, "prompt": prompt, "max_tokens": new_tokens, "temperature": 0, "repeat_penalty": 1.0,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.Client(timeout=600) as client:
+        go.wait()
+        sent, first, usage, events = time.perf_counter(), None, None, 0
+        with client.stream("POST", f"{url}/v1/completions", json=body) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line.removeprefix("data: "))
+                usage = event.get("usage") or usage
+                if event.get("choices") and event["choices"][0].get("text"):
+                    first = first or time.perf_counter()
+                    events += 1
+        end = time.perf_counter()
+    # llama-server sends one event per token; its usage is the authority when it sends one
+    tokens = usage["completion_tokens"] if usage else events
+    return {"sent": sent, "end": end, "ttft_s": (first or end) - sent, "latency_s": end - sent,
+            "completion_tokens": tokens}
+
+
+def load_level(url: str, model: str, clients: int, args: argparse.Namespace, offset: int) -> dict:
+    """``clients`` requests at once; aggregate tokens/s over the wall time they took together."""
+    go = threading.Barrier(clients)
+    results: list[dict] = [{}] * clients
+
+    def client(i: int) -> None:
+        results[i] = one_request(url, model, counting_prompt(offset + 1000 * i, args.prompt_lines),
+                                 args.new_tokens, go)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = max(r["end"] for r in results) - min(r["sent"] for r in results)
+    tokens = sum(r["completion_tokens"] for r in results)
+    return {"clients": clients, "wall_s": wall, "completion_tokens": tokens, "tps": tokens / wall,
+            "requests": [{k: r[k] for k in ("ttft_s", "latency_s", "completion_tokens")} for r in results]}
+
+
+def measure(url: str, model: str, args: argparse.Namespace) -> dict[int, dict]:
+    load_level(url, model, 1, args, offset=7)  # warm-up, untimed
+    out = {}
+    for clients in args.clients:
+        reps = [load_level(url, model, clients, args, offset=100_000 * (rep + 1) + 10 * clients)
+                for rep in range(args.reps)]
+        requests = [r for rep in reps for r in rep["requests"]]
+        out[clients] = {"reps": reps, "tps": median(r["tps"] for r in reps),
+                        "ttft_p50_s": median(r["ttft_s"] for r in requests),
+                        "latency_p50_s": median(r["latency_s"] for r in requests),
+                        "completion_tokens_p50": median(r["completion_tokens"] for r in requests)}
+        print(f"  {clients} client(s): {out[clients]['tps']:.1f} tok/s", file=sys.stderr)
+    return out
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  MISTRALKIT_HOME=/tmp/mk-bench .venv/bin/python bench/serve_throughput.py"
+               " --threads 2 --reps 3 --llama-server ~/llama.cpp/build/bin/llama-server")
+    ap.add_argument("--model", default=None, help="model for resolve() (default: the embedded one)")
+    ap.add_argument("--threads", type=int, default=default_threads(),
+                    help="CPU threads for both servers (default: all cores)")
+    ap.add_argument("--ctx", type=int, default=4096, help="context tokens per client")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4], help="concurrency levels")
+    ap.add_argument("--new-tokens", type=int, default=128, help="max_tokens of every request")
+    ap.add_argument("--prompt-lines", type=int, default=40, help="numbers in each counting prompt")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per level (default 3)")
+    ap.add_argument("--llama-server", type=Path, metavar="PATH", help="llama.cpp's llama-server binary")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve_throughput.json")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    model = resolve(args.model)
+    port = free_port()
+    mk_command = [sys.executable, "-m", "mistralkit", "serve", "--port", str(port), "--model", model.name,
+                  "--threads", str(args.threads), "--ctx", str(args.ctx), "--queue-size", str(max(args.clients) + 1),
+                  "--log-level", "warning"]
+    print(f"mistralkit serve ({model.name}, {args.threads} threads)", file=sys.stderr)
+    with running(mk_command, port, "mistralkit serve") as url:
+        mk = measure(url, model.name, args)
+
+    ref, ref_name, ref_version = None, "mistralkit, 1 client", __version__
+    if args.llama_server:
+        slots, port = max(args.clients), free_port()
+        command = [str(args.llama_server), "-m", str(model.path), "-t", str(args.threads), "-tb", str(args.threads),
+                   "-c", str(args.ctx * slots), "-np", str(slots), "--port", str(port), "--host", "127.0.0.1"]
+        probe = subprocess.run([str(args.llama_server), "--version"], capture_output=True, text=True, timeout=30)
+        ref_version = (probe.stdout + probe.stderr).strip()
+        print(f"llama-server ({args.llama_server})", file=sys.stderr)
+        with running(command, port, "llama-server") as url:
+            ref = measure(url, model.name, args)
+        ref_name = "llama-server"
+
+    def reference(clients: int) -> dict:
+        return ref[clients] if ref else mk[min(args.clients)]
+
+    print(f"\nmodel {model.path.name} | threads {args.threads} | {args.new_tokens} new tokens per request, greedy"
+          f" | reps {args.reps} (medians) | reference: {ref_name}\n")
+    ms = lambda seconds: f"{seconds * 1e3:.0f}"  # noqa: E731
+    rows = []
+    for clients in args.clients:
+        m, r = mk[clients], reference(clients)
+        rows.append([str(clients), f"{m['tps']:.1f}", f"{r['tps']:.1f}", f"{m['tps'] / r['tps']:.2f}",
+                     ms(m["ttft_p50_s"]), ms(r["ttft_p50_s"]), f"{m['latency_p50_s']:.2f}",
+                     f"{r['latency_p50_s']:.2f}", f"{m['completion_tokens_p50']:g}"])
+    print(table(["clients", "mistralkit tok/s", f"{ref_name} tok/s", "ratio", "mk TTFT p50 (ms)",
+                 "ref TTFT p50 (ms)", "mk latency p50 (s)", "ref latency p50 (s)", "tokens/request"], rows))
+
+    result = {
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.processor(), "python": sys.version.split()[0]},
+        "mistralkit_version": __version__, "reference": ref_name, "reference_version": ref_version,
+        "model_path": str(model.path), "threads": args.threads, "ctx": args.ctx, "reps": args.reps,
+        "new_tokens": args.new_tokens, "prompt_lines": args.prompt_lines, "clients": args.clients,
+        "method": "streaming /v1/completions, clients released together by a barrier, greedy, ignore_eos;"
+                  " aggregate tok/s = completion tokens / (last end - first send); medians over reps",
+        "mistralkit": mk, "llama_server": ref,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
