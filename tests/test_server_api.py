@@ -372,3 +372,21 @@ def test_lora_adapter_by_path(side, model, tmp_path):
     assert complete(f"{MODEL}+{write_lora(tmp_path / 'big.gguf', model.path, 5.0)}") != base
     with pytest.raises(openai.NotFoundError):
         complete(f"{MODEL}+{tmp_path / 'missing.gguf'}")
+
+
+def test_least_recently_used_model_is_unloaded_over_the_memory_budget(model, tmp_path):
+    """Two names for the embedded GGUF are two models to the server; a 700 MiB budget holds one."""
+    from conftest import run_cli
+
+    home = tmp_path / "home"
+    assert run_cli("models", "import", str(model.path), "--name", "gemma-copy", home=home).returncode == 0
+    serve = Serve(home, tmp_path / "lru.log", "--memory-budget", "700M", *ONE_THREAD)
+    try:
+        client = serve.client()
+        for name in ("gemma-copy", "gemma-3-270m:q4_k_m", "gemma-copy"):
+            reply = client.chat.completions.create(model=name, max_tokens=2,
+                                                   messages=[{"role": "user", "content": "Hi"}])
+            assert reply.model == name
+            assert httpx.get(f"{serve.url}/health").json()["models_loaded"] == [name]
+    finally:
+        assert serve.stop() == 0
