@@ -17,6 +17,7 @@ from .formats.base import Message
 from .models import LocalModel, resolve
 from .models.catalog import GET_MISTRAL_HINT
 from .models.memory import check_before_load
+from .models.store import resolve_adapter
 from .settings import Settings
 from .settings import load as load_settings
 
@@ -52,17 +53,22 @@ def default_model_notice(model: LocalModel) -> str | None:
 def load(settings: Settings) -> Loaded:
     """Resolve ``settings.model``, check its memory plan, and load it with the matching engine.
 
+    ``settings.adapter`` (a GGUF LoRA adapter name or path) is applied on top; without a model, a
+    registered adapter loads the base it was exported for.
+
     A model that would not fit in available memory logs a warning (raises ``InsufficientMemory``
     with ``strict_memory``) before llama.cpp allocates anything.
     """
-    model = resolve(settings.model)
+    adapter, adapter_base = resolve_adapter(settings.adapter) if settings.adapter else (None, None)
+    model = resolve(settings.model or adapter_base)
     if settings.device != "gpu" and not settings.n_gpu_layers:  # the plan is for CPU memory
         warning = check_before_load(model, settings.ctx, settings.kv_type, settings.strict_memory)
         if warning:
             log.warning(warning)
     engine = load_engine(model, n_ctx=settings.ctx, threads=settings.threads,
                          n_gpu_layers=settings.n_gpu_layers, device=settings.device,
-                         mmap=settings.mmap, mlock=settings.mlock, kv_type=settings.kv_type)
+                         mmap=settings.mmap, mlock=settings.mlock, kv_type=settings.kv_type,
+                         **({"adapter": str(adapter)} if adapter else {}))
     return Loaded(model, engine, settings)
 
 

@@ -42,6 +42,7 @@ class Settings:
     """Everything a chat, run or serve command needs to know before loading a model."""
 
     model: str | None = field(default=None, metadata=_doc("model name or .gguf path (default: embedded Gemma 3 270M)"))
+    adapter: str | None = field(default=None, metadata=_doc("GGUF LoRA adapter (name or path) applied on top of the model"))
     system: str | None = field(default=None, metadata=_doc("system prompt"))
     temperature: float = field(default=0.8, metadata=_doc("sampling temperature, 0 = greedy"))
     top_p: float = field(default=0.95, metadata=_doc("nucleus sampling threshold"))

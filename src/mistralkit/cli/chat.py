@@ -30,7 +30,7 @@ def _notice(model) -> None:
 
 
 def chat(
-    model: o.Model = None, system: o.System = None,
+    model: o.Model = None, adapter: o.Adapter = None, system: o.System = None,
     session_id: Annotated[str | None, typer.Option("--session-id", help="Resume a saved session (id or prefix).")] = None,
     stream: Annotated[bool | None, typer.Option("--stream/--no-stream", help="Stream tokens as they come.", show_default=False)] = None,
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Send one message, print the answer, exit.")] = None,
@@ -53,6 +53,8 @@ def chat(
       mistralkit chat --greedy -p "What is 2+2?"
 
       mistralkit chat --ctx 16384 --kv-type q8_0   # long context, half the KV memory
+
+      mistralkit chat --adapter my-tune   # a LoRA adapter from `mistralkit export --gguf-adapter`
     """
     from ..api import load
     from ..chat.history import Store
@@ -62,7 +64,7 @@ def chat(
     session = store.get_session(session_id) if session_id else None
     if session and model is None:
         model = session.model
-    resolved = _settings(model=model, system=system, stream=stream, temperature=temperature, top_p=top_p,
+    resolved = _settings(model=model, adapter=adapter, system=system, stream=stream, temperature=temperature, top_p=top_p,
                          top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed,
                          max_tokens=max_tokens, greedy=greedy, ctx=ctx, threads=threads,
                          n_gpu_layers=n_gpu_layers, device=device, kv_type=kv_type,
@@ -94,7 +96,7 @@ def _enable_line_editing() -> None:
 
 def run(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; '-' or nothing reads standard input.")] = None,
-    model: o.Model = None, system: o.System = None,
+    model: o.Model = None, adapter: o.Adapter = None, system: o.System = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: text, usage, timings, model.")] = False,
     temperature: o.Temperature = None, top_p: o.TopP = None, top_k: o.TopK = None, min_p: o.MinP = None,
     repeat_penalty: o.RepeatPenalty = None, seed: o.Seed = None, max_tokens: o.MaxTokens = None,
@@ -111,6 +113,8 @@ def run(
       echo "Summarize: ..." | mistralkit run --max-tokens 100
 
       mistralkit run --json --greedy "2+2=" | jq .usage
+
+      mistralkit run --adapter ./my-tune.gguf "Hello"
     """
     from ..api import load
     from ..api import run as run_prompt
@@ -122,7 +126,7 @@ def run(
         prompt = sys.stdin.read()
     if not prompt.strip():
         raise InvalidParameter("the prompt is empty")
-    settings = _settings(model=model, system=system, temperature=temperature, top_p=top_p, top_k=top_k,
+    settings = _settings(model=model, adapter=adapter, system=system, temperature=temperature, top_p=top_p, top_k=top_k,
                          min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens,
                          greedy=greedy, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, device=device,
                          kv_type=kv_type, strict_memory=strict_memory, log_level=log_level).settings

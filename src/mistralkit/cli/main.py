@@ -8,7 +8,7 @@ import typer
 
 from .. import __version__
 from ..errors import MistralkitError
-from . import chat, config, data, embed, models, serve, sessions
+from . import chat, config, data, embed, export, models, serve, sessions
 
 app = typer.Typer(
     name="mistralkit",
@@ -27,6 +27,7 @@ app.command()(chat.chat)
 app.command()(chat.run)
 app.command()(embed.embed)
 app.command()(serve.serve)
+app.command()(export.export)
 app.add_typer(models.app, name="models")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(config.app, name="config")

@@ -25,13 +25,14 @@ class Record:
 
     name: str
     path: str
-    format: str  # gguf, hf, sentence-transformers
+    format: str  # gguf, hf, sentence-transformers, gguf-adapter
     sha256: str
     size: int
-    source: str  # catalog, url, import
+    source: str  # catalog, url, import, export
     managed: bool
     quant: str | None = None
     url: str | None = None
+    base: str | None = None  # adapters: the model they were exported for
     added: float = field(default_factory=time.time)
 
 

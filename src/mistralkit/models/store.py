@@ -84,6 +84,9 @@ def _bundled(entry: CatalogEntry, quant: str) -> LocalModel:
 
 
 def _registered(record: registry.Record) -> LocalModel:
+    if record.format == "gguf-adapter":
+        raise InvalidParameter(f"{record.name} is a LoRA adapter, not a model",
+                               hint=f"use --adapter {record.name} (or {record.base or 'BASE'}+{record.name} in the API)")
     path = Path(record.path)
     if not path.exists():
         raise ModelNotFound(f"{record.name} is registered but {path} is gone",
@@ -117,6 +120,17 @@ def resolve(ref: str | None = None) -> LocalModel:
     known = ", ".join(e.name for e in catalog.entries())
     raise ModelNotFound(f"unknown model {ref!r}",
                         hint=f"pass a .gguf path, a name from `mistralkit models list`, or one of: {known}")
+
+
+def resolve_adapter(ref: str) -> tuple[Path, str | None]:
+    """A GGUF LoRA adapter by registered name or path -> (file, the base it was exported for, if known)."""
+    record = registry.get(ref)
+    path = Path(record.path) if record else Path(ref).expanduser()
+    if not path.is_file():
+        raise ModelNotFound(f"adapter {ref!r} not found",
+                            hint="pass a .gguf adapter path or a name from `mistralkit models list` "
+                                 "(`mistralkit export RUN_DIR --gguf-adapter` registers one)")
+    return path.resolve(), record.base if record else None
 
 
 def size_of(path: Path) -> int:
@@ -254,12 +268,13 @@ class Listed:
 
 def _kind(record: registry.Record) -> str:
     found = catalog.find(record.name) if record.source == "catalog" else None
-    return found.kind if found else ("embedding" if record.format == "sentence-transformers" else "llm")
+    kinds = {"sentence-transformers": "embedding", "gguf-adapter": "adapter"}
+    return found.kind if found else kinds.get(record.format, "llm")
 
 
 def listing() -> tuple[list[Listed], list[Listed]]:
     """(models on this machine, catalog models not downloaded yet)."""
-    here = [Listed(r.name, _kind(r), r.quant, r.size, "imported" if r.source == "import" else "downloaded",
+    here = [Listed(r.name, _kind(r), r.quant, r.size, {"import": "imported", "export": "exported"}.get(r.source, "downloaded"),
                    r.path) for r in registry.records().values()]
     taken = {row.name for row in here}
     available = []

@@ -1,0 +1,47 @@
+"""``mistralkit export``: a trained LoRA adapter as a GGUF that llama.cpp applies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def export(
+    source: Annotated[Path, typer.Argument(help="A tune run folder, or a folder saved by peft (adapter_config.json).")],
+    gguf_adapter: Annotated[bool, typer.Option("--gguf-adapter", help="Write the LoRA adapter as a GGUF adapter.")] = False,
+    base: Annotated[str | None, typer.Option("--base", "-b", help="The GGUF base the adapter was trained on (default: embedded model).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Register the adapter under this name (default: SOURCE's folder name).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the .gguf here instead of the model store.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="f16 or f32 adapter weights.")] = "f16",
+    force: Annotated[bool, typer.Option("--force", help="Replace an adapter registered under the same name.")] = False,
+) -> None:
+    """Export a LoRA adapter for llama.cpp and register it in the model store.
+
+    Examples:
+
+      mistralkit export runs/smoke --gguf-adapter
+
+      mistralkit export runs/support --gguf-adapter --base mistral-7b-instruct-v0.3:q4_k_m --name support
+
+      mistralkit run --adapter support "How do I reset my password?"
+    """
+    from ..errors import InvalidParameter
+    from ..models import resolve
+    from ..tune.export import export_and_register
+
+    if not gguf_adapter:
+        raise InvalidParameter("nothing to export", hint="pass --gguf-adapter (--merged is not built yet)")
+    model = resolve(base)
+    record = export_and_register(source, model, name or source.expanduser().resolve().name, out, dtype, force)
+    print(f"Exported {record.name} ({record.size / 2**20:.1f} MiB) for {model.name}: {record.path}")
+    print(f"Use it with: mistralkit run --adapter {record.name} ...")
+
+
+def main() -> None:
+    typer.run(export)
+
+
+if __name__ == "__main__":
+    main()
