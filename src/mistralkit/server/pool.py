@@ -22,7 +22,7 @@ from pathlib import Path
 from ..engines import Chunk, GenerationParams, load_engine
 from ..engines.base import Request
 from ..errors import InsufficientMemory, InvalidParameter, MistralkitError, ModelNotFound
-from ..models import LocalModel, registry, resolve
+from ..models import LocalModel, resolve
 from .config import ServerConfig
 from .errors import Overloaded
 
@@ -117,11 +117,9 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 
 def adapter_path(ref: str) -> Path:
     """A GGUF LoRA adapter by registered name or path."""
-    record = registry.get(ref)
-    path = Path(record.path) if record else Path(ref).expanduser()
-    if not path.is_file():
-        raise ModelNotFound(f"adapter {ref!r} not found", hint="pass a registered adapter name or a .gguf path")
-    return path
+    from ..models.store import resolve_adapter
+
+    return resolve_adapter(ref)[0]
 
 
 class Pool:
