@@ -1,0 +1,136 @@
+"""The base model for training: resolve, check the hardware, load with transformers, wrap in LoRA.
+
+A GGUF is dequantized by transformers (``from_pretrained(dir, gguf_file=name)``); an HF directory
+loads as is. LoRA targets come from ``TARGETS`` by the config's ``model_type``, else every linear
+layer. torch, transformers and peft are imported here only, inside functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidParameter, MissingDependency
+from .config import TuneConfig
+
+ATTENTION_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# model_type -> LoRA target modules: all linear projections of attention and MLP, never lm_head.
+TARGETS: dict[str, list[str]] = {
+    "llama": ATTENTION_MLP,
+    "mistral": ATTENTION_MLP,
+    "mistral3": ATTENTION_MLP,
+    "ministral": ATTENTION_MLP,
+    "mixtral": ["q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3"],
+    "gemma": ATTENTION_MLP,
+    "gemma2": ATTENTION_MLP,
+    "gemma3": ATTENTION_MLP,
+    "gemma3_text": ATTENTION_MLP,
+    "qwen2": ATTENTION_MLP,
+    "qwen3": ATTENTION_MLP,
+}
+TUNE_HINT = "pip install 'mistralkit[tune]'"
+
+
+@dataclass
+class Loaded:
+    model: Any  # a peft PeftModel
+    model_type: str
+    targets: list[str] | str
+    device: str
+    dtype: str
+    trainable: int
+    total: int
+
+
+def require_torch():
+    try:
+        import peft  # noqa: F401
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependency(f"training needs torch, transformers and peft ({exc.name} is missing)",
+                                hint=TUNE_HINT) from exc
+    return torch
+
+
+def pick_device(config: TuneConfig) -> tuple[str, str]:
+    """(device, dtype name): bf16 on a capable GPU with ``auto``, fp32 on a CPU; QLoRA needs CUDA."""
+    torch = require_torch()
+    cuda = torch.cuda.is_available()
+    if config.qlora:
+        if not cuda:
+            raise InvalidParameter("--qlora needs a CUDA GPU (4-bit NF4 runs through bitsandbytes); "
+                                   "none is available here",
+                                   hint="drop --qlora to train LoRA in full precision on this CPU")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError as exc:
+            raise MissingDependency("--qlora needs bitsandbytes, which is not installed",
+                                    hint="pip install bitsandbytes") from exc
+    dtype = config.precision
+    if dtype == "auto":
+        dtype = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if dtype in ("bf16", "fp16") and not cuda:
+        raise InvalidParameter(f"--precision {dtype} is for GPUs; this machine trains on its CPU",
+                               hint="use --precision auto or fp32")
+    return ("cuda" if cuda else "cpu"), dtype
+
+
+def _torch_dtype(name: str):
+    torch = require_torch()
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def load_base(local, config: TuneConfig, device: str, dtype: str):
+    """The transformers model of a ``LocalModel`` (GGUF dequantized, or an HF directory)."""
+    require_torch()
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype)}
+    if config.qlora:
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
+        kwargs["device_map"] = {"": 0}
+    try:
+        if local.format == "gguf":
+            model = AutoModelForCausalLM.from_pretrained(str(local.path.parent), gguf_file=local.path.name, **kwargs)
+        elif local.format == "hf":
+            model = AutoModelForCausalLM.from_pretrained(str(local.path), **kwargs)
+        else:
+            raise InvalidParameter(f"{local.name} is a {local.format} model, not a causal LM to tune")
+    except (ValueError, OSError, KeyError) as exc:
+        raise InvalidParameter(f"transformers cannot load {local.path} for training: {exc}",
+                               hint="pass an HF model directory (config.json + *.safetensors)") from exc
+    if not config.qlora:
+        model.to(device)
+    return model
+
+
+def wrap_lora(model, config: TuneConfig, device: str, dtype: str) -> Loaded:
+    """The base frozen, LoRA adapters on the architecture's projections (or ``target_modules``)."""
+    torch = require_torch()
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    model_type = getattr(model.config, "model_type", "") or ""
+    targets: list[str] | str = config.target_modules or TARGETS.get(model_type, "all-linear")
+    if config.qlora:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    elif config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.config.use_cache = False
+    torch.manual_seed(config.seed)  # LoRA A matrices are drawn here
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    try:
+        peft_model = get_peft_model(model, lora)
+    except ValueError as exc:
+        raise InvalidParameter(f"LoRA target modules {targets}: {exc}",
+                               hint="list module names of this architecture with --target-modules") from exc
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in peft_model.parameters())
+    return Loaded(peft_model, model_type, targets, device, dtype, trainable, total)

@@ -1,0 +1,386 @@
+"""``train(config)``: LoRA fine-tuning with a plain torch loop, checkpoints and exact resume.
+
+Run folder (``config.out``)::
+
+    checkpoints/step-000010/   adapter (peft) + state.pt: optimizer, scheduler, step, RNG, history
+    adapter/                   the final adapter (peft ``save_pretrained``)
+    training_summary.json      base, data, hyperparameters, params, losses, speed, memory, versions
+    loss.png                   train and eval loss (when matplotlib is installed)
+
+Data order is a function of the seed and the epoch alone, so a run resumed from a checkpoint
+(``resume=True``) sees the same batches, learning rates and dropout masks as one never stopped.
+The loss of a step is the mean over every trained token of its micro-batches (not a mean of means).
+
+>>> train(load_config("cpu-smoke", {"data": "train.jsonl", "out": "runs/smoke"}))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidParameter
+from .config import TuneConfig
+from .masks import IGNORE, Encoded, encode, open_encoder, pad_batch
+
+# Settings a resumed run must share with the checkpoint, or it would not end where the first would.
+RESUME_KEYS = ("base", "data", "tokenizer", "rank", "alpha", "dropout", "target_modules", "lr", "weight_decay",
+               "epochs", "max_steps", "batch_size", "grad_accum", "max_length", "warmup_ratio", "seed",
+               "train_on_inputs", "qlora", "precision")
+
+
+@dataclass
+class Dataset:
+    samples: list[Encoded]
+    truncated: int = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"samples": len(self.samples), "tokens": sum(map(len, self.samples)),
+                "trained_tokens": sum(e.trainable for e in self.samples), "truncated": self.truncated,
+                "longest": max(map(len, self.samples), default=0)}
+
+
+@dataclass
+class State:
+    step: int = 0
+    train_loss: list[list[float]] = field(default_factory=list)  # [step, loss, lr]
+    eval_loss: list[list[float]] = field(default_factory=list)  # [step, loss]
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Result:
+    out: Path
+    adapter: Path
+    summary: dict[str, Any]
+
+
+def encode_file(path: str, encoder, config: TuneConfig) -> Dataset:
+    from .data import read_samples
+
+    dataset = Dataset([])
+    for sample in read_samples(path, allow_mixed=True):
+        encoded = encode(sample, encoder, train_on_inputs=config.train_on_inputs)
+        if len(encoded) > config.max_length:
+            encoded = Encoded(encoded.input_ids[: config.max_length], encoded.labels[: config.max_length])
+            dataset.truncated += 1
+        if encoded.trainable:  # truncation can leave nothing to learn
+            dataset.samples.append(encoded)
+    if not dataset.samples:
+        raise InvalidParameter(f"{path}: no sample has a trained token within --max-length {config.max_length}")
+    return dataset
+
+
+def micro_batches(n: int, config: TuneConfig, epoch: int) -> list[list[int]]:
+    """Sample indices of each micro-batch of an epoch: a shuffle seeded by (seed, epoch) only."""
+    order = list(range(n))
+    random.Random(config.seed * 100_003 + epoch).shuffle(order)
+    return [order[i: i + config.batch_size] for i in range(0, n, config.batch_size)]
+
+
+def total_steps(n: int, config: TuneConfig) -> int:
+    per_epoch = math.ceil(n / config.batch_size)
+    return config.max_steps or math.ceil(config.epochs * per_epoch / config.grad_accum)
+
+
+def step_batches(n: int, config: TuneConfig, step: int) -> list[list[int]]:
+    """The micro-batches of optimizer step ``step`` (0-based) in the endless epoch stream."""
+    per_epoch = math.ceil(n / config.batch_size)
+    limit = None if config.max_steps else config.epochs * per_epoch
+    out = []
+    for m in range(step * config.grad_accum, (step + 1) * config.grad_accum):
+        if limit is not None and m >= limit:
+            break
+        out.append(micro_batches(n, config, m // per_epoch)[m % per_epoch])
+    return out
+
+
+def _tensors(batch: list[Encoded], pad_id: int, device: str):
+    import torch
+
+    padded = pad_batch(batch, pad_id)
+    return {k: torch.tensor(v, device=device) for k, v in padded.items()}
+
+
+def _loss_sum(model, inputs) -> Any:
+    """Sum of token cross-entropies over trained positions (labels shifted by one)."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+    shifted = logits[:, :-1].float().reshape(-1, logits.size(-1))
+    return F.cross_entropy(shifted, inputs["labels"][:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum")
+
+
+def _trained(batch: list[Encoded]) -> int:
+    return sum(sum(label != IGNORE for label in e.labels[1:]) for e in batch)
+
+
+def evaluate(model, dataset: Dataset, pad_id: int, config: TuneConfig, device: str) -> float:
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(dataset.samples), config.batch_size):
+            batch = dataset.samples[i: i + config.batch_size]
+            total += float(_loss_sum(model, _tensors(batch, pad_id, device)))
+            count += _trained(batch)
+    model.train()
+    return total / max(count, 1)
+
+
+def _scheduler(optimizer, steps: int, config: TuneConfig):
+    from transformers import get_cosine_schedule_with_warmup
+
+    return get_cosine_schedule_with_warmup(optimizer, math.ceil(steps * config.warmup_ratio), steps)
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(out: Path, model, optimizer, scheduler, state: State, config: TuneConfig) -> Path:
+    import torch
+
+    final = out / "checkpoints" / f"step-{state.step:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    model.save_pretrained(tmp, save_embedding_layers=False)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                "state": state.__dict__, "config": config.to_dict()}, tmp / "state.pt")
+    if final.exists():
+        import shutil
+
+        shutil.rmtree(final)
+    tmp.rename(final)  # a checkpoint exists whole or not at all
+    return final
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    found = sorted(p for p in (out / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, config: TuneConfig) -> State:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    saved = torch.load(path / "state.pt", weights_only=False)
+    changed = [k for k in RESUME_KEYS if saved["config"].get(k) != getattr(config, k)]
+    if changed:
+        raise InvalidParameter(f"--resume: {', '.join(changed)} differ from the checkpoint {path.name}",
+                               hint="resume with the settings of the first run, or train into a new --out")
+    set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    _set_rng_state(saved["rng"])
+    return State(**saved["state"])
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def _peak_memory(device: str) -> int:
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {"mistralkit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "python": platform.python_version()}
+
+
+def plot_loss(state: State, target: Path) -> str | None:
+    """Write loss.png; returns why not when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no loss.png (pip install matplotlib)"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([s for s, *_ in state.train_loss], [v for _, v, *_ in state.train_loss], label="train")
+    if state.eval_loss:
+        ax.plot([s for s, _ in state.eval_loss], [v for _, v in state.eval_loss], "o-", label="eval")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+    return None
+
+
+def _encode_data(config: TuneConfig) -> tuple[Dataset, Dataset | None, int, Any]:
+    from ..models.store import resolve
+
+    local = resolve(config.base)
+    model_ref = None if config.tokenizer else (config.base or None)
+    with open_encoder(model_ref, config.tokenizer) as encoder:
+        train_set = encode_file(config.data, encoder, config)
+        valid_set = encode_file(config.valid, encoder, config) if config.valid else None
+        pad_id = encoder.pad_id
+    return train_set, valid_set, pad_id, local
+
+
+def train(config: TuneConfig, *, progress: bool = True,
+          on_step: Callable[[int, float], None] | None = None) -> Result:
+    """Train a LoRA adapter as ``config`` says; ``on_step(step, loss)`` runs after every step.
+
+    Ctrl-C (KeyboardInterrupt) saves a checkpoint at the last finished step and re-raises.
+    """
+    from .base import load_base, pick_device, wrap_lora
+
+    device, dtype = pick_device(config)  # --qlora on a CPU fails here, before any loading
+    out = Path(config.out)
+    checkpoint = last_checkpoint(out) if config.resume else None
+    if config.resume and checkpoint is None:
+        raise InvalidParameter(f"--resume: no checkpoint in {out / 'checkpoints'}", hint="start without --resume")
+    if not config.resume and (last_checkpoint(out) is not None or (out / "training_summary.json").exists()):
+        raise InvalidParameter(f"{out} already holds a run",
+                               hint="pass --resume to continue it, or choose another --out")
+    train_set, valid_set, pad_id, local = _encode_data(config)
+
+    import torch
+
+    loaded = wrap_lora(load_base(local, config, device, dtype), config, device, dtype)
+    model = loaded.model
+    vocab = model.get_input_embeddings().num_embeddings
+    highest = max(max(e.input_ids) for e in train_set.samples)
+    if highest >= vocab:
+        raise InvalidParameter(f"token id {highest} is outside the model's vocabulary of {vocab}",
+                               hint="the tokenizer does not match the model: check --tokenizer")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps = total_steps(len(train_set.samples), config)
+    scheduler = _scheduler(optimizer, steps, config)
+    state = State()
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler, config)
+    else:
+        torch.manual_seed(config.seed + 1)  # dropout masks, independent of how LoRA was initialised
+    out.mkdir(parents=True, exist_ok=True)
+    model.train()
+    bar = _Progress(steps, state.step, enabled=progress)
+    try:
+        while state.step < steps:
+            started = time.perf_counter()
+            indices = step_batches(len(train_set.samples), config, state.step)
+            batches = [[train_set.samples[i] for i in batch] for batch in indices]
+            trained = sum(_trained(b) for b in batches)
+            total = 0.0
+            for batch in batches:
+                loss = _loss_sum(model, _tensors(batch, pad_id, device)) / max(trained, 1)
+                loss.backward()
+                total += float(loss.detach())
+                state.tokens += sum(map(len, batch))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.seconds += time.perf_counter() - started
+            state.train_loss.append([state.step, total, lr])
+            if valid_set and config.eval_every and state.step % config.eval_every == 0 and state.step < steps:
+                state.eval_loss.append([state.step, evaluate(model, valid_set, pad_id, config, device)])
+            if config.save_every and state.step % config.save_every == 0 and state.step < steps:
+                save_checkpoint(out, model, optimizer, scheduler, state, config)
+            bar.update(state, total)
+            if on_step is not None:
+                on_step(state.step, total)
+    except KeyboardInterrupt:
+        bar.close()
+        if state.step:
+            path = save_checkpoint(out, model, optimizer, scheduler, state, config)
+            print(f"interrupted: checkpoint {path}; continue with --resume", file=sys.stderr)
+        raise
+    bar.close()
+    if valid_set:
+        state.eval_loss.append([state.step, evaluate(model, valid_set, pad_id, config, device)])
+    adapter = out / "adapter"
+    model.save_pretrained(adapter, save_embedding_layers=False)
+    summary = {
+        "base": {"ref": config.base, "name": local.name, "path": str(local.path), "format": local.format,
+                 "model_type": loaded.model_type},
+        "data": {"train": {"path": config.data, **train_set.stats()},
+                 "valid": {"path": config.valid, **valid_set.stats()} if valid_set else None},
+        "hyperparameters": {**config.to_dict(), "target_modules": loaded.targets, "total_steps": steps},
+        "device": device, "precision": dtype,
+        "trainable_params": loaded.trainable, "total_params": loaded.total,
+        "trainable_percent": round(100 * loaded.trainable / loaded.total, 4),
+        "train_loss": [{"step": s, "loss": v, "lr": lr} for s, v, lr in state.train_loss],
+        "eval_loss": [{"step": s, "loss": v} for s, v in state.eval_loss],
+        "final_train_loss": state.train_loss[-1][1] if state.train_loss else None,
+        "tokens": state.tokens, "tokens_per_second": round(state.tokens / state.seconds, 2) if state.seconds else None,
+        "duration_seconds": round(state.seconds, 3), "peak_memory_bytes": _peak_memory(device),
+        "versions": _versions(),
+    }
+    note = plot_loss(state, out / "loss.png")
+    summary["loss_plot"] = None if note else "loss.png"
+    if note:
+        summary["notes"] = [note]
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return Result(out, adapter, summary)
+
+
+class _Progress:
+    """A rich progress bar with loss, tokens/s and ETA (silent when disabled)."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self._bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("tune"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("loss {task.fields[loss]}  {task.fields[speed]} tok/s"),
+                             TimeRemainingColumn(), transient=False)
+        self._task = self._bar.add_task("tune", total=total, completed=done, loss="-", speed="-")
+        self._bar.start()
+
+    def update(self, state: State, loss: float) -> None:
+        if self._bar is not None:
+            speed = f"{state.tokens / state.seconds:.0f}" if state.seconds else "-"
+            self._bar.update(self._task, completed=state.step, loss=f"{loss:.4f}", speed=speed)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
