@@ -185,9 +185,7 @@ class Removed:
 
 def remove(ref: str) -> Removed:
     """Unregister a model; delete its files only when the store owns them."""
-    record = registry.get(ref)
-    if record is None and (found := catalog.lookup(ref)):
-        record = registry.get(found[0].ref(found[1]))
+    record = _record(ref)
     if record is None:
         model = resolve(ref)  # a bundled model: drop the assembled copy, it comes back on next use
         if model.entry and model.entry.bundled and model.path.is_file() and paths.models_dir() in model.path.parents:
@@ -224,7 +222,7 @@ def _expected(record: registry.Record) -> tuple[str, str]:
 def verify(ref: str | None = None) -> list[Verified]:
     """Re-hash one model (or every registered one) and compare with the catalog or recorded sha256."""
     if ref is not None:
-        record = registry.get(ref) or _record_for_catalog(ref)
+        record = _record(ref)
         targets = [record] if record else []
         if record is None:
             return [_verify_bundled(resolve(ref))]
@@ -239,9 +237,12 @@ def verify(ref: str | None = None) -> list[Verified]:
     return results
 
 
-def _record_for_catalog(ref: str) -> registry.Record | None:
-    found = catalog.lookup(ref) if not _looks_like_path(ref) else None
-    return registry.get(found[0].ref(found[1])) if found else None
+def _record(ref: str) -> registry.Record | None:
+    """The registry record of a name, or of a catalog reference (``mistral`` -> ``mistral-7b-…:q4_k_m``)."""
+    record = registry.get(ref)
+    if record is None and not _looks_like_path(ref) and (found := catalog.lookup(ref)):
+        record = registry.get(found[0].ref(found[1]))
+    return record
 
 
 def _verify_bundled(model: LocalModel) -> Verified:
