@@ -53,6 +53,10 @@ def tune(
     train_on_inputs: Annotated[bool | None, _opt("--train-on-inputs/--no-train-on-inputs",
                                                  help="Loss on every token, not only answers.")] = None,
     eval_every: Annotated[int | None, _opt("--eval-every", help="Eval loss every N steps (and at the end).")] = None,
+    early_stopping: Annotated[int | None, _opt("--early-stopping", help="Stop after N evals without a better "
+                                               "eval loss (needs --valid, --eval-every).")] = None,
+    packing: Annotated[bool | None, _opt("--packing/--no-packing", help="One row per micro-batch, no padding and "
+                                         "no attention across samples [on].", panel=OPTIM)] = None,
     save_every: Annotated[int | None, _opt("--save-every", help="Checkpoint every N steps (Ctrl-C saves too).")] = None,
     seed: Annotated[int | None, _opt("--seed", help="Seed of LoRA init, data order and dropout [0].")] = None,
     resume: Annotated[bool | None, _opt("--resume", help="Continue from the last checkpoint in --out.")] = None,

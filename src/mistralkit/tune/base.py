@@ -1,7 +1,7 @@
 """The base model for training: resolve, check the hardware, load with transformers, wrap in LoRA.
 
-A GGUF is dequantized by transformers (``from_pretrained(dir, gguf_file=name)``); an HF directory
-loads as is. LoRA targets come from ``TARGETS`` by the config's ``model_type``, else every linear
+A GGUF is dequantized by transformers (``from_pretrained(dir, gguf_file=name)``) and, when small,
+cached as safetensors under ``$CACHE/tune-bases``; an HF directory loads as is. LoRA targets come from ``TARGETS`` by the config's ``model_type``, else every linear
 layer. torch, transformers and peft are imported here only, inside functions.
 """
 
@@ -29,6 +29,9 @@ TARGETS: dict[str, list[str]] = {
     "qwen3": ATTENTION_MLP,
 }
 TUNE_HINT = "pip install 'mistralkit[tune]'"
+# GGUF bases up to this size keep a dequantized copy in the cache (the 253 MB 270M model: ~1.1 GB of
+# fp32); a larger one would fill the disk for a load that is rare on a CPU anyway.
+CACHE_LIMIT = 768 << 20
 
 
 @dataclass
@@ -97,7 +100,7 @@ def load_base(local, config: TuneConfig, device: str, dtype: str):
         kwargs["device_map"] = {"": 0}
     try:
         if local.format == "gguf":
-            model = AutoModelForCausalLM.from_pretrained(str(local.path.parent), gguf_file=local.path.name, **kwargs)
+            model = _load_gguf(AutoModelForCausalLM, local, kwargs, cache=not config.qlora)
         elif local.format == "hf":
             model = AutoModelForCausalLM.from_pretrained(str(local.path), **kwargs)
         else:
@@ -107,6 +110,43 @@ def load_base(local, config: TuneConfig, device: str, dtype: str):
                                hint="pass an HF model directory (config.json + *.safetensors)") from exc
     if not config.qlora:
         model.to(device)
+    return model
+
+
+def dequantized_dir(local, dtype_name: str):
+    """Where the dequantized copy of a GGUF base is cached: one folder per file version and dtype."""
+    from ..paths import cache_dir
+
+    stat = local.path.stat()
+    key = f"{local.path.stem.lower()}-{stat.st_size:x}-{stat.st_mtime_ns:x}-{dtype_name}"
+    return cache_dir() / "tune-bases" / key
+
+
+def _load_gguf(auto, local, kwargs: dict[str, Any], cache: bool):
+    """A GGUF dequantized by transformers, cached as safetensors: the first load parses the GGUF
+    (tens of seconds for a 262k vocabulary), later ones read the cache in a second or two."""
+    import shutil
+
+    dtype_name = str(kwargs["dtype"]).removeprefix("torch.")
+    folder = dequantized_dir(local, dtype_name)
+    if cache and (folder / "config.json").is_file():
+        return auto.from_pretrained(str(folder), **kwargs)
+    model = auto.from_pretrained(str(local.path.parent), gguf_file=local.path.name, **kwargs)
+    # The weights are plain tensors now; transformers still marks the model "quantized with gguf",
+    # which forbids save_pretrained.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+    if cache and local.path.stat().st_size <= CACHE_LIMIT:
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            model.save_pretrained(str(tmp))
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)  # whole or not at all
+        except OSError:  # a full or read-only cache costs speed, not the run
+            shutil.rmtree(tmp, ignore_errors=True)
     return model
 
 

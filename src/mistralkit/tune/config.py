@@ -48,6 +48,9 @@ class TuneConfig:
     warmup_ratio: float = field(default=0.03, metadata=_doc("share of steps with linear warmup"))
     eval_every: int | None = field(default=None, metadata=_doc("eval loss every N steps (and at the end)"))
     save_every: int | None = field(default=None, metadata=_doc("checkpoint every N steps"))
+    early_stopping: int | None = field(default=None, metadata=_doc("stop after N evals without a better eval loss"))
+    packing: bool = field(default=True, metadata=_doc("lay a micro-batch's samples in one row (no padding, "
+                                                      "no attention across samples)"))
     seed: int = field(default=0, metadata=_doc("seed of LoRA init, data order, dropout"))
     precision: str = field(default="auto", metadata=_doc("auto (bf16 on capable GPUs, else fp32), fp32, bf16, fp16"))
     qlora: bool = field(default=False, metadata=_doc("4-bit NF4 base (CUDA + bitsandbytes)"))
@@ -67,10 +70,13 @@ class TuneConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, f"must be a whole number >= 1, got {value!r}")
-        for name in ("max_steps", "eval_every", "save_every"):
+        for name in ("max_steps", "eval_every", "save_every", "early_stopping"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise bad(name, f"must be a whole number >= 1, got {value!r}")
+        if self.early_stopping and not (self.valid and self.eval_every):
+            raise bad("early_stopping", "needs validation data and an eval interval",
+                      "pass --valid valid.jsonl and --eval-every N")
         if not self.lr > 0:
             raise bad("lr", f"must be > 0, got {self.lr!r}")
         if not self.alpha > 0:

@@ -29,7 +29,8 @@ from typing import Any
 
 from ..errors import InvalidParameter
 from .config import TuneConfig
-from .masks import IGNORE, Encoded, encode, open_encoder, pad_batch
+from .batches import loss_sum, takes_logits_to_keep, to_tensors, trained_tokens
+from .masks import Encoded, encode, open_encoder
 
 # Settings a resumed run must share with the checkpoint, or it would not end where the first would.
 RESUME_KEYS = ("base", "data", "tokenizer", "rank", "alpha", "dropout", "target_modules", "lr", "weight_decay",
@@ -55,6 +56,7 @@ class State:
     eval_loss: list[list[float]] = field(default_factory=list)  # [step, loss]
     tokens: int = 0
     seconds: float = 0.0
+    stopped_early: bool = False
 
 
 @dataclass
@@ -104,27 +106,7 @@ def step_batches(n: int, config: TuneConfig, step: int) -> list[list[int]]:
     return out
 
 
-def _tensors(batch: list[Encoded], pad_id: int, device: str):
-    import torch
-
-    padded = pad_batch(batch, pad_id)
-    return {k: torch.tensor(v, device=device) for k, v in padded.items()}
-
-
-def _loss_sum(model, inputs) -> Any:
-    """Sum of token cross-entropies over trained positions (labels shifted by one)."""
-    import torch.nn.functional as F
-
-    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-    shifted = logits[:, :-1].float().reshape(-1, logits.size(-1))
-    return F.cross_entropy(shifted, inputs["labels"][:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum")
-
-
-def _trained(batch: list[Encoded]) -> int:
-    return sum(sum(label != IGNORE for label in e.labels[1:]) for e in batch)
-
-
-def evaluate(model, dataset: Dataset, pad_id: int, config: TuneConfig, device: str) -> float:
+def evaluate(model, dataset: Dataset, pad_id: int, config: TuneConfig, device: str, select: bool = True) -> float:
     import torch
 
     model.eval()
@@ -132,10 +114,18 @@ def evaluate(model, dataset: Dataset, pad_id: int, config: TuneConfig, device: s
     with torch.no_grad():
         for i in range(0, len(dataset.samples), config.batch_size):
             batch = dataset.samples[i: i + config.batch_size]
-            total += float(_loss_sum(model, _tensors(batch, pad_id, device)))
-            count += _trained(batch)
+            total += float(loss_sum(model, to_tensors(batch, pad_id, device, config.packing), select))
+            count += trained_tokens(batch)
     model.train()
     return total / max(count, 1)
+
+
+def _no_progress(evals: list[list[float]], patience: int | None) -> bool:
+    """Early stopping: the last ``patience`` evaluations were all no better than the best before them."""
+    if not patience or len(evals) <= patience:
+        return False
+    best_before = min(loss for _, loss in evals[:-patience])
+    return all(loss >= best_before for _, loss in evals[-patience:])
 
 
 def _scheduler(optimizer, steps: int, config: TuneConfig):
@@ -287,6 +277,7 @@ def train(config: TuneConfig, *, progress: bool = True,
     if highest >= vocab:
         raise InvalidParameter(f"token id {highest} is outside the model's vocabulary of {vocab}",
                                hint="the tokenizer does not match the model: check --tokenizer")
+    select = takes_logits_to_keep(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps = total_steps(len(train_set.samples), config)
@@ -304,10 +295,10 @@ def train(config: TuneConfig, *, progress: bool = True,
             started = time.perf_counter()
             indices = step_batches(len(train_set.samples), config, state.step)
             batches = [[train_set.samples[i] for i in batch] for batch in indices]
-            trained = sum(_trained(b) for b in batches)
+            trained = sum(trained_tokens(b) for b in batches)
             total = 0.0
             for batch in batches:
-                loss = _loss_sum(model, _tensors(batch, pad_id, device)) / max(trained, 1)
+                loss = loss_sum(model, to_tensors(batch, pad_id, device, config.packing), select) / max(trained, 1)
                 loss.backward()
                 total += float(loss.detach())
                 state.tokens += sum(map(len, batch))
@@ -319,7 +310,10 @@ def train(config: TuneConfig, *, progress: bool = True,
             state.seconds += time.perf_counter() - started
             state.train_loss.append([state.step, total, lr])
             if valid_set and config.eval_every and state.step % config.eval_every == 0 and state.step < steps:
-                state.eval_loss.append([state.step, evaluate(model, valid_set, pad_id, config, device)])
+                state.eval_loss.append([state.step, evaluate(model, valid_set, pad_id, config, device, select)])
+                if _no_progress(state.eval_loss, config.early_stopping):
+                    state.stopped_early = True
+                    break
             if config.save_every and state.step % config.save_every == 0 and state.step < steps:
                 save_checkpoint(out, model, optimizer, scheduler, state, config)
             bar.update(state, total)
@@ -332,8 +326,8 @@ def train(config: TuneConfig, *, progress: bool = True,
             print(f"interrupted: checkpoint {path}; continue with --resume", file=sys.stderr)
         raise
     bar.close()
-    if valid_set:
-        state.eval_loss.append([state.step, evaluate(model, valid_set, pad_id, config, device)])
+    if valid_set and not state.stopped_early:
+        state.eval_loss.append([state.step, evaluate(model, valid_set, pad_id, config, device, select)])
     adapter = out / "adapter"
     model.save_pretrained(adapter, save_embedding_layers=False)
     summary = {
@@ -348,6 +342,7 @@ def train(config: TuneConfig, *, progress: bool = True,
         "train_loss": [{"step": s, "loss": v, "lr": lr} for s, v, lr in state.train_loss],
         "eval_loss": [{"step": s, "loss": v} for s, v in state.eval_loss],
         "final_train_loss": state.train_loss[-1][1] if state.train_loss else None,
+        "steps": state.step, "stopped_early": state.stopped_early,
         "tokens": state.tokens, "tokens_per_second": round(state.tokens / state.seconds, 2) if state.seconds else None,
         "duration_seconds": round(state.seconds, 3), "peak_memory_bytes": _peak_memory(device),
         "versions": _versions(),
