@@ -11,17 +11,23 @@ import typer
 def export(
     source: Annotated[Path, typer.Argument(help="A tune run folder, or a folder saved by peft (adapter_config.json).")],
     gguf_adapter: Annotated[bool, typer.Option("--gguf-adapter", help="Write the LoRA adapter as a GGUF adapter.")] = False,
-    base: Annotated[str | None, typer.Option("--base", "-b", help="The GGUF base the adapter was trained on (default: embedded model).")] = None,
+    merged: Annotated[bool, typer.Option("--merged", help="Merge the adapter into the base and write a quantized GGUF model.")] = False,
+    quant: Annotated[str, typer.Option("--quant", "-q", help="With --merged: q4_k_m, q5_k_m, q8_0 or f16.")] = "q4_k_m",
+    base: Annotated[str | None, typer.Option("--base", "-b", help="The GGUF base the adapter was trained on (default: the run's base, else the embedded model).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Register the adapter under this name (default: SOURCE's folder name).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the .gguf here instead of the model store.")] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="f16 or f32 adapter weights.")] = "f16",
+    dtype: Annotated[str, typer.Option("--dtype", help="With --gguf-adapter: f16 or f32 adapter weights.")] = "f16",
     force: Annotated[bool, typer.Option("--force", help="Replace an adapter registered under the same name.")] = False,
 ) -> None:
-    """Export a LoRA adapter for llama.cpp and register it in the model store.
+    """Export a LoRA adapter for llama.cpp (or merge it into a quantized GGUF) and register it.
 
     Examples:
 
       mistralkit export runs/smoke --gguf-adapter
+
+      mistralkit export runs/smoke --merged --quant q8_0 --name smoke-merged
+
+      mistralkit chat --model smoke-merged
 
       mistralkit export runs/support --gguf-adapter --base mistral-7b-instruct-v0.3:q4_k_m --name support
 
@@ -29,12 +35,20 @@ def export(
     """
     from ..errors import InvalidParameter
     from ..models import resolve
-    from ..tune.export import export_and_register
+    from ..tune.export import export_and_register, trained_base
+    from ..tune.merge import merge_and_register
 
-    if not gguf_adapter:
-        raise InvalidParameter("nothing to export", hint="pass --gguf-adapter (--merged is not built yet)")
-    model = resolve(base)
-    record = export_and_register(source, model, name or source.expanduser().resolve().name, out, dtype, force)
+    if gguf_adapter == merged:
+        raise InvalidParameter("choose one of --gguf-adapter and --merged",
+                               hint="--gguf-adapter keeps the adapter separate; --merged writes a whole model")
+    model = resolve(base or trained_base(source))
+    stem = name or source.expanduser().resolve().name
+    if merged:
+        record = merge_and_register(source, model, name or f"{stem}-{quant}", quant, out, force)
+        print(f"Merged into {model.name} and quantized to {quant} ({record.size / 2**20:.1f} MiB): {record.path}")
+        print(f"Use it with: mistralkit chat --model {record.name}")
+        return
+    record = export_and_register(source, model, stem, out, dtype, force)
     print(f"Exported {record.name} ({record.size / 2**20:.1f} MiB) for {model.name}: {record.path}")
     print(f"Use it with: mistralkit run --adapter {record.name} ...")
 

@@ -72,6 +72,20 @@ def find_peft_dir(path: Path) -> Path:
     return found[-1].parent
 
 
+def trained_base(source: Path) -> str | None:
+    """The GGUF base a ``mistralkit tune`` run folder recorded, if it trained on one."""
+    summary = Path(source).expanduser() / "training_summary.json"
+    if not summary.is_file():
+        return None
+    base = json.loads(summary.read_text(encoding="utf-8")).get("base") or {}
+    if base.get("format") != "gguf":
+        return None
+    ref = base.get("ref")
+    if not ref:
+        return base.get("name")
+    return base.get("path") if "/" in ref or ref.lower().endswith(".gguf") else ref
+
+
 def read_peft_config(peft_dir: Path) -> dict:
     config = json.loads((peft_dir / "adapter_config.json").read_text(encoding="utf-8"))
     kind = config.get("peft_type", "LORA")

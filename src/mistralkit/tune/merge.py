@@ -1,0 +1,145 @@
+"""A LoRA adapter merged into its GGUF base, then quantized with llama.cpp's own quantize function.
+
+The merge happens in GGUF space: every adapted weight ``W`` of the base is dequantized (``gguf``'s
+numpy dequantizers), ``alpha / rank * B @ A`` is added with the same tensors ``export`` writes for
+llama.cpp (names mapped, Q/K rows permuted where the architecture needs it), and the sum is
+written as f16; every other tensor and all metadata are copied unchanged. llama.cpp then
+quantizes that file to the chosen type (``allow_requantize``: untouched tensors keep their values
+up to the new type's rounding). Tensors stream one at a time, so memory stays near one weight.
+
+    merge_to_gguf(Path("runs/smoke"), resolve(None), Path("smoke-q8_0.gguf"), "q8_0")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InvalidParameter, MistralkitError
+from ..models import LocalModel
+from .export import find_peft_dir, gguf_alpha, gguf_tensors, load_lora_tensors, read_peft_config
+
+# --quant name -> llama.cpp's llama_ftype (LLAMA_FTYPE_MOSTLY_*)
+QUANTS = {"f16": 1, "q8_0": 7, "q4_k_m": 15, "q5_k_m": 17}
+
+
+class QuantizeError(MistralkitError):
+    exit_code = 1
+
+
+def _copy_metadata(reader, writer) -> None:
+    import gguf
+
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == gguf.Keys.General.ARCHITECTURE:
+            continue  # the writer writes its own header and architecture
+        main = field.types[0]
+        sub = field.types[-1] if main == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), main, sub_type=sub)
+
+
+def _deltas(peft_dir: Path, base: LocalModel) -> dict[str, tuple[object, object, float]]:
+    """llama.cpp tensor name -> (B, A, scale) of the adapter."""
+    config = read_peft_config(peft_dir)
+    tensors = gguf_tensors(load_lora_tensors(peft_dir), base)
+    alpha = gguf_alpha(config)
+    out = {}
+    for name in tensors:
+        if name.endswith(".lora_a"):
+            stem = name.removesuffix(".lora_a")
+            a, b = tensors[name], tensors[f"{stem}.lora_b"]
+            out[stem] = (b, a, alpha / a.shape[0])  # llama.cpp: alpha / rank, rank = rows of A
+    if not out:
+        raise InvalidParameter(f"{peft_dir} holds no LoRA weights")
+    return out
+
+
+def write_merged_f16(peft_dir: Path, base: LocalModel, target: Path) -> Path:
+    """The base GGUF with the adapter added to its weights (merged tensors as f16)."""
+    import gguf
+    import numpy as np
+
+    deltas = _deltas(peft_dir, base)
+    reader = gguf.GGUFReader(str(base.path))
+    arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
+    writer = gguf.GGUFWriter(str(target), arch)
+    _copy_metadata(reader, writer)
+    plan = []
+    for tensor in reader.tensors:
+        if tensor.name in deltas:
+            rows = tuple(int(n) for n in reversed(tensor.shape))  # numpy order: (out, in)
+            writer.add_tensor_info(tensor.name, rows, np.dtype(np.float16), int(np.prod(rows)) * 2)
+        else:
+            writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
+                                   raw_dtype=tensor.tensor_type)
+        plan.append(tensor)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in plan:
+        if tensor.name in deltas:
+            b, a, scale = deltas[tensor.name]
+            weight = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+            weight = weight.reshape(b.shape[0], a.shape[1]) + scale * (b @ a)
+            writer.write_tensor_data(weight.astype(np.float16))
+        else:
+            writer.write_tensor_data(tensor.data)
+    writer.close()
+    return target
+
+
+def quantize(source: Path, target: Path, quant: str, threads: int = 0) -> Path:
+    """llama.cpp's quantize (``llama_model_quantize``) from ``source`` to ``target``."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANTS[quant]
+    params.allow_requantize = True
+    params.nthread = threads
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
+    if status != 0:
+        raise QuantizeError(f"llama.cpp could not quantize {source.name} to {quant} (status {status})",
+                            hint="see the log (mistralkit config path) for llama.cpp's message")
+    return target
+
+
+def merge_to_gguf(source: Path, base: LocalModel, out: Path, quant: str = "q4_k_m", threads: int = 0) -> Path:
+    """Merge the LoRA adapter in ``source`` (a run folder or PEFT folder) into ``base`` and quantize it."""
+    if quant not in QUANTS:
+        raise InvalidParameter(f"--quant {quant!r}: unknown", hint=f"use one of {', '.join(QUANTS)}")
+    if base.format != "gguf" or base.info is None:
+        raise InvalidParameter(f"merging needs a GGUF base; {base.name} is a {base.format} model",
+                               hint="pass the .gguf the adapter was trained on with --base")
+    peft_dir = find_peft_dir(Path(source))
+    out = Path(out).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    merged = out.with_name(f".{out.name}.f16.tmp")
+    quantized = out.with_name(f".{out.name}.tmp")
+    try:
+        write_merged_f16(peft_dir, base, merged)
+        quantize(merged, quantized, quant, threads)
+        quantized.replace(out)  # the file appears whole or not at all
+    finally:
+        merged.unlink(missing_ok=True)
+        quantized.unlink(missing_ok=True)
+    return out
+
+
+def merge_and_register(source: Path, base: LocalModel, name: str, quant: str = "q4_k_m",
+                       out: Path | None = None, force: bool = False):
+    """Merge, quantize and record the model in the store as ``name`` (``chat --model NAME``)."""
+    from ..models import catalog, registry
+    from ..models.hashing import sha256_path
+    from ..models.store import NAME_PATTERN, store_dir
+
+    name = name.strip().lower()
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidParameter(f"bad model name {name!r}", hint="use letters, digits, '.', '-', '_' and one ':'")
+    if not force and (registry.get(name) or catalog.find(name)):
+        raise InvalidParameter(f"the name {name!r} is taken", hint="pass --name NEW_NAME, or --force to replace it")
+    target = Path(out).expanduser().resolve() if out else store_dir(name) / f"{store_dir(name).name}.gguf"
+    merge_to_gguf(source, base, target, quant)
+    record = registry.Record(name=name, path=str(target), format="gguf", sha256=sha256_path(target),
+                             size=target.stat().st_size, source="export", managed=out is None, quant=quant,
+                             base=base.name)
+    registry.add(record)
+    return record
