@@ -17,6 +17,7 @@ def export(
     name: Annotated[str | None, typer.Option("--name", help="Register the adapter under this name (default: SOURCE's folder name).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the .gguf here instead of the model store.")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="With --gguf-adapter: f16 or f32 adapter weights.")] = "f16",
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="With --merged on an HF base: its Mistral tokenizer, v1/v2/v3 (default: the run's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an adapter registered under the same name.")] = False,
 ) -> None:
     """Export a LoRA adapter for llama.cpp (or merge it into a quantized GGUF) and register it.
@@ -35,7 +36,7 @@ def export(
     """
     from ..errors import InvalidParameter
     from ..models import resolve
-    from ..tune.export import export_and_register, trained_base
+    from ..tune.export import export_and_register, trained_base, trained_tokenizer
     from ..tune.merge import merge_and_register
 
     if gguf_adapter == merged:
@@ -44,7 +45,8 @@ def export(
     model = resolve(base or trained_base(source))
     stem = name or source.expanduser().resolve().name
     if merged:
-        record = merge_and_register(source, model, name or f"{stem}-{quant}", quant, out, force)
+        record = merge_and_register(source, model, name or f"{stem}-{quant}", quant, out, force,
+                                    tokenizer or trained_tokenizer(source))
         print(f"Merged into {model.name} and quantized to {quant} ({record.size / 2**20:.1f} MiB): {record.path}")
         print(f"Use it with: mistralkit chat --model {record.name}")
         return

@@ -73,17 +73,23 @@ def find_peft_dir(path: Path) -> Path:
 
 
 def trained_base(source: Path) -> str | None:
-    """The GGUF base a ``mistralkit tune`` run folder recorded, if it trained on one."""
+    """The base a ``mistralkit tune`` run folder recorded (a name, or its absolute path)."""
     summary = Path(source).expanduser() / "training_summary.json"
     if not summary.is_file():
         return None
     base = json.loads(summary.read_text(encoding="utf-8")).get("base") or {}
-    if base.get("format") != "gguf":
-        return None
     ref = base.get("ref")
     if not ref:
         return base.get("name")
     return base.get("path") if "/" in ref or ref.lower().endswith(".gguf") else ref
+
+
+def trained_tokenizer(source: Path) -> str | None:
+    """The ``--tokenizer`` a ``mistralkit tune`` run folder was trained with, if any."""
+    summary = Path(source).expanduser() / "training_summary.json"
+    if not summary.is_file():
+        return None
+    return (json.loads(summary.read_text(encoding="utf-8")).get("hyperparameters") or {}).get("tokenizer")
 
 
 def read_peft_config(peft_dir: Path) -> dict:

@@ -1,4 +1,4 @@
-"""A LoRA adapter merged into its GGUF base, then quantized with llama.cpp's own quantize function.
+"""A LoRA adapter merged into its base as one GGUF model, then quantized with llama.cpp's own quantize function.
 
 The merge happens in GGUF space: every adapted weight ``W`` of the base is dequantized (``gguf``'s
 numpy dequantizers), ``alpha / rank * B @ A`` is added with the same tensors ``export`` writes for
@@ -6,6 +6,7 @@ llama.cpp (names mapped, Q/K rows permuted where the architecture needs it), and
 written as f16; every other tensor and all metadata are copied unchanged. llama.cpp then
 quantizes that file to the chosen type (``allow_requantize``: untouched tensors keep their values
 up to the new type's rounding). Tensors stream one at a time, so memory stays near one weight.
+An HF Llama/Mistral base is merged by PEFT instead and written by ``to_gguf`` before quantizing.
 
     merge_to_gguf(Path("runs/smoke"), resolve(None), Path("smoke-q8_0.gguf"), "q8_0")
 """
@@ -102,20 +103,45 @@ def quantize(source: Path, target: Path, quant: str, threads: int = 0) -> Path:
     return target
 
 
-def merge_to_gguf(source: Path, base: LocalModel, out: Path, quant: str = "q4_k_m", threads: int = 0) -> Path:
-    """Merge the LoRA adapter in ``source`` (a run folder or PEFT folder) into ``base`` and quantize it."""
+def write_merged_hf(peft_dir: Path, base: LocalModel, target: Path, tokenizer: str | None) -> Path:
+    """An HF Llama/Mistral base with the adapter merged by PEFT, written as an f16 llama GGUF."""
+    from .base import require_torch
+    from .to_gguf import write_llama_gguf
+
+    torch = require_torch()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tokenizer or base.mistral_tokenizer
+    if tokenizer is None:
+        raise InvalidParameter(f"merging the HF model {base.name} into a GGUF needs its Mistral tokenizer",
+                               hint="pass --tokenizer v1|v2|v3 (the one used for training)")
+    model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(peft_dir)).merge_and_unload()
+    return write_llama_gguf(merged.state_dict(), merged.config, tokenizer, target, "f16")
+
+
+def merge_to_gguf(source: Path, base: LocalModel, out: Path, quant: str = "q4_k_m", threads: int = 0,
+                  tokenizer: str | None = None) -> Path:
+    """Merge the LoRA adapter in ``source`` (a run folder or PEFT folder) into ``base`` and quantize it.
+
+    A GGUF base is merged in GGUF space; an HF Llama/Mistral directory is merged by PEFT and written
+    as a GGUF first (``tokenizer``: its Mistral SentencePiece tokenizer, v1/v2/v3).
+    """
     if quant not in QUANTS:
         raise InvalidParameter(f"--quant {quant!r}: unknown", hint=f"use one of {', '.join(QUANTS)}")
-    if base.format != "gguf" or base.info is None:
-        raise InvalidParameter(f"merging needs a GGUF base; {base.name} is a {base.format} model",
-                               hint="pass the .gguf the adapter was trained on with --base")
+    if base.format not in ("gguf", "hf"):
+        raise InvalidParameter(f"{base.name} is a {base.format} model, not a base to merge into")
     peft_dir = find_peft_dir(Path(source))
     out = Path(out).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     merged = out.with_name(f".{out.name}.f16.tmp")
     quantized = out.with_name(f".{out.name}.tmp")
     try:
-        write_merged_f16(peft_dir, base, merged)
+        if base.format == "gguf":
+            write_merged_f16(peft_dir, base, merged)
+        else:
+            write_merged_hf(peft_dir, base, merged, tokenizer)
         quantize(merged, quantized, quant, threads)
         quantized.replace(out)  # the file appears whole or not at all
     finally:
@@ -125,7 +151,7 @@ def merge_to_gguf(source: Path, base: LocalModel, out: Path, quant: str = "q4_k_
 
 
 def merge_and_register(source: Path, base: LocalModel, name: str, quant: str = "q4_k_m",
-                       out: Path | None = None, force: bool = False):
+                       out: Path | None = None, force: bool = False, tokenizer: str | None = None):
     """Merge, quantize and record the model in the store as ``name`` (``chat --model NAME``)."""
     from ..models import catalog, registry
     from ..models.hashing import sha256_path
@@ -137,7 +163,7 @@ def merge_and_register(source: Path, base: LocalModel, name: str, quant: str = "
     if not force and (registry.get(name) or catalog.find(name)):
         raise InvalidParameter(f"the name {name!r} is taken", hint="pass --name NEW_NAME, or --force to replace it")
     target = Path(out).expanduser().resolve() if out else store_dir(name) / f"{store_dir(name).name}.gguf"
-    merge_to_gguf(source, base, target, quant)
+    merge_to_gguf(source, base, target, quant, tokenizer=tokenizer)
     record = registry.Record(name=name, path=str(target), format="gguf", sha256=sha256_path(target),
                              size=target.stat().st_size, source="export", managed=out is None, quant=quant,
                              base=base.name)
