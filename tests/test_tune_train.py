@@ -176,3 +176,81 @@ def test_embedded_gemma_gguf_trains_one_step(model, tmp_path):
     # A model that knows the answer: far below the loss of guessing among 262k tokens (~12.5).
     assert 0 < summary["final_train_loss"] < 5
     assert (result.adapter / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("arch", ["mistral", "gemma3"])
+def test_packed_rows_give_the_padded_loss(arch):
+    """Packing lays samples end to end; no token may attend across a boundary (Gemma: sliding window 4)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, MistralConfig, MistralForCausalLM
+
+    from mistralkit.tune.batches import loss_sum, packed, to_tensors, trained_tokens
+    from mistralkit.tune.masks import IGNORE, Encoded
+
+    torch.manual_seed(0)
+    small = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2)
+    model = (MistralForCausalLM(MistralConfig(**small)) if arch == "mistral" else
+             Gemma3ForCausalLM(Gemma3TextConfig(**small, head_dim=8, sliding_window=4))).eval()
+    batch = []
+    for n in (5, 9, 13):
+        ids = torch.randint(3, 300, (n,)).tolist()
+        batch.append(Encoded(ids, ids[:]))  # every label trained: a leak across samples would show
+    row = packed(batch)
+    assert row["position_ids"] == [list(range(5)) + list(range(9)) + list(range(13))]
+    assert [row["labels"][0][i] for i in (0, 5, 14)] == [IGNORE] * 3
+    with torch.no_grad():
+        one_by_one = sum(float(loss_sum(model, to_tensors([e], 0, "cpu", False), False)) for e in batch)
+        padded = float(loss_sum(model, to_tensors(batch, 0, "cpu", False), True))
+        packed_loss = float(loss_sum(model, to_tensors(batch, 0, "cpu", True), True))
+    assert packed_loss == pytest.approx(one_by_one, rel=1e-4)
+    assert padded == pytest.approx(one_by_one, rel=1e-4)
+    assert trained_tokens(batch) == 4 + 8 + 12
+
+
+def test_early_stopping_ends_when_eval_loss_stops_improving(tiny_mistral, data, tmp_path, mk_home):
+    from mistralkit.tune.train import _no_progress
+
+    assert _no_progress([[1, 3.0], [2, 2.0], [3, 2.5], [4, 2.1]], 2)
+    assert not _no_progress([[1, 3.0], [2, 2.0], [3, 2.5], [4, 1.9]], 2)
+    assert not _no_progress([[1, 3.0], [2, 3.5]], 2)
+    # lr so high that eval loss diverges at once: patience 1 stops at the second evaluation
+    result = train(_config(tiny_mistral, data, tmp_path / "es", lr=5.0, max_steps=20, eval_every=1,
+                           early_stopping=1, warmup_ratio=0.0), progress=False)
+    assert result.summary["stopped_early"] and result.summary["steps"] < 20
+    assert (result.adapter / "adapter_model.safetensors").is_file()
+    with pytest.raises(InvalidParameter, match="early-stopping"):
+        TuneConfig(data="a", out="b", early_stopping=2)
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tiny_mistral, data, tmp_path, mk_home):
+    """kill -9 in the middle of a CLI run: --resume redoes the lost steps and ends as a straight run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "mistralkit", "tune", "--base", str(tiny_mistral), "--tokenizer", "v3",
+                "--data", str(data[0]), "--valid", str(data[1]), "--out", str(out), "--rank", "4", "--alpha", "8",
+                "--lr", "1e-2", "--batch-size", "2", "--max-steps", "40", "--save-every", "5", "--dropout", "0.1",
+                "--seed", "3", "--json", *extra]
+
+    env = {**__import__("os").environ, "MISTRALKIT_HOME": str(mk_home)}
+    straight = subprocess.run(command(tmp_path / "straight"), capture_output=True, text=True, env=env, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    victim = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=env)
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "killed" / "checkpoints" / "step-000010").exists():
+        assert victim.poll() is None and time.monotonic() < deadline, "the run ended before its 2nd checkpoint"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(30)
+    assert not (tmp_path / "killed" / "training_summary.json").exists()
+    resumed = subprocess.run(command(tmp_path / "killed", "--resume"), capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = json.loads(straight.stdout), json.loads(resumed.stdout)
+    assert len(b["train_loss"]) == 40
+    assert b["final_train_loss"] == pytest.approx(a["final_train_loss"], rel=0.01)
+    assert b["eval_loss"][-1]["loss"] == pytest.approx(a["eval_loss"][-1]["loss"], rel=0.01)
