@@ -254,3 +254,20 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_mistral, data, tmp_pat
     assert len(b["train_loss"]) == 40
     assert b["final_train_loss"] == pytest.approx(a["final_train_loss"], rel=0.01)
     assert b["eval_loss"][-1]["loss"] == pytest.approx(a["eval_loss"][-1]["loss"], rel=0.01)
+
+
+def test_distributed_entry_point_trains_with_the_same_yaml(tiny_mistral, data, tmp_path, mk_home):
+    """The accelerate/Trainer path, as one CPU process: same YAML keys, same masks, adapter in OUT/adapter."""
+    from mistralkit.tune.distributed import build_trainer, main
+
+    config = tmp_path / "run.yaml"
+    config.write_text(f"base: {tiny_mistral}\ntokenizer: v3\nrank: 4\nalpha: 8\nlr: 1.0e-2\nbatch-size: 2\n"
+                      f"max-steps: 3\nwarmup-ratio: 0.0\n")
+    out = tmp_path / "dist"
+    main(["--config", str(config), "--data", str(data[0]), "--out", str(out), "--max-steps", "2", "--no-qlora"])
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    trainer = build_trainer(load_config(config, {"data": str(data[0]), "out": str(tmp_path / "t")}))
+    assert trainer.args.max_steps == 3 and trainer.args.gradient_accumulation_steps == 1
+    assert trainer.args.learning_rate == 1e-2 and trainer.args.per_device_train_batch_size == 2
+    row = trainer.train_dataset[0]
+    assert row["labels"][0] == -100 and row["labels"][-1] == row["input_ids"][-1]  # prompt masked, EOS trained

@@ -7,6 +7,7 @@ layer. torch, transformers and peft are imported here only, inside functions.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +98,7 @@ def load_base(local, config: TuneConfig, device: str, dtype: str):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # one GPU per process
     try:
         if local.format == "gguf":
             model = _load_gguf(AutoModelForCausalLM, local, kwargs, cache=not config.qlora)
