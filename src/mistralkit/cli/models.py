@@ -101,11 +101,11 @@ def info(name: Annotated[str, typer.Argument(help="Model name, alias or path.")]
 
 @app.command()
 def pull(
-    names: Annotated[list[str] | None, typer.Argument(help="Catalog names (NAME[:QUANT]), hf:OWNER/REPO/FILE or URLs.")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="Catalog names (NAME[:QUANT]), hf:OWNER/REPO/FILE, hf:OWNER/REPO (a model folder) or URLs.")] = None,
     llm: Annotated[bool, typer.Option("--llm", help="The recommended chat model.")] = False,
     embeddings: Annotated[bool, typer.Option("--embeddings", help="The embedding models.")] = False,
     everything: Annotated[bool, typer.Option("--all", help="Both groups.")] = False,
-    name: Annotated[str | None, typer.Option("--name", help="Name to register a URL download under.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Name to register a URL or repo download under.")] = None,
     sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of a URL download.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
     as_json: Json = False,
@@ -113,6 +113,7 @@ def pull(
     """Download models (resumable, sha256-verified) from the Hugging Face hub or a URL.
 
     An interrupted download resumes where it stopped when you run the same command again.
+    hf:OWNER/REPO pulls a transformers model folder (for tune), named owner--repo.
     HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE are respected.
 
     Examples:
@@ -124,6 +125,8 @@ def pull(
       mistralkit models pull --llm --embeddings
 
       mistralkit models pull https://example.org/my-model.Q4_K_M.gguf --name mine
+
+      mistralkit models pull hf:mistralai/Mistral-7B-Instruct-v0.3   # config + safetensors + tokenizer
     """
     from ..models import catalog
     from ..models.pull import pull as pull_one

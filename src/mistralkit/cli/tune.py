@@ -15,12 +15,25 @@ def _opt(*names: str, help: str, panel: str = RUN, **kw):
     return typer.Option(*names, help=help, rich_help_panel=panel, show_default=False, **kw)
 
 
+def _pull_with_progress(base: str) -> None:
+    """A hub id not here yet downloads before training, with the download bar of `models pull`."""
+    from ..models import registry, store
+    from ..models.snapshot import resolve_or_pull
+    from .models import _progress
+
+    repo = store.hub_repo(base)
+    if repo is None or registry.get(store.hub_model_name(repo)):
+        return
+    with _progress(repo, quiet=False) as progress:
+        resolve_or_pull(base, progress)
+
+
 def tune(
     data: Annotated[Path | None, _opt("--data", help="Training JSONL (see `mistralkit data --help`).")] = None,
     out: Annotated[Path | None, _opt("--out", help="Run folder: checkpoints/, adapter/, "
                                      "training_summary.json.")] = None,
-    base: Annotated[str | None, _opt("--base", help="HF model directory, .gguf file or model name "
-                                     "(default: the embedded Gemma 3 270M).")] = None,
+    base: Annotated[str | None, _opt("--base", help="HF model directory, .gguf file, model name or hub id "
+                                     "OWNER/REPO (pulled first; default: the embedded Gemma 3 270M).")] = None,
     valid: Annotated[Path | None, _opt("--valid", help="Validation JSONL (eval loss).")] = None,
     config: Annotated[str | None, _opt("--config", help="YAML file or preset (cpu-smoke, mistral-7b-qlora, "
                                        "ministral-3b-lora); flags override its keys.")] = None,
@@ -83,6 +96,8 @@ def tune(
     from ..tune.train import train
 
     setup("warning")
+    if base and not as_json:
+        _pull_with_progress(base)
     flags = {k: v for k, v in locals().items() if k not in ("config", "as_json", "setup", "load_config", "train")}
     flags = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
     result = train(load_config(config, flags), progress=not as_json)

@@ -4,7 +4,9 @@ Bytes go to ``models/.partial/KEY.part`` (with ``KEY.json`` remembering the URL 
 ETag). A later attempt, after a dropped connection, Ctrl-C or a crash, asks for the rest with a
 ``Range`` header (and ``If-Range``, so a changed file starts over). The finished file is hashed and
 moved into place with ``os.replace`` only if its sha256 matches: nothing half-downloaded or corrupt
-ever appears under its real name.
+ever appears under its real name. Without a published sha256 (small non-LFS files on the hub), the
+hub's ETag, the file's git blob sha1, is checked instead; a plain URL without ``--sha256`` is recorded
+with the sha256 of what arrived.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import MistralkitError, StorageError
-from .hashing import sha256_path
+from .hashing import git_blob_sha1, sha256_path
 
 CHUNK = 1 << 20
 DISK_MARGIN = 64 << 20
@@ -50,6 +52,7 @@ class Remote:
     size: int | None
     sha256: str | None  # the hub publishes it as the ETag of LFS files
     etag: str | None
+    git_sha1: str | None = None  # the hub's ETag of a small non-LFS file: its git blob id
 
 
 @dataclass(frozen=True)
@@ -64,18 +67,18 @@ def partial_dir() -> Path:
     return paths.models_dir() / ".partial"
 
 
-def _is_sha256(value: str | None) -> bool:
-    return bool(value) and len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower())  # type: ignore[union-attr]
+def _is_hex(value: str | None, length: int) -> bool:
+    return bool(value) and len(value) == length and all(c in "0123456789abcdef" for c in value.lower())  # type: ignore[union-attr]
 
 
-def _client(headers: dict[str, str]):
+def http_client(headers: dict[str, str]):
     import httpx
 
     return httpx.Client(headers=headers, follow_redirects=True, trust_env=True,
                         timeout=httpx.Timeout(30.0, read=60.0))
 
 
-def _refusal(status: int, url: str, denied_hint: str | None) -> DownloadError:
+def refusal(status: int, url: str, denied_hint: str | None) -> DownloadError:
     if status in (401, 403):
         return AccessDenied(f"the server refused {url} ({status})", hint=denied_hint)
     if status == 404:
@@ -83,7 +86,7 @@ def _refusal(status: int, url: str, denied_hint: str | None) -> DownloadError:
     return DownloadError(f"the server answered {status} for {url}", hint="try again later")
 
 
-def _unreachable(url: str, exc: Exception, offline_hint: str) -> DownloadError:
+def unreachable(url: str, exc: Exception, offline_hint: str) -> DownloadError:
     return DownloadError(f"cannot reach {url.split('/')[2] if '//' in url else url}: {exc.__class__.__name__}",
                          hint=offline_hint)
 
@@ -93,22 +96,25 @@ def probe(url: str, headers: dict[str, str], denied_hint: str | None = None,
     """HEAD ``url`` (following redirects by hand to keep the hub's ``X-Linked-*`` headers)."""
     import httpx
 
-    with _client(headers) as client:
+    with http_client(headers) as client:
         try:
             response = client.head(url, follow_redirects=False)
             linked = response.headers
             if response.is_redirect:
                 response = client.head(url, follow_redirects=True)
         except httpx.HTTPError as exc:
-            raise _unreachable(url, exc, offline_hint) from exc
+            raise unreachable(url, exc, offline_hint) from exc
     if response.status_code >= 400:
-        raise _refusal(response.status_code, url, denied_hint)
+        raise refusal(response.status_code, url, denied_hint)
     size = linked.get("x-linked-size") or response.headers.get("content-length")
     published = _unquote(linked.get("x-linked-etag") or response.headers.get("etag"))
     # If-Range must carry the ETag of the server that sends the bytes (after redirects).
     etag = response.headers.get("etag")
-    return Remote(url, int(size) if size else None, published.lower() if _is_sha256(published) else None,
-                  etag if etag and not etag.startswith("W/") else None)
+    # Only the hub (it sends X-Repo-Commit) is known to use a 40-hex ETag as the git blob id.
+    from_hub_git = "x-repo-commit" in linked and "x-linked-etag" not in linked
+    return Remote(url, int(size) if size else None, published.lower() if _is_hex(published, 64) else None,
+                  etag if etag and not etag.startswith("W/") else None,
+                  published.lower() if from_hub_git and _is_hex(published, 40) else None)
 
 
 def _unquote(etag: str | None) -> str:
@@ -120,7 +126,7 @@ def _partial_paths(key: str) -> tuple[Path, Path]:
     return partial_dir() / f"{safe}.part", partial_dir() / f"{safe}.json"
 
 
-def _check_space(where: Path, needed: int) -> None:
+def check_space(where: Path, needed: int) -> None:
     free = shutil.disk_usage(where).free
     if needed + DISK_MARGIN > free:
         raise StorageError(f"not enough disk space: {_gb(needed)} needed, {_gb(free)} free in {where}",
@@ -142,7 +148,7 @@ def _transfer(client, remote: Remote, part: Path, progress: Progress | None, den
     headers = {"Range": f"bytes={have}-", **({"If-Range": remote.etag} if remote.etag else {})} if have else {}
     with client.stream("GET", remote.url, headers=headers) as response:
         if response.status_code >= 400:
-            raise _refusal(response.status_code, remote.url, denied_hint)
+            raise refusal(response.status_code, remote.url, denied_hint)
         if response.status_code != 206:  # the server sent the whole file: start over
             have = 0
         with part.open("ab" if have else "wb") as out:
@@ -172,11 +178,11 @@ def fetch(remote: Remote, dest: Path, key: str, headers: dict[str, str], expecte
     _forget_if_changed(part, meta, remote)
     start = part.stat().st_size if part.exists() else 0
     if remote.size is not None:
-        _check_space(partial_dir(), remote.size - start)
+        check_space(partial_dir(), remote.size - start)
     meta.write_text(json.dumps({"url": remote.url, "etag": remote.etag, "size": remote.size}))
     lock = _lock(part)
     try:
-        with _client(headers) as client:
+        with http_client(headers) as client:
             for attempt in range(RETRIES + 1):
                 try:
                     _transfer(client, remote, part, progress, denied_hint)
@@ -188,21 +194,26 @@ def fetch(remote: Remote, dest: Path, key: str, headers: dict[str, str], expecte
                             f"the download stopped ({exc.__class__.__name__}) with {_gb(done)} kept",
                             hint="run the same command again to resume") from exc
                     if start == 0 and not part.exists() and isinstance(exc, httpx.ConnectError):
-                        raise _unreachable(remote.url, exc, offline_hint) from exc
+                        raise unreachable(remote.url, exc, offline_hint) from exc
                     time.sleep(attempt)
     finally:
         lock.close()
     actual = sha256_path(part)
     wanted = (expected_sha256 or remote.sha256 or "").lower()
     if wanted and actual != wanted:
-        part.unlink(missing_ok=True)
-        meta.unlink(missing_ok=True)
-        raise IntegrityError(f"sha256 mismatch for {dest.name}: expected {wanted}, got {actual}",
-                             hint="the corrupt file was deleted; run the command again to download it afresh")
+        _corrupt(part, meta, f"sha256 mismatch for {dest.name}: expected {wanted}, got {actual}")
+    if not wanted and remote.git_sha1 and (blob := git_blob_sha1(part)) != remote.git_sha1:
+        _corrupt(part, meta, f"git sha1 mismatch for {dest.name}: expected {remote.git_sha1}, got {blob}")
     size = part.stat().st_size
     os.replace(part, dest)
     meta.unlink(missing_ok=True)
     return Fetched(dest, actual, size, start)
+
+
+def _corrupt(part: Path, meta: Path, message: str) -> None:
+    part.unlink(missing_ok=True)
+    meta.unlink(missing_ok=True)
+    raise IntegrityError(message, hint="the corrupt file was deleted; run the command again to download it afresh")
 
 
 def _forget_if_changed(part: Path, meta: Path, remote: Remote) -> None:

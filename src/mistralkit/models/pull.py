@@ -1,5 +1,7 @@
 """``models pull``: catalog names and ``hf:OWNER/REPO/FILE`` through the Hugging Face hub, or a plain URL.
 
+``hf:OWNER/REPO`` (no file) pulls a whole transformers model folder: see snapshot.py.
+
 The hub is reached at ``HF_ENDPOINT`` (default https://huggingface.co) with ``HF_TOKEN`` (or the token
 saved by ``hf auth login``); ``HF_HUB_OFFLINE=1`` turns downloads off. Files are verified against the
 catalog's sha256, else the sha256 the hub publishes for the file, else a ``--sha256`` given by the
@@ -60,10 +62,12 @@ def hub_headers() -> dict[str, str]:
     from huggingface_hub import get_token  # HF_TOKEN, then the token file of `hf auth login`
 
     token = get_token()
-    return {"User-Agent": f"mistralkit/{__version__}", **({"Authorization": f"Bearer {token}"} if token else {})}
+    # identity: a gzipped small file would make Content-Length, sizes and Range offsets disagree
+    return {"User-Agent": f"mistralkit/{__version__}", "Accept-Encoding": "identity",
+            **({"Authorization": f"Bearer {token}"} if token else {})}
 
 
-def _hub_url(repo: str, file: str, revision: str = "main") -> str:
+def hub_url(repo: str, file: str, revision: str = "main") -> str:
     return f"{hub_endpoint()}/{repo}/resolve/{quote(revision, safe='')}/{quote(file)}"
 
 
@@ -79,17 +83,18 @@ def target(ref: str, name: str | None = None, sha256: str | None = None) -> Targ
         owner, _, rest = ref[3:].partition("/")
         repo_name, _, file = rest.partition("/")
         if not (owner and repo_name and file):
-            raise InvalidParameter(f"bad hub reference {ref!r}", hint="write hf:OWNER/REPO/FILE.gguf")
+            raise InvalidParameter(f"bad hub reference {ref!r}",
+                                   hint="write hf:OWNER/REPO/FILE.gguf for a file, hf:OWNER/REPO for a model folder")
         repo = f"{owner}/{repo_name}"
-        return Target(_name(name, Path(file).name), _hub_url(repo, file), Path(file).name, repo, sha256, None,
+        return Target(_name(name, Path(file).name), hub_url(repo, file), Path(file).name, repo, sha256, None,
                       "url", f"{repo}/{file}")
     found = catalog.lookup(ref)
     if found is None:
         raise ModelNotFound(f"unknown model {ref!r}", hint="see `mistralkit models list --available`, "
-                            "or pull hf:OWNER/REPO/FILE.gguf or an https:// URL")
+                            "or pull hf:OWNER/REPO/FILE.gguf, hf:OWNER/REPO or an https:// URL")
     entry, quant = found
     spec = entry.files[quant]
-    return Target(entry.ref(quant), _hub_url(entry.repo, spec.file), spec.file, entry.repo,
+    return Target(entry.ref(quant), hub_url(entry.repo, spec.file), spec.file, entry.repo,
                   spec.sha256 or sha256, quant, "catalog", f"{entry.title} {quant.upper()}")
 
 
@@ -103,6 +108,12 @@ def _name(name: str | None, file: str) -> str:
 def pull(ref: str, progress: Progress | None = None, force: bool = False, name: str | None = None,
          sha256: str | None = None) -> Pulled:
     """Download one model into the store (resuming a partial download) and register it."""
+    if ref.startswith("hf:") and ref.count("/") == 1:
+        from .snapshot import pull_repo
+
+        if sha256:
+            raise InvalidParameter("--sha256 checks one file", hint="a repo pull checks each file against the hub")
+        return pull_repo(ref, progress=progress, force=force, name=name)
     found = catalog.lookup(ref) if not ref.startswith(("http://", "https://", "hf:")) else None
     if found and found[0].files[found[1]].bundled:
         model = store.resolve(found[0].ref(found[1]))  # assembles or locates the packaged copy

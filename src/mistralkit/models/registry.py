@@ -28,7 +28,7 @@ class Record:
     format: str  # gguf, hf, sentence-transformers, gguf-adapter
     sha256: str
     size: int
-    source: str  # catalog, url, import, export
+    source: str  # catalog, url, hub (a repo folder), import, export
     managed: bool
     quant: str | None = None
     url: str | None = None

@@ -1,7 +1,8 @@
 """The model store: resolve a reference to local files, and import, remove, list and verify models.
 
 A reference is a registered name (``mistral-7b-instruct-v0.3:q4_k_m``, an imported name), a catalog
-name with or without ``:quant``, an alias, or a path to a .gguf file or a model directory.
+name with or without ``:quant``, an alias, ``hf:OWNER/REPO`` of a pulled hub repository (registered
+as ``owner--repo``), or a path to a .gguf file or a model directory.
 Downloads live in ``models/NAME/`` and are recorded in ``models/registry.json``.
 """
 
@@ -23,6 +24,7 @@ from .hashing import sha256_path
 
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*(:[a-z0-9._-]+)?")
+HUB_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one half of a hub repo id, OWNER or REPO
 
 
 @dataclass
@@ -56,6 +58,35 @@ def model_dir_format(path: Path) -> str | None:
     if not any(path.glob("*.safetensors")) and not (path / "pytorch_model.bin").is_file():
         return None
     return "sentence-transformers" if (path / "modules.json").is_file() else "hf"
+
+
+def hub_repo(ref: str) -> str | None:
+    """``OWNER/REPO`` when ``ref`` names a hub model repository (``hf:OWNER/REPO``, or ``OWNER/REPO`` that
+    is no local path and no .gguf), else None.
+
+    >>> hub_repo("hf:mistralai/Mistral-7B-v0.3"), hub_repo("runs/legal.gguf")
+    ('mistralai/Mistral-7B-v0.3', None)
+    """
+    ref = ref.strip()
+    explicit = ref.startswith("hf:")
+    ref = ref.removeprefix("hf:")
+    parts = ref.split("/")
+    if len(parts) != 2 or not all(HUB_PART.fullmatch(part) for part in parts):
+        return None
+    if not explicit and (ref.lower().endswith(".gguf") or Path(ref).expanduser().exists()):
+        return None
+    return ref
+
+
+def hub_model_name(repo: str) -> str:
+    """The registered name of a pulled repo: ``mistralai/Mistral-7B-v0.3`` -> ``mistralai--mistral-7b-v0.3``.
+
+    The hub allows no ``--`` inside OWNER or REPO, so the name maps back to one repo.
+    """
+    name = repo.replace("/", "--").lower()
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidParameter(f"bad hub repository {repo!r}", hint="write OWNER/REPO, e.g. mistralai/Mistral-7B-v0.3")
+    return name
 
 
 def _from_path(path: Path, name: str | None = None, entry_quant=None) -> LocalModel:
@@ -104,6 +135,11 @@ def resolve(ref: str | None = None) -> LocalModel:
     ref = (ref or "").strip() or catalog.DEFAULT_MODEL
     record = registry.get(ref)
     if record is not None:
+        return _registered(record)
+    if ref.startswith("hf:") and (repo := hub_repo(ref)):
+        record = registry.get(hub_model_name(repo))
+        if record is None:
+            raise ModelNotFound(f"{repo} is not pulled", hint=f"mistralkit models pull {ref}")
         return _registered(record)
     found = catalog.lookup(ref) if not _looks_like_path(ref) else None
     if found is not None:

@@ -57,6 +57,14 @@ def require_torch():
     return torch
 
 
+def resolve_base(ref: str | None):
+    """The base as a ``LocalModel``; a hub id (``OWNER/REPO``) not here yet is pulled into the store first."""
+    from ..models.snapshot import resolve_or_pull
+    from ..models.store import resolve
+
+    return resolve_or_pull(ref) if ref else resolve(None)
+
+
 def pick_device(config: TuneConfig) -> tuple[str, str]:
     """(device, dtype name): bf16 on a capable GPU with ``auto``, fp32 on a CPU; QLoRA needs CUDA."""
     torch = require_torch()

@@ -32,7 +32,9 @@ def encoded_rows(path: str, config: TuneConfig) -> tuple[list[dict[str, list[int
     from .masks import open_encoder
     from .train import encode_file
 
-    model_ref = None if config.tokenizer else (config.base or None)
+    from .base import resolve_base
+
+    model_ref = None if config.tokenizer else str(resolve_base(config.base).path)
     with open_encoder(model_ref, config.tokenizer) as encoder:
         data = encode_file(path, encoder, config)
         return [{"input_ids": e.input_ids, "labels": e.labels} for e in data.samples], encoder.pad_id
@@ -74,13 +76,12 @@ def build_trainer(config: TuneConfig, **training_extra):
     """A Trainer over the config's base, data and LoRA; ``training_extra`` goes to TrainingArguments."""
     from transformers import Trainer
 
-    from ..models.store import resolve
-    from .base import load_base, pick_device, wrap_lora
+    from .base import load_base, pick_device, resolve_base, wrap_lora
 
     device, dtype = pick_device(config)
     train_rows, pad_id = encoded_rows(config.data, config)
     valid_rows = encoded_rows(config.valid, config)[0] if config.valid else None
-    loaded = wrap_lora(load_base(resolve(config.base), config, device, dtype), config, device, dtype)
+    loaded = wrap_lora(load_base(resolve_base(config.base), config, device, dtype), config, device, dtype)
     return Trainer(model=loaded.model, args=training_arguments(config, dtype, **training_extra),
                    train_dataset=train_rows, eval_dataset=valid_rows, data_collator=padding_collator(pad_id))
 

@@ -239,10 +239,10 @@ def plot_loss(state: State, target: Path) -> str | None:
 
 
 def _encode_data(config: TuneConfig) -> tuple[Dataset, Dataset | None, int, Any]:
-    from ..models.store import resolve
+    from .base import resolve_base
 
-    local = resolve(config.base)
-    model_ref = None if config.tokenizer else (config.base or None)
+    local = resolve_base(config.base)
+    model_ref = None if config.tokenizer else str(local.path)
     with open_encoder(model_ref, config.tokenizer) as encoder:
         train_set = encode_file(config.data, encoder, config)
         valid_set = encode_file(config.valid, encoder, config) if config.valid else None
