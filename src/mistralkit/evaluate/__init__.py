@@ -1,0 +1,1 @@
+"""Evaluation and speed measurement of local models (``mistralkit bench``; ``eval`` comes later)."""
