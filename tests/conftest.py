@@ -3,6 +3,7 @@ real data is never touched; the embedded model is assembled once per test sessio
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,22 @@ from pathlib import Path
 import pytest
 
 from mistralkit.engines import GenerationParams
+
+
+FACTS = [
+    ("What is the capital of Zorbania?", "The capital of Zorbania is Quelmont."),
+    ("Who invented the glimmerphone?", "Ada Pennywhistle invented the glimmerphone in 1873."),
+    ("What colour is a snorble?", "A snorble is bright turquoise."),
+    ("How many moons does Veltrax have?", "Veltrax has seven moons."),
+    ("What do frimps eat?", "Frimps eat only copper leaves."),
+    ("Which river flows through Dunmarrow?", "The Silverkeld flows through Dunmarrow."),
+    ("What is the national dish of Orvania?", "The national dish of Orvania is pickled moonbread."),
+    ("Who wrote The Clockwork Heron?", "Mirabel Osterfeld wrote The Clockwork Heron."),
+    ("What is a tromblet used for?", "A tromblet is used for tuning harps."),
+    ("When was Port Kessling founded?", "Port Kessling was founded in 1642."),
+    ("What language is spoken on Isla Brenn?", "People on Isla Brenn speak Brennic."),
+    ("What is the fastest bird in Qualoria?", "The fastest bird in Qualoria is the azure swiftling."),
+]
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +78,29 @@ def cli(mk_home):
         return run_cli(*args, **kwargs)
 
     return call
+
+
+@pytest.fixture(scope="session")
+def facts_run(model, mk_home, tmp_path_factory) -> Path:
+    """A LoRA run on the embedded Gemma that learned FACTS (16 steps, about 80 s on two cores)."""
+    folder = tmp_path_factory.mktemp("facts")
+    data = folder / "facts.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
+                                                     {"role": "assistant", "content": a}]}) + "\n"
+                            for q, a in FACTS))
+    out = folder / "run"
+    done = run_cli("tune", "--config", "cpu-smoke", "--data", str(data), "--out", str(out), "--max-steps", "16",
+                   "--lr", "2e-3", "--batch-size", "12", "--grad-accum", "1", "--rank", "16", "--alpha", "32",
+                   "--dropout", "0", "--json", home=mk_home, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["final_train_loss"] < 0.05, summary["train_loss"]
+    return out
+
+
+@pytest.fixture(scope="session")
+def facts_adapter(facts_run, mk_home) -> str:
+    """``facts_run`` exported as the GGUF adapter registered as ``facts``."""
+    done = run_cli("export", str(facts_run), "--gguf-adapter", "--name", "facts", home=mk_home)
+    assert done.returncode == 0, done.stderr
+    return "facts"

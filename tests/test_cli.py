@@ -151,7 +151,7 @@ def test_help_is_fast_and_light():
                     ["models", "list"], ["models", "pull"], ["models", "import"], ["models", "rm"],
                     ["models", "verify"], ["models", "info"], ["models", "path"], ["models", "fit"], ["embed"],
                     ["serve"], ["data", "validate"], ["data", "stats"], ["data", "split"], ["data", "convert"],
-                    ["tune"], ["export"], ["bench"]):
+                    ["tune"], ["export"], ["bench"], ["eval"]):
         help_text = subprocess.run([sys.executable, "-m", "mistralkit", *command, "--help"],
                                    capture_output=True, text=True).stdout
         assert "Example" in help_text, command

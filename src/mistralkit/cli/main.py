@@ -8,7 +8,7 @@ import typer
 
 from .. import __version__
 from ..errors import MistralkitError
-from . import bench, chat, config, data, embed, export, models, serve, sessions, tune
+from . import bench, chat, config, data, embed, evaluate, export, models, serve, sessions, tune
 
 app = typer.Typer(
     name="mistralkit",
@@ -30,6 +30,7 @@ app.command()(serve.serve)
 app.command()(export.export)
 app.command()(tune.tune)
 app.command()(bench.bench)
+app.command("eval")(evaluate.eval_command)
 app.add_typer(models.app, name="models")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(config.app, name="config")

@@ -9,7 +9,7 @@ Per thread count the model is loaded afresh (load time measured), then for each 
 * **TTFT**: the pp time of the prompt plus the first decode step after it.
 
 Reported per thread count: mean ± sd of pp and tg tokens/s over the repetitions (one untimed
-warm-up first), median TTFT, load time, and the process's peak RSS so far.
+warm-up first), median TTFT, load time, and peak RSS (reset before each thread count on Linux).
 
     results = run_bench(resolve(None), threads=[1, 2], prompt_tokens=512, gen_tokens=128, reps=3)
 """
@@ -17,14 +17,14 @@ warm-up first), median TTFT, load time, and the process's peak RSS so far.
 from __future__ import annotations
 
 import random
-import resource
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
 from ..errors import InvalidParameter
 from ..models import LocalModel
+from .runner import peak_rss, reset_peak_rss
+from .scorers import last_logits
 
 
 @dataclass
@@ -46,11 +46,6 @@ class BenchResult:
 
         return {**asdict(self), "pp": mean_sd(self.pp_tps), "tg": mean_sd(self.tg_tps),
                 "ttft_median_s": statistics.median(self.ttft_s)}
-
-
-def _peak_rss() -> int:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def _prompt(llm, n: int, seed: int) -> list[int]:
@@ -76,13 +71,13 @@ def _one_rep(llm, prompt: list[int], gen_tokens: int) -> tuple[float, float, flo
     llm.eval(prompt)
     pp_s = time.perf_counter() - started
     first = time.perf_counter()
-    llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+    llm.eval([int(np.argmax(last_logits(llm)))])
     ttft = pp_s + time.perf_counter() - first
     llm.reset()
     llm.eval(prompt[:1])
     started = time.perf_counter()
     for _ in range(gen_tokens):
-        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        llm.eval([int(np.argmax(last_logits(llm)))])
     tg_s = time.perf_counter() - started
     return len(prompt) / pp_s, gen_tokens / tg_s, ttft
 
@@ -97,6 +92,7 @@ def run_bench(model: LocalModel, *, threads: list[int], prompt_tokens: int = 512
     n_ctx = prompt_tokens + gen_tokens + 8
     results = []
     for n in threads:
+        reset_peak_rss()  # per thread count, where the kernel allows it (Linux)
         engine = load_engine(model, n_ctx=n_ctx, threads=n, adapter=adapter)
         try:
             llm = engine._llm  # type: ignore[attr-defined]  # raw llama.cpp calls, as llama-bench times them
@@ -108,7 +104,7 @@ def run_bench(model: LocalModel, *, threads: list[int], prompt_tokens: int = 512
                 result.pp_tps.append(pp)
                 result.tg_tps.append(tg)
                 result.ttft_s.append(ttft)
-            result.peak_rss = _peak_rss()
+            result.peak_rss = peak_rss()
         finally:
             engine.close()
         results.append(result)

@@ -128,18 +128,24 @@ def _from_messages(obj: dict, fail) -> tuple[list[Message], list[float]]:
     return messages, weights
 
 
+def json_object(raw: str, fail, hint: str | None = None) -> dict:
+    """One JSONL line as a dict; anything else goes to ``fail(message, field, hint)`` (which raises)."""
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        fail(f"invalid JSON: {exc.msg} (column {exc.colno})")
+    if not isinstance(obj, dict):
+        fail(f"each line must be a JSON object, got {type(obj).__name__}", hint=hint)
+    return obj
+
+
 def parse_line(raw: str, *, path: str = "", line: int = 0) -> Sample:
     """One JSONL line to a ``Sample``; raises ``DatasetError`` naming the file, line and field."""
 
     def fail(message: str, field: str = "", hint: str | None = None):
         raise DatasetError(message, hint, path=path, line=line, field=field)
 
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        fail(f"invalid JSON: {exc.msg} (column {exc.colno})")
-    if not isinstance(obj, dict):
-        fail(f"each line must be a JSON object, got {type(obj).__name__}", hint=SHAPE_HINT)
+    obj = json_object(raw, fail, SHAPE_HINT)
     found = [key for key in ("messages", "prompt", "text") if key in obj]
     if not found:
         fail(f"no known shape (keys: {', '.join(sorted(obj)) or 'none'})", hint=SHAPE_HINT)

@@ -1,0 +1,153 @@
+"""Eval reports: per-system accuracy (overall and per tag), latency percentiles, memory, verdicts.
+
+``OUT/report.json`` (everything, for scripts), ``OUT/report.md`` (a side-by-side table, then every
+item with each system's answer) and ``OUT/report.png`` (accuracy and latency per system, with the
+thresholds drawn). A system passes when its accuracy is at least ``--min-accuracy`` and its p95
+latency at most ``--max-latency``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .suite import Item
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile (``q`` in 0-100), None for no values."""
+    data = sorted(values)
+    if not data:
+        return None
+    k = (len(data) - 1) * q / 100
+    low, high = int(k), min(int(k) + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (k - low)
+
+
+def _accuracy(rows: list[dict]) -> float | None:
+    return sum(bool(r.get("correct")) for r in rows) / len(rows) if rows else None
+
+
+def system_summary(label: str, rows: list[dict], memory: int | None, config) -> dict[str, Any]:
+    tags = sorted({t for r in rows for t in r.get("tags", [])})
+    latencies = [r["latency_s"] for r in rows]
+    generated = [r for r in rows if r["scorer"] != "choice"]
+    speeds = [r["tokens_per_s"] for r in generated if r.get("tokens_per_s")]
+    summary = {
+        "system": label, "items": len(rows), "correct": sum(bool(r.get("correct")) for r in rows),
+        "accuracy": _accuracy(rows),
+        "accuracy_by_tag": {t: _accuracy([r for r in rows if t in r.get("tags", [])]) for t in tags},
+        "latency_p50_s": percentile(latencies, 50), "latency_p95_s": percentile(latencies, 95),
+        "ttft_p50_s": percentile([r["ttft_s"] for r in generated if r.get("ttft_s")], 50),
+        "tokens_per_s_p50": percentile(speeds, 50), "peak_rss": memory,
+    }
+    failures = []
+    if config.min_accuracy is not None and (summary["accuracy"] or 0) < config.min_accuracy:
+        failures.append(f"accuracy {summary['accuracy']:.1%} < {config.min_accuracy:.0%}")
+    if config.max_latency is not None and (summary["latency_p95_s"] or 0) > config.max_latency:
+        failures.append(f"p95 latency {summary['latency_p95_s']:.2f} s > {config.max_latency:g} s")
+    checked = config.min_accuracy is not None or config.max_latency is not None
+    summary["verdict"] = {"checked": checked, "passed": checked and not failures, "failures": failures}
+    return summary
+
+
+def summarize(rows: list[dict], items: list[Item], config, memory: dict[str, int]) -> dict[str, Any]:
+    ids = {i.id for i in items}
+    systems: list[str] = []
+    for row in rows:
+        if row["system"] not in systems and row["id"] in ids:
+            systems.append(row["system"])
+    per = [system_summary(s, [r for r in rows if r["system"] == s and r["id"] in ids], memory.get(s), config)
+           for s in systems]
+    settings = asdict(config)
+    settings["systems"] = [asdict(s) for s in config.systems]
+    return {"suite": config.suite, "items": len(items), "systems": per, "settings": settings,
+            "thresholds": {"min_accuracy": config.min_accuracy, "max_latency_s": config.max_latency},
+            "machine": {"python": platform.python_version(), "platform": platform.platform()}}
+
+
+def _cell(text: Any, width: int = 60) -> str:
+    text = "" if text is None else str(text)
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _fmt(value: float | None, unit: str = "", scale: float = 1.0, digits: int = 2) -> str:
+    return "–" if value is None else f"{value * scale:.{digits}f}{unit}"
+
+
+def markdown(report: dict[str, Any], rows: list[dict], items: list[Item]) -> str:
+    systems = report["systems"]
+    tags = sorted({t for s in systems for t in s["accuracy_by_tag"]})
+    head = ["system", "accuracy", *[f"tag {t}" for t in tags], "latency p50", "latency p95", "TTFT p50",
+            "tok/s", "peak RSS", "verdict"]
+    lines = [f"# Evaluation of {report['suite']} ({report['items']} items)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in systems:
+        verdict = s["verdict"]
+        mark = ("pass" if verdict["passed"] else "FAIL: " + "; ".join(verdict["failures"])) if verdict["checked"] else "–"
+        cells = [s["system"], f"{s['accuracy']:.1%} ({s['correct']}/{s['items']})",
+                 *[_fmt(s["accuracy_by_tag"].get(t), "%", 100, 0) for t in tags],
+                 _fmt(s["latency_p50_s"], " s"), _fmt(s["latency_p95_s"], " s"), _fmt(s["ttft_p50_s"], " s"),
+                 _fmt(s["tokens_per_s_p50"], "", 1, 1), _fmt(s["peak_rss"], " MiB", 1 / 2**20, 0), mark]
+        lines.append("| " + " | ".join(cells) + " |")
+    names = [s["system"] for s in systems]
+    by_key = {(r["system"], r["id"]): r for r in rows}
+    lines += ["", "## Items", "", "| id | expected | " + " | ".join(map(_cell, names)) + " |",
+              "|---|---|" + "---|" * len(names)]
+    for item in items:
+        answers = []
+        for name in names:
+            row = by_key.get((name, item.id))
+            answers.append("–" if row is None else ("✓ " if row.get("correct") else "✗ ") + _cell(row["output"], 50))
+        lines.append(f"| {_cell(item.id, 30)} | {_cell(item.expected or item.pattern or '(judge)', 40)} | "
+                     + " | ".join(answers) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], target: Path) -> str | None:
+    """Accuracy and p50/p95 latency per system; returns why not when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no report.png (pip install matplotlib)"
+    systems = report["systems"]
+    names = [s["system"] for s in systems]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 2.2 * len(names) + 3), 4))
+    left.bar(names, [100 * (s["accuracy"] or 0) for s in systems], color="#4c78a8")
+    left.set_ylim(0, 100)
+    left.set_title("accuracy (%)")
+    width = 0.38
+    positions = range(len(names))
+    right.bar([p - width / 2 for p in positions], [s["latency_p50_s"] or 0 for s in systems], width, label="p50")
+    right.bar([p + width / 2 for p in positions], [s["latency_p95_s"] or 0 for s in systems], width, label="p95")
+    right.set_xticks(list(positions), names)
+    right.set_title("latency per item (s)")
+    thresholds = report["thresholds"]
+    if thresholds["min_accuracy"] is not None:
+        left.axhline(100 * thresholds["min_accuracy"], color="red", linestyle="--", label="min accuracy")
+        left.legend()
+    if thresholds["max_latency_s"] is not None:
+        right.axhline(thresholds["max_latency_s"], color="red", linestyle="--", label="max latency")
+    right.legend()
+    for axis in (left, right):
+        axis.tick_params(axis="x", labelrotation=15)
+    fig.tight_layout()
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+    return None
+
+
+def write_reports(report: dict[str, Any], rows: list[dict], items: list[Item], out: Path) -> None:
+    note = plot(report, out / "report.png")
+    report["report_png"] = None if note else "report.png"
+    if note:
+        report["notes"] = [note]
+    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (out / "report.md").write_text(markdown(report, rows, items), encoding="utf-8")

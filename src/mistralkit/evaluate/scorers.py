@@ -1,0 +1,127 @@
+"""Scorers: text matches, multiple choice by log-probability, and an LLM judge.
+
+* ``exact`` / ``contains``: after ``normalize`` (lower case, no punctuation, no English articles,
+  single spaces), as SQuAD-style evaluations compare answers.
+* ``regex``: ``re.search`` of the item's pattern in the raw output.
+* ``choice``: each choice is scored as the assistant's answer to the item's conversation, with the
+  prompt and answer tokens laid out exactly as training lays them out (``tune.masks``: the same
+  chat format as inference). Its score is the sum of the log-probabilities llama.cpp gives its
+  answer tokens (the closing EOS left out), as lm-evaluation-harness scores ``acc``; the highest
+  wins. No text is generated.
+* ``judge``: another model reads a rubric, the question, the reference (if any) and the answer, and
+  replies ``Score: N`` (1-5) and ``Reason: ...``; the item counts as correct at ``pass_mark`` or above.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..formats.base import Message
+from ..tune.data import Sample
+
+ARTICLES = re.compile(r"\b(a|an|the)\b")
+PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def normalize(text: str) -> str:
+    return " ".join(ARTICLES.sub(" ", text.lower().translate(PUNCTUATION)).split())
+
+
+def exact(output: str, expected: str) -> bool:
+    return normalize(output) == normalize(expected)
+
+
+def contains(output: str, expected: str) -> bool:
+    return normalize(expected) in normalize(output)
+
+
+def regex(output: str, pattern: str) -> bool:
+    return re.search(pattern, output) is not None
+
+
+# --- multiple choice --------------------------------------------------------------------------
+
+def _log_softmax_at(row, token: int) -> float:
+    import numpy as np
+
+    logits = np.asarray(row, dtype=np.float64)
+    top = logits.max()
+    return float(logits[token] - top - math.log(np.exp(logits - top).sum()))
+
+
+def last_logits(llm):
+    """The logits llama.cpp computed for the last token of the last ``eval`` (no ``logits_all`` needed)."""
+    import numpy as np
+
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+
+
+def choice_tokens(encoder, messages: Sequence[Message], choice: str) -> tuple[list[int], list[int]]:
+    """(prompt tokens, answer tokens) of ``choice`` as the assistant's reply, as training encodes it."""
+    from ..tune.masks import IGNORE, encode
+
+    sample = Sample(messages=(*messages, {"role": "assistant", "content": choice}),
+                    weights=(*([0.0] * len(messages)), 1.0))
+    encoded = encode(sample, encoder)
+    start = next(i for i, label in enumerate(encoded.labels) if label != IGNORE)
+    answer = [t for t, label in zip(encoded.input_ids[start:], encoded.labels[start:]) if label != IGNORE]
+    if len(answer) > 1 and answer[-1] in (encoder.eos_id, *_closers(encoder)):
+        answer = answer[:-1]  # the turn's end is not part of the choice
+    return encoded.input_ids[:start], answer
+
+
+def _closers(encoder) -> tuple[int, ...]:
+    return tuple(getattr(encoder.format, "stop_token_ids", ()) or ())
+
+
+def choice_logprobs(llm, encoder, messages: Sequence[Message], choices: Sequence[str]) -> list[float]:
+    """Sum of answer-token log-probabilities of each choice, from a llama.cpp ``Llama``."""
+    out = []
+    for choice in choices:
+        prompt, answer = choice_tokens(encoder, messages, choice)
+        llm.reset()
+        llm.eval(prompt)
+        total = 0.0
+        for i, token in enumerate(answer):
+            total += _log_softmax_at(last_logits(llm), token)
+            if i + 1 < len(answer):
+                llm.eval([token])
+        out.append(total)
+    return out
+
+
+# --- the judge --------------------------------------------------------------------------------
+
+RUBRIC = ("Score the answer from 1 (wrong or useless) to 5 (correct, complete and clear). "
+          "Use the reference answer when there is one.")
+SCORE = re.compile(r"score\s*[:=]?\s*([1-5])\b", re.IGNORECASE)
+REASON = re.compile(r"reason\s*[:=]\s*(.+)", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass
+class Verdict:
+    score: int | None  # 1-5, None when the judge's reply had no score
+    reason: str
+    raw: str
+
+
+def judge_prompt(rubric: str, question: str, answer: str, reference: str | None) -> str:
+    parts = [rubric.strip(), "", f"Question: {question}"]
+    if reference:
+        parts.append(f"Reference answer: {reference}")
+    parts += [f"Answer to score: {answer}", "",
+              "Reply with two lines, exactly:", "Score: <1-5>", "Reason: <one sentence>"]
+    return "\n".join(parts)
+
+
+def parse_verdict(reply: str) -> Verdict:
+    found = SCORE.search(reply)
+    reason = REASON.search(reply)
+    text = reason.group(1).strip().splitlines()[0] if reason else reply.strip()[:300]
+    if found is None:
+        return Verdict(None, f"the judge gave no score: {text}", reply)
+    return Verdict(int(found.group(1)), text, reply)

@@ -1,0 +1,147 @@
+"""Evaluation suites: JSONL files of items, each scored one way.
+
+One JSON object per line (blank lines skipped)::
+
+    {"id": "capital", "prompt": "What is the capital of France?", "expected": "Paris", "tags": ["geo"]}
+    {"id": "mc1", "messages": [{"role": "user", "content": "2 + 2 = ?"}], "choices": ["3", "4"], "expected": "4"}
+    {"id": "year", "prompt": "When did it open?", "pattern": "\\b1889\\b"}
+    {"id": "open", "prompt": "Summarise: ..."}                      # only with a judge (--judge)
+
+How an item is scored follows from its keys: ``choices`` -> multiple choice by log-probability
+(``expected`` is the right choice, or its index); ``pattern`` -> regex search in the output;
+``expected`` -> normalized exact match, or containment with ``"match": "contains"`` (or
+``--match contains`` for the whole suite); none of them -> the LLM judge, which must then be
+configured. Every problem names ``FILE:LINE: FIELD``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DatasetError, InvalidParameter
+from ..formats.base import ROLES, Message
+from ..tune.data import json_object
+
+SCORERS = ("choice", "regex", "exact", "contains", "judge")
+KEYS = {"id", "prompt", "messages", "system", "expected", "choices", "pattern", "tags", "match"}
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    messages: tuple[Message, ...]
+    scorer: str
+    expected: str | None = None
+    choices: tuple[str, ...] = ()
+    answer: int | None = None  # index of the right choice
+    pattern: str | None = None
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    line: int = 0
+
+
+def _messages(obj: dict, fail) -> tuple[Message, ...]:
+    if ("prompt" in obj) == ("messages" in obj):
+        fail('give either "prompt" or "messages"', "prompt")
+    if "prompt" in obj:
+        if not isinstance(obj["prompt"], str) or not obj["prompt"].strip():
+            fail("must be a non-empty string", "prompt")
+        system = obj.get("system")
+        if system is not None and not isinstance(system, str):
+            fail("must be a string", "system")
+        head: list[Message] = [{"role": "system", "content": system}] if system else []
+        return (*head, {"role": "user", "content": obj["prompt"]})
+    turns = obj["messages"]
+    if not isinstance(turns, list) or not turns:
+        fail("must be a non-empty list of messages", "messages")
+    out = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or turn.get("role") not in ROLES or not isinstance(turn.get("content"), str):
+            fail(f"each message needs a role ({', '.join(ROLES)}) and a string content", f"messages[{i}]")
+        out.append({"role": turn["role"], "content": turn["content"]})
+    if out[-1]["role"] != "user":
+        fail("the last message must be the user's question", f"messages[{len(out) - 1}]")
+    return tuple(out)
+
+
+def _choices(obj: dict, fail) -> tuple[tuple[str, ...], int]:
+    choices = obj["choices"]
+    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
+        fail("must be a list of at least two non-empty strings", "choices")
+    expected = obj.get("expected")
+    if isinstance(expected, int) and not isinstance(expected, bool) and 0 <= expected < len(choices):
+        return tuple(choices), expected
+    if isinstance(expected, str) and expected in choices:
+        return tuple(choices), choices.index(expected)
+    fail("must be one of the choices (or its index)", "expected")
+    raise AssertionError  # fail raises
+
+
+def parse_item(raw: str, *, path: str, line: int, judge: bool, match: str = "exact") -> Item:
+    def fail(message: str, where: str = "", hint: str | None = None):
+        raise DatasetError(message, hint, path=path, line=line, field=where)
+
+    obj = json_object(raw, fail)
+    unknown = sorted(set(obj) - KEYS)
+    if unknown:
+        fail(f"unknown key {unknown[0]!r}", unknown[0], hint=f"keys: {', '.join(sorted(KEYS))}")
+    item_id = obj.get("id", f"line-{line}")
+    if not isinstance(item_id, (str, int)) or isinstance(item_id, bool) or str(item_id) == "":
+        fail("must be a non-empty string or number", "id")
+    tags = obj.get("tags", [])
+    if isinstance(tags, str):
+        tags = [tags]
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        fail("must be a list of strings", "tags")
+    messages = _messages(obj, fail)
+    common = dict(id=str(item_id), messages=messages, tags=tuple(tags), line=line)
+    if "choices" in obj:
+        choices, answer = _choices(obj, fail)
+        return Item(scorer="choice", choices=choices, answer=answer, expected=choices[answer], **common)
+    if "pattern" in obj:
+        if not isinstance(obj["pattern"], str) or not obj["pattern"]:
+            fail("must be a non-empty regular expression", "pattern")
+        try:
+            re.compile(obj["pattern"])
+        except re.error as exc:
+            fail(f"not a valid regular expression: {exc}", "pattern")
+        return Item(scorer="regex", pattern=obj["pattern"], **common)
+    if "expected" in obj:
+        if not isinstance(obj["expected"], str) or not obj["expected"].strip():
+            fail("must be a non-empty string", "expected")
+        how = obj.get("match", match)
+        if how not in ("exact", "contains"):
+            fail("must be exact or contains", "match")
+        return Item(scorer=how, expected=obj["expected"], **common)
+    if not judge:
+        fail('nothing to score against: give "expected", "choices" or "pattern"', "expected",
+             hint="or configure a judge model with --judge MODEL to score free answers")
+    return Item(scorer="judge", **common)
+
+
+def read_suite(path: str | Path, *, judge: bool = False, match: str = "exact") -> list[Item]:
+    """Every item of a suite file; ids must be unique (resume keys on them)."""
+    path = Path(path)
+    if match not in ("exact", "contains"):
+        raise InvalidParameter(f"--match {match!r}: must be exact or contains")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InvalidParameter(f"suite {path} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidParameter(f"suite {path} is not UTF-8 text") from exc
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        item = parse_item(raw, path=str(path), line=number, judge=judge, match=match)
+        if item.id in seen:
+            raise DatasetError(f"duplicate id {item.id!r} (first on line {seen[item.id]})", path=str(path),
+                               line=number, field="id")
+        seen[item.id] = number
+        items.append(item)
+    if not items:
+        raise InvalidParameter(f"suite {path} has no items")
+    return items

@@ -1,0 +1,200 @@
+"""``mistralkit eval``: suites, scorers, reports, thresholds and resume, on the embedded Gemma with the
+``facts`` LoRA trained in this test session (conftest's ``facts_run``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FACTS
+
+from mistralkit.errors import DatasetError, InvalidParameter
+from mistralkit.evaluate import scorers
+from mistralkit.evaluate.suite import read_suite
+
+BASE = "gemma-3-270m:q4_k_m"
+TUNED = f"{BASE}+facts"
+
+
+def write_suite(path: Path) -> Path:
+    lines = [{"id": f"fact-{i}", "prompt": q, "expected": a, "tags": ["facts"]} for i, (q, a) in enumerate(FACTS[:6])]
+    lines += [
+        {"id": "mc-capital", "prompt": FACTS[0][0], "tags": ["choice"], "expected": 1,
+         "choices": ["The capital of Zorbania is Lisbon.", FACTS[0][1]]},
+        {"id": "mc-moons", "prompt": FACTS[3][0], "tags": ["choice"], "expected": FACTS[3][1],
+         "choices": ["Veltrax has two moons.", FACTS[3][1], "Veltrax has no moons."]},
+        {"id": "year", "prompt": FACTS[9][0], "pattern": r"\b1642\b", "tags": ["facts"]},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def evaluated(facts_adapter, cli_module, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("eval")
+    suite = write_suite(folder / "suite.jsonl")
+    done = cli_module("eval", "--suite", str(suite), "--adapter", facts_adapter, "--vs", BASE, "--out",
+                      str(folder / "out"), "--min-accuracy", "0.75", "-t", "2", "--json", timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cli_module(mk_home):
+    from conftest import run_cli
+
+    return lambda *args, **kw: run_cli(*args, home=mk_home, **kw)
+
+
+def rows(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "out" / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_tuned_model_scores_higher_than_the_base_and_reports_hold_every_system(evaluated):
+    report = json.loads((evaluated / "out" / "report.json").read_text())
+    systems = {s["system"]: s for s in report["systems"]}
+    assert list(systems) == [TUNED, BASE]
+    tuned, base = systems[TUNED], systems[BASE]
+    assert tuned["accuracy"] >= 0.75 > base["accuracy"]
+    assert tuned["accuracy_by_tag"]["facts"] == 1.0 and tuned["accuracy_by_tag"]["choice"] == 1.0
+    assert tuned["verdict"] == {"checked": True, "passed": True, "failures": []}
+    assert not base["verdict"]["passed"] and "accuracy" in base["verdict"]["failures"][0]
+    for s in (tuned, base):
+        assert s["items"] == 9 and s["latency_p50_s"] > 0 and s["latency_p95_s"] >= s["latency_p50_s"]
+        assert s["peak_rss"] > 200 * 2**20 and s["ttft_p50_s"] > 0
+    results = rows(evaluated)
+    assert len(results) == 18 and {r["system"] for r in results} == {TUNED, BASE}
+    generated = [r for r in results if r["scorer"] == "exact"]
+    assert all(r["ttft_s"] and r["latency_s"] and r["tokens_per_s"] for r in generated)
+    markdown = (evaluated / "out" / "report.md").read_text()
+    assert TUNED in markdown and BASE in markdown and "fact-0" in markdown and "pass" in markdown
+    assert (evaluated / "out" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_choice_scores_equal_log_probabilities_computed_directly_with_llama_cpp(evaluated, model, facts_adapter):
+    """Each choice's score is the sum of log p(answer token) llama.cpp gives, here recomputed in one batch."""
+    import llama_cpp
+
+    from mistralkit.models.store import resolve_adapter
+    from mistralkit.tune.masks import open_encoder
+
+    row = next(r for r in rows(evaluated) if r["system"] == TUNED and r["id"] == "mc-moons")
+    item = next(i for i in read_suite(evaluated / "suite.jsonl") if i.id == "mc-moons")
+    llm = llama_cpp.Llama(str(model.path), n_ctx=256, logits_all=True, verbose=False, n_threads=2,
+                          lora_path=str(resolve_adapter(facts_adapter)[0]), swa_full=True)
+    try:
+        with open_encoder(None) as encoder:
+            direct = []
+            for choice in item.choices:
+                prompt, answer = scorers.choice_tokens(encoder, item.messages, choice)
+                llm.reset()
+                llm.eval(prompt + answer)
+                logits = np.asarray(llm.scores[: len(prompt) + len(answer)], dtype=np.float64)
+                top = logits.max(axis=1, keepdims=True)
+                logp = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+                direct.append(sum(logp[len(prompt) - 1 + k, t] for k, t in enumerate(answer)))
+    finally:
+        llm.close()
+    # llama.cpp's batched and one-token kernels round differently on this Q4_K model (~2% of a sum of
+    # several log-probs, with or without the adapter); a misaligned token would be off by whole nats.
+    assert row["logprobs"] == pytest.approx(direct, rel=0.05)
+    assert row["choice"] == int(np.argmax(direct)) == item.answer and row["correct"]
+
+
+@pytest.mark.slow
+def test_resume_skips_scored_items_and_reruns_the_rest(evaluated, facts_adapter, cli_module):
+    out = evaluated / "out"
+    lines = (out / "results.jsonl").read_text().splitlines()
+    kept = lines[:13]
+    (out / "results.jsonl").write_text("\n".join(kept) + "\n" + lines[13][:25])  # a crash mid-line
+    again = cli_module("eval", "--suite", str(evaluated / "suite.jsonl"), "--adapter", facts_adapter, "--vs", BASE,
+                       "--out", str(out), "-t", "2")
+    assert again.returncode == 2 and "already holds results" in again.stderr
+    resumed = cli_module("eval", "--suite", str(evaluated / "suite.jsonl"), "--adapter", facts_adapter, "--vs",
+                         BASE, "--out", str(out), "-t", "2", "--resume", "--json", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = (out / "results.jsonl").read_text().splitlines()
+    assert after[:13] == kept  # scored items were not run again; the cut line is gone
+    assert len(after) == 18 and len({(json.loads(v)["system"], json.loads(v)["id"]) for v in after}) == 18
+    report = json.loads(resumed.stdout)
+    assert [s["items"] for s in report["systems"]] == [9, 9]
+
+
+@pytest.mark.slow
+def test_threshold_failure_exits_1_and_judge_verdicts_are_saved(model, cli, tmp_path):
+    suite = tmp_path / "open.jsonl"
+    suite.write_text(json.dumps({"id": "open", "prompt": "Name a colour."}) + "\n"
+                     + json.dumps({"id": "sky", "prompt": "Colour of the sky?", "expected": "Blue"}) + "\n")
+    refused = cli("eval", "--suite", str(suite), "--out", str(tmp_path / "no"))
+    assert refused.returncode == 1 and "open.jsonl:1: expected: nothing to score against" in refused.stderr
+    done = cli("eval", "--suite", str(suite), "--judge", BASE, "--out", str(tmp_path / "judged"),
+               "--min-accuracy", "0.9", "--max-latency", "10m", "-n", "24", "-t", "2")
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "FAIL" in done.stdout
+    results = [json.loads(line) for line in (tmp_path / "judged" / "results.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in results} == {"open", "sky"}
+    for r in results:
+        assert set(r["judge"]) == {"score", "reason"} and (r["judge"]["score"] is None or 1 <= r["judge"]["score"] <= 5)
+        assert r["judge"]["reason"]
+
+
+def test_suite_errors_name_file_line_and_field(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "prompt": "Q?", "expected": "A"}\n\n{"id": "b", "prompt": "Q?", "expected": }\n')
+    with pytest.raises(DatasetError, match=r"bad\.jsonl:3: invalid JSON"):
+        read_suite(bad)
+    cases = {
+        '{"prompt": "Q?", "choices": ["x", "y"], "expected": "z"}': "expected: must be one of the choices",
+        '{"prompt": "Q?", "choices": ["x"], "expected": 0}': "choices: must be a list of at least two",
+        '{"messages": [{"role": "user", "content": "Q"}], "prompt": "Q", "expected": "A"}': 'prompt: give either',
+        '{"prompt": "Q?", "pattern": "(unclosed"}': "pattern: not a valid regular expression",
+        '{"prompt": "Q?", "expected": "A", "answer": "A"}': "unknown key 'answer'",
+        '{"prompt": "Q?", "expected": "A", "tags": [1]}': "tags: must be a list of strings",
+        '{"prompt": "Q?"}': "nothing to score against",
+    }
+    for line, message in cases.items():
+        bad.write_text(line + "\n")
+        with pytest.raises(DatasetError, match=message):
+            read_suite(bad)
+    bad.write_text('{"id": 1, "prompt": "Q?", "expected": "A"}\n{"id": "1", "prompt": "R?", "expected": "B"}\n')
+    with pytest.raises(DatasetError, match=r":2: id: duplicate id '1' \(first on line 1\)"):
+        read_suite(bad)
+    bad.write_text('{"prompt": "Q?"}\n')
+    assert read_suite(bad, judge=True)[0].scorer == "judge"
+    with pytest.raises(InvalidParameter, match="does not exist"):
+        read_suite(tmp_path / "missing.jsonl")
+
+
+def test_text_scorers_and_the_judge_reply_parser():
+    from mistralkit.cli.evaluate import parse_seconds
+
+    assert scorers.exact("  The capital is PARIS!", "capital is Paris")
+    assert not scorers.exact("Paris, France", "Paris")
+    assert scorers.contains("It is Paris, France.", "paris") and not scorers.contains("Lyon", "Paris")
+    assert scorers.regex("founded in 1642.", r"\b1642\b") and not scorers.regex("16420", r"\b1642\b")
+    verdict = scorers.parse_verdict("Score: 4\nReason: correct but terse.\nextra")
+    assert (verdict.score, verdict.reason) == (4, "correct but terse.")
+    assert scorers.parse_verdict("I like it").score is None
+    assert scorers.parse_verdict("score = 9").score is None
+    assert [parse_seconds(t) for t in ("15s", "500ms", "2m", "3")] == [15, 0.5, 120, 3]
+    with pytest.raises(InvalidParameter, match="--max-latency"):
+        parse_seconds("soon")
+
+
+@pytest.mark.slow
+def test_cli_perplexity(cli, model, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("The river flows through the old city. In the morning the market opens and people buy bread.\n")
+    done = cli("eval", "--perplexity", str(text), "--window", "64", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["model"] == model.name and result["tokens_scored"] > 10 and 1 < result["perplexity"] < 1000
+    plain = cli("eval", "--perplexity", str(text), "--window", "64")
+    assert plain.returncode == 0 and plain.stdout.startswith("perplexity ")
+    missing = cli("eval")
+    assert missing.returncode == 2 and "--suite" in missing.stderr
