@@ -132,13 +132,12 @@ def _choose(loaded, encoder, item: Item) -> dict[str, Any]:
 
 
 def _judge(judge, config: EvalConfig, item: Item, output: str) -> scorers.Verdict:
-    from .. import api
     from ..engines import GenerationParams, complete
 
     question = item.messages[-1]["content"]
     prompt = scorers.judge_prompt(config.rubric, question, output, item.expected)
     reply = complete(judge.engine, [{"role": "user", "content": prompt}],
-                     GenerationParams(max_tokens=96, greedy=True, seed=api.params_from(judge.settings).seed))
+                     GenerationParams(max_tokens=96, greedy=True, seed=judge.settings.seed))
     return scorers.parse_verdict(reply.text)
 
 
@@ -208,7 +207,7 @@ def run_eval(config: EvalConfig, progress: Callable[[str, int, int], None] | Non
     judge = _load(config.judge, config) if config.judge else None
     memory = _previous_memory(out) if config.resume else {}
     total = len(items) * len(config.systems)
-    count = sum(1 for _ in done)
+    count = len(done)
     try:
         with results_file.open("a", encoding="utf-8") as sink:
             for system in config.systems:
