@@ -9,7 +9,7 @@ sample (labels -100 on padding), the model computing its own loss over full logi
 
 mistralkit packs each micro-batch into one row (no padding, no attention across samples) and runs
 the language-model head only where a label is trained. Each side runs in a fresh child process
-(--reps times, alternating), so peak RSS (ru_maxrss) is its own; the base is loaded before timing.
+(--reps times, alternating), so peak RSS (VmHWM) is its own; the base is loaded before timing.
 Tokens/s counts real (non-padding) tokens over the training loop's wall time. Medians are quoted.
 
 Run:   MISTRALKIT_HOME=/tmp/mk-bench .venv/bin/python bench/tune_speed.py
@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from pathlib import Path
 from statistics import median
 
 from report import table  # bench/report.py; a script's own folder is on sys.path
+
+from mistralkit.measure import peak_rss
 
 WORDS = ("the river city garden letter window morning doctor patient summary school reader sentence "
          "correct model answer question local machine memory train data small quick bright").split()
@@ -46,10 +47,6 @@ def write_data(path: Path, samples: int, seed: int) -> None:
             prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 60)))
             response = " ".join(rng.choice(WORDS) for _ in range(int(rng.paretovariate(1.2) * 12)))[:1200]
             handle.write(json.dumps({"prompt": prompt.capitalize() + "?", "response": response + "."}) + "\n")
-
-
-def peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def config_for(args, side: str):

@@ -22,8 +22,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..errors import InvalidParameter
+from ..measure import peak_rss, pyplot, reset_peak_rss
 from ..models import LocalModel
-from .runner import peak_rss, reset_peak_rss
 from .scorers import last_logits
 
 
@@ -115,12 +115,8 @@ def run_bench(model: LocalModel, *, threads: list[int], prompt_tokens: int = 512
 
 def plot(results: list[BenchResult], target) -> str | None:
     """A bar chart of pp and tg tokens/s per thread count; returns why not when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return "matplotlib is not installed: no PNG (pip install matplotlib)"
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
     labels = [f"{r.threads} thr" for r in results]

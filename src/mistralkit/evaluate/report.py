@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..measure import pyplot
 from .suite import Item
 
 
@@ -110,12 +111,8 @@ def markdown(report: dict[str, Any], rows: list[dict], items: list[Item]) -> str
 
 def plot(report: dict[str, Any], target: Path) -> str | None:
     """Accuracy and p50/p95 latency per system; returns why not when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return "matplotlib is not installed: no report.png (pip install matplotlib)"
     systems = report["systems"]
     names = [s["system"] for s in systems]

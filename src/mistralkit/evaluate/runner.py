@@ -11,7 +11,6 @@ kernel's high-water mark is reset (``/proc/self/clear_refs``) before each system
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParameter
+from ..measure import peak_rss, reset_peak_rss
 from . import scorers
 from .suite import Item, read_suite
 
@@ -73,30 +73,6 @@ class EvalConfig:
             raise InvalidParameter(f"--pass-mark {self.pass_mark}: must be 1-5")
         if self.max_tokens < 1:
             raise InvalidParameter(f"--max-tokens {self.max_tokens}: must be >= 1")
-
-
-# --- peak memory per system ---------------------------------------------------------------------
-
-def reset_peak_rss() -> bool:
-    """Reset this process's peak-RSS mark (Linux); False where the kernel does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 # --- one system ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParameter
+from ..measure import peak_rss, pyplot
 from .config import TuneConfig
 from .batches import loss_sum, takes_logits_to_keep, to_tensors, trained_tokens
 from .masks import Encoded, encode, open_encoder
@@ -199,10 +200,7 @@ def _peak_memory(device: str) -> int:
         import torch
 
         return int(torch.cuda.max_memory_allocated())
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
+    return peak_rss()
 
 
 def _versions() -> dict[str, str]:
@@ -218,12 +216,8 @@ def _versions() -> dict[str, str]:
 
 def plot_loss(state: State, target: Path) -> str | None:
     """Write loss.png; returns why not when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return "matplotlib is not installed: no loss.png (pip install matplotlib)"
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([s for s, *_ in state.train_loss], [v for _, v, *_ in state.train_loss], label="train")
