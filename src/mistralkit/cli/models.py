@@ -150,11 +150,15 @@ def pull(
             raise typer.Exit(130) from None
         results.append(asdict(pulled))
         if not as_json:
-            note = "already here" if pulled.already else (
+            note = "already here" if pulled.already else REASSEMBLED.get(pulled.reassembled) or (
                 f"resumed at {_size(pulled.resumed_from)}" if pulled.resumed_from else "downloaded")
             print(f"{pulled.name}: {note}, {_size(pulled.size)} at {pulled.path}")
     if as_json:
         _print_json(results)
+
+
+REASSEMBLED = {"missing": "assembled from its package", "forced": "re-assembled from its package",
+               "damaged": "was damaged, re-assembled from its package"}
 
 
 class _progress:
@@ -188,6 +192,8 @@ class _progress:
 def rm(names: Annotated[list[str], typer.Argument(help="Model names.")], as_json: Json = False) -> None:
     """Remove models: delete downloaded files, unregister imported ones (their files stay).
 
+    The embedded model's assembled copy is deleted even when damaged; its next use rebuilds it.
+
     Example:
 
       mistralkit models rm mistral-7b-instruct-v0.3:q4_k_m
@@ -204,9 +210,12 @@ def rm(names: Annotated[list[str], typer.Argument(help="Model names.")], as_json
 
 
 @app.command()
-def verify(name: Annotated[str | None, typer.Argument(help="Model name (default: every registered model).")] = None,
+def verify(name: Annotated[str | None, typer.Argument(
+               help="Model name (default: every model here, the embedded one included).")] = None,
            as_json: Json = False) -> None:
-    """Re-hash model files and compare with the catalog's or the recorded sha256.
+    """Re-hash model files and compare with the catalog's, the recorded or the package's sha256.
+
+    It repairs nothing: a damaged embedded model is reported, and rebuilt by `models pull --force` or any use.
 
     Examples:
 
@@ -226,10 +235,14 @@ def verify(name: Annotated[str | None, typer.Argument(help="Model name (default:
                   f"file {r.actual[:12]}…)")
         if not results:
             print("no downloaded or imported models to verify")
-    bad = [r.name for r in results if not r.ok]
+    bad = [r for r in results if not r.ok]
     if bad:
-        raise IntegrityFailure(f"{len(bad)} model(s) failed verification: {', '.join(bad)}",
-                               hint="`mistralkit models pull NAME --force` downloads a fresh copy")
+        hints = [f"`mistralkit models pull --force {r.name.split(':')[0]}` (or any use) re-assembles {r.name} "
+                 "from its package" for r in bad if r.against == "package"]
+        if any(r.against != "package" for r in bad):
+            hints.insert(0, "`mistralkit models pull NAME --force` downloads a fresh copy")
+        raise IntegrityFailure(f"{len(bad)} model(s) failed verification: {', '.join(r.name for r in bad)}",
+                               hint="; ".join(hints))
 
 
 @app.command("import")

@@ -34,6 +34,7 @@ class Pulled:
     sha256: str
     already: bool = False  # it was there: nothing downloaded
     resumed_from: int = 0
+    reassembled: str = ""  # the embedded model, rebuilt from its package: missing, damaged or forced
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,7 @@ def pull(ref: str, progress: Progress | None = None, force: bool = False, name: 
         return pull_repo(ref, progress=progress, force=force, name=name)
     found = catalog.lookup(ref) if not ref.startswith(("http://", "https://", "hf:")) else None
     if found and found[0].files[found[1]].bundled:
-        model = store.resolve(found[0].ref(found[1]))  # assembles or locates the packaged copy
-        return Pulled(model.name, str(model.path), store.size_of(model.path), "", already=True)
+        return _pull_bundled(found[0], found[1], force)
     goal = target(ref, name, sha256)
     existing = registry.get(goal.name)
     if existing and Path(existing.path).exists() and not force:
@@ -137,6 +137,19 @@ def pull(ref: str, progress: Progress | None = None, force: bool = False, name: 
                                  size=fetched.size, source=goal.source, managed=True, quant=goal.quant,
                                  url=goal.url))
     return Pulled(goal.name, str(fetched.path), fetched.size, fetched.sha256, resumed_from=fetched.resumed_from)
+
+
+def _pull_bundled(entry: catalog.CatalogEntry, quant: str, force: bool) -> Pulled:
+    """A model that ships in a Python package: a GGUF is hashed in full and re-assembled when damaged
+    (always with ``force``); a packaged folder is only located."""
+    if entry.files[quant].format != "gguf":
+        model = store.resolve(entry.ref(quant))
+        return Pulled(model.name, str(model.path), store.size_of(model.path), "", already=True)
+    from .bundled import repair
+
+    done = repair(force=force, full=True)
+    return Pulled(entry.ref(quant), str(done.path), done.size, done.sha256, already=not done.reason,
+                  reassembled=done.reason)
 
 
 def _check_usable(path: Path) -> None:

@@ -126,8 +126,9 @@ def _registered(record: registry.Record) -> LocalModel:
     return _from_path(path, record.name, entry_quant)
 
 
-def resolve(ref: str | None = None) -> LocalModel:
-    """``None`` -> the embedded default; a registered or catalog name -> its files; a path -> that file.
+def resolve(ref: str | None = None, *, paths: bool = True) -> LocalModel:
+    """``None`` -> the embedded default; a registered or catalog name -> its files; a path -> that file
+    (with ``paths=False``, names only: a path is an unknown model).
 
     >>> resolve().name
     'gemma-3-270m:q4_k_m'
@@ -141,7 +142,8 @@ def resolve(ref: str | None = None) -> LocalModel:
         if record is None:
             raise ModelNotFound(f"{repo} is not pulled", hint=f"mistralkit models pull {ref}")
         return _registered(record)
-    found = catalog.lookup(ref) if not _looks_like_path(ref) else None
+    path_like = paths and _looks_like_path(ref)
+    found = catalog.lookup(ref) if not path_like else None
     if found is not None:
         entry, quant = found
         record = registry.get(entry.ref(quant))
@@ -151,7 +153,7 @@ def resolve(ref: str | None = None) -> LocalModel:
             return _bundled(entry, quant)
         raise ModelNotFound(f"model {entry.ref(quant)} is not downloaded",
                             hint=f"mistralkit models pull {entry.ref(quant)}")
-    if _looks_like_path(ref):
+    if path_like:
         return _from_path(Path(ref).expanduser())
     known = ", ".join(e.name for e in catalog.entries())
     raise ModelNotFound(f"unknown model {ref!r}",
@@ -223,12 +225,12 @@ def remove(ref: str) -> Removed:
     """Unregister a model; delete its files only when the store owns them."""
     record = _record(ref)
     if record is None:
-        model = resolve(ref)  # a bundled model: drop the assembled copy, it comes back on next use
-        if model.entry and model.entry.bundled and model.path.is_file() and paths.models_dir() in model.path.parents:
-            freed = model.path.stat().st_size
-            model.path.unlink()
-            model.path.with_name(model.path.name + ".sha256").unlink(missing_ok=True)
-            return Removed(model.name, str(model.path), True, freed)
+        if embedded := _embedded_gguf(ref):
+            from . import bundled  # the assembled copy goes unread (it may be damaged); next use rebuilds it
+
+            path, freed = bundled.remove()
+            return Removed(embedded, str(path), True, freed)
+        resolve(ref)  # unknown names and paths raise their own clear error here
         raise ModelNotFound(f"{ref!r} is not in the model store", hint="see `mistralkit models list`")
     path = Path(record.path)
     freed = 0
@@ -256,11 +258,15 @@ def _expected(record: registry.Record) -> tuple[str, str]:
 
 
 def verify(ref: str | None = None) -> list[Verified]:
-    """Re-hash one model (or every registered one) and compare with the catalog or recorded sha256."""
+    """Re-hash one model (or every one here, the embedded model included) and compare with the
+    catalog's, the recorded or the package's sha256. Nothing is repaired: it reports what it finds."""
     if ref is not None:
         record = _record(ref)
-        targets = [record] if record else []
-        if record is None:
+        if record is not None:
+            targets = [record]
+        elif embedded := _embedded_gguf(ref):
+            return [_verify_embedded(embedded)]
+        else:
             return [_verify_bundled(resolve(ref))]
     else:
         targets = list(registry.records().values())
@@ -270,6 +276,12 @@ def verify(ref: str | None = None) -> list[Verified]:
         path = Path(record.path)
         actual = sha256_path(path) if path.exists() else "missing"
         results.append(Verified(record.name, record.path, actual == expected, expected, actual, against))
+    if ref is None:
+        from .bundled import bundled_path
+
+        taken = {record.name for record in targets}
+        if bundled_path().exists():  # not assembled yet: not here, nothing to check
+            results += [_verify_embedded(name) for name in _embedded_refs() if name not in taken]
     return results
 
 
@@ -281,13 +293,40 @@ def _record(ref: str) -> registry.Record | None:
     return record
 
 
+def _embedded_refs() -> list[str]:
+    """The catalog's GGUF files that ship in a Python package (``gemma-3-270m:q4_k_m``)."""
+    return [entry.ref(quant) for entry in catalog.entries() for quant, spec in entry.files.items()
+            if spec.bundled and spec.format == "gguf"]
+
+
+def _embedded_gguf(ref: str) -> str | None:
+    """The full name when ``ref`` names an embedded GGUF model, else None."""
+    found = catalog.lookup(ref) if not _looks_like_path(ref) else None
+    if found is None:
+        return None
+    name = found[0].ref(found[1])
+    return name if name in _embedded_refs() else None
+
+
+def _verify_embedded(name: str) -> Verified:
+    """The assembled embedded GGUF against its package, as found; assembled first only if absent."""
+    from . import bundled
+
+    found = bundled.check(full=True)
+    if found.state == "missing":  # nothing to hide: build it as any use would, then hash that
+        bundled.repair()
+        found = bundled.check(full=True)
+    return Verified(name, str(found.path), found.ok, found.expected, found.actual, "package")
+
+
 def _verify_bundled(model: LocalModel) -> Verified:
+    """A model file given by path, against the catalog's sha256 for its file name."""
     expected = model.entry.files[model.quant].sha256 if model.entry and model.quant else ""
     if not expected:
         raise InvalidParameter(f"{model.name} has no recorded sha256 to verify against",
                                hint="import it with `mistralkit models import` to record one")
     actual = sha256_path(model.path)
-    return Verified(model.name, str(model.path), actual == expected, expected, actual, "package")
+    return Verified(model.name, str(model.path), actual == expected, expected, actual, "catalog")
 
 
 @dataclass
