@@ -60,15 +60,15 @@ def greedy() -> GenerationParams:
     return GenerationParams(max_tokens=24, greedy=True)
 
 
-def run_cli(*args: str, home: Path, stdin: str | None = None, env: dict | None = None,
-            user: int | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+def run_cli(*args: str, home: Path, stdin: str | bytes | None = None, env: dict | None = None,
+            user: int | None = None, timeout: int = 120, text: bool = True) -> subprocess.CompletedProcess:
     """Run ``python -m mistralkit ARGS`` as a user would; ``user`` drops privileges (for root runs)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "LLM_"))}
     full_env.update({"MISTRALKIT_HOME": str(home), **(env or {})})
     command = [sys.executable, "-m", "mistralkit", *args]
     if user is not None:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-    return subprocess.run(command, input=stdin, capture_output=True, text=True, env=full_env, timeout=timeout)
+    return subprocess.run(command, input=stdin, capture_output=True, text=text, env=full_env, timeout=timeout)
 
 
 @pytest.fixture

@@ -158,10 +158,12 @@ class LlamaCppEmbeddingEngine:
         import llama_cpp
 
         from .engines.llamacpp import default_threads, gpu_layers, route_native_logs
+        from .models.checks import check_loadable
 
         pooling_type = gguf_pooling(model, pooling)
         context = (model.info.context_length if model.info else None) or GGUF_MAX_TOKENS
         self.max_tokens = min(max_tokens or GGUF_MAX_TOKENS, context)
+        check_loadable(model.path, model.info)
         route_native_logs()
         threads = threads or default_threads()
         try:

@@ -8,6 +8,7 @@ Every field can be set with ``MISTRALKIT_<NAME>`` (e.g. ``MISTRALKIT_TEMPERATURE
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -49,7 +50,7 @@ class Settings:
     top_k: int = field(default=40, metadata=_doc("sample from the k most likely tokens, 0 = all"))
     min_p: float = field(default=0.05, metadata=_doc("drop tokens below min_p x the top probability"))
     repeat_penalty: float = field(default=1.1, metadata=_doc("penalty for repeated tokens, 1 = off"))
-    seed: int | None = field(default=None, metadata=_doc("random seed (default: random)"))
+    seed: int | None = field(default=None, metadata=_doc("random seed, 0 to 4294967294 (default or -1: random)"))
     max_tokens: int = field(default=512, metadata=_doc("most tokens to generate per answer"))
     greedy: bool = field(default=False, metadata=_doc("always pick the most likely token"))
     ctx: int | None = field(default=None, metadata=_doc("context window in tokens (default: min(4096, model's))"))
@@ -64,9 +65,12 @@ class Settings:
     log_level: str = field(default="warning", metadata=_doc("debug, info, warning or error"))
 
     def __post_init__(self) -> None:
-        from .engines.base import check_sampling
+        from .engines.base import check_sampling, check_seed
 
         check_sampling(self)
+        self.seed = check_seed(self.seed)
+        _check(self.n_gpu_layers is None or self.n_gpu_layers >= -1, "n_gpu_layers", self.n_gpu_layers,
+               "must be -1 (all layers) or a count >= 0")
         _check(self.ctx is None or self.ctx >= 64, "ctx", self.ctx, "must be >= 64")
         _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be >= 1")
         _check(self.device in DEVICES, "device", self.device, f"must be one of {', '.join(DEVICES)}")
@@ -157,6 +161,8 @@ def coerce(name: str, raw: Any, origin: str) -> Any:
     """Turn a string (env) or TOML value into the field's type, or explain why not."""
     kind = _field_type(name)
     if not isinstance(raw, str):
+        if kind is float and isinstance(raw, float) and not math.isfinite(raw):
+            raise InvalidParameter(f"{origin}: {name} must be a finite number, got {raw!r}")
         if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
             return float(raw)
         if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
@@ -171,9 +177,12 @@ def coerce(name: str, raw: Any, origin: str) -> Any:
             if lowered in ("0", "false", "no", "off"):
                 return False
             raise ValueError(text)
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise InvalidParameter(f"{origin}: {name} must be {kind.__name__}, got {raw!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise InvalidParameter(f"{origin}: {name} must be a finite number, got {raw!r}")
+    return value
 
 
 def describe() -> list[tuple[str, str]]:

@@ -59,7 +59,10 @@ def chat(
     from ..api import load
     from ..chat.history import Store
     from ..chat.repl import Repl
+    from ..errors import InvalidParameter
 
+    if prompt is not None and not prompt.strip():
+        raise InvalidParameter("the prompt is empty", hint="pass some text with --prompt, or leave it out to chat")
     store = Store()
     session = store.get_session(session_id) if session_id else None
     if session and model is None:
@@ -123,7 +126,9 @@ def run(
     if prompt is None or prompt == "-":
         if sys.stdin.isatty() and prompt is None:
             raise InvalidParameter("no prompt given", hint="pass one as an argument or pipe it in: echo hi | mistralkit run")
-        prompt = sys.stdin.read()
+        from ..text import read_stdin
+
+        prompt = read_stdin()
     if not prompt.strip():
         raise InvalidParameter("the prompt is empty")
     settings = _settings(model=model, adapter=adapter, system=system, temperature=temperature, top_p=top_p, top_k=top_k,

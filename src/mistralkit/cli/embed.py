@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -19,16 +18,18 @@ def read_texts(texts: list[str], file: str | None) -> list[str]:
     """The texts from the arguments, then one per non-blank line of ``file`` (``-`` = stdin)."""
     from ..errors import InvalidParameter
 
+    from ..text import decode, read_stdin
+
     lines: list[str] = []
     if file == "-":
-        lines = sys.stdin.read().splitlines()
+        lines = read_stdin().splitlines()
     elif file is not None:
         try:
-            lines = Path(file).expanduser().read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise InvalidParameter(f"cannot read {file}: {reason}",
+            data = Path(file).expanduser().read_bytes()
+        except OSError as exc:
+            raise InvalidParameter(f"cannot read {file}: {exc.strerror}",
                                    hint="pass a UTF-8 text file, one text per line") from exc
+        lines = [decode(line, f"{file}:{number}") for number, line in enumerate(data.splitlines(), 1)]
     found = [*texts, *(line for line in lines if line.strip())]
     if not found:
         raise InvalidParameter("no text to embed",

@@ -57,7 +57,12 @@ def report(exc: MistralkitError) -> int:
 
 
 def main() -> None:
+    from ..text import check_argv
+
+    if hasattr(sys.stdin, "reconfigure"):  # undecodable bytes reach the checks as surrogates, not a traceback
+        sys.stdin.reconfigure(errors="surrogateescape")
     try:
+        check_argv(sys.argv[1:])
         app()
     except MistralkitError as exc:
         sys.exit(report(exc))

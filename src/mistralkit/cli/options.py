@@ -18,7 +18,7 @@ TopP = Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling th
 TopK = Annotated[int | None, typer.Option("--top-k", help="Sample among the k most likely tokens.", rich_help_panel=SAMPLING)]
 MinP = Annotated[float | None, typer.Option("--min-p", help="Minimum probability relative to the top token.", rich_help_panel=SAMPLING)]
 RepeatPenalty = Annotated[float | None, typer.Option("--repeat-penalty", help="Penalty for repeated tokens (1 = off).", rich_help_panel=SAMPLING)]
-Seed = Annotated[int | None, typer.Option(help="Random seed for reproducible sampling.", rich_help_panel=SAMPLING)]
+Seed = Annotated[int | None, typer.Option(help="Random seed for reproducible sampling (-1 = random).", rich_help_panel=SAMPLING)]
 MaxTokens = Annotated[int | None, typer.Option("--max-tokens", "-n", help="Most tokens per answer.", rich_help_panel=SAMPLING)]
 Greedy = Annotated[bool | None, typer.Option("--greedy/--no-greedy", help="Always pick the most likely token.", rich_help_panel=SAMPLING, show_default=False)]
 Ctx = Annotated[int | None, typer.Option("--ctx", "-c", help="Context window in tokens.", rich_help_panel=MODEL)]

@@ -6,6 +6,7 @@ Blocking calls are built on the stream (``complete``).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,12 +28,28 @@ SAMPLING_RULES: tuple[tuple[str, Callable[[float], bool], str], ...] = (
 )
 
 
+RANDOM_SEED = -1  # --seed -1: a new random seed each time (as llama.cpp's -s -1)
+MAX_SEED = 2**32 - 2  # llama.cpp's seed is 32 bits, and 2**32 - 1 already means "random"
+
+
 def check_sampling(values: object) -> None:
     """Validate the sampling fields of ``values`` (GenerationParams or Settings)."""
     for name, ok, rule in SAMPLING_RULES:
         value = getattr(values, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidParameter(f"{name}={value!r}: must be a finite number", hint=f"fix the {name} setting")
         if not ok(value):
             raise InvalidParameter(f"{name}={value!r}: {rule}", hint=f"fix the {name} setting")
+
+
+def check_seed(seed: int | None) -> int | None:
+    """The seed to use: None (random) for None or -1, else 0 … 2**32 - 2."""
+    if seed is None or seed == RANDOM_SEED:
+        return None
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidParameter(f"seed={seed}: must be between 0 and {MAX_SEED}, or -1 for a random seed",
+                               hint="fix the seed setting")
+    return seed
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,7 @@ class GenerationParams:
 
     def __post_init__(self) -> None:
         check_sampling(self)
+        object.__setattr__(self, "seed", check_seed(self.seed))
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
 

@@ -20,7 +20,9 @@ from collections.abc import Iterator, Sequence
 from .. import formats
 from ..errors import ContextOverflow, InvalidModelFile, InvalidParameter
 from ..formats.base import Message
+from ..models.checks import check_loadable
 from ..models.store import LocalModel
+from ..text import check
 from .base import Chunk, FinishReason, GenerationParams, Request, Usage
 from .stops import StopMatcher
 
@@ -96,6 +98,15 @@ def context_size(model: LocalModel, requested: int | None) -> int:
     return requested
 
 
+def _utf8(text: str) -> bytes:
+    """The bytes llama.cpp tokenizes; text with lone surrogates is refused (edges check it first)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        check(text, "prompt")
+        raise
+
+
 def _grammar(gbnf: str | None):
     if gbnf is None:
         return None
@@ -124,6 +135,7 @@ class LlamaCppEngine:
         self.threads = threads or default_threads()
         self.n_gpu_layers = gpu_layers(device, n_gpu_layers)
         self.kv_type = kv_type
+        check_loadable(model.path, model.info, adapter)
         started = time.perf_counter()
         try:
             self._llm = llama_cpp.Llama(
@@ -150,7 +162,7 @@ class LlamaCppEngine:
 
     # Tokenizer protocol, used by formats that render text.
     def tokenize(self, text: str, *, special: bool) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+        return self._llm.tokenize(_utf8(text), add_bos=False, special=special)
 
     def token_text(self, token_id: int) -> str:
         return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
@@ -168,7 +180,7 @@ class LlamaCppEngine:
 
     def encode_text(self, text: str) -> list[int]:
         """Raw text (a completion prompt, no chat format) to tokens, with BOS when the model wants it."""
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=self.add_bos, special=False)
+        return self._llm.tokenize(_utf8(text), add_bos=self.add_bos, special=False)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.format.encode(messages))

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from ..errors import InvalidModelFile, InvalidParameter
 from ..models import LocalModel
+from ..models.checks import check_loadable
+from ..text import problem
 
 MIN_WINDOW = 16
 ROWS_PER_STEP = 64  # logits rows converted to float64 at once: bounds the temporary to ~130 MB
@@ -62,6 +64,8 @@ def _jsonl_text(path: Path, line: int, raw: str) -> str:
     if not isinstance(obj, dict):
         raise _line_error(path, line, f"each line must be a JSON object, got {type(obj).__name__}")
     text = obj.get("text")
+    if isinstance(text, str) and (found := problem(text)) is not None:
+        raise _line_error(path, line, f"text: not valid UTF-8 text ({found[1]} at character {found[0] + 1})")
     if not isinstance(text, str):
         got = "missing" if "text" not in obj else f"a {type(text).__name__}"
         raise _line_error(path, line, f"text: must be a string, got {got}")
@@ -126,6 +130,7 @@ def _load(model: LocalModel, window: int, threads: int | None, adapter: Path | N
 
     from ..engines.llamacpp import default_threads, route_native_logs
 
+    check_loadable(model.path, model.info, adapter)
     route_native_logs()
     n_threads = threads or default_threads()
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..errors import DatasetError, InvalidParameter
 from ..formats.base import ROLES, Message
+from ..text import decode
 from ..tune.data import json_object
 
 SCORERS = ("choice", "regex", "exact", "contains", "judge")
@@ -126,14 +127,15 @@ def read_suite(path: str | Path, *, judge: bool = False, match: str = "exact") -
     if match not in ("exact", "contains"):
         raise InvalidParameter(f"--match {match!r}: must be exact or contains")
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise InvalidParameter(f"suite {path} does not exist") from exc
-    except UnicodeDecodeError as exc:
-        raise InvalidParameter(f"suite {path} is not UTF-8 text") from exc
+    except IsADirectoryError as exc:
+        raise InvalidParameter(f"suite {path} is a folder, not a JSONL file") from exc
     items: list[Item] = []
     seen: dict[str, int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(data.splitlines(), start=1):
+        raw = decode(line, f"{path}:{number}")
         if not raw.strip():
             continue
         item = parse_item(raw, path=str(path), line=number, judge=judge, match=match)

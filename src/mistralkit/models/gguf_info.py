@@ -132,7 +132,7 @@ class _Cursor:
                 self._skip_array(item_kind, count)
                 return None
             return [self.value(item_kind, key, {}) for _ in range(count)]
-        raise InvalidModelFile(f"{self.path} has a corrupt GGUF header (value type {kind} for {key})")
+        raise InvalidModelFile(f"{self.path} has a corrupt GGUF header (unknown value type {kind})")
 
     def _skip_array(self, item_kind: int, count: int) -> None:
         if item_kind in _SCALARS:
@@ -163,7 +163,7 @@ def _parse(cur: _Cursor, path: Path) -> GGUFInfo:
     magic = cur.handle.read(4)
     if magic != MAGIC:
         raise InvalidModelFile(
-            f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF')",
+            f"{path} is not a GGUF file",  # never quote its bytes: the path may be anyone's file
             hint="mistralkit runs GGUF models; convert safetensors with llama.cpp or download a .gguf",
         )
     version = cur.unpack("<I")

@@ -231,9 +231,9 @@ def plan(shape: ModelShape, n_ctx: int, kv_type: str = "f16", used: int | None =
     True
     """
     if kv_type not in KV_BYTES:
-        raise InvalidParameter(f"kv_type={kv_type!r}: must be one of {', '.join(KV_TYPES)}")
+        raise InvalidParameter(f"KV cache type {kv_type!r}: must be one of {', '.join(KV_TYPES)}")
     if n_ctx < 1:
-        raise InvalidParameter(f"n_ctx={n_ctx}: must be positive")
+        raise InvalidParameter(f"context size {n_ctx}: must be at least 1 token", hint="pass --ctx 512 or more")
     flash_attn = kv_type != "f16"  # as the engine sets it: a quantized V cache needs it
     return Plan(n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, weights=shape.weights,
                 repacked=shape.repacked, kv_cache=kv_cache_bytes(shape, n_ctx, kv_type),

@@ -16,6 +16,7 @@ write new files through a temporary file and ``os.replace``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..formats.base import ROLES, Message
+from ..text import bad_text
 
 SHAPES = ("prompt", "messages", "text")
 SHAPE_HINT = 'expected {"prompt", "response"}, {"messages": [...]} or {"text"}'
@@ -136,6 +138,9 @@ def json_object(raw: str, fail, hint: str | None = None) -> dict:
         fail(f"invalid JSON: {exc.msg} (column {exc.colno})")
     if not isinstance(obj, dict):
         fail(f"each line must be a JSON object, got {type(obj).__name__}", hint=hint)
+    if (found := bad_text(obj)) is not None:  # a "\ud800" escape decodes to a lone surrogate
+        where, offset, what = found
+        fail(f"not valid UTF-8 text ({what} at character {offset + 1})", where)
     return obj
 
 
@@ -253,7 +258,7 @@ class SplitResult:
 
 def valid_count(total: int, valid: float) -> int:
     """How many of ``total`` samples go to validation: a fraction in (0, 1) or a whole count."""
-    if valid <= 0 or (valid >= 1 and valid != int(valid)):
+    if not math.isfinite(valid) or valid <= 0 or (valid >= 1 and valid != int(valid)):
         raise DatasetError(f"--valid {valid}: give a fraction between 0 and 1 or a whole count")
     count = int(valid) if valid >= 1 else max(1, round(total * valid))
     if count >= total:

@@ -43,11 +43,19 @@ RESUME_KEYS = ("base", "data", "tokenizer", "rank", "alpha", "dropout", "target_
 class Dataset:
     samples: list[Encoded]
     truncated: int = 0
+    left_out: list[str] = field(default_factory=list)  # FILE:LINE of samples with nothing to train on
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return {"samples": len(self.samples), "tokens": sum(map(len, self.samples)),
                 "trained_tokens": sum(e.trainable for e in self.samples), "truncated": self.truncated,
-                "longest": max(map(len, self.samples), default=0)}
+                "left_out": self.left_out, "longest": max(map(len, self.samples), default=0)}
+
+    def note(self, max_length: int) -> str | None:
+        if not self.left_out:
+            return None
+        shown = ", ".join(self.left_out[:5]) + (" …" if len(self.left_out) > 5 else "")
+        return (f"{len(self.left_out)} sample(s) left out: their answers start after --max-length {max_length} "
+                f"tokens ({shown}); raise --max-length to keep them")
 
 
 @dataclass
@@ -78,6 +86,8 @@ def encode_file(path: str, encoder, config: TuneConfig) -> Dataset:
             dataset.truncated += 1
         if encoded.trainable:  # truncation can leave nothing to learn
             dataset.samples.append(encoded)
+        else:
+            dataset.left_out.append(f"{sample.path}:{sample.line}")
     if not dataset.samples:
         raise InvalidParameter(f"{path}: no sample has a trained token within --max-length {config.max_length}")
     return dataset
@@ -252,8 +262,10 @@ def train(config: TuneConfig, *, progress: bool = True,
     """
     from .base import load_base, pick_device, wrap_lora
 
-    device, dtype = pick_device(config)  # --qlora on a CPU fails here, before any loading
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise InvalidParameter(f"--out {out} is a file", hint="--out names a folder for the run: choose another")
+    device, dtype = pick_device(config)  # --qlora on a CPU fails here, before any loading
     checkpoint = last_checkpoint(out) if config.resume else None
     if config.resume and checkpoint is None:
         raise InvalidParameter(f"--resume: no checkpoint in {out / 'checkpoints'}", hint="start without --resume")
@@ -343,8 +355,10 @@ def train(config: TuneConfig, *, progress: bool = True,
     }
     note = plot_loss(state, out / "loss.png")
     summary["loss_plot"] = None if note else "loss.png"
-    if note:
-        summary["notes"] = [note]
+    notes = [n for n in (train_set.note(config.max_length), valid_set.note(config.max_length) if valid_set else None,
+                         note) if n]
+    if notes:
+        summary["notes"] = notes
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return Result(out, adapter, summary)
 
