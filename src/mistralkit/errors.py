@@ -54,6 +54,22 @@ class StorageError(MistralkitError):
     status = 500
 
 
+class HistoryUnavailable(StorageError):
+    """The history database cannot be used: damaged, unreadable or not writable."""
+
+    status = 503
+
+
+class HistoryBusy(StorageError):
+    """Another program held the history database's write lock for longer than the wait budget."""
+
+    status = 503
+
+    def __init__(self, message: str, hint: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message, hint)
+        self.retry_after = retry_after
+
+
 class MissingDependency(MistralkitError):
     """An optional dependency is not installed; the hint names the extra."""
 

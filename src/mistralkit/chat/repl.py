@@ -19,8 +19,9 @@ from ..engines import Completion, GenerationParams, complete
 from ..errors import MistralkitError
 from ..formats.base import Message
 from ..settings import coerce
+from ..text import problem
 from .conversation import fit
-from .history import Session, Store, StoredMessage
+from .history import Saved, Session, Store, StoredMessage
 
 HELP = """Commands:
   /help                 this list
@@ -122,6 +123,9 @@ class Repl:
                 break
             if not text.strip():
                 continue
+            if (found := problem(text)) is not None:
+                self.say(f"error: not valid UTF-8 text ({found[1]} at character {found[0] + 1}); nothing was sent")
+                continue
             if text.startswith("/"):
                 if self.command(text) == "quit":
                     break
@@ -153,20 +157,25 @@ class Repl:
         self.save_turn(user_text, fitted.prompt_tokens, result)
         return result
 
-    def ensure_session(self) -> Session:
+    def ensure_session(self, notify: bool = True) -> Session:
+        """The current session, created on first use (kept in the journal while the database is busy)."""
         if self.session is None:
             self.session = self.store.create_session(self.loaded.model.name, self.system, self.params.to_dict())
+            if notify and self.store.last_write is Saved.PENDING:
+                self.say(_kept("this session", self.store))
         return self.session
 
     def save_turn(self, user_text: str, prompt_tokens: int, result: Completion) -> None:
-        session = self.ensure_session()
+        session = self.ensure_session(notify=False)  # one notice per turn, below
         if session.title is None:
             session = self.session = self.store.update_session(session.id, title=_title(user_text))
-        self.store.add_messages(session.id, [
+        saved = self.store.add_messages(session.id, [
             StoredMessage("user", user_text, tokens=prompt_tokens),
             StoredMessage("assistant", result.text, tokens=result.usage.completion_tokens,
                           timings=result.usage.to_dict(), partial=result.finish_reason == "cancelled"),
         ])
+        if saved is Saved.PENDING:  # a saved turn also landed every write kept before it
+            self.say(_kept("this turn", self.store))
         self.turns += [{"role": "user", "content": user_text}, {"role": "assistant", "content": result.text}]
 
     # Slash commands
@@ -251,6 +260,11 @@ def _known_params(saved: dict) -> dict:
 def _title(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else "untitled"
     return line[:60] + ("…" if len(line) > 60 else "")
+
+
+def _kept(what: str, store: Store) -> str:
+    return (f"(history database busy: {what} is kept in {store.journal.path} and will be saved as soon as the "
+            "database is free)")
 
 
 def _stats(result: Completion) -> str:

@@ -26,14 +26,14 @@ def _list(limit: int) -> list[dict]:
 
 def _get(session_id: str) -> dict:
     with closing(Store()) as store:
-        session = store.get_session(session_id)
+        session = store.get_session(session_id, exact=True)  # prefixes are a CLI convenience only
         messages = [{"role": m.role, "content": m.content, "partial": m.partial} for m in store.messages(session.id)]
     return {**_summary(session), "messages": messages}
 
 
 def _delete(session_id: str) -> dict:
     with closing(Store()) as store:
-        return {"id": store.delete_session(session_id).id, "deleted": True}
+        return {"id": store.delete_session(session_id, exact=True).id, "deleted": True}
 
 
 @router.get("")
@@ -50,4 +50,5 @@ async def get_session(session_id: str) -> dict:
 
 @router.delete("/{session_id}")
 async def delete_session(session_id: str) -> dict:
+    """Delete one session (its exact id); 503 with Retry-After while the history database is busy."""
     return await run_in_threadpool(_delete, session_id)
