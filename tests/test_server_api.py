@@ -44,14 +44,15 @@ def free_port() -> int:
 class Serve:
     """``python -m mistralkit serve ARGS`` as a child process, ready once ``GET /health`` answers."""
 
-    def __init__(self, home: Path, log: Path, *args: str) -> None:
+    def __init__(self, home: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        """``env``: extra environment variables for the server (on top of MISTRALKIT_HOME)."""
         self.port, self.log = free_port(), log
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "LLM_"))}
-        env["MISTRALKIT_HOME"] = str(home)
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "LLM_"))}
+        full_env.update({"MISTRALKIT_HOME": str(home), **(env or {})})
         with open(log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "mistralkit", "serve", "--port", str(self.port), *args],
-                                         env=env, stdout=out, stderr=subprocess.STDOUT)
+                                         env=full_env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -91,8 +92,10 @@ def server(model, mk_home, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def side(model, mk_home, tmp_path_factory):
+    adapters = tmp_path_factory.mktemp("adapters")  # requests may name files here (--allow-model-paths)
     serve = Serve(mk_home, tmp_path_factory.mktemp("serve") / "side.log", "--ctx", "256", *ONE_THREAD,
-                  "--cors-origin", "http://x.test")
+                  "--cors-origin", "http://x.test", "--allow-model-paths", str(adapters))
+    serve.adapters = adapters
     yield serve
     serve.stop()
 
@@ -360,7 +363,7 @@ def write_lora(path: Path, base: Path, scale: float, rank: int = 4) -> Path:
     return path
 
 
-def test_lora_adapter_by_path(side, model, tmp_path):
+def test_lora_adapter_by_path(side, model):
     def complete(name: str) -> str:
         for max_tokens in (1, 12):  # the first one warms the prompt cache (see warm())
             reply = side.client().completions.create(model=name, prompt="The capital of France is",
@@ -368,10 +371,10 @@ def test_lora_adapter_by_path(side, model, tmp_path):
         return reply.choices[0].text
 
     base = complete(MODEL)
-    assert complete(f"{MODEL}+{write_lora(tmp_path / 'zero.gguf', model.path, 0.0)}") == base
-    assert complete(f"{MODEL}+{write_lora(tmp_path / 'big.gguf', model.path, 5.0)}") != base
+    assert complete(f"{MODEL}+{write_lora(side.adapters / 'zero.gguf', model.path, 0.0)}") == base
+    assert complete(f"{MODEL}+{write_lora(side.adapters / 'big.gguf', model.path, 5.0)}") != base
     with pytest.raises(openai.NotFoundError):
-        complete(f"{MODEL}+{tmp_path / 'missing.gguf'}")
+        complete(f"{MODEL}+{side.adapters / 'missing.gguf'}")
 
 
 def test_least_recently_used_model_is_unloaded_over_the_memory_budget(model, tmp_path):

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -18,42 +18,29 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import MistralkitError
+from ..errors import HistoryBusy, MistralkitError
+from .auth import KeyGuard, LockedOut, Unauthorized, require_key
 from .config import ServerConfig
-from .errors import Overloaded, error_response, from_exception
+from .errors import Overloaded, error_response, from_exception, history_busy, validation_message
 from .metrics import Metrics
 from .pool import Pool
 
 log = logging.getLogger(__name__)
 STATIC = resources.files(__package__).joinpath("static")
-
-
-class Unauthorized(MistralkitError):
-    status = 401
-
-
-def require_key(request: Request) -> None:
-    """Bearer key check in constant time; no key configured = open (loopback only, see ServerConfig)."""
-    keys = request.app.state.config.api_keys
-    if not keys:
-        return
-    given = request.headers.get("authorization", "")
-    scheme, _, token = given.partition(" ")
-    ok = scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
-    if not ok:
-        raise Unauthorized("missing or wrong API key", hint="send the header Authorization: Bearer YOUR_KEY")
+UNPARSABLE_BODY = "There was an error parsing the body"
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes (413), by Content-Length or as they stream in.
+    """Refuse request bodies over ``limit`` bytes (413), by Content-Length or as they stream in, and
+    bodies that stall: each part must come within ``timeout_s`` (408).
 
-    A body that goes over while streaming in is cut: the app sees a client that left (an exception
-    raised from ``receive`` would reach FastAPI's body parsing wrapped in an ExceptionGroup and turn
-    into a 400), and whatever it answers is replaced by the 413.
+    Such a body is cut: the app sees a client that left (an exception raised from ``receive`` would
+    reach FastAPI's body parsing wrapped in an ExceptionGroup and turn into a 400), and whatever it
+    answers is replaced by the 413 or 408.
     """
 
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, timeout_s: float = 30.0) -> None:
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -61,37 +48,49 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return await _too_large(self.limit)(scope, receive, send)
-        seen, over, started = 0, False, False
+        seen, refusal, started, complete = 0, None, False, False
 
         async def counted():
-            nonlocal seen, over
-            if over:
+            nonlocal seen, refusal, complete
+            if refusal is not None:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if complete:  # after the body: waiting for a disconnect has no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except TimeoutError:
+                refusal = _stalled(self.timeout_s)
+                return {"type": "http.disconnect"}
             seen += len(message.get("body", b""))
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             if seen > self.limit:
-                over = True
+                refusal = _too_large(self.limit)
                 return {"type": "http.disconnect"}
             return message
 
-        async def unless_over(message):
+        async def unless_refused(message):
             nonlocal started
-            if over and not started:
+            if refusal is not None and not started:
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, counted, unless_over)
+            await self.app(scope, counted, unless_refused)
         except Exception:
-            if not over or started:
+            if refusal is None or started:
                 raise
-        if over and not started:
-            await _too_large(self.limit)(scope, receive, send)
+        if refusal is not None and not started:
+            await refusal(scope, receive, send)
 
 
 def _too_large(limit: int) -> Response:
     return error_response(413, f"request body over the limit of {limit} bytes", "request_too_large")
+
+
+def _stalled(timeout_s: float) -> Response:
+    return error_response(408, f"the request body did not arrive within {timeout_s:g} s", "request_timeout",
+                          headers={"Connection": "close"})
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -107,6 +106,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app = FastAPI(title="mistralkit", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible API over local models. Nothing leaves the machine.")
     app.state.config, app.state.pool, app.state.metrics = config, pool, Metrics()
+    app.state.key_guard = KeyGuard()
     _errors(app)
     _middleware(app, config)
     _routes(app)
@@ -117,6 +117,15 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(Overloaded)
     async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
         return error_response(429, exc.message, "queue_full", headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(HistoryBusy)
+    async def history_is_busy(_: Request, exc: HistoryBusy) -> JSONResponse:
+        return history_busy(exc)
+
+    @app.exception_handler(LockedOut)
+    async def locked_out(_: Request, exc: LockedOut) -> JSONResponse:
+        return error_response(429, f"{exc.message} ({exc.hint})", "too_many_wrong_keys",
+                              headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(Unauthorized)
     async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
@@ -129,13 +138,13 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ())[1:])
-        return error_response(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}", "invalid_request",
-                              param=where or None)
+        status, message, code, param = validation_message(exc.errors())
+        return error_response(status, message, code, param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == UNPARSABLE_BODY:  # FastAPI's words for a body not in UTF-8
+            return error_response(400, "the request body is not valid JSON text in UTF-8", "invalid_json")
         return error_response(exc.status_code, str(exc.detail), None, headers=getattr(exc, "headers", None))
 
 
@@ -177,7 +186,7 @@ def _middleware(app: FastAPI, config: ServerConfig) -> None:
 
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout_s=config.body_timeout_s)
 
 
 def _routes(app: FastAPI) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import InvalidParameter
 from ..settings import Settings
@@ -28,6 +29,8 @@ class ServerConfig:
     queue_size: int = 8  # requests per model, running + waiting; more get 429
     memory_budget: int | None = None  # bytes for loaded models; None = available memory at start
     max_body_bytes: int = 4 << 20
+    body_timeout_s: float = 30.0  # longest wait for each part of a request body (408 after)
+    model_dirs: tuple[Path, ...] = ()  # folders whose files a request may name as models/adapters
     shutdown_grace_s: float = 10.0
     preload: str | None = None  # model to load at start
     settings: Settings = field(default_factory=Settings)  # ctx, threads, kv_type… for every model
@@ -35,6 +38,9 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.queue_size < 1:
             raise InvalidParameter(f"queue size {self.queue_size}: must be >= 1")
+        if not self.body_timeout_s > 0:
+            raise InvalidParameter(f"body timeout {self.body_timeout_s}: must be more than 0 seconds")
+        self.model_dirs = tuple(_folder(d) for d in self.model_dirs)
         if not (0 < self.port < 65536):
             raise InvalidParameter(f"port {self.port}: must be between 1 and 65535")
         if not is_loopback(self.host) and not self.api_keys and not self.insecure_no_auth:
@@ -42,3 +48,10 @@ class ServerConfig:
                 f"refusing to serve on {self.host} without an API key: anyone on the network could use it",
                 hint="pass --api-key / --api-key-file / MISTRALKIT_API_KEY, or --insecure-no-auth if you mean it",
             )
+
+
+def _folder(path: str | Path) -> Path:
+    folder = Path(path).expanduser().resolve()
+    if not folder.is_dir():
+        raise InvalidParameter(f"--allow-model-paths {path}: not a folder", hint="name a folder that holds .gguf files")
+    return folder

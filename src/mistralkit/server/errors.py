@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi.responses import JSONResponse
 
-from ..errors import ContextOverflow, InvalidParameter, MistralkitError, ModelNotFound, SessionNotFound
+from ..errors import (ContextOverflow, HistoryBusy, HistoryUnavailable, InvalidParameter, MistralkitError,
+                      ModelNotFound, SessionNotFound)
 
-TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 408: "invalid_request_error",
          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
          503: "server_error"}
 
@@ -22,6 +25,8 @@ CODES: tuple[tuple[type[MistralkitError], int, str], ...] = (
     (SessionNotFound, 404, "session_not_found"),
     (ContextOverflow, 400, "context_length_exceeded"),
     (InvalidParameter, 400, "invalid_value"),
+    (HistoryBusy, 503, "history_busy"),
+    (HistoryUnavailable, 503, "history_unavailable"),
 )
 
 
@@ -29,6 +34,11 @@ def from_exception(exc: MistralkitError) -> JSONResponse:
     status, code = next(((s, c) for kind, s, c in CODES if isinstance(exc, kind)), (exc.status, None))
     message = exc.message + (f" ({exc.hint})" if exc.hint else "")
     return error_response(status, message, code)
+
+
+def history_busy(exc: HistoryBusy) -> JSONResponse:
+    """503 with ``Retry-After``: another program holds the history database's write lock."""
+    return error_response(503, str(exc), "history_busy", headers={"Retry-After": str(exc.retry_after)})
 
 
 class Overloaded(MistralkitError):
@@ -39,3 +49,34 @@ class Overloaded(MistralkitError):
     def __init__(self, model: str, retry_after: int) -> None:
         super().__init__(f"{model} is busy: its queue is full", hint=f"retry in {retry_after} s")
         self.retry_after = retry_after
+
+
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|list|dict|json-or-python|function-\w+)(\[.*\])?$|\[")
+
+
+def _where(loc: tuple) -> str:
+    """A field path people read: ``messages[0].content``, without pydantic's union-member tags."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path") else loc)
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _TYPE_TAG.search(str(part)):
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def validation_message(errors: list[dict]) -> tuple[int, str, str, str | None]:
+    """(status, message, code, param) for a request pydantic refused."""
+    text = next((e for e in errors if e.get("type") == "invalid_text"), None)
+    if text is not None:
+        return 400, text["msg"], "invalid_text", (text.get("ctx") or {}).get("where") or None
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", "")
+        return 400, f"the request body is not valid JSON{': ' + str(reason) if reason else ''}", "invalid_json", None
+    where = _where(tuple(first.get("loc", ())))
+    if not where:
+        return (422, "the request body must be a JSON object (send it with Content-Type: application/json)",
+                "invalid_request", None)
+    return 422, f"{where}: {first.get('msg', 'invalid value')}", "invalid_request", where

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import struct
 import time
 import uuid
@@ -22,6 +23,7 @@ from .pool import Job, Slot, stream
 from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+log = logging.getLogger(__name__)
 
 
 @router.get("/models")
@@ -100,7 +102,10 @@ async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_en
         yield _sse({"error": {"message": exc.message, "type": "server_error", "code": None}})
     finally:
         with anyio.CancelScope(shield=True):  # a client that left cancels this scope: still save
-            await run_in_threadpool(on_end, run.text, not complete or run.usage is None)
+            try:
+                await run_in_threadpool(on_end, run.text, not complete or run.usage is None)
+            except MistralkitError as exc:  # the answer is out already; a busy history journals it instead
+                log.error("the streamed turn was not saved: %s", exc)
 
 
 def _chat_chunk(run: Run, delta: dict | None, finish: str | None, extra: dict) -> dict:

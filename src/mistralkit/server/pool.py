@@ -22,7 +22,8 @@ from pathlib import Path
 from ..engines import Chunk, GenerationParams, load_engine
 from ..engines.base import Request
 from ..errors import InsufficientMemory, InvalidParameter, MistralkitError, ModelNotFound
-from ..models import LocalModel, resolve
+from ..models import LocalModel
+from . import boundary
 from .config import ServerConfig
 from .errors import Overloaded
 
@@ -115,13 +116,6 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return base.strip(), (adapter.strip() or None)
 
 
-def adapter_path(ref: str) -> Path:
-    """A GGUF LoRA adapter by registered name or path."""
-    from ..models.store import resolve_adapter
-
-    return resolve_adapter(ref)[0]
-
-
 class Pool:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -131,29 +125,29 @@ class Pool:
         self.closed = False
         self._budget = config.memory_budget  # default: what is free when the first model loads
 
-    def key(self, ref: str) -> str:
+    def resolve(self, ref: str) -> tuple[str, LocalModel, Path | None]:
+        """(slot key, model, adapter file) of ``BASE[+ADAPTER]``, as far as this server allows names."""
         base, adapter = split_ref(ref)
-        model = resolve(base)
-        return f"{model.name}+{adapter_path(adapter)}" if adapter else model.name
+        model = boundary.model(base, self.config.model_dirs)
+        path = boundary.adapter(adapter, self.config.model_dirs) if adapter else None
+        return (f"{model.name}+{path}" if path else model.name), model, path
 
     async def get(self, ref: str) -> Slot:
         """The loaded model for ``ref`` (loading it, and unloading idle ones, if needed)."""
         from starlette.concurrency import run_in_threadpool
 
         async with self.lock:
-            key = await run_in_threadpool(self.key, ref)
+            key, model, adapter = await run_in_threadpool(self.resolve, ref)
             if key in self.slots:
                 self.slots.move_to_end(key)
                 return self.slots[key]
-            slot = await run_in_threadpool(self._load, ref, key)
+            slot = await run_in_threadpool(self._load, key, model, adapter)
             self.slots[key] = slot
             return slot
 
-    def _load(self, ref: str, key: str) -> Slot:
+    def _load(self, key: str, model: LocalModel, adapter: Path | None) -> Slot:
         from ..models.memory import ModelShape, available_memory, plan
 
-        base, adapter = split_ref(ref)
-        model = resolve(base)
         if model.format != "gguf":
             raise InvalidParameter(f"{model.name} is a {model.format} model; chat and completions need a GGUF",
                                    hint="use it with /v1/embeddings, or pick a .gguf model")
@@ -164,7 +158,7 @@ class Pool:
         self._make_room(planned, self._budget)
         engine = load_engine(model, n_ctx=s.ctx, threads=s.threads, n_gpu_layers=s.n_gpu_layers, device=s.device,
                              mmap=s.mmap, mlock=s.mlock, kv_type=s.kv_type,
-                             **({"adapter": str(adapter_path(adapter))} if adapter else {}))
+                             **({"adapter": str(adapter)} if adapter else {}))
         log.info("serving %s (planned %.0f MiB)", key, planned / 2**20)
         return Slot(model, Worker(key, engine, self.config.queue_size), planned)
 
@@ -191,7 +185,7 @@ class Pool:
         from ..embeddings import load_embedder
 
         if ref not in self.embedders:
-            self.embedders[ref] = load_embedder(ref)
+            self.embedders[ref] = load_embedder(boundary.model(ref, self.config.model_dirs))
         return self.embedders[ref]
 
     def queue_depths(self) -> dict[str, int]:

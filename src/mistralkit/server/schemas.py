@@ -9,13 +9,29 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..engines import GenerationParams
+from ..text import bad_text
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+class _Request(_Body):
+    """A whole request body: text that UTF-8 cannot encode (a ``"\\ud800"`` escape) is a 400."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _utf8(cls, data: Any) -> Any:
+        found = bad_text(data)
+        if found is not None:
+            where, offset, what = found
+            raise PydanticCustomError("invalid_text", "{place}: not valid UTF-8 text ({what} at character {at})",
+                                      {"place": where or "body", "what": what, "at": offset + 1, "where": where})
+        return data
 
 
 class TextPart(_Body):
@@ -26,6 +42,13 @@ class TextPart(_Body):
 class ChatMessage(_Body):
     role: Literal["system", "user", "assistant", "developer"]
     content: str | list[TextPart] | None = ""
+
+    @model_validator(mode="after")
+    def _content(self) -> ChatMessage:
+        if self.content is None and self.role != "assistant":
+            raise PydanticCustomError("content_null", f"a {self.role} message needs content (null is only "
+                                      "accepted for an assistant turn)")
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -48,7 +71,7 @@ class ResponseFormat(_Body):
     json_schema: JsonSchema | None = None
 
 
-class Sampling(_Body):
+class Sampling(_Request):
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1, le=1 << 20)
     temperature: float = Field(default=0.8, ge=0, le=2)
@@ -56,7 +79,7 @@ class Sampling(_Body):
     top_k: int = Field(default=40, ge=0, le=1 << 20)
     min_p: float = Field(default=0.05, ge=0, le=1)
     repeat_penalty: float = Field(default=1.1, gt=0, le=10)
-    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    seed: int | None = Field(default=None, ge=-1, le=2**32 - 2)  # -1: random
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -119,7 +142,7 @@ class CompletionRequest(Sampling):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
-class EmbeddingRequest(_Body):
+class EmbeddingRequest(_Request):
     model: str = Field(min_length=1)
     input: str | list[str] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"  # the official client asks for base64 by default
