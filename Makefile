@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	# The web page test (tests/test_web.py) drives Debian's Chromium.
 	command -v chromium >/dev/null || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y --no-install-recommends chromium) \
 		|| echo "warning: no chromium: install it (apt-get install chromium) for tests/test_web.py"
+	# mistralkit correct checks French with Grammalecte (GPL-3; run by Debian's python3 in a process of its own), from Debian.
+	command -v grammalecte-server >/dev/null || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y --no-install-recommends python3-grammalecte grammalecte-cli) \
+		|| echo "warning: no grammalecte: install it (apt-get install python3-grammalecte grammalecte-cli) for mistralkit correct"
 	touch $(STAMP)
 
 bench: $(STAMP)

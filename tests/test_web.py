@@ -179,3 +179,49 @@ def test_chat_page_streams_stops_and_reopens_a_session(server, browser):
     page.close()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0, f"the server did not exit cleanly:\n{log.read_text()}"
+
+
+def test_correction_page_highlights_edits_and_refusals(server, browser):
+    from playwright.sync_api import expect
+
+    url, process, log = server
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.set_default_timeout(120_000)
+    expect.set_options(timeout=120_000)
+    page.goto(f"{url}/")
+    page.get_by_role("link", name="Correction").click()
+    expect(page).to_have_url(f"{url}/correct")
+
+    # Rules mode: the first call asks for the key, then every edit is a highlighted <mark>.
+    page.get_by_label("Texte à corriger").fill("Il a manger une pome.\n\nM. Leblanc est venu hier.")
+    page.get_by_role("button", name="Corriger").click()
+    page.get_by_label("Key", exact=True).fill(KEY)
+    page.get_by_label("Key", exact=True).press("Enter")
+    marks = page.locator("#corrected mark.edit.rule")
+    expect(marks).to_have_count(2)
+    assert marks.all_inner_texts() == ["mangé", "pomme"]
+    assert "manger → mangé" in marks.first.get_attribute("title")
+    marks.first.click()
+    expect(page.locator("#detail")).to_contain_text("participe passé")
+    expect(page.locator("#corrected")).to_have_text("Il a mangé une pomme.\n\nM. Leblanc est venu hier.")
+
+    # Hybrid mode: what the page shows is what the server answered, refusals included.
+    page.get_by_label("Mode").select_option("hybrid")
+    expect(page.get_by_label("Modèle")).to_have_value(MODEL)
+    page.get_by_label("Texte à corriger").fill("Hier, Lucas et sa soeur son allé au cinema avec 3 amis.")
+    with page.expect_response(lambda r: r.url.endswith("/v1/correct")) as answer:
+        page.get_by_role("button", name="Corriger").click()
+    result = answer.value.json()
+    assert result["mode"] == "hybrid"
+    expect(page.locator("#corrected mark.edit")).to_have_count(len(result["edits"]))
+    expect(page.locator("#corrected mark.edit.llm")).to_have_count(
+        sum(e["source"] == "llm" for e in result["edits"]))
+    expect(page.locator("#refused li.refused")).to_have_count(len(result["refused"]))
+    for item, refusal in zip(page.locator("#refused li").all_inner_texts(), result["refused"]):
+        assert refusal["reason"] in item and "résultat des règles est gardé" in item
+    expect(page.locator("#corrected")).to_have_text(result["corrected"])
+
+    assert not errors, f"errors in the page: {errors}"
+    page.close()

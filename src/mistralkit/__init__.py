@@ -8,6 +8,8 @@
 __version__ = "0.1.0"
 
 from .api import Loaded, load, load_settings, params_from, run  # noqa: E402
+from .corrector import Correction, correct  # noqa: E402
 from .embeddings import Embeddings, embed  # noqa: E402
 
-__all__ = ["Embeddings", "Loaded", "__version__", "embed", "load", "load_settings", "params_from", "run"]
+__all__ = ["Correction", "Embeddings", "Loaded", "__version__", "correct", "embed", "load", "load_settings",
+           "params_from", "run"]

@@ -99,3 +99,10 @@ class DatasetError(MistralkitError):
         super().__init__(prefix + message, hint)
         self.reason = message
         self.path, self.line, self.field = path, line, field
+
+
+class CheckerUnavailable(MistralkitError):
+    """A rule checker (Grammalecte, LanguageTool) is missing, unreachable or failed; the hint says how
+    to install or start it."""
+
+    status = 503

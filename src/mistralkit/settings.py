@@ -94,6 +94,33 @@ class LoadedSettings:
     config_file: Path
 
 
+@dataclass
+class CorrectSettings:
+    """``mistralkit correct`` (config.toml section ``[correct]``, env ``MISTRALKIT_CORRECT_<NAME>``)."""
+
+    mode: str = field(default="rules", metadata=_doc("rules (checker only) or hybrid (checker, then the LLM)"))
+    model: str | None = field(default=None, metadata=_doc("model for hybrid mode (default: the embedded one)"))
+    adapter: str | None = field(default=None, metadata=_doc("GGUF LoRA adapter on top of that model"))
+    checker: str = field(default="grammalecte", metadata=_doc("grammalecte or languagetool"))
+    languagetool_url: str | None = field(default=None, metadata=_doc("LanguageTool server, e.g. http://127.0.0.1:8081"))
+    temperature: float = field(default=0.0, metadata=_doc("LLM sampling temperature (0 = greedy)"))
+    max_tokens: int = field(default=256, metadata=_doc("most tokens of one sentence's rewrite"))
+    spacy_model: str = field(default="fr_core_news_sm", metadata=_doc("spaCy model for names and places"))
+    protect: tuple[str, ...] = field(default=(), metadata=_doc("words never changed (comma-separated in env)"))
+
+    def __post_init__(self) -> None:
+        self.mode, self.checker = self.mode.lower(), self.checker.lower()
+        _check(self.mode in ("rules", "hybrid"), "correct.mode", self.mode, "must be rules or hybrid")
+        _check(self.checker in ("grammalecte", "languagetool"), "correct.checker", self.checker,
+               "must be grammalecte or languagetool")
+        _check(self.checker != "languagetool" or bool(self.languagetool_url), "correct.languagetool_url",
+               self.languagetool_url, "is needed with the languagetool checker")
+        _check(0 <= self.temperature <= 2, "correct.temperature", self.temperature, "must be in [0, 2]")
+        _check(self.max_tokens >= 1, "correct.max_tokens", self.max_tokens, "must be >= 1")
+        self.protect = tuple(w.strip() for w in self.protect if w.strip())
+
+
+SECTIONS: dict[str, type] = {"correct": CorrectSettings}  # config.toml tables; the top level is Settings
 FIELD_NAMES = tuple(f.name for f in fields(Settings))
 
 
@@ -103,31 +130,44 @@ def load(cli: dict[str, Any] | None = None, environ: typing.Mapping[str, str] | 
 
     ``cli`` holds only the flags the user actually gave (``None`` values are ignored).
     """
+    return load_section(None, cli, environ, config_file)
+
+
+def load_section(section: str | None, cli: dict[str, Any] | None = None,
+                 environ: typing.Mapping[str, str] | None = None, config_file: Path | None = None) -> LoadedSettings:
+    """The settings of ``section`` (None: the top level) with the same precedence and sources.
+
+    >>> load_section("correct", {"mode": "hybrid"}).settings.mode
+    'hybrid'
+    """
     environ = os.environ if environ is None else environ
     config_file = config_file or paths.config_file()
+    cls = SECTIONS[section] if section else Settings
+    names = tuple(f.name for f in fields(cls))
+    prefix = f"MISTRALKIT_{section.upper()}_" if section else "MISTRALKIT_"
     values: dict[str, Any] = {}
-    sources = {name: "default" for name in FIELD_NAMES}
+    sources = {name: "default" for name in names}
 
-    for name, raw in _read_config(config_file).items():
-        values[name] = coerce(name, raw, f"config file {config_file}")
-        sources[name] = f"config file ({config_file})"
-    for alias, name in ENV_ALIASES.items():
+    def take(name: str, raw: Any, origin: str, source: str) -> None:
+        values[name] = coerce(name, raw, origin, cls)
+        sources[name] = source
+
+    for name, raw in _read_config(config_file, section).items():
+        take(name, raw, f"config file {config_file}", f"config file ({config_file})")
+    for alias, name in ({} if section else ENV_ALIASES).items():
         if environ.get(alias):
-            values[name] = coerce(name, environ[alias], f"environment {alias}")
-            sources[name] = f"env {alias}"
-    for name in FIELD_NAMES:
-        key = f"MISTRALKIT_{name.upper()}"
+            take(name, environ[alias], f"environment {alias}", f"env {alias}")
+    for name in names:
+        key = f"{prefix}{name.upper()}"
         if environ.get(key):
-            values[name] = coerce(name, environ[key], f"environment {key}")
-            sources[name] = f"env {key}"
+            take(name, environ[key], f"environment {key}", f"env {key}")
     for name, value in (cli or {}).items():
         if value is not None:
-            values[name] = coerce(name, value, f"--{name.replace('_', '-')}")
-            sources[name] = "command line"
-    return LoadedSettings(Settings(**values), sources, config_file)
+            take(name, value, f"--{name.replace('_', '-')}", "command line")
+    return LoadedSettings(cls(**values), sources, config_file)
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def _read_config(path: Path, section: str | None = None) -> dict[str, Any]:
     try:
         if not path.is_file():
             return {}
@@ -137,29 +177,41 @@ def _read_config(path: Path) -> dict[str, Any]:
                                hint="fix its permissions or set MISTRALKIT_HOME") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidParameter(f"config file {path} is not valid TOML: {exc}", hint="fix or delete it") from exc
+    if section:
+        data = data.get(section, {})
+        if not isinstance(data, dict):
+            raise InvalidParameter(f"config file {path}: [{section}] must be a table")
+    names = tuple(f.name for f in fields(SECTIONS[section] if section else Settings))
     out = {}
     for key, value in data.items():
         name = key.replace("-", "_")
-        if name not in FIELD_NAMES:
+        if not section and name in SECTIONS and isinstance(value, dict):
+            continue  # a [section] table, read by load_section
+        if name not in names:
+            where = f"[{section}] " if section else ""
             raise InvalidParameter(
-                f"config file {path}: unknown setting {key!r}",
-                hint=f"known settings: {', '.join(FIELD_NAMES)}",
+                f"config file {path}: unknown setting {where}{key!r}",
+                hint=f"known settings: {', '.join(names)}",
             )
         out[name] = value
     return out
 
 
-def _field_type(name: str) -> type:
-    hints = typing.get_type_hints(Settings)
-    hint = hints[name]
+def _field_type(name: str, cls: type = Settings) -> type:
+    hint = typing.get_type_hints(cls)[name]
     if isinstance(hint, types.UnionType):
         return next(arg for arg in typing.get_args(hint) if arg is not type(None))
-    return hint
+    return typing.get_origin(hint) or hint
 
 
-def coerce(name: str, raw: Any, origin: str) -> Any:
+def coerce(name: str, raw: Any, origin: str, cls: type = Settings) -> Any:
     """Turn a string (env) or TOML value into the field's type, or explain why not."""
-    kind = _field_type(name)
+    kind = _field_type(name, cls)
+    if kind is tuple:  # a list of words: TOML array, or comma-separated text
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise InvalidParameter(f"{origin}: {name} must be a list of strings, got {raw!r}")
+        return tuple(items)
     if not isinstance(raw, str):
         if kind is float and isinstance(raw, float) and not math.isfinite(raw):
             raise InvalidParameter(f"{origin}: {name} must be a finite number, got {raw!r}")

@@ -16,6 +16,8 @@ def fit(
     ctx: Annotated[int | None, typer.Option(
         "--ctx", "-c", help="Context window in tokens (default: 4096, or the model's if smaller).")] = None,
     kv_type: Annotated[str, typer.Option("--kv-type", help="KV cache type: f16, q8_0 or q4_0.")] = "f16",
+    language: Annotated[str | None, typer.Option(
+        "--language", help="Also list the catalog models that write this language (fr, de…) and fit.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Predict the peak RAM of a model (weights + KV cache + compute + runtime) and what fits.
@@ -26,7 +28,7 @@ def fit(
 
     Examples:
 
-      mistralkit models fit mistral-7b-instruct-v0.3 --ram 4G
+      mistralkit models fit mistral-7b-instruct-v0.3 --ram 4G --language fr
 
       mistralkit models fit ./my-model.gguf --ctx 16384 --kv-type q8_0
 
@@ -34,12 +36,14 @@ def fit(
 
       mistralkit models fit mistral-nemo --ram 8G && mistralkit models pull mistral-nemo
     """
-    from ..models.fitting import fit_report
+    from ..models.fitting import fit_report, language_models_that_fit
     from ..models.memory import format_size, parse_size
 
     report = fit_report(name, parse_size(ram) if ram is not None else None, ctx, kv_type.lower())
+    speakers = language_models_that_fit(report.ram, language.lower()) if language else None
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps({**report.to_dict(), **({"language": language, "language_models": speakers}
+                                                 if language else {})}, indent=2))
         raise typer.Exit(0 if report.fits else 1)
     plan = report.plan
     source = "GGUF header" if report.source == "gguf" else "catalog (not downloaded)"
@@ -53,5 +57,8 @@ def fit(
               f"{format_size(plan.repacked)} of repacked 4-bit weights, which the OS can drop)")
     print()
     print(report.message)
+    if language:
+        print(f"Models that write {language} and fit in {format_size(report.ram)}: "
+              f"{', '.join(speakers) if speakers else 'none in the catalog'}.")
     if not report.fits:
         raise typer.Exit(1)

@@ -8,7 +8,7 @@ import typer
 
 from .. import __version__
 from ..errors import MistralkitError
-from . import bench, chat, config, data, embed, evaluate, export, models, serve, sessions, tune
+from . import bench, chat, config, correct, data, embed, evaluate, export, models, serve, sessions, tune
 
 app = typer.Typer(
     name="mistralkit",
@@ -17,6 +17,7 @@ app = typer.Typer(
          "  mistralkit chat                      # chat with the embedded default model\n\n"
          "  mistralkit run 'Write a haiku'        # one answer, streamed\n\n"
          "  mistralkit sessions list             # saved chats\n\n"
+         "  mistralkit correct 'il a manger'     # French correction that never touches names or numbers\n\n"
          "  mistralkit serve                     # OpenAI-compatible API + web page on 127.0.0.1:8080",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.command()(chat.chat)
 app.command()(chat.run)
 app.command()(embed.embed)
+app.command()(correct.correct)
 app.command()(serve.serve)
 app.command()(export.export)
 app.command()(tune.tune)

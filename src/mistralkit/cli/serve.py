@@ -52,7 +52,7 @@ def serve(
     from ..logs import setup
     from ..models.memory import parse_size
     from ..server import ServerConfig, create_app
-    from ..settings import load
+    from ..settings import load, load_section
 
     settings = load(cli={"ctx": ctx, "threads": threads, "kv_type": kv_type, "max_tokens": max_tokens,
                          "n_gpu_layers": n_gpu_layers, "device": device, "strict_memory": strict_memory,
@@ -64,7 +64,7 @@ def serve(
                           memory_budget=parse_size(memory_budget) if memory_budget else None,
                           max_body_bytes=parse_size(max_body), body_timeout_s=body_timeout,
                           model_dirs=tuple(allow_model_paths or ()), preload=model or settings.model,
-                          settings=settings)
+                          settings=settings, correct=load_section("correct").settings)
     app = create_app(config)
     listening = _bind(host, port)  # a busy port is an error before anything is announced
     print(f"mistralkit {'requires an API key' if keys else 'open (no API key)'}: web page http://{host}:{port}/ "

@@ -67,6 +67,7 @@ class CatalogEntry:
     mistral_tokenizer: str | None = None  # v1, v2, v3, v7, tekken; None = use the GGUF's template
     aliases: tuple[str, ...] = ()
     gated: bool = False
+    languages: tuple[str, ...] = ()  # ISO 639-1 codes it writes well (documented by its makers)
     source: str = "catalog"  # or the path of the user's catalog
 
     @property
@@ -92,7 +93,8 @@ def _entry(raw: dict, source: str) -> CatalogEntry:
         files = {q.lower(): QuantFile(quant=q.lower(), **spec) for q, spec in raw.pop("files").items()}
         arch = Arch(**raw.pop("arch")) if "arch" in raw else None
         aliases = tuple(a.lower() for a in raw.pop("aliases", ()))
-        entry = CatalogEntry(**raw, files=files, arch=arch, aliases=aliases, source=source)
+        languages = tuple(code.lower() for code in raw.pop("languages", ()))
+        entry = CatalogEntry(**raw, files=files, arch=arch, aliases=aliases, languages=languages, source=source)
     except (KeyError, TypeError) as exc:
         raise InvalidParameter(f"bad catalog entry {raw.get('name', '?')!r} in {source}: {exc}",
                                hint="see the packaged catalog.toml for the expected keys") from exc

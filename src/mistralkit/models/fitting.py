@@ -148,3 +148,22 @@ def _smaller_models(entry, total, n_ctx, kv_type, ram, count: int = 2) -> list[O
             label = f"{other.title} {other.default_quant.upper()}"
             found.append((other.params, Option(other.ref(), label, ctx, kv_type, need, "model")))
     return [option for _, option in sorted(found, key=lambda item: -item[0])[:count]]
+
+
+def language_models_that_fit(ram: int, language: str, n_ctx: int = 4096) -> list[str]:
+    """Catalog LLMs (default quantization) that write ``language`` and fit in ``ram``, largest first,
+    as "Title Q4_K_M (~2.6 GiB, licence)".
+
+    >>> language_models_that_fit(4 << 30, "fr")[:1]  # doctest: +SKIP
+    ['Llama 3.2 3B Instruct Q4_K_M (~2.6 GiB, llama3.2)']
+    """
+    found = []
+    for entry in catalog.entries(kind="llm"):
+        spec = entry.files[entry.default_quant]
+        if language not in entry.languages or entry.arch is None or spec.format != "gguf":
+            continue
+        need = plan(ModelShape.from_catalog(entry, entry.default_quant), min(n_ctx, entry.context_length)).total
+        if need <= ram:
+            found.append((entry.params, f"{entry.title} {entry.default_quant.upper()} (~{format_size(need)}, "
+                                        f"{entry.license})"))
+    return [label for _, label in sorted(found, key=lambda item: -item[0])]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -102,11 +103,14 @@ def create_app(config: ServerConfig) -> FastAPI:
             await pool.get(config.preload)
         yield
         pool.close()
+        for checker in app.state.checkers.values():
+            checker.close()
 
     app = FastAPI(title="mistralkit", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible API over local models. Nothing leaves the machine.")
     app.state.config, app.state.pool, app.state.metrics = config, pool, Metrics()
     app.state.key_guard = KeyGuard()
+    app.state.checkers, app.state.checkers_lock = {}, threading.Lock()  # /v1/correct's, opened on first use
     _errors(app)
     _middleware(app, config)
     _routes(app)
@@ -190,10 +194,11 @@ def _middleware(app: FastAPI, config: ServerConfig) -> None:
 
 
 def _routes(app: FastAPI) -> None:
-    from . import openai_routes, sessions_routes
+    from . import correct_routes, openai_routes, sessions_routes
 
     guarded = [Depends(require_key)]
     app.include_router(openai_routes.router, dependencies=guarded)
+    app.include_router(correct_routes.router, dependencies=guarded)
     app.include_router(sessions_routes.router, dependencies=guarded)
 
     @app.get("/health", tags=["operations"])
@@ -210,6 +215,10 @@ def _routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(str(STATIC.joinpath("index.html")))
+
+    @app.get("/correct", include_in_schema=False)
+    async def correct_page() -> FileResponse:
+        return FileResponse(str(STATIC.joinpath("correct.html")))
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str) -> FileResponse:

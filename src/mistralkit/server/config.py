@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidParameter
-from ..settings import Settings
+from ..settings import CorrectSettings, Settings
 
 
 def is_loopback(host: str) -> bool:
@@ -34,6 +34,7 @@ class ServerConfig:
     shutdown_grace_s: float = 10.0
     preload: str | None = None  # model to load at start
     settings: Settings = field(default_factory=Settings)  # ctx, threads, kv_type… for every model
+    correct: CorrectSettings = field(default_factory=CorrectSettings)  # /v1/correct's defaults
 
     def __post_init__(self) -> None:
         if self.queue_size < 1:

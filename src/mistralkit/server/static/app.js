@@ -1,59 +1,9 @@
 // The chat page of `mistralkit serve`: plain fetch calls to this server's /v1 API, nothing else.
 "use strict";
 
-const KEY = "mistralkit.apiKey";
 const MODEL = "mistralkit.model";
-const $ = (id) => document.getElementById(id);
 
 const state = { sessionId: null, messages: [], controller: null };
-
-// --- talking to the server ----------------------------------------------------------------------
-
-let keyRequest = null;
-
-/** Ask for the API key in a dialog, once for all waiting calls; resolves to the key or null. */
-function askKey(reason) {
-  if (keyRequest) return keyRequest;
-  const dialog = $("key-dialog");
-  $("key-reason").textContent = reason;
-  $("key-input").value = "";
-  dialog.returnValue = "";
-  keyRequest = new Promise((resolve) => {
-    dialog.addEventListener("close", () => {
-      keyRequest = null;
-      const key = $("key-input").value.trim();
-      if (dialog.returnValue === "save" && key) localStorage.setItem(KEY, key);
-      resolve(dialog.returnValue === "save" && key ? key : null);
-    }, { once: true });
-  });
-  dialog.showModal();
-  return keyRequest;
-}
-
-/** fetch() with the stored key; asks for a key on 401; throws the server's error message. */
-async function api(path, options = {}) {
-  for (;;) {
-    const key = localStorage.getItem(KEY);
-    const headers = { ...options.headers };
-    if (key) headers.Authorization = `Bearer ${key}`;
-    const response = await fetch(path, { ...options, headers });
-    if (response.status !== 401) {
-      if (!response.ok) throw new Error(await errorMessage(response));
-      return response;
-    }
-    const asked = await askKey(key ? "The server refused this API key. Enter another one."
-                                    : "This server needs an API key.");
-    if (!asked) throw new Error("This server needs an API key: enter it with “API key…”.");
-  }
-}
-
-async function errorMessage(response) {
-  try {
-    const body = await response.json();
-    if (body.error && body.error.message) return body.error.message;
-  } catch (_) { /* not JSON: fall back to the status line */ }
-  return `${response.status} ${response.statusText}`.trim();
-}
 
 /** Read an SSE body (`data: {json}` events, then `data: [DONE]`), calling onChunk on each. */
 async function readEvents(response, onChunk) {

@@ -1,0 +1,227 @@
+"""``mistralkit.correct``: rules (checker suggestions outside protected spans), then in hybrid mode
+an LLM rewrite of each sentence that guards keep or refuse.
+
+>>> from mistralkit import correct
+>>> correct("Il a manger une pomme.").corrected  # doctest: +SKIP
+'Il a mangé une pomme.'
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from ..errors import ContextOverflow, InvalidParameter, MistralkitError
+from ..settings import CorrectSettings
+from ..text import check as check_text
+from . import edits as E
+from . import llm
+from .types import Checker, Correction, Issue, Protected, Refusal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Stage:
+    """Seconds spent per stage, added up over paragraphs."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, name: str, fn: Callable, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+class Corrector:
+    """A checker process, the NER model and (hybrid) a loaded LLM, kept for many texts. Close it."""
+
+    def __init__(self, settings: CorrectSettings | None = None, *, checker: Checker | None = None,
+                 generate: llm.Generate | None = None, count_tokens: Callable[[list], int] | None = None,
+                 n_ctx: int | None = None, model_name: str | None = None) -> None:
+        from .checkers import open_checker
+
+        self.settings = settings or CorrectSettings()
+        self.checker = checker or open_checker(self.settings.checker, url=self.settings.languagetool_url)
+        self._owns_checker = checker is None
+        self._loaded = None
+        self.generate, self.count_tokens, self.n_ctx, self.model_name = generate, count_tokens, n_ctx, model_name
+        if self.settings.mode == "hybrid" and generate is None:
+            self._load_model()
+
+    def _load_model(self) -> None:
+        from ..api import load
+        from ..settings import load as load_settings
+
+        s = self.settings
+        self._loaded = loaded = load(load_settings({"model": s.model, "adapter": s.adapter}).settings)
+        engine = loaded.engine
+        self.generate = lambda messages, params: llm.first_line(engine, messages, params)
+        self.count_tokens, self.n_ctx, self.model_name = engine.count_tokens, engine.n_ctx, loaded.model.name
+
+    def close(self) -> None:
+        if self._owns_checker:
+            self.checker.close()
+        if self._loaded is not None:
+            self._loaded.close()
+
+    def __enter__(self) -> Corrector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- the whole text ---------------------------------------------------------------------------
+
+    def correct(self, text: str, *, protect: Sequence[str] = ()) -> Correction:
+        """Correct ``text`` paragraph by paragraph; edits and spans index ``text``."""
+        pieces = list(self.paragraphs(text, protect=protect))
+        return join(text, pieces, self.settings.mode, self.checker.name, self.model_name)
+
+    def paragraphs(self, text: str, *, protect: Sequence[str] = ()) -> Iterator[tuple[int, Correction]]:
+        """(offset in ``text``, correction) of each paragraph in order, as each one is done."""
+        from .sentences import paragraph_spans
+
+        validate(text)
+        words = tuple(dict.fromkeys((*self.settings.protect, *protect)))
+        for start, end in paragraph_spans(text):
+            if text[start:end].strip():
+                yield start, self.paragraph(text[start:end], words)
+
+    # --- one paragraph ----------------------------------------------------------------------------
+
+    def paragraph(self, text: str, words: Sequence[str] = ()) -> Correction:
+        from .protect import find_protected
+
+        stage = _Stage()
+        started = time.perf_counter()
+        protected = stage.timed("protect", find_protected, text, words=words, ner=self.settings.spacy_model,
+                                proper_nouns=self.checker.proper_nouns)
+        issues = stage.timed("check", self.checker.check, text)
+        rules, _ = E.rule_edits(text, issues, protected)
+        middle = E.apply(text, rules)
+        left = stage.timed("check", self.checker.check, middle) if middle != text else issues
+        final, refused = middle, []
+        if self.settings.mode == "hybrid":
+            final, refused, left = self._rewrite(middle, _moved(protected, rules), left, stage)
+        stage.seconds["total"] = time.perf_counter() - started
+        in_final = _moved(protected, E.diff_edits(text, final, "llm"))
+        left = [i for i in left if not E.overlaps(i.start, i.end, in_final)]  # a name is no mistake
+        return Correction(text, final, self.settings.mode, E.combine(text, rules, middle, final), protected, refused,
+                          left, stage.seconds, self.checker.name, self.model_name)
+
+    def _rewrite(self, middle: str, protected: list[Protected], issues: list[Issue],
+                 stage: _Stage) -> tuple[str, list[Refusal], list[Issue]]:
+        from .guards import guard, mask, unmask
+        from .sentences import sentence_spans
+
+        out, refused, at = [], [], 0
+        for start, end in sentence_spans(middle):
+            sentence = middle[start:end]
+            out.append(middle[at:start])
+            at = end
+            if not sentence.strip():
+                out.append(sentence)
+                continue
+            inside = [p for p in protected if start <= p.start and p.end <= end]
+            hints = [i for i in issues if start <= i.start and i.end <= end]
+            kept, reason, proposal = stage.timed("llm", self._one, sentence, start, inside, hints, mask, unmask)
+            if reason is None:
+                reason = stage.timed("guards", guard, sentence, kept, Counter(p.value for p in inside),
+                                     count_issues=self._count)
+            if reason is None:
+                out.append(kept)
+            else:
+                refused.append(Refusal(start, end, reason, proposal))
+                out.append(sentence)
+        out.append(middle[at:])
+        final = "".join(out)
+        return final, refused, (self.checker.check(final) if final != middle else issues)
+
+    def _one(self, sentence: str, offset: int, inside: list[Protected], hints: list[Issue], mask,
+             unmask) -> tuple[str, str | None, str]:
+        """(rewrite, reason it cannot be used or None, what the model said)."""
+        local = [replace(p, start=p.start - offset, end=p.end - offset) for p in inside]
+        masked, mapping = mask(sentence, local)
+        words = [(sentence[h.start - offset:h.end - offset], h.message, h.suggestions) for h in hints]
+        prompt = llm.messages(masked, words)
+        try:
+            tokens = self.count_tokens(prompt) if self.count_tokens else 0
+            if self.n_ctx and tokens + 16 >= self.n_ctx:
+                raise ContextOverflow(f"{tokens} tokens")
+            reply = self.generate(prompt, llm.params(self.settings.temperature, self.settings.max_tokens,
+                                                     max(1, tokens // 3)))
+        except ContextOverflow:
+            return sentence, "too long for the model's context: the sentence is kept as the rules left it", ""
+        except MistralkitError as exc:
+            return sentence, f"model error: {exc.message}", ""
+        proposal = llm.clean(reply, masked)
+        if not proposal:
+            return sentence, "empty rewrite", reply
+        return unmask(proposal, mapping), None, proposal
+
+    def _count(self, sentence: str) -> int:
+        return len(self.checker.check(sentence))
+
+
+def validate(text: str) -> None:
+    if not isinstance(text, str):
+        raise InvalidParameter("the text to correct must be a string")
+    check_text(text, "the text to correct")
+    if not text.strip():
+        raise InvalidParameter("the text to correct is empty", hint="pass some French text")
+
+
+def _moved(protected: Sequence[Protected], edits: Sequence[E.Edit]) -> list[Protected]:
+    """Protected spans in the text after ``edits`` (which never touch them) — spans that an edit did
+    touch (possible only for an LLM diff) are dropped."""
+    out = []
+    for p in protected:
+        if E.overlaps(p.start, p.end, [_as_span(e) for e in edits if e.end > e.start]):
+            continue
+        shift = sum(len(e.after) - (e.end - e.start) for e in edits if e.end <= p.start)
+        out.append(replace(p, start=p.start + shift, end=p.end + shift))
+    return out
+
+
+def _as_span(edit: E.Edit) -> Protected:
+    return Protected(edit.start, edit.end, edit.before, "user")
+
+
+def join(text: str, pieces: Sequence[tuple[int, Correction]], mode: str, checker: str,
+         model: str | None) -> Correction:
+    """Paragraph corrections put back together in ``text``'s coordinates."""
+    out, at = [], 0
+    whole = Correction(text, "", mode, checker=checker, model=model)
+    for offset, piece in pieces:
+        out += [text[at:offset], piece.corrected]
+        at = offset + len(piece.text)
+        new_offset = sum(map(len, out)) - len(piece.corrected)
+        whole.edits += E.shift(piece.edits, offset)
+        whole.protected += [replace(p, start=p.start + offset, end=p.end + offset) for p in piece.protected]
+        whole.refused += [replace(r, start=r.start + new_offset, end=r.end + new_offset) for r in piece.refused]
+        whole.issues_left += [replace(i, start=i.start + new_offset, end=i.end + new_offset) for i in piece.issues_left]
+        for stage, seconds in piece.timings.items():
+            whole.timings[stage] = whole.timings.get(stage, 0.0) + seconds
+    whole.corrected = "".join(out) + text[at:]
+    return whole
+
+
+def correct(text: str, *, mode: str = "rules", model: str | None = None, adapter: str | None = None,
+            checker: str = "grammalecte", languagetool_url: str | None = None, protect: Sequence[str] = (),
+            temperature: float = 0.0, max_tokens: int = 256, spacy_model: str = "fr_core_news_sm") -> Correction:
+    """Correct French ``text``; names, places, numbers, dates, amounts, e-mails and URLs never change.
+
+    ``mode="rules"`` applies the checker's suggestions; ``"hybrid"`` then lets ``model`` (default: the
+    embedded one) rewrite each sentence, keeping a rewrite only when every guard passes.
+    """
+    settings = CorrectSettings(mode=mode, model=model, adapter=adapter, checker=checker,
+                               languagetool_url=languagetool_url, temperature=temperature, max_tokens=max_tokens,
+                               spacy_model=spacy_model, protect=tuple(protect))
+    with Corrector(settings) as corrector:
+        return corrector.correct(text)

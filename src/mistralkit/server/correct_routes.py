@@ -1,0 +1,114 @@
+"""``POST /v1/correct``: ``mistralkit correct`` over HTTP, with the server's keys, limits and errors.
+
+The checker process and the NER model are shared by every request (one check at a time); hybrid
+mode sends its rewrites through the model's worker queue like any chat request, so a busy model
+answers 429 here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from pydantic import Field
+from starlette.concurrency import run_in_threadpool
+
+from ..corrector.llm import FirstLine
+from ..errors import InvalidParameter, MistralkitError
+from .pool import Job
+from .schemas import _Request
+
+router = APIRouter(prefix="/v1", tags=["correct"])
+
+
+class CorrectRequest(_Request):
+    text: str = Field(min_length=1, description="French text, one or more paragraphs.")
+    mode: Literal["rules", "hybrid"] | None = Field(default=None, description="Default: the server's [correct] mode.")
+    model: str | None = Field(default=None, description="Hybrid mode's model (a name the server serves).")
+    checker: Literal["grammalecte", "languagetool"] | None = None
+    protect: list[str] = Field(default_factory=list, max_length=1000, description="Words never to change.")
+
+
+class SharedChecker:
+    """One checker for all requests, used by one thread at a time."""
+
+    def __init__(self, checker) -> None:
+        self._checker, self._lock = checker, threading.Lock()
+        self.name = checker.name
+
+    def check(self, text: str):
+        with self._lock:
+            return self._checker.check(text)
+
+    def proper_nouns(self, words: list[str]) -> set[str]:
+        with self._lock:
+            return self._checker.proper_nouns(words)
+
+    def close(self) -> None:
+        self._checker.close()
+
+
+def _checker(request: Request, name: str, settings) -> SharedChecker:
+    from ..corrector.checkers import open_checker
+
+    checkers = request.app.state.checkers
+    with request.app.state.checkers_lock:
+        if name not in checkers:
+            checkers[name] = SharedChecker(open_checker(name, url=settings.languagetool_url))
+        return checkers[name]
+
+
+def _through_worker(slot, loop: asyncio.AbstractEventLoop):
+    """A ``generate(messages, params) -> text`` that queues each rewrite on the model's worker."""
+    engine = slot.worker.engine
+
+    async def collect(job: Job) -> str:
+        line = FirstLine()
+        while (item := await job.out.get()) is not None:
+            if isinstance(item, MistralkitError):
+                raise item
+            if line.feed(item.text):
+                job.cancel.set()  # the worker stops before its next token
+        return line.text
+
+    def generate(messages, params) -> str:
+        job = Job(engine.prompt_tokens(messages), params, loop)
+        asyncio.run_coroutine_threadsafe(_submit(slot, job), loop).result()
+        return asyncio.run_coroutine_threadsafe(collect(job), loop).result()
+
+    return generate
+
+
+async def _submit(slot, job: Job) -> None:
+    slot.worker.submit(job)
+
+
+@router.post("/correct")
+async def correct(body: CorrectRequest, request: Request) -> dict:
+    """Correct French text: checker suggestions outside protected spans (names, numbers, dates, amounts,
+    e-mails, URLs), then in hybrid mode a guarded LLM rewrite per sentence. Returns every edit."""
+    from dataclasses import replace
+
+    from ..corrector import Corrector
+
+    base = request.app.state.config.correct
+    settings = replace(base, mode=body.mode or base.mode, checker=body.checker or base.checker)
+    if settings.checker == "languagetool" and not settings.languagetool_url:
+        raise InvalidParameter("this server has no LanguageTool URL",
+                               hint="start it with MISTRALKIT_CORRECT_LANGUAGETOOL_URL or [correct] in config.toml")
+    checker = await run_in_threadpool(_checker, request, settings.checker, settings)
+    options: dict = {}
+    if settings.mode == "hybrid":
+        slot = await request.app.state.pool.get(body.model or settings.model or "")
+        engine = slot.worker.engine
+        options = {"generate": _through_worker(slot, asyncio.get_running_loop()),
+                   "count_tokens": engine.count_tokens, "n_ctx": engine.n_ctx, "model_name": slot.model.name}
+
+    def run():
+        with Corrector(settings, checker=checker, **options) as corrector:  # type: ignore[arg-type]
+            return corrector.correct(body.text, protect=body.protect)
+
+    result = await run_in_threadpool(run)
+    return {"object": "correction", **result.to_dict()}
