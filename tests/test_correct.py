@@ -202,3 +202,18 @@ def test_server_correct_errors_and_schema(server):
     assert lost.status_code == 404
     schema = httpx.get(f"{server.url}/openapi.json").json()
     assert "/v1/correct" in schema["paths"]
+
+
+def test_correct_settings_precedence(tmp_path):
+    from mistralkit.settings import load_section
+
+    config = tmp_path / "config.toml"
+    config.write_text('temperature = 0.5\n[correct]\nmode = "hybrid"\nprotect = ["Leblanc"]\nmax_tokens = 64\n')
+    got = load_section("correct", {"max_tokens": 32}, environ={"MISTRALKIT_CORRECT_MODE": "rules"},
+                       config_file=config)
+    assert (got.settings.mode, got.settings.protect, got.settings.max_tokens) == ("rules", ("Leblanc",), 32)
+    assert got.sources["mode"] == "env MISTRALKIT_CORRECT_MODE" and got.sources["max_tokens"] == "command line"
+    assert got.sources["protect"].startswith("config file")
+    config.write_text('[correct]\nmood = "x"\n')
+    with pytest.raises(InvalidParameter, match=r"unknown setting \[correct\] 'mood'"):
+        load_section("correct", config_file=config, environ={})

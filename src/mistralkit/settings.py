@@ -237,6 +237,6 @@ def coerce(name: str, raw: Any, origin: str, cls: type = Settings) -> Any:
     return value
 
 
-def describe() -> list[tuple[str, str]]:
-    """(name, help) for every setting, for documentation and ``config show``."""
-    return [(f.name, f.metadata.get("doc", "")) for f in dataclasses.fields(Settings)]
+def describe(cls: type = Settings) -> list[tuple[str, str]]:
+    """(name, help) for every setting (of ``cls``: Settings or a section), for ``config show``."""
+    return [(f.name, f.metadata.get("doc", "")) for f in dataclasses.fields(cls)]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
 
+from .guards import edit_distance
 from .types import Edit, Issue, Protected, Source
 
 _TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
@@ -58,25 +60,64 @@ def overlaps(start: int, end: int, spans: Sequence[Protected]) -> bool:
 
 
 def rule_edits(text: str, issues: Sequence[Issue], protected: Sequence[Protected]) -> tuple[list[Edit], list[Issue]]:
-    """The first suggestion of every issue that touches no protected span and no earlier pick.
+    """One round of the rule pass: the best suggestion of each issue that touches no protected span,
+    keeping picks at least a word apart (neighbouring findings often describe one mistake: "a
+    manger" is flagged twice, and fixing both gives "à mangé"); the rest waits for the next round.
 
-    Returns (edits, the issues left as hints for the LLM: no suggestion, or overlapping a pick).
+    Returns (edits, the issues left as hints for the LLM: no usable suggestion, or set aside).
     Issues on protected spans are dropped altogether: a name is not a spelling mistake.
     """
+    words = [m.span() for m in re.finditer(r"\w+", text)]
     edits: list[Edit] = []
     hints: list[Issue] = []
-    taken_until = -1
-    for issue in sorted(issues, key=lambda i: (i.start, -(i.end - i.start))):
+    taken: list[tuple[int, int]] = []  # word index ranges of the picks
+    for issue in sorted(issues, key=lambda i: (_priority(i), i.start)):
         if overlaps(issue.start, issue.end, protected):
             continue
         before = text[issue.start:issue.end]
-        pick = next((s for s in issue.suggestions if s != before), None)
-        if pick is None or issue.start < taken_until:
+        pick = best_suggestion(before, issue, text)
+        first, last = _word_range(words, issue.start, issue.end)
+        if pick is None or any(first <= b + 1 and a - 1 <= last for a, b in taken):
             hints.append(issue)
             continue
         edits.append(Edit(issue.start, issue.end, before, pick, "rule", issue.message, issue.rule))
-        taken_until = issue.end
-    return edits, hints
+        taken.append((first, last))
+    return sorted(edits, key=lambda e: e.start), hints
+
+
+def _priority(issue: Issue) -> int:
+    """Which of two neighbouring findings to trust first: spelling, then agreement, then confusions."""
+    if issue.kind == "spelling":
+        return 0
+    return 2 if "conf" in issue.rule else 1
+
+
+def _word_range(words: list[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
+    inside = [i for i, (s, e) in enumerate(words) if s < end and start < e]
+    if inside:
+        return inside[0], inside[-1]
+    before = sum(1 for s, _ in words if s < start)
+    return before, before - 1
+
+
+def _fold(word: str) -> str:
+    """Lower case, no accents, no spaces, hyphens or apostrophes: what a pupil's spelling keeps."""
+    plain = unicodedata.normalize("NFD", word.lower())
+    return "".join(c for c in plain if c.isalnum() and not unicodedata.combining(c))
+
+
+def best_suggestion(before: str, issue: Issue, text: str) -> str | None:
+    """The checker's first suggestion, unless another only adds accents or spaces ("tres" -> "très",
+    "parceque" -> "parce que"); in the apostrophe style of the text; None when there is none to use."""
+    options = [s for s in issue.suggestions if s and s != before]
+    if not options:
+        return None
+    pick = next((s for s in options if _fold(s) == _fold(before)), options[0])
+    if issue.kind == "spelling":  # the nearest spelling, then the checker's order ("abite" -> "habite")
+        pick = min(options, key=lambda s: (edit_distance(_fold(s), _fold(before)), s != pick))
+    if "’" in pick and "’" not in text:
+        pick = pick.replace("’", "'")
+    return pick if pick != before else None
 
 
 class OffsetMap:
@@ -103,25 +144,37 @@ class OffsetMap:
         return pos - shift
 
 
-def combine(original: str, rules: list[Edit], middle: str, final: str, llm_message: str = "") -> list[Edit]:
-    """Every edit from ``original`` to ``final``: the rule edits (``original`` -> ``middle``) the LLM kept,
-    and the LLM's changes (``middle`` -> ``final``) widened over any rule edit they touch, all in
-    ``original``'s coordinates. A rule edit the LLM changed again becomes an llm edit carrying its message.
+def combine(original: str, earlier: list[Edit], middle: str, final: str, source: Source = "llm",
+            stage: Sequence[Edit] = (), message: str = "") -> list[Edit]:
+    """Every edit from ``original`` to ``final``: the ``earlier`` edits (``original`` -> ``middle``) still
+    standing, and the changes from ``middle`` to ``final`` (labelled ``source``, with the message of the
+    ``stage`` edit that made them, spans in ``middle``), widened over any earlier edit they touch, all in
+    ``original``'s coordinates. An earlier edit changed again becomes part of the new one.
     """
-    mapping = OffsetMap(rules)
-    kept = list(rules)
-    merged: list[Edit] = []
+    mapping = OffsetMap(earlier)
+    groups: list[list] = []  # [start, end, a_start, a_end, touched edits] in middle/final coordinates
     for start, end, a_start, a_end in hunks(middle, final):
         touched = [(s, e, edit) for s, e, edit in mapping.spans
                    if s < end and start < e or (start == end and s < start < e)]
-        left = max([start - s for s, _, _ in touched] + [0])  # unchanged by the LLM: same text in final
+        left = max([start - s for s, _, _ in touched] + [0])  # unchanged in this stage: same text in final
         right = max([e - end for _, e, _ in touched] + [0])
-        o_start, o_end = mapping.original(start - left), mapping.original(end + right)
-        rules_touched = [edit for _, _, edit in touched]
-        kept = [edit for edit in kept if edit not in rules_touched]
-        merged.append(Edit(o_start, o_end, original[o_start:o_end], final[a_start - left:a_end + right], "llm",
-                           "; ".join(e.message for e in rules_touched if e.message) or llm_message,
-                           ",".join(e.rule for e in rules_touched if e.rule)))
+        group = [start - left, end + right, a_start - left, a_end + right, [edit for _, _, edit in touched]]
+        if groups and groups[-1][1] > group[0]:  # two changes inside one earlier edit: one edit
+            last = groups[-1]
+            if group[1] >= last[1]:  # between changes the text is the same, so ends map one to one
+                last[1], last[3] = group[1], group[3]
+            last[4] += [e for e in group[4] if e not in last[4]]
+        else:
+            groups.append(group)
+    touched_all = [edit for group in groups for edit in group[4]]
+    merged = []
+    for start, end, a_start, a_end, touched in groups:
+        o_start, o_end = mapping.original(start), mapping.original(end)
+        makers = [e for e in stage if e.start < end and start < e.end or e.start == e.end == start] + touched
+        merged.append(Edit(o_start, o_end, original[o_start:o_end], final[a_start:a_end], source,
+                           "; ".join(dict.fromkeys(e.message for e in makers if e.message)) or message,
+                           ",".join(dict.fromkeys(e.rule for e in makers if e.rule))))
+    kept = [edit for edit in earlier if edit not in touched_all]
     return sorted([*kept, *merged], key=lambda e: (e.start, e.end))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from .sentences import sentence_starts
 from .types import Protected
@@ -144,8 +144,8 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.replace("’", "'").lower())
 
 
-def edit_distance(a: list[str], b: list[str]) -> int:
-    """Levenshtein distance between two token lists."""
+def edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
+    """Levenshtein distance between two token lists (or two strings)."""
     previous = list(range(len(b) + 1))
     for i, x in enumerate(a, 1):
         current = [i]

@@ -22,6 +22,7 @@ from . import llm
 from .types import Checker, Correction, Issue, Protected, Refusal
 
 log = logging.getLogger(__name__)
+RULE_ROUNDS = 4  # rule passes at most: each re-checks the text the previous one left
 
 
 @dataclass
@@ -103,9 +104,7 @@ class Corrector:
         protected = stage.timed("protect", find_protected, text, words=words, ner=self.settings.spacy_model,
                                 proper_nouns=self.checker.proper_nouns)
         issues = stage.timed("check", self.checker.check, text)
-        rules, _ = E.rule_edits(text, issues, protected)
-        middle = E.apply(text, rules)
-        left = stage.timed("check", self.checker.check, middle) if middle != text else issues
+        middle, rules, left = self._rules(text, protected, issues, stage)
         final, refused = middle, []
         if self.settings.mode == "hybrid":
             final, refused, left = self._rewrite(middle, _moved(protected, rules), left, stage)
@@ -114,6 +113,21 @@ class Corrector:
         left = [i for i in left if not E.overlaps(i.start, i.end, in_final)]  # a name is no mistake
         return Correction(text, final, self.settings.mode, E.combine(text, rules, middle, final), protected, refused,
                           left, stage.seconds, self.checker.name, self.model_name)
+
+    def _rules(self, text: str, protected: list[Protected], issues: list[Issue],
+               stage: _Stage) -> tuple[str, list[E.Edit], list[Issue]]:
+        """Rounds of picks a word apart, re-checked after each (a fix often settles its neighbours)."""
+        current, done, spans, seen = text, [], protected, {text}
+        for _ in range(RULE_ROUNDS):
+            picks, _ = E.rule_edits(current, issues, spans)
+            following = E.apply(current, picks)
+            if not picks or following in seen:  # nothing left, or going round in circles
+                break
+            done = E.combine(text, done, current, following, "rule", picks)
+            spans, current = _moved(spans, picks), following
+            seen.add(current)
+            issues = stage.timed("check", self.checker.check, current)
+        return current, done, issues
 
     def _rewrite(self, middle: str, protected: list[Protected], issues: list[Issue],
                  stage: _Stage) -> tuple[str, list[Refusal], list[Issue]]:
