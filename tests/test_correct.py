@@ -217,3 +217,22 @@ def test_correct_settings_precedence(tmp_path):
     config.write_text('[correct]\nmood = "x"\n')
     with pytest.raises(InvalidParameter, match=r"unknown setting \[correct\] 'mood'"):
         load_section("correct", config_file=config, environ={})
+
+
+@pytest.mark.parametrize(("text", "fixed"), [
+    ("Je mange a la cantine a 12h15.", "Je mange a la cantine à 12h15."),
+    ("Ma tante habite a Bordeaux depuis 2010.", "Ma tante habite à Bordeaux depuis 2010."),
+    ("On y va a pied.", "On y va à pied."),
+    ("Il a 2h de retard.", None),
+    ("Léa a Paul au téléphone.", None),
+    ("Il y a Lyon et Paris.", None),
+])
+def test_our_a_rule_only_where_the_verb_cannot_stand(text, fixed):
+    from mistralkit.corrector.homophones import issues
+    from mistralkit.corrector.protect import find_protected
+
+    found = issues(text, find_protected(text))
+    if fixed is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and E.apply(text, [E.Edit(found[0].start, found[0].end, "a", "à", "rule")]) == fixed

@@ -76,6 +76,9 @@ def rule_edits(text: str, issues: Sequence[Issue], protected: Sequence[Protected
             continue
         before = text[issue.start:issue.end]
         pick = best_suggestion(before, issue, text)
+        agreement = issue.kind != "spelling" and "conf" not in issue.rule
+        if pick is not None and agreement and _swaps_determiner(before, pick):
+            pick = None
         first, last = _word_range(words, issue.start, issue.end)
         if pick is None or any(first <= b + 1 and a - 1 <= last for a, b in taken):
             hints.append(issue)
@@ -83,6 +86,15 @@ def rule_edits(text: str, issues: Sequence[Issue], protected: Sequence[Protected
         edits.append(Edit(issue.start, issue.end, before, pick, "rule", issue.message, issue.rule))
         taken.append((first, last))
     return sorted(edits, key=lambda e: e.start), hints
+
+
+# Grammalecte makes a determiner agree with the noun after it; in a pupil's text the noun is the
+# likelier mistake ("la rentré" -> "la rentrée", not "le rentré"), so such a swap is only a hint.
+DETERMINERS = frozenset("le la les l un une mon ma mes ton ta tes son sa ses ce cet cette ces".split())
+
+
+def _swaps_determiner(before: str, after: str) -> bool:
+    return before.lower().strip("'’") in DETERMINERS and after.lower().strip("'’") in DETERMINERS
 
 
 def _priority(issue: Issue) -> int:

@@ -10,7 +10,9 @@ placeholders that hide URLs, e-mails and phone numbers from the LLM.
 
 from __future__ import annotations
 
+import difflib
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
@@ -18,13 +20,16 @@ from .sentences import sentence_starts
 from .types import Protected
 
 # The reason kinds, in the order the checks run; each reason starts with the prefix of its kind.
-REASONS = ("protected", "placeholder", "digits", "number word", "name", "edit ratio", "length ratio", "checker")
+REASONS = ("protected", "placeholder", "digits", "number word", "name", "edit ratio", "length ratio", "checker",
+           "undone", "word")
 PREFIXES = {
     "protected string changed": "protected",
     "placeholder": "placeholder",
     "new digits": "digits",
     "new number word": "number word",
     "new name": "name",
+    "word": "word",
+    "rule fix undone": "undone",
     "edit ratio": "edit ratio",
     "length ratio": "length ratio",
     "more checker errors": "checker",
@@ -165,11 +170,14 @@ def edit_ratio(before: str, after: str) -> float:
 
 
 def guard(before: str, after: str, protected: Counter[str] | Iterable[str], *,
-          count_issues: Callable[[str], int] | None = None, max_edit_ratio: float = 0.35,
-          max_length_ratio: float = 1.3) -> str | None:
+          count_issues: Callable[[str], int] | None = None, max_edit_ratio: float = 0.6,
+          max_length_ratio: float = 1.3, fixes: Iterable[tuple[str, str]] = ()) -> str | None:
     """None when ``after`` (the LLM's rewrite of one sentence) may replace ``before`` (its rules
-    output), else the first reason it may not. ``protected``: the sentence's protected strings, less
-    those ``mask`` hid (placeholders are checked on their own)."""
+    output), else the first reason it may not. ``max_edit_ratio`` is high because a pupil's sentence
+    may hold an error every other word ("Elle sait fait mal" -> "Elle s'est fait mal"); rewording is
+    refused by word, whatever the ratio. ``protected``: the sentence's protected strings, less
+    those ``mask`` hid (placeholders are checked on their own). ``fixes``: the rule pass's (old, new)
+    words in this sentence; a rewrite that brings an old one back undoes a fix."""
     wanted = protected if isinstance(protected, Counter) else Counter(protected)
     if reason := _protected_reason(before, after, wanted):
         return reason
@@ -193,6 +201,65 @@ def guard(before: str, after: str, protected: Counter[str] | Iterable[str], *,
         issues_before, issues_after = count_issues(before), count_issues(after)
         if issues_after > issues_before:
             return f"more checker errors ({issues_after} > {issues_before})"
+    if reason := _undone(plain_before, plain_after, fixes):
+        return reason
+    return _rewording_reason(plain_before, plain_after)
+
+
+def _undone(before: str, after: str, fixes: Iterable[tuple[str, str]]) -> str | None:
+    """A word the rules fixed ("chat" -> "chats") that the rewrite turns back ("Le chat noir")."""
+    old_words, new_words = Counter(_LETTERS.findall(before)), Counter(_LETTERS.findall(after))
+    for old, new in fixes:
+        gone = [w for w in _LETTERS.findall(new) if new_words[w] < old_words[w]]
+        back = [w for w in _LETTERS.findall(old) if new_words[w] > old_words[w]]
+        if gone and back:
+            return f"rule fix undone: '{new}' -> '{old}'"
+    return None
+
+
+# Little words a grammar fix may add ("Elle a vu un chat", "je ne sais pas", "il s'est"): never "pas".
+GLUE_WORDS = frozenset("un une le la les l de d du des à au aux en y ne n se s que qu".split())
+
+# First sounds that French spelling mixes up: a fix may swap them ("ces" -> "ses", "ge" -> "je").
+_SOUND = str.maketrans({"ç": "s", "c": "s", "z": "s", "q": "k", "g": "j", "h": "", "y": "i"})
+
+
+def _fold(word: str) -> str:
+    plain = unicodedata.normalize("NFD", word.lower())
+    return "".join(c for c in plain if c.isalnum() and not unicodedata.combining(c))
+
+
+def _sounds_alike(old: str, new: str) -> bool:
+    """Could ``new`` be a spelling fix of ``old``: close letters, and for short words the same first sound
+    ("a" -> "à", "son" -> "sont", "ces" -> "ses"; not "tu" -> "je" nor "demain" -> "")."""
+    a, b = _fold(old), _fold(new)
+    if a == b:
+        return True
+    if not a or not b:
+        return False
+    if edit_distance(a, b) > max(2, len(a) // 3):
+        return False
+    return len(a) > 3 or a.translate(_SOUND)[:1] == b.translate(_SOUND)[:1]
+
+
+def _rewording_reason(before: str, after: str) -> str | None:
+    """A rewrite fixes spelling and grammar: each changed stretch of words must sound like what it
+    replaces. Dropping "Demain", turning "Tu" into "Je" or adding "ne … pas" is rewording."""
+    old, new = _LETTERS.findall(before), _LETTERS.findall(after)
+    matcher = difflib.SequenceMatcher(None, [_fold(w) for w in old], [_fold(w) for w in new], autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        gone, came = " ".join(old[i1:i2]), " ".join(new[j1:j2])
+        pairs = list(zip(old[i1:i2], new[j1:j2])) if i2 - i1 == j2 - j1 else [(gone, came)]
+        if not gone and all(_fold(w) in GLUE_WORDS for w in new[j1:j2]):
+            continue
+        if not all(_sounds_alike(x.replace(" ", ""), y.replace(" ", "")) for x, y in pairs):
+            if not came:
+                return f"word dropped: '{gone}'"
+            if not gone:
+                return f"word added: '{came}'"
+            return f"word changed: '{gone}' -> '{came}'"
     return None
 
 

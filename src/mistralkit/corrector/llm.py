@@ -44,6 +44,9 @@ def clean(reply: str, sentence: str) -> str:
     for left, right in (("«", "»"), ('"', '"'), ("“", "”")):
         if line.startswith(left) and line.endswith(right) and not sentence.lstrip().startswith(left):
             line = line[len(left):-len(right)].strip()
+    first = sentence.lstrip()[:1]
+    if line[:1] and first.isupper() and line[:1] == first.lower():  # a capital the sentence had stays
+        line = first + line[1:]
     return line
 
 

@@ -103,11 +103,12 @@ class Corrector:
         started = time.perf_counter()
         protected = stage.timed("protect", find_protected, text, words=words, ner=self.settings.spacy_model,
                                 proper_nouns=self.checker.proper_nouns)
-        issues = stage.timed("check", self.checker.check, text)
+        issues = stage.timed("check", self._issues, text, protected)
         middle, rules, left = self._rules(text, protected, issues, stage)
         final, refused = middle, []
         if self.settings.mode == "hybrid":
-            final, refused, left = self._rewrite(middle, _moved(protected, rules), left, stage)
+            final, refused, left = self._rewrite(middle, _moved(protected, rules), left, stage,
+                                                 [(e.before, e.after) for e in rules])
         stage.seconds["total"] = time.perf_counter() - started
         in_final = _moved(protected, E.diff_edits(text, final, "llm"))
         left = [i for i in left if not E.overlaps(i.start, i.end, in_final)]  # a name is no mistake
@@ -126,11 +127,17 @@ class Corrector:
             done = E.combine(text, done, current, following, "rule", picks)
             spans, current = _moved(spans, picks), following
             seen.add(current)
-            issues = stage.timed("check", self.checker.check, current)
+            issues = stage.timed("check", self._issues, current, spans)
         return current, done, issues
 
-    def _rewrite(self, middle: str, protected: list[Protected], issues: list[Issue],
-                 stage: _Stage) -> tuple[str, list[Refusal], list[Issue]]:
+    def _issues(self, text: str, protected: Sequence[Protected]) -> list[Issue]:
+        """The checker's findings and our own "a"/"à" rule's."""
+        from .homophones import issues as homophone_issues
+
+        return [*self.checker.check(text), *homophone_issues(text, protected)]
+
+    def _rewrite(self, middle: str, protected: list[Protected], issues: list[Issue], stage: _Stage,
+                 fixes: list[tuple[str, str]]) -> tuple[str, list[Refusal], list[Issue]]:
         from .guards import guard, mask, unmask
         from .sentences import sentence_spans
 
@@ -146,8 +153,9 @@ class Corrector:
             hints = [i for i in issues if start <= i.start and i.end <= end]
             kept, reason, proposal = stage.timed("llm", self._one, sentence, start, inside, hints, mask, unmask)
             if reason is None:
+                mine = [(old, new) for old, new in fixes if new and new in sentence]
                 reason = stage.timed("guards", guard, sentence, kept, Counter(p.value for p in inside),
-                                     count_issues=self._count)
+                                     count_issues=self._count, fixes=mine)
             if reason is None:
                 out.append(kept)
             else:

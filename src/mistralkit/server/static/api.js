@@ -5,6 +5,27 @@
 const KEY = "mistralkit.apiKey";
 const $ = (id) => document.getElementById(id);
 
+/** The API key dialog, the same on every page (built here so that each page need not repeat it). */
+function buildKeyDialog() {
+  const dialog = document.createElement("dialog");
+  dialog.id = "key-dialog";
+  dialog.setAttribute("aria-labelledby", "key-title");
+  dialog.innerHTML = `
+    <form method="dialog" id="key-form">
+      <h2 id="key-title">API key</h2>
+      <p id="key-reason">This server needs an API key.</p>
+      <label for="key-input">Key</label>
+      <input id="key-input" type="password" autocomplete="off" required>
+      <div class="actions">
+        <button type="submit" value="save">Save</button>
+        <button type="button" id="key-cancel">Cancel</button>
+      </div>
+    </form>`;
+  document.body.append(dialog);
+}
+
+buildKeyDialog();
+
 // --- talking to the server ----------------------------------------------------------------------
 
 let keyRequest = null;
