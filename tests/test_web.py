@@ -190,9 +190,7 @@ def test_correction_page_highlights_edits_and_refusals(server, browser):
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.set_default_timeout(120_000)
     expect.set_options(timeout=120_000)
-    page.goto(f"{url}/")
-    page.get_by_role("link", name="Correction").click()
-    expect(page).to_have_url(f"{url}/correct")
+    page.goto(f"{url}/correct")
 
     # Rules mode: the first call asks for the key, then every edit is a highlighted <mark>.
     page.get_by_label("Texte à corriger").fill("Il a manger une pome.\n\nM. Leblanc est venu hier.")
@@ -206,6 +204,7 @@ def test_correction_page_highlights_edits_and_refusals(server, browser):
     marks.first.click()
     expect(page.locator("#detail")).to_contain_text("participe passé")
     expect(page.locator("#corrected")).to_have_text("Il a mangé une pomme.\n\nM. Leblanc est venu hier.")
+    expect(page.locator("#corrected span.protected")).to_contain_text(["Leblanc"])
 
     # Hybrid mode: what the page shows is what the server answered, refusals included.
     page.get_by_label("Mode").select_option("hybrid")
@@ -222,6 +221,13 @@ def test_correction_page_highlights_edits_and_refusals(server, browser):
     for item, refusal in zip(page.locator("#refused li").all_inner_texts(), result["refused"]):
         assert refusal["reason"] in item and "résultat des règles est gardé" in item
     expect(page.locator("#corrected")).to_have_text(result["corrected"])
+
+    # The chat page links here and back; the key is remembered across them.
+    page.get_by_role("link", name="Chat").click()
+    expect(page).to_have_url(f"{url}/")
+    page.get_by_role("link", name="Correction").click()
+    expect(page).to_have_url(f"{url}/correct")
+    expect(page.get_by_role("dialog")).to_be_hidden()
 
     assert not errors, f"errors in the page: {errors}"
     page.close()

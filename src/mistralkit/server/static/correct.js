@@ -1,12 +1,31 @@
 // The correction page: text in, POST /v1/correct, the corrected text with every edit highlighted.
 "use strict";
 
+/** A protected string (name, number, date…), underlined: no correction may touch it. */
+function protectedSpan(result, span) {
+  const node = document.createElement("span");
+  node.className = "protected";
+  node.textContent = result.text.slice(span.start, span.end);
+  node.title = `protégé (${span.kind})`;
+  return node;
+}
+
 /** The corrected text as nodes: each edit a <mark> (class rule or llm) whose title is its reason. */
 function renderCorrected(result) {
   const nodes = [];
   let at = 0;          // position in the original text
-  for (const edit of result.edits) {
-    nodes.push(document.createTextNode(result.text.slice(at, edit.start)));
+  const untouched = result.protected.filter(
+    (p) => !result.edits.some((e) => e.start < p.end && p.start < e.end));  // edits win, should one overlap
+  const spans = [...result.edits.map((edit) => ({ edit, start: edit.start, end: edit.end })),
+                 ...untouched.map((span) => ({ span, start: span.start, end: span.end }))]
+    .sort((a, b) => a.start - b.start || a.end - b.end);
+  for (const { edit, span, start } of spans) {
+    nodes.push(document.createTextNode(result.text.slice(at, start)));
+    if (span) {
+      nodes.push(protectedSpan(result, span));
+      at = span.end;
+      continue;
+    }
     const mark = document.createElement("mark");
     mark.className = `edit ${edit.source}`;
     mark.tabIndex = 0;
