@@ -181,7 +181,17 @@ def test_chat_page_streams_stops_and_reopens_a_session(server, browser):
     assert process.wait(timeout=30) == 0, f"the server did not exit cleanly:\n{log.read_text()}"
 
 
-def test_correction_page_highlights_edits_and_refusals(server, browser):
+@pytest.fixture
+def another_model(model, mk_home):
+    """The embedded GGUF registered under a name listed before it, as a store that holds more would."""
+    from conftest import run_cli
+
+    assert run_cli("models", "import", str(model.path), "--name", "aaa-other", home=mk_home).returncode == 0
+    yield "aaa-other"
+    run_cli("models", "rm", "aaa-other", home=mk_home)
+
+
+def test_correction_page_highlights_edits_and_refusals(another_model, server, browser):
     from playwright.sync_api import expect
 
     url, process, log = server

@@ -60,10 +60,15 @@ function renderRefused(result) {
   $("refused").replaceChildren(...items);
 }
 
+/** The chat models; the one picked is the chat page's last choice, else one the server has loaded. */
 async function loadModels() {
   const models = await (await api("/v1/models")).json();
+  const health = await fetch("/health").then((r) => r.json()).catch(() => ({}));
   const chat = models.data.filter((m) => m.kind === "llm").map((m) => m.id);
   $("model").replaceChildren(...chat.map((id) => new Option(id, id)));
+  const loaded = (health.models_loaded || []).map((key) => key.split("+")[0]);
+  const wanted = [localStorage.getItem("mistralkit.model"), ...loaded].find((id) => chat.includes(id));
+  if (wanted) $("model").value = wanted;
 }
 
 async function correct() {
