@@ -107,7 +107,7 @@ def test_missing_files_empty_text_and_bad_windows_are_refused(model, tmp_path):
 
 
 def test_an_adapter_changes_the_perplexity(model, tmp_path):
-    pytest.importorskip("peft")
+    import peft  # noqa: F401  (the [test] extra installs it; missing = failure)
     from test_tune_export import peft_adapter
 
     from mistralkit.tune.export import export_gguf_adapter

@@ -461,7 +461,7 @@ KEPT = "(history database busy: this turn is kept in "
 
 @pytest.fixture
 def spawn_chat(model, robust_home):
-    pexpect = pytest.importorskip("pexpect")
+    import pexpect
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "LLM_"))}
     env.update({"MISTRALKIT_HOME": str(robust_home), "MISTRALKIT_HISTORY_WAIT": WAIT, "TERM": "dumb",
                 "PYTHONUNBUFFERED": "1"})

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-pexpect = pytest.importorskip("pexpect")
+import pexpect
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("peft")
+import torch
+import peft  # noqa: F401  (the [test] extra installs it; missing = failure)
 
 from mistralkit.errors import InvalidParameter  # noqa: E402
 from mistralkit.tune.config import TuneConfig  # noqa: E402

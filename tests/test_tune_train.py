@@ -10,9 +10,9 @@ import pytest
 from mistralkit.errors import InvalidParameter
 from mistralkit.tune.config import TuneConfig, load_config
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("peft")
+import torch
+import transformers  # noqa: F401  (the [test] extra installs it; missing = failure)
+import peft  # noqa: F401  (the [test] extra installs it; missing = failure)
 
 from mistralkit.tune.train import last_checkpoint, train  # noqa: E402
 
