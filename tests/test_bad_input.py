@@ -23,7 +23,7 @@ import pytest
 
 from conftest import run_cli
 from mistralkit.models.gguf_info import read_info
-from test_server_api import KEY, MODEL, Serve, free_port
+from test_server_api import KEY, MODEL, Serve
 
 pytestmark = pytest.mark.slow
 

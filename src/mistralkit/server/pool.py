@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..engines import Chunk, GenerationParams, load_engine
 from ..engines.base import Request
-from ..errors import InsufficientMemory, InvalidParameter, MistralkitError, ModelNotFound
+from ..errors import InsufficientMemory, InvalidParameter, MistralkitError
 from ..models import LocalModel
 from . import boundary
 from .config import ServerConfig
