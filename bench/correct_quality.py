@@ -1,6 +1,7 @@
 """Correction quality: naive Grammalecte, rules mode and hybrid mode on a French set of our own.
 
-The set (bench/data/correct_fr.jsonl) holds sentences as a pupil with dyslexia might type them,
+The set (bench/data/correct_fr.jsonl, or any file of the same shape given with ``--data``, such as
+bench/data/correct_fr_heldout.jsonl, written before the rules were tuned and never tuned on) holds sentences as a pupil with dyslexia might type them,
 each with its minimal correction and the names, places, numbers, dates, times, amounts, phones,
 e-mails and URLs it contains (which no system may alter). Systems, each over the whole set:
 
@@ -18,7 +19,8 @@ sentence comes first. Metrics (bench/correct_metrics.py): exact matches; word er
 introduced (% of the word errors in the text); edit precision, recall and F0.5; protected strings
 altered; guard reverts by reason; latency per sentence p50/p95; peak RSS.
 
-Run:   .venv/bin/python bench/correct_quality.py --systems naive,rules
+Run:   .venv/bin/python bench/correct_quality.py --modes naive,rules [--data FILE]
+       (--modes is --systems; the held-out set: --data bench/data/correct_fr_heldout.jsonl)
 Writes bench/results/correct_quality.json (scores, per-tag scores, every output, machine).
 """
 
@@ -221,7 +223,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                " --model ministral-3b --limit 40 --json /tmp/cq.json")
     ap.add_argument("--data", type=Path, default=DATA,
                     help="evaluation set, JSON lines (default: %(default)s)")
-    ap.add_argument("--systems", default="naive,rules,hybrid",
+    ap.add_argument("--systems", "--modes", dest="systems", default="naive,rules,hybrid",
                     help="comma-separated: naive, rules, hybrid, hybrid:MODEL"
                          " (default: %(default)s)")
     ap.add_argument("--model", action="append", default=[], metavar="NAME",

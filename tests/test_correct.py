@@ -103,6 +103,25 @@ def test_hybrid_with_the_embedded_model_fixes_a_plain_sentence(hybrid):
     assert result.corrected.startswith("Il a mangé")
 
 
+def test_hybrid_stops_rewriting_between_sentences_once_cancelled(hybrid):
+    from mistralkit.corrector.pipeline import CANCELLED
+
+    text = "Il a manger une pome. Elle a chanter hier. Nous somme partis tôt."
+    calls, real = [], hybrid.generate
+    hybrid.generate = lambda messages, params: calls.append(1) or real(messages, params)
+    try:
+        result = hybrid.correct(text, cancelled=lambda: len(calls) >= 1)  # gone after the first rewrite
+    finally:
+        hybrid.generate = real
+    rules_only = Corrector(CorrectSettings(mode="rules"), checker=hybrid.checker).correct(text)
+    assert len(calls) == 1
+    assert [r.reason for r in result.refused if r.reason == CANCELLED] and len(
+        [r for r in result.refused if r.reason == CANCELLED]) == 2
+    later = sentence_spans(rules_only.corrected)[1:]
+    assert all(rules_only.corrected[s:e] in result.corrected for s, e in later)
+    assert_consistent(result)
+
+
 @pytest.mark.parametrize("text", ["", "   \n", "a\ud800b"])
 def test_bad_text_is_refused(rules, text):
     with pytest.raises(InvalidParameter):

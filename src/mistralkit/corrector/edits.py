@@ -71,13 +71,17 @@ def rule_edits(text: str, issues: Sequence[Issue], protected: Sequence[Protected
     edits: list[Edit] = []
     hints: list[Issue] = []
     taken: list[tuple[int, int]] = []  # word index ranges of the picks
+    renamed = [i.start for i in issues if _renames(text, i)]
     for issue in sorted(issues, key=lambda i: (_priority(i), i.start)):
         if overlaps(issue.start, issue.end, protected):
             continue
         before = text[issue.start:issue.end]
         pick = best_suggestion(before, issue, text)
-        agreement = issue.kind != "spelling" and "conf" not in issue.rule
-        if pick is not None and agreement and _swaps_determiner(before, pick):
+        agreement = _agreement(issue)
+        if pick is not None and agreement and _swaps_determiner(before, pick) and not any(
+                issue.end < start <= issue.end + 1 for start in renamed):
+            pick = None
+        if pick is not None and agreement and issue.start in renamed:
             pick = None
         first, last = _word_range(words, issue.start, issue.end)
         if pick is None or any(first <= b + 1 and a - 1 <= last for a, b in taken):
@@ -93,13 +97,26 @@ def rule_edits(text: str, issues: Sequence[Issue], protected: Sequence[Protected
 DETERMINERS = frozenset("le la les l un une mon ma mes ton ta tes son sa ses ce cet cette ces".split())
 
 
+def _agreement(issue: Issue) -> bool:
+    return issue.kind != "spelling" and "conf" not in issue.rule and issue.checker != "mistralkit"
+
+
+def _renames(text: str, issue: Issue) -> bool:
+    """An agreement fix that swaps the word for another one rather than inflecting it ("Le maîtresse"
+    -> "Le maître"): the determiner beside it is then the likelier mistake ("La maîtresse")."""
+    before = text[issue.start:issue.end]
+    if not _agreement(issue) or not issue.suggestions or _fold(before).strip() in DETERMINERS:
+        return False
+    return edit_distance(_fold(before), _fold(issue.suggestions[0])) > 2  # more than an ending
+
+
 def _swaps_determiner(before: str, after: str) -> bool:
     return before.lower().strip("'’") in DETERMINERS and after.lower().strip("'’") in DETERMINERS
 
 
 def _priority(issue: Issue) -> int:
     """Which of two neighbouring findings to trust first: spelling, then agreement, then confusions."""
-    if issue.kind == "spelling":
+    if issue.kind == "spelling" or issue.checker == "mistralkit":  # ours look at the words around
         return 0
     return 2 if "conf" in issue.rule else 1
 

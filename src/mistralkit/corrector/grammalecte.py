@@ -112,11 +112,19 @@ class GrammalecteChecker:
 
         The lookup keeps case as given: "Marie" is a first name, "marie" only a verb.
         """
+        morph = self.morph(words)
+        return {word for word, readings in morph.items() if any(map(_is_proper_noun, readings))}
+
+    def morph(self, words: list[str]) -> dict[str, list[str]]:
+        """Each word's dictionary readings, ``>lemma/:tag:tag.../*`` (none for an unknown word).
+
+        >>> checker.morph(["allé"])  # doctest: +SKIP
+        {'allé': ['>aller/:V1_i__e_e_:Q:m:s/*']}
+        """
         unique = sorted({w for w in words if w and w.strip()})
         if not unique:
-            return set()
-        morph = self._request({"op": "morph", "words": unique})["morph"]
-        return {word for word, readings in morph.items() if any(map(_is_proper_noun, readings))}
+            return {}
+        return self._request({"op": "morph", "words": unique})["morph"]
 
     def close(self) -> None:
         with self._lock:
@@ -230,10 +238,11 @@ def _batches(lines: list[tuple[int, str]]):
 
 
 def _is_proper_noun(reading: str) -> bool:
-    """``reading`` is one morphology, ``>lemma/:tag:tag.../*``."""
+    """``reading`` is one morphology, ``>lemma/:tag:tag.../*``. A capital letter alone is the name of
+    a letter ("C" in "C'est"), not a proper noun."""
     lemma, _, tags = reading.lstrip(">").partition("/")
     parts = set(tags.split("/")[0].split(":"))
-    return bool(parts & _PROPER_TAGS) or ("N" in parts and lemma[:1].isupper())
+    return bool(parts & _PROPER_TAGS) or ("N" in parts and lemma[:1].isupper() and len(lemma) > 1)
 
 
 def _last_words(proc: subprocess.Popen, stderr) -> str:

@@ -23,6 +23,8 @@ from .types import Checker, Correction, Issue, Protected, Refusal
 
 log = logging.getLogger(__name__)
 RULE_ROUNDS = 4  # rule passes at most: each re-checks the text the previous one left
+CANCELLED = "cancelled: the request was abandoned, the sentence is kept as the rules left it"
+Cancelled = Callable[[], bool]
 
 
 @dataclass
@@ -79,12 +81,14 @@ class Corrector:
 
     # --- the whole text ---------------------------------------------------------------------------
 
-    def correct(self, text: str, *, protect: Sequence[str] = ()) -> Correction:
-        """Correct ``text`` paragraph by paragraph; edits and spans index ``text``."""
-        pieces = list(self.paragraphs(text, protect=protect))
+    def correct(self, text: str, *, protect: Sequence[str] = (), cancelled: Cancelled | None = None) -> Correction:
+        """Correct ``text`` paragraph by paragraph; edits and spans index ``text``. Once ``cancelled()``
+        is true (an HTTP client gone), no further sentence is sent to the model: the rules output stands."""
+        pieces = list(self.paragraphs(text, protect=protect, cancelled=cancelled))
         return join(text, pieces, self.settings.mode, self.checker.name, self.model_name)
 
-    def paragraphs(self, text: str, *, protect: Sequence[str] = ()) -> Iterator[tuple[int, Correction]]:
+    def paragraphs(self, text: str, *, protect: Sequence[str] = (),
+                   cancelled: Cancelled | None = None) -> Iterator[tuple[int, Correction]]:
         """(offset in ``text``, correction) of each paragraph in order, as each one is done."""
         from .sentences import paragraph_spans
 
@@ -92,11 +96,11 @@ class Corrector:
         words = tuple(dict.fromkeys((*self.settings.protect, *protect)))
         for start, end in paragraph_spans(text):
             if text[start:end].strip():
-                yield start, self.paragraph(text[start:end], words)
+                yield start, self.paragraph(text[start:end], words, cancelled)
 
     # --- one paragraph ----------------------------------------------------------------------------
 
-    def paragraph(self, text: str, words: Sequence[str] = ()) -> Correction:
+    def paragraph(self, text: str, words: Sequence[str] = (), cancelled: Cancelled | None = None) -> Correction:
         from .protect import find_protected
 
         stage = _Stage()
@@ -108,7 +112,7 @@ class Corrector:
         final, refused = middle, []
         if self.settings.mode == "hybrid":
             final, refused, left = self._rewrite(middle, _moved(protected, rules), left, stage,
-                                                 [(e.before, e.after) for e in rules])
+                                                 [(e.before, e.after) for e in rules], cancelled)
         stage.seconds["total"] = time.perf_counter() - started
         in_final = _moved(protected, E.diff_edits(text, final, "llm"))
         left = [i for i in left if not E.overlaps(i.start, i.end, in_final)]  # a name is no mistake
@@ -131,13 +135,18 @@ class Corrector:
         return current, done, issues
 
     def _issues(self, text: str, protected: Sequence[Protected]) -> list[Issue]:
-        """The checker's findings and our own "a"/"à" rule's."""
+        """The checker's findings and our own rules' ("a"/"à", confusions decided on its dictionary)."""
+        from .confusions import issues as confusion_issues
         from .homophones import issues as homophone_issues
 
-        return [*self.checker.check(text), *homophone_issues(text, protected)]
+        morph = getattr(self.checker, "morph", None)  # LanguageTool has no dictionary lookup
+        ours = confusion_issues(text, morph, protected)
+        ours += [i for i in homophone_issues(text, protected, morph) if not E.overlaps(i.start, i.end, _spans(ours))]
+        return [*self.checker.check(text), *ours]
 
     def _rewrite(self, middle: str, protected: list[Protected], issues: list[Issue], stage: _Stage,
-                 fixes: list[tuple[str, str]]) -> tuple[str, list[Refusal], list[Issue]]:
+                 fixes: list[tuple[str, str]], cancelled: Cancelled | None = None
+                 ) -> tuple[str, list[Refusal], list[Issue]]:
         from .guards import guard, mask, unmask
         from .sentences import sentence_spans
 
@@ -147,6 +156,10 @@ class Corrector:
             out.append(middle[at:start])
             at = end
             if not sentence.strip():
+                out.append(sentence)
+                continue
+            if cancelled is not None and cancelled():  # checked between sentences, never mid-generation
+                refused.append(Refusal(start, end, CANCELLED))
                 out.append(sentence)
                 continue
             inside = [p for p in protected if start <= p.start and p.end <= end]
@@ -209,6 +222,10 @@ def _moved(protected: Sequence[Protected], edits: Sequence[E.Edit]) -> list[Prot
         shift = sum(len(e.after) - (e.end - e.start) for e in edits if e.end <= p.start)
         out.append(replace(p, start=p.start + shift, end=p.end + shift))
     return out
+
+
+def _spans(issues: Sequence[Issue]) -> list[Protected]:
+    return [Protected(i.start, i.end, "", "user") for i in issues]
 
 
 def _as_span(edit: E.Edit) -> Protected:

@@ -46,6 +46,19 @@ class SharedChecker:
         with self._lock:
             return self._checker.proper_nouns(words)
 
+    @property
+    def morph(self):
+        """The checker's dictionary lookup under the lock, or None when it has none (LanguageTool)."""
+        lookup = getattr(self._checker, "morph", None)
+        if lookup is None:
+            return None
+
+        def locked(words: list[str]) -> dict[str, list[str]]:
+            with self._lock:
+                return lookup(words)
+
+        return locked
+
     def close(self) -> None:
         self._checker.close()
 
@@ -106,9 +119,24 @@ async def correct(body: CorrectRequest, request: Request) -> dict:
         options = {"generate": _through_worker(slot, asyncio.get_running_loop()),
                    "count_tokens": engine.count_tokens, "n_ctx": engine.n_ctx, "model_name": slot.model.name}
 
+    gone = threading.Event()  # set when the client disconnects: hybrid stops before the next sentence
+
     def run():
         with Corrector(settings, checker=checker, **options) as corrector:  # type: ignore[arg-type]
-            return corrector.correct(body.text, protect=body.protect)
+            return corrector.correct(body.text, protect=body.protect, cancelled=gone.is_set)
 
-    result = await run_in_threadpool(run)
+    watcher = asyncio.create_task(_watch_disconnect(request, gone)) if settings.mode == "hybrid" else None
+    try:
+        result = await run_in_threadpool(run)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
     return {"object": "correction", **result.to_dict()}
+
+
+async def _watch_disconnect(request: Request, gone: threading.Event, every_s: float = 0.1) -> None:
+    while not gone.is_set():
+        if await request.is_disconnected():
+            gone.set()
+            return
+        await asyncio.sleep(every_s)
