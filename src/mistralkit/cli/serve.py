@@ -111,17 +111,19 @@ def _server_class():
     return Server
 
 
-def _keys(given: list[str] | None, key_file: Path | None) -> tuple[str, ...]:
+def _keys(given: list[str] | None, key_file: Path | None, env: str = "MISTRALKIT_API_KEY",
+          flag: str = "--api-key") -> tuple[str, ...]:
+    """Keys from the flag, the environment variable and the key file, checked (datagen's tokens too)."""
     from ..errors import InvalidParameter
 
     keys = list(given or [])
     if any(not k.strip() for k in keys):
-        raise InvalidParameter("--api-key is empty: the server would be open to anyone",
-                               hint='is the variable you passed set? `--api-key "$KEY"` with KEY unset passes ""')
-    if "MISTRALKIT_API_KEY" in os.environ:
-        if not os.environ["MISTRALKIT_API_KEY"].strip():
-            raise InvalidParameter("MISTRALKIT_API_KEY is set but empty", hint="set it to a key, or unset it")
-        keys.append(os.environ["MISTRALKIT_API_KEY"])
+        raise InvalidParameter(f"{flag} is empty: the server would be open to anyone",
+                               hint=f'is the variable you passed set? `{flag} "$KEY"` with KEY unset passes ""')
+    if env in os.environ:
+        if not os.environ[env].strip():
+            raise InvalidParameter(f"{env} is set but empty", hint="set it to a key, or unset it")
+        keys.append(os.environ[env])
     if key_file is not None:
         try:
             from_file = [line.strip() for line in key_file.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -111,13 +111,15 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.config, app.state.pool, app.state.metrics = config, pool, Metrics()
     app.state.key_guard = KeyGuard()
     app.state.checkers, app.state.checkers_lock = {}, threading.Lock()  # /v1/correct's, opened on first use
-    _errors(app)
+    error_handlers(app)
     _middleware(app, config)
     _routes(app)
     return app
 
 
-def _errors(app: FastAPI) -> None:
+def error_handlers(app: FastAPI) -> None:
+    """Every error as OpenAI-shaped JSON (shared by the datagen server)."""
+
     @app.exception_handler(Overloaded)
     async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
         return error_response(429, exc.message, "queue_full", headers={"Retry-After": str(exc.retry_after)})

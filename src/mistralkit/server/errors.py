@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse
 from ..errors import (ContextOverflow, HistoryBusy, HistoryUnavailable, InvalidParameter, MistralkitError,
                       ModelNotFound, SessionNotFound)
 
-TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 408: "invalid_request_error",
-         413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
-         503: "server_error"}
+TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+         408: "invalid_request_error", 409: "conflict_error", 410: "invalid_request_error",
+         413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None,
