@@ -8,7 +8,7 @@ import typer
 
 from .. import __version__
 from ..errors import MistralkitError
-from . import bench, chat, config, correct, data, embed, evaluate, export, models, serve, sessions, tune
+from . import bench, chat, config, correct, data, datagen, embed, evaluate, export, models, serve, sessions, tune
 
 app = typer.Typer(
     name="mistralkit",
@@ -18,6 +18,7 @@ app = typer.Typer(
          "  mistralkit run 'Write a haiku'        # one answer, streamed\n\n"
          "  mistralkit sessions list             # saved chats\n\n"
          "  mistralkit correct 'il a manger'     # French correction that never touches names or numbers\n\n"
+         "  mistralkit datagen init legal/       # an instruction server that builds balanced training data\n\n"
          "  mistralkit serve                     # OpenAI-compatible API + web page on 127.0.0.1:8080",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -37,6 +38,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(config.app, name="config")
 app.add_typer(data.app, name="data")
+app.add_typer(datagen.app, name="datagen")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,118 @@
+"""The dashboard: one self-contained HTML page (inline SVG charts, no script, nothing fetched from elsewhere)."""
+
+from __future__ import annotations
+
+from html import escape
+
+BAR_W, BAR_H = 360, 16
+STYLE = """
+body{font:14px system-ui,sans-serif;margin:1.5rem;color:#1b1b1b;max-width:1100px}
+h1{font-size:1.3rem}h2{font-size:1.05rem;margin-top:1.6rem}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:1rem}
+.card{border:1px solid #ddd;border-radius:6px;padding:.6rem .8rem}
+table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left}td.n{text-align:right}
+.muted{color:#666}.bad{color:#a40000}
+"""
+
+
+def render(stats: dict, refresh_s: int = 5) -> str:
+    """The page for ``State.stats()``; it reloads itself every ``refresh_s`` seconds."""
+    parts = [f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+             f'<meta http-equiv="refresh" content="{int(refresh_s)}">'
+             f"<title>datagen · {escape(str(stats.get('name', '')))}</title><style>{STYLE}</style></head><body>",
+             _progress(stats), _dimensions(stats), _pairs(stats), _outcomes(stats), _agents(stats),
+             "</body></html>"]
+    return "".join(parts)
+
+
+def _bar(done: float, goal: float, label: str, colour: str = "#2f6fb0") -> str:
+    share = 0.0 if goal <= 0 else min(1.0, done / goal)
+    return (f'<svg width="{BAR_W + 150}" height="{BAR_H + 4}" role="img" aria-label="{escape(label)}">'
+            f'<rect x="0" y="2" width="{BAR_W}" height="{BAR_H}" fill="#eee"/>'
+            f'<rect x="0" y="2" width="{share * BAR_W:.1f}" height="{BAR_H}" fill="{colour}"/>'
+            f'<text x="{BAR_W + 6}" y="{BAR_H}" font-size="12">{escape(label)}</text></svg>')
+
+
+def _progress(stats: dict) -> str:
+    goal, accepted = stats.get("goal", 0), stats.get("accepted", 0)
+    state = "done" if stats.get("done") else f"{stats.get('leased', 0)} leased now"
+    return (f"<h1>datagen: {escape(str(stats.get('name', '')))}</h1>"
+            f"<p>{accepted} of {goal} cases accepted ({state}); {stats.get('seeds', 0)} seed cases; "
+            f"target total {stats.get('target_total', 0)}.</p>"
+            + _bar(accepted, goal, f"{accepted}/{goal}", "#2e8540"))
+
+
+def _dimensions(stats: dict) -> str:
+    cards = []
+    for name, values in stats.get("coverage", {}).items():
+        rows = "".join(
+            f"<div>{escape(value)}<br>{_bar(cell.get('count', 0), cell.get('quota', 0), _count_label(cell))}</div>"
+            for value, cell in values.items())
+        cards.append(f'<div class="card"><h3>{escape(name)}</h3>{rows}</div>')
+    balance = stats.get("balance", {})
+    summary = ""
+    if balance:
+        worst = balance.get("worst_ratio")
+        worst_text = f"{worst:.3f}" if isinstance(worst, (int, float)) else "— (a value has no case yet)"
+        summary = (f"<p class='muted'>worst max/min of count/quota {worst_text} · "
+                   f"total-variation distance {balance.get('tv_distance') or 0:.4f} · "
+                   f"pairs covered {balance.get('pairs_covered', 0)}/{balance.get('pairs_allowed', 0)}</p>")
+    return "<h2>Coverage per dimension value (count / quota)</h2>" + summary + f'<div class="grid">{"".join(cards)}</div>'
+
+
+def _count_label(cell: dict) -> str:
+    return f"{cell.get('count', 0)} / {cell.get('quota', 0):.0f}" if isinstance(cell.get("quota"), (int, float)) \
+        else str(cell.get("count", 0))
+
+
+def _pairs(stats: dict) -> str:
+    cards = []
+    for name, pair in stats.get("pairs", {}).items():
+        cards.append(f'<div class="card"><h3>{escape(name)}</h3>{_heatmap(pair)}'
+                     f"<p class='muted'>{pair.get('covered', 0)} of {pair.get('allowed', 0)} allowed pairs seen</p></div>")
+    return "<h2>Coverage per pair of dimensions</h2>" + f'<div class="grid">{"".join(cards)}</div>' if cards else ""
+
+
+def _heatmap(pair: dict) -> str:
+    """Rows = values of the first dimension, columns = the second's; darker = more cases; × = forbidden."""
+    rows, cols, cells = pair.get("rows", []), pair.get("cols", []), pair.get("cells", {})
+    if not rows or not cols:
+        return ""
+    size, left, top = 14, 120, 4
+    top_count = max([c for c in cells.values() if isinstance(c, (int, float))] or [1]) or 1
+    out = [f'<svg width="{left + size * len(cols) + 4}" height="{top + size * len(rows) + 4}" role="img">']
+    for r, row in enumerate(rows):
+        y = top + r * size
+        out.append(f'<text x="{left - 4}" y="{y + size - 3}" font-size="10" text-anchor="end">{escape(row[:18])}</text>')
+        for c, col in enumerate(cols):
+            count = cells.get(f"{row}|{col}")
+            x = left + c * size
+            if count is None:  # not an allowed pair
+                out.append(f'<text x="{x + 3}" y="{y + size - 3}" font-size="10" fill="#bbb">×</text>')
+                continue
+            shade = 0.08 + 0.92 * (count / top_count)
+            out.append(f'<rect x="{x}" y="{y}" width="{size - 1}" height="{size - 1}" fill="#2f6fb0" '
+                       f'fill-opacity="{shade:.2f}"><title>{escape(row)} × {escape(col)}: {count}</title></rect>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _outcomes(stats: dict) -> str:
+    rejected = stats.get("rejected", {})
+    accepted = stats.get("accepted", 0)
+    total = accepted + sum(rejected.values())
+    rows = [f"<tr><td>accepted</td><td class='n'>{accepted}</td><td>{_bar(accepted, total, '', '#2e8540')}</td></tr>"]
+    rows += [f"<tr><td class='bad'>rejected: {escape(reason)}</td><td class='n'>{count}</td>"
+             f"<td>{_bar(count, total, '', '#a40000')}</td></tr>" for reason, count in sorted(rejected.items())]
+    return "<h2>Submissions</h2><table>" + "".join(rows) + "</table>"
+
+
+def _agents(stats: dict) -> str:
+    agents = stats.get("agents", {})
+    if not agents:
+        return "<h2>Agents</h2><p class='muted'>no agent yet</p>"
+    rows = "".join(f"<tr><td>{escape(agent)}</td><td class='n'>{c.get('issued', 0)}</td>"
+                   f"<td class='n'>{c.get('accepted', 0)}</td><td class='n'>{c.get('rejected', 0)}</td></tr>"
+                   for agent, c in sorted(agents.items()))
+    return ("<h2>Agents</h2><table><tr><th>agent</th><th>issued</th><th>accepted</th><th>rejected</th></tr>"
+            + rows + "</table>")

@@ -1,0 +1,178 @@
+"""A local worker: agents that lease instructions, write cases with a model mistralkit runs, and submit them.
+
+>>> report = work("http://127.0.0.1:8765", engine_writer(loaded), agents=4, count=20)  # doctest: +SKIP
+
+Each agent is a thread with its own agent id; they share one loaded model (generation is serialised
+by a lock: a llama.cpp context runs one sequence at a time). A case the server rejects is written
+again, up to ``tries`` times; then the agent gives its lease back (``/release``) so the instruction
+goes to someone else. Ctrl-C (``stop``) ends every agent after its current piece of text and
+releases what they held.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import MistralkitError
+
+Writer = Callable[[str, int, threading.Event], str]  # (prompt, attempt, cancel) -> case text
+
+
+class ServerUnreachable(MistralkitError):
+    """The instruction server did not answer."""
+
+
+@dataclass
+class WorkReport:
+    accepted: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    released: int = 0
+    handled: int = 0  # instructions finished: accepted or released
+    done: bool = False  # the server said the goal is met
+    interrupted: bool = False  # Ctrl-C
+    elapsed_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"accepted": self.accepted, "rejected": dict(self.rejected), "released": self.released,
+                "handled": self.handled, "done": self.done, "interrupted": self.interrupted,
+                "elapsed_s": round(self.elapsed_s, 2), "errors": self.errors}
+
+
+def engine_writer(loaded, max_tokens: int = 320, temperature: float = 0.8) -> Writer:
+    """A Writer over a loaded model: the instruction's prompt as the user turn, a new seed per attempt."""
+    from ..chat.conversation import fit
+    from ..engines import GenerationParams, complete
+
+    lock = threading.Lock()
+
+    def write(prompt: str, attempt: int, cancel: threading.Event) -> str:
+        params = GenerationParams(max_tokens=max_tokens, temperature=temperature, seed=attempt)
+        messages = [{"role": "user", "content": prompt}]
+        with lock:
+            fitted = fit(messages, loaded.engine.count_tokens, loaded.engine.n_ctx, params.max_tokens)
+            return complete(loaded.engine, fitted.messages, params, cancel).text.strip()
+
+    return write
+
+
+class _Client:
+    def __init__(self, server: str, token: str | None, timeout_s: float = 60.0) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.server = server.rstrip("/")
+        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout_s)
+
+    def post(self, route: str, body: dict) -> dict:
+        import httpx
+
+        try:
+            response = self.http.post(route, json=body)
+        except httpx.HTTPError as exc:
+            raise ServerUnreachable(f"the instruction server at {self.server} did not answer: {exc}",
+                                    hint="start it with `mistralkit datagen serve SPEC`") from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise MistralkitError(f"{route}: HTTP {response.status_code}: {message}")
+        return response.json()
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def check_server(server: str) -> dict:
+    """The server's /health, or ServerUnreachable before anything (a model) is loaded for nothing."""
+    import httpx
+
+    try:
+        response = httpx.get(server.rstrip("/") + "/health", timeout=10)
+        response.raise_for_status()
+        return response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ServerUnreachable(f"no datagen server answers at {server}: {exc}",
+                                hint="start it with `mistralkit datagen serve SPEC`, or pass --server URL") from exc
+
+
+def work(server: str, write: Writer, *, agents: int = 1, count: int | None = None, token: str | None = None,
+         tries: int = 3, stop: threading.Event | None = None, prefix: str | None = None,
+         on_result: Callable[[str, dict], None] | None = None) -> WorkReport:
+    """Run ``agents`` agents until the goal is met, ``count`` instructions are handled, or ``stop`` is set."""
+    if agents < 1 or tries < 1 or (count is not None and count < 1):
+        raise MistralkitError("--agents, --tries and --count must be at least 1")
+    stop = stop or threading.Event()
+    prefix = prefix or f"{socket.gethostname()}-{os.getpid()}"
+    report, lock, started = WorkReport(), threading.Lock(), time.monotonic()
+    client = _Client(server, token)
+
+    def claim() -> bool:
+        with lock:
+            if stop.is_set() or report.done or (count is not None and report.handled >= count):
+                return False
+            report.handled += 1
+            return True
+
+    def agent(agent_id: str) -> None:
+        try:
+            while claim():
+                _one(client, agent_id, write, tries, stop, report, lock, on_result)
+        except MistralkitError as exc:
+            with lock:
+                report.errors.append(exc.message)
+            stop.set()
+
+    threads = [threading.Thread(target=agent, args=(f"{prefix}-{i + 1}",), daemon=True) for i in range(agents)]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except KeyboardInterrupt:  # the agents stop after their current piece of text and give their leases back
+        report.interrupted = True
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        client.close()
+        report.elapsed_s = time.monotonic() - started
+    return report
+
+
+def _one(client: _Client, agent_id: str, write: Writer, tries: int, stop: threading.Event,
+         report: WorkReport, lock: threading.Lock, on_result) -> None:
+    """Lease one instruction and see it to its end: accepted, or released after ``tries`` rejections."""
+    instruction = client.post("/next-instruction", {"agent_id": agent_id})
+    if instruction.get("done"):
+        with lock:
+            report.done = True
+            report.handled -= 1
+        return
+    ident = instruction["instruction_id"]
+    for attempt in range(tries):
+        text = write(instruction["prompt"], attempt, stop)
+        if stop.is_set():
+            break
+        if text.strip():
+            result = client.post("/submit-case", {"instruction_id": ident, "agent_id": agent_id, "case_text": text})
+        else:  # the server would refuse it with a 400; count it as a rejection and write again
+            result = {"status": "rejected", "reason": "empty"}
+        if on_result is not None:
+            on_result(agent_id, result)
+        with lock:
+            if result["status"] == "accepted":
+                report.accepted += 1
+                return
+            report.rejected[result.get("reason") or "rejected"] += 1
+    client.post("/release", {"instruction_id": ident, "agent_id": agent_id})
+    with lock:
+        report.released += 1
