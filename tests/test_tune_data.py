@@ -14,7 +14,7 @@ import pytest
 from mistralkit.errors import DatasetError
 from mistralkit.formats.jinja import JinjaFormat
 from mistralkit.formats.mistral import TOKENIZER_FILES, MistralFormat
-from mistralkit.tune.data import check, convert, parse_line, read_samples, split
+from mistralkit.tune.data import check, convert, describe_shapes, parse_line, read_samples, shape_counts, split
 from mistralkit.tune.masks import IGNORE, encode, encoder_for, pad_batch
 from mistralkit.tune.stats import histogram, percentile, stats, validate
 
@@ -106,17 +106,46 @@ def test_check_reports_every_problem_and_skips_blank_lines(tmp_path):
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(PROMPT).encode() + b"\n\n"
                      + json.dumps(CHAT).encode() + b"\n{oops\n\xff\xfe\n" + json.dumps(PROMPT).encode() + b"\n")
-    samples, errors = check(path)
-    assert [s.line for s in samples] == [1, 6]
-    assert [(e.line, e.reason.split(" (")[0].split(":")[0]) for e in errors] == [
-        (3, "shape 'messages' differs from 'prompt'"), (4, "invalid JSON"), (5, "not UTF-8 text")]
-    assert "--allow-mixed" in errors[0].hint
-    assert len(check(path, allow_mixed=True)[0]) == 3
-    with pytest.raises(DatasetError, match="mixed.jsonl:3"):
+    samples, errors = check(path)  # mixed shapes are read, each line in its own
+    assert [(s.line, s.shape) for s in samples] == [(1, "prompt"), (3, "messages"), (6, "prompt")]
+    assert [(e.line, e.reason.split(" (")[0].split(":")[0]) for e in errors] == [(4, "invalid JSON"),
+                                                                                (5, "not UTF-8 text")]
+    strict_samples, strict = check(path, allow_mixed=False)  # --strict-shapes
+    assert [s.line for s in strict_samples] == [1, 6] and [e.line for e in strict] == [3, 4, 5]
+    assert strict[0].reason.startswith("shape 'messages' differs from 'prompt'") and "--strict-shapes" in strict[0].hint
+    with pytest.raises(DatasetError, match="mixed.jsonl:4"):
         read_samples(path)
+    with pytest.raises(DatasetError, match="mixed.jsonl:3"):
+        read_samples(path, allow_mixed=False)
     with pytest.raises(DatasetError, match="no such file"):
         read_samples(tmp_path / "nope.jsonl")
     assert check(write(tmp_path / "empty.jsonl", ""))[1][0].reason.startswith("no samples")
+
+
+def test_mixed_shapes_are_counted_and_said_to_be_mixed(tmp_path):
+    path = write(tmp_path / "legal.jsonl", *[CHAT] * 10, *[PROMPT] * 3, TEXT)
+    shapes = shape_counts(read_samples(path))
+    assert list(shapes.items()) == [("messages", 10), ("prompt", 3), ("text", 1)]  # most first
+    assert describe_shapes(shapes) == "messages 10, prompt 3, text 1 (mixed)"
+    assert describe_shapes({"prompt": 3}) == "prompt 3" and describe_shapes({}) == "none"
+    report = validate(path)
+    assert report.ok and report.samples == 14 and report.to_dict()["mixed"] is True
+    assert validate(write(tmp_path / "one.jsonl", PROMPT)).to_dict()["mixed"] is False
+
+
+def test_tune_reads_mixed_shapes_and_its_summary_says_so(tmp_path):
+    from mistralkit.tune.config import TuneConfig
+    from mistralkit.tune.train import encode_file
+
+    path = write(tmp_path / "legal.jsonl", CHAT, CHAT, PROMPT)
+    config = TuneConfig(data=str(path), out=str(tmp_path / "run"), max_length=256)
+    dataset = encode_file(str(path), encoder_for(MistralFormat("v3")), config)
+    assert len(dataset.samples) == 3 and dataset.stats()["shapes"] == {"messages": 2, "prompt": 1}
+    assert dataset.stats()["mixed"] is True
+    assert dataset.notes(256) == [f"{path}: shapes: messages 2, prompt 1 (mixed); "
+                                  "each line is trained in its own shape"]
+    single = write(tmp_path / "one.jsonl", PROMPT)
+    assert encode_file(str(single), encoder_for(MistralFormat("v3")), config).notes(256) == []
 
 
 # --- masks: Mistral ---------------------------------------------------------------------------
@@ -165,10 +194,11 @@ def test_mistral_tokens_are_mistral_commons_own(version):
     from mistral_common.protocol.instruct.validator import ValidationMode
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
-    from mistralkit.formats.mistral import _to_mistral
+    from mistralkit.formats.mistral import _to_mistral, load_tokenizer
 
-    data = Path(mistral_common.__file__).parent / "data"
-    reference = MistralTokenizer.from_file(str(data / TOKENIZER_FILES[version]), mode=ValidationMode.finetuning)
+    path = load_tokenizer(version).instruct_tokenizer.tokenizer.file_path  # tekken-v7: the relabelled copy
+    assert path.parent == Path(mistral_common.__file__).parent / "data" or version == "tekken-v7"
+    reference = MistralTokenizer.from_file(path, mode=ValidationMode.finetuning)
     chat_format = MistralFormat(version)
     encoder = encoder_for(chat_format)
     for obj in (PROMPT, CHAT, TWO_TRAINED, {**PROMPT, "system": "Answer in French. "}):
@@ -336,7 +366,7 @@ def test_convert_to_messages(tmp_path):
     assert count == 3 and where.endswith("qa.messages.jsonl")
     back = read_samples(where)
     assert [s.shape for s in back] == ["messages"] * 3
-    assert [s.messages for s in back] == [s.messages for s in read_samples(source, allow_mixed=True)]
+    assert [s.messages for s in back] == [s.messages for s in read_samples(source)]
     assert back[2].weights == (0, 0, 0, 0, 1)
     with pytest.raises(DatasetError, match="overwrite the input"):
         convert(source, out=source)
@@ -363,9 +393,15 @@ def test_cli_validate_reports_every_bad_line(cli, tmp_path):
     assert bad.read_bytes() == before
 
     good = write(tmp_path / "good.jsonl", PROMPT, CHAT)
-    ok = cli("data", "validate", str(good), "--allow-mixed")  # the embedded model's format
+    ok = cli("data", "validate", str(good))  # mixed shapes pass by default; the embedded model's format
     assert ok.returncode == 0, ok.stderr
-    assert "ok; 2 good samples (messages 1, prompt 1)" in ok.stdout and not ok.stderr
+    assert "ok; 2 good samples; shapes: messages 1, prompt 1 (mixed)" in ok.stdout and not ok.stderr
+    alias = cli("data", "validate", str(good), "--allow-mixed", "--tokenizer", "v3", "--json")  # old scripts
+    assert alias.returncode == 0, alias.stderr
+    report = json.loads(alias.stdout)["files"][0]
+    assert report["shapes"] == {"messages": 1, "prompt": 1} and report["mixed"] is True
+    strict = cli("data", "validate", str(good), "--strict-shapes", "--tokenizer", "v3")
+    assert strict.returncode == 1 and f"{good}:2" in strict.stderr and "differs from 'prompt'" in strict.stderr
 
 
 @pytest.mark.slow

@@ -27,9 +27,12 @@ File = Annotated[Path, typer.Argument(help="A JSONL file.", show_default=False)]
 Model = Annotated[str | None, typer.Option("--model", "-m", help="Model whose chat format tokenizes "
                                            "(default: the embedded model).")]
 TokenizerVersion = Annotated[str | None, typer.Option("--tokenizer", help="A Mistral tokenizer without a model: "
-                                                      "v1, v2, v3, v7 or tekken.")]
+                                                      "v1, v2, v3, v7, tekken or tekken-v7.")]
 MaxLength = Annotated[int | None, typer.Option("--max-length", min=1, help="Longest sample in tokens.")]
-AllowMixed = Annotated[bool, typer.Option("--allow-mixed", help="Accept different shapes in one file.")]
+# Mixed shapes are read by default, as `tune` reads them; --allow-mixed stays as a no-op for old scripts.
+AllowMixed = Annotated[bool, typer.Option("--allow-mixed/--strict-shapes",
+                                          help="Mixed shapes in one file are fine (the default, reported as "
+                                               "mixed); --strict-shapes refuses lines unlike the first.")]
 TrainOnInputs = Annotated[bool, typer.Option("--train-on-inputs", help="Count loss on every token, "
                                              "not only on assistant turns.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace output files that exist.")]
@@ -51,17 +54,14 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def _shapes(shapes: dict[str, int]) -> str:
-    return ", ".join(f"{name} {count}" for name, count in sorted(shapes.items())) or "none"
-
-
 @app.command()
 def validate(files: Files, model: Model = None, tokenizer: TokenizerVersion = None, max_length: MaxLength = None,
-             allow_mixed: AllowMixed = False, train_on_inputs: TrainOnInputs = False, as_json: Json = False) -> None:
+             allow_mixed: AllowMixed = True, train_on_inputs: TrainOnInputs = False, as_json: Json = False) -> None:
     """Check every line and report every problem as FILE:LINE: FIELD: what. Exits 1 if any.
 
-    Checks JSON, shapes, roles and turn order, empty assistant turns, weights, mixed shapes, that
-    each sample has a token to train on, and (with --max-length) its length in tokens.
+    Checks JSON, shapes, roles and turn order, empty assistant turns, weights, that each sample
+    has a token to train on, and (with --max-length) its length in tokens. A file may mix the
+    three shapes, as `mistralkit tune` accepts: the report says so; --strict-shapes refuses it.
 
     Examples:
 
@@ -71,6 +71,7 @@ def validate(files: Files, model: Model = None, tokenizer: TokenizerVersion = No
 
       mistralkit data validate train.jsonl --tokenizer tekken --json | jq '.files[].errors'
     """
+    from ..tune.data import describe_shapes
     from ..tune.stats import validate as check_file
 
     with _encoder(model, tokenizer) as encoder:
@@ -84,7 +85,7 @@ def validate(files: Files, model: Model = None, tokenizer: TokenizerVersion = No
             for error in report.errors:
                 print(f"error: {error}", file=sys.stderr)
             verdict = "ok" if report.ok else f"{len(report.errors)} problem(s)"
-            print(f"{report.path}: {verdict}; {report.samples} good samples ({_shapes(report.shapes)})")
+            print(f"{report.path}: {verdict}; {report.samples} good samples; shapes: {describe_shapes(report.shapes)}")
     if not ok:
         raise typer.Exit(1)
 
@@ -92,7 +93,7 @@ def validate(files: Files, model: Model = None, tokenizer: TokenizerVersion = No
 @app.command()
 def stats(files: Files, model: Model = None, tokenizer: TokenizerVersion = None, max_length: MaxLength = None,
           bins: Annotated[int, typer.Option("--bins", min=1, help="Histogram bars.")] = 10,
-          allow_mixed: AllowMixed = False, train_on_inputs: TrainOnInputs = False, as_json: Json = False) -> None:
+          allow_mixed: AllowMixed = True, train_on_inputs: TrainOnInputs = False, as_json: Json = False) -> None:
     """Samples, shapes, token lengths, trainable tokens and a length histogram per file.
 
     Examples:
@@ -103,6 +104,7 @@ def stats(files: Files, model: Model = None, tokenizer: TokenizerVersion = None,
 
       mistralkit data stats train.jsonl --json
     """
+    from ..tune.data import describe_shapes
     from ..tune.stats import render_histogram, stats as measure
 
     with _encoder(model, tokenizer) as encoder:
@@ -114,7 +116,7 @@ def stats(files: Files, model: Model = None, tokenizer: TokenizerVersion = None,
     for i, s in enumerate(results):
         t = s.tokens
         print(("\n" if i else "") + f"{s.path}  (format {s.format})")
-        print(f"  samples    {s.samples:,}  ({_shapes(s.shapes)})")
+        print(f"  samples    {s.samples:,}  (shapes: {describe_shapes(s.shapes)})")
         print(f"  tokens     total {t['total']:,}  min {t['min']:,}  median {t['median']:,}  "
               f"p95 {t['p95']:,}  max {t['max']:,}")
         print(f"  trainable  {s.trainable:,} ({s.trainable / max(1, t['total']):.0%} of tokens)")
@@ -130,7 +132,7 @@ def split(file: File,
           seed: Annotated[int, typer.Option("--seed", help="Same seed, same split.")] = 0,
           out: Annotated[Path | None, typer.Option("--out", help="Write DIR/train.jsonl and DIR/valid.jsonl "
                                                    "(default: NAME.train.jsonl, NAME.valid.jsonl beside FILE).")] = None,
-          allow_mixed: AllowMixed = False, force: Force = False, as_json: Json = False) -> None:
+          allow_mixed: AllowMixed = True, force: Force = False, as_json: Json = False) -> None:
     """Split a file into train and valid files, reproducibly; lines are copied unchanged.
 
     Every line is checked first; nothing is written if one is bad.

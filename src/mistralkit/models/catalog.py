@@ -64,7 +64,7 @@ class CatalogEntry:
     default_quant: str
     files: dict[str, QuantFile]
     arch: Arch | None = None
-    mistral_tokenizer: str | None = None  # v1, v2, v3, v7, tekken; None = use the GGUF's template
+    mistral_tokenizer: str | None = None  # v1, v2, v3, v7, tekken, tekken-v7; None = use the GGUF's template
     aliases: tuple[str, ...] = ()
     gated: bool = False
     languages: tuple[str, ...] = ()  # ISO 639-1 codes it writes well (documented by its makers)

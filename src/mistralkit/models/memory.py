@@ -49,7 +49,7 @@ UBATCH = 512  # the engine's micro-batch (llama-cpp-python's n_ubatch default)
 RUNTIME = 72 * MIB  # python + mistralkit + numpy + llama.cpp libraries, before any model
 PER_VOCAB_TOKEN = 200  # llama.cpp's token tables and llama-cpp-python's candidates array
 PER_MERGE = 120  # a BPE merge in llama.cpp's rank map (estimate: no BPE model measured here)
-MISTRAL_TOKENIZER = {"tekken": 106 * MIB}  # mistral-common in memory; the others ~10 MiB
+MISTRAL_TOKENIZER = {"tekken": 106 * MIB, "tekken-v7": 106 * MIB}  # mistral-common in memory; the others ~10 MiB
 # Without flash attention: the f32 KQ scores (1), plus the f16 copy of them (0.5) that ggml's CPU
 # matmul makes for KQ.V in its work buffer. Measured: 1.48 (32 heads), 1.6 (Gemma, 4 heads).
 SCORE_COPIES = 1.5

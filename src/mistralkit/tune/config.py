@@ -18,7 +18,7 @@ from ..errors import InvalidParameter, MissingDependency
 
 PRESETS = Path(__file__).parent / "presets"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-TOKENIZERS = ("v1", "v2", "v3", "v7", "tekken")
+TOKENIZERS = ("v1", "v2", "v3", "v7", "tekken", "tekken-v7")
 
 
 def _doc(text: str) -> dict[str, str]:

@@ -8,9 +8,10 @@ Three shapes, one JSON object per line (blank lines are skipped)::
 
 A conversation is an optional system message, then user and assistant turns in alternation,
 ending with an assistant turn. ``weight`` (assistant turns only, default 1) set to 0 keeps the
-turn as context without training on it. Every problem is a ``DatasetError`` whose message starts
-with ``FILE:LINE: FIELD:``. Nothing here ever writes over its input: ``split`` and ``convert``
-write new files through a temporary file and ``os.replace``.
+turn as context without training on it. A file may mix the shapes (each line is read in its
+own); ``describe_shapes`` says so, and ``allow_mixed=False`` refuses it. Every problem is a
+``DatasetError`` whose message starts with ``FILE:LINE: FIELD:``. Nothing here ever writes over
+its input: ``split`` and ``convert`` write new files through a temporary file and ``os.replace``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import os
 import random
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,8 +184,11 @@ def _lines(path: Path) -> Iterator[tuple[int, str | DatasetError]]:
                 yield number, text
 
 
-def scan(path: str | Path, *, allow_mixed: bool = False) -> Iterator[Sample | DatasetError]:
-    """Every line of ``path`` as a Sample or the DatasetError that says why it is not one."""
+def scan(path: str | Path, *, allow_mixed: bool = True) -> Iterator[Sample | DatasetError]:
+    """Every line of ``path`` as a Sample or the DatasetError that says why it is not one.
+
+    ``allow_mixed=False`` (``--strict-shapes``) also refuses a line whose shape differs from the first.
+    """
     path = Path(path)
     first: Sample | None = None
     for number, text in _lines(path):
@@ -199,12 +204,12 @@ def scan(path: str | Path, *, allow_mixed: bool = False) -> Iterator[Sample | Da
             first = sample
         elif sample.shape != first.shape and not allow_mixed:
             yield sample.error(f"shape {sample.shape!r} differs from {first.shape!r} (line {first.line})",
-                               hint="pass --allow-mixed, or `mistralkit data convert FILE --to messages`")
+                               hint="drop --strict-shapes, or `mistralkit data convert FILE --to messages`")
             continue
         yield sample
 
 
-def check(path: str | Path, *, allow_mixed: bool = False) -> tuple[list[Sample], list[DatasetError]]:
+def check(path: str | Path, *, allow_mixed: bool = True) -> tuple[list[Sample], list[DatasetError]]:
     """All samples and all errors of a file (for ``data validate``)."""
     samples: list[Sample] = []
     errors: list[DatasetError] = []
@@ -215,12 +220,31 @@ def check(path: str | Path, *, allow_mixed: bool = False) -> tuple[list[Sample],
     return samples, errors
 
 
-def read_samples(path: str | Path, *, allow_mixed: bool = False) -> list[Sample]:
+def read_samples(path: str | Path, *, allow_mixed: bool = True) -> list[Sample]:
     """The samples of a file; raises the first ``DatasetError``."""
     samples, errors = check(path, allow_mixed=allow_mixed)
     if errors:
         raise errors[0]
     return samples
+
+
+def shape_counts(samples: Iterable[Sample]) -> dict[str, int]:
+    """Samples per shape, most common first (ties by name)."""
+    counts = Counter(s.shape for s in samples)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def describe_shapes(shapes: dict[str, int]) -> str:
+    """``messages 10, prompt 3 (mixed)``: what ``data validate``, ``data stats`` and ``tune`` report."""
+    text = ", ".join(f"{name} {count}" for name, count in shapes.items()) or "none"
+    return text + " (mixed)" if len(shapes) > 1 else text
+
+
+def mixed_note(path: str | Path, shapes: dict[str, int]) -> str | None:
+    """The note a run records when ``path`` mixes shapes; None when it has one."""
+    if len(shapes) < 2:
+        return None
+    return f"{path}: shapes: {describe_shapes(shapes)}; each line is trained in its own shape"
 
 
 # --- writing: split and convert ---------------------------------------------------------------
@@ -268,7 +292,7 @@ def valid_count(total: int, valid: float) -> int:
 
 
 def split(path: str | Path, *, valid: float = 0.1, seed: int = 0, out: str | Path | None = None,
-          allow_mixed: bool = False, force: bool = False) -> SplitResult:
+          allow_mixed: bool = True, force: bool = False) -> SplitResult:
     """Split a file into train and valid files, the same way for the same seed.
 
     Lines are copied byte for byte in their original order. Outputs are ``OUT/train.jsonl`` and

@@ -12,7 +12,7 @@ How the per-message token spans are found, by format:
   (``encode_user_message``, ``encode_assistant_message``, ``encode_system_message``) with the
   same arguments ``encode_instruct`` passes, after its ``start()`` (BOS). So the concatenation is
   exactly mistral-common's encoding, system prompt placement included (v1: first user turn;
-  v2/v3/tekken: last user turn; v7: its own block) -- no diffing of prefixes. An assistant span
+  v2/v3/tekken: last user turn; v7/tekken-v7: its own block) -- no diffing of prefixes. An assistant span
   is its content plus the EOS mistral-common appends.
 * **Text formats** (``PlainFormat``, ``JinjaFormat``): the format's own ``render`` gives the
   prompt text before each assistant turn (``render(messages[:i])``, the very prompt inference
@@ -279,17 +279,17 @@ def open_encoder(model: str | None = None, tokenizer: str | None = None) -> Iter
         yield MistralEncoder(MistralFormat(tokenizer))
         return
     from ..engines import load_engine
-    from ..formats import mistral_version
+    from ..formats import mistral_tokenizer_of
     from ..models.store import resolve
 
     local = resolve(model)
-    version = local.mistral_tokenizer or (mistral_version(local.info) if local.info else None)
+    version = mistral_tokenizer_of(local)
     if version:
         yield MistralEncoder(MistralFormat(version))
         return
     if local.format != "gguf":
         raise InvalidParameter(f"{local.name} is a {local.format} model without a known Mistral tokenizer",
-                               hint="pass --tokenizer v1|v3|v7|tekken, or a .gguf model")
+                               hint="pass --tokenizer v1|v3|v7|tekken|tekken-v7, or a .gguf model")
     engine = load_engine(local, n_ctx=512)
     try:
         yield encoder_for(engine.format, engine)  # type: ignore[attr-defined,arg-type]

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError
-from .data import Sample, check, read_samples
+from .data import Sample, check, read_samples, shape_counts
 from .masks import SampleEncoder, encode
 
 
@@ -24,8 +24,12 @@ class Report:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def mixed(self) -> bool:
+        return len(self.shapes) > 1
+
     def to_dict(self) -> dict:
-        return {"path": self.path, "ok": self.ok, "samples": self.samples, "shapes": self.shapes,
+        return {"path": self.path, "ok": self.ok, "samples": self.samples, "shapes": self.shapes, "mixed": self.mixed,
                 "errors": [{"path": e.path, "line": e.line, "field": e.field, "message": e.reason,
                             "hint": e.hint} for e in self.errors]}
 
@@ -36,7 +40,7 @@ def _too_long(sample: Sample, length: int, max_length: int) -> DatasetError:
 
 
 def validate(path: str | Path, encoder: SampleEncoder | None = None, *, max_length: int | None = None,
-             allow_mixed: bool = False, train_on_inputs: bool = False) -> Report:
+             allow_mixed: bool = True, train_on_inputs: bool = False) -> Report:
     """Check every line; with an ``encoder`` also tokenize (no trainable token, over ``max_length``)."""
     samples, errors = check(path, allow_mixed=allow_mixed)
     good = []
@@ -51,7 +55,7 @@ def validate(path: str | Path, encoder: SampleEncoder | None = None, *, max_leng
             continue
         good.append(sample)
     errors.sort(key=lambda e: e.line)
-    return Report(str(path), len(good), dict(Counter(s.shape for s in good)), errors)
+    return Report(str(path), len(good), shape_counts(good), errors)
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Stats:
     over_max_length: int | None
     histogram: list[Bin]
     format: str
+    mixed: bool = False  # more than one shape
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,18 +110,19 @@ def histogram(lengths: list[int], bins: int = 10) -> list[Bin]:
 
 
 def stats(path: str | Path, encoder: SampleEncoder, *, max_length: int | None = None, bins: int = 10,
-          allow_mixed: bool = False, train_on_inputs: bool = False) -> Stats:
+          allow_mixed: bool = True, train_on_inputs: bool = False) -> Stats:
     """Samples, shapes, token lengths and trainable tokens of a file; the first bad line is raised."""
     samples = read_samples(path, allow_mixed=allow_mixed)
     encoded = [encode(s, encoder, train_on_inputs=train_on_inputs) for s in samples]
     lengths = sorted(len(e) for e in encoded)
     tokens = {"total": sum(lengths), "min": lengths[0], "median": percentile(lengths, 50),
               "p95": percentile(lengths, 95), "max": lengths[-1]}
+    shapes = shape_counts(samples)
     return Stats(
-        path=str(path), samples=len(samples), shapes=dict(Counter(s.shape for s in samples)), tokens=tokens,
+        path=str(path), samples=len(samples), shapes=shapes, tokens=tokens,
         trainable=sum(e.trainable for e in encoded), max_length=max_length,
         over_max_length=sum(n > max_length for n in lengths) if max_length is not None else None,
-        histogram=histogram(lengths, bins), format=encoder.format.name,
+        histogram=histogram(lengths, bins), format=encoder.format.name, mixed=len(shapes) > 1,
     )
 
 

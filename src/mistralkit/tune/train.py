@@ -44,9 +44,12 @@ class Dataset:
     samples: list[Encoded]
     truncated: int = 0
     left_out: list[str] = field(default_factory=list)  # FILE:LINE of samples with nothing to train on
+    shapes: dict[str, int] = field(default_factory=dict)  # lines per shape, as `data validate` counts them
+    path: str = ""
 
     def stats(self) -> dict[str, Any]:
-        return {"samples": len(self.samples), "tokens": sum(map(len, self.samples)),
+        return {"samples": len(self.samples), "shapes": self.shapes, "mixed": len(self.shapes) > 1,
+                "tokens": sum(map(len, self.samples)),
                 "trained_tokens": sum(e.trainable for e in self.samples), "truncated": self.truncated,
                 "left_out": self.left_out, "longest": max(map(len, self.samples), default=0)}
 
@@ -56,6 +59,12 @@ class Dataset:
         shown = ", ".join(self.left_out[:5]) + (" …" if len(self.left_out) > 5 else "")
         return (f"{len(self.left_out)} sample(s) left out: their answers start after --max-length {max_length} "
                 f"tokens ({shown}); raise --max-length to keep them")
+
+    def notes(self, max_length: int) -> list[str]:
+        """What the run summary should tell about this data: mixed shapes, samples left out."""
+        from .data import mixed_note
+
+        return [n for n in (mixed_note(self.path, self.shapes), self.note(max_length)) if n]
 
 
 @dataclass
@@ -76,10 +85,11 @@ class Result:
 
 
 def encode_file(path: str, encoder, config: TuneConfig) -> Dataset:
-    from .data import read_samples
+    from .data import read_samples, shape_counts
 
-    dataset = Dataset([])
-    for sample in read_samples(path, allow_mixed=True):
+    samples = read_samples(path)  # mixed shapes are fine; the summary's notes say so
+    dataset = Dataset([], shapes=shape_counts(samples), path=path)
+    for sample in samples:
         encoded = encode(sample, encoder, train_on_inputs=config.train_on_inputs)
         if len(encoded) > config.max_length:
             encoded = Encoded(encoded.input_ids[: config.max_length], encoded.labels[: config.max_length])
@@ -355,8 +365,8 @@ def train(config: TuneConfig, *, progress: bool = True,
     }
     note = plot_loss(state, out / "loss.png")
     summary["loss_plot"] = None if note else "loss.png"
-    notes = [n for n in (train_set.note(config.max_length), valid_set.note(config.max_length) if valid_set else None,
-                         note) if n]
+    notes = [*train_set.notes(config.max_length), *(valid_set.notes(config.max_length) if valid_set else []),
+             *([note] if note else [])]
     if notes:
         summary["notes"] = notes
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
