@@ -290,7 +290,7 @@ def test_ctrl_c_stops_the_worker_and_gives_its_leases_back(tmp_path, mk_home):
             worker.kill()
         server.stop()
     assert worker.returncode == 130, err[-2000:]
-    assert json.loads(out)["interrupted"] is True and "Traceback" not in err
+    assert json.loads(out)["interrupted"] is True and "Traceback" not in err, err
     assert stats["leased"] == 0 and stats["pooled"] >= 2  # both leases back in the pool for someone else
 
 
