@@ -303,3 +303,17 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, cli):
     for done, words in ((no_server, "no datagen server"), (missing, "no such file"), (again, "already exists")):
         assert done.returncode == 1 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "nope.yaml").exists()
+
+
+def test_worker_agents_stop_when_the_goal_is_met(tmp_path, mk_home):
+    """Four agents with a writer of valid cases (the bench's simulated agent) fill a goal of 12."""
+    from mistralkit.datagen.worker import work
+
+    server = Server(small_spec(tmp_path, 12), tmp_path / "state", mk_home).start()
+    try:
+        report = work(server.url, lambda instruction, attempt, cancel: case_for(instruction, attempt), agents=4)
+        stats = httpx.get(server.url + "/stats").json()
+    finally:
+        server.stop()
+    assert report.done and not report.errors and report.accepted == stats["accepted"] >= 12
+    assert stats["done"] and len(stats["agents"]) >= 2

@@ -225,7 +225,7 @@ def test_sixteen_threads_with_their_own_state_objects_lose_nothing_and_share_not
     def agent(name: str) -> None:
         try:
             with State(spec, tmp_path) as state:
-                start.wait()  # all 16 open first, then race
+                start.wait(timeout=120)  # all 16 open first, then race
                 for _ in range(10):
                     job = state.next_instruction(name)
                     with lock:
@@ -237,6 +237,7 @@ def test_sixteen_threads_with_their_own_state_objects_lose_nothing_and_share_not
                         accepted.append((job["instruction_id"], name))
         except BaseException as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
+            start.abort()  # the others stop waiting for this one
 
     threads = [threading.Thread(target=agent, args=(f"agent-{i}",)) for i in range(16)]
     for thread in threads:

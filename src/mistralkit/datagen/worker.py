@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ..errors import MistralkitError
 
-Writer = Callable[[str, int, threading.Event], str]  # (prompt, attempt, cancel) -> case text
+Writer = Callable[[dict, int, threading.Event], str]  # (instruction, attempt, cancel) -> case text
 
 
 class ServerUnreachable(MistralkitError):
@@ -52,9 +52,9 @@ def engine_writer(loaded, max_tokens: int = 320, temperature: float = 0.8) -> Wr
 
     lock = threading.Lock()
 
-    def write(prompt: str, attempt: int, cancel: threading.Event) -> str:
+    def write(instruction: dict, attempt: int, cancel: threading.Event) -> str:
         params = GenerationParams(max_tokens=max_tokens, temperature=temperature, seed=attempt)
-        messages = [{"role": "user", "content": prompt}]
+        messages = [{"role": "user", "content": instruction["prompt"]}]
         with lock:
             fitted = fit(messages, loaded.engine.count_tokens, loaded.engine.n_ctx, params.max_tokens)
             return complete(loaded.engine, fitted.messages, params, cancel).text.strip()
@@ -121,31 +121,45 @@ def work(server: str, write: Writer, *, agents: int = 1, count: int | None = Non
             report.handled += 1
             return True
 
-    def agent(agent_id: str) -> None:
+    finished = [threading.Event() for _ in range(agents)]
+
+    def agent(agent_id: str, done: threading.Event) -> None:
         try:
             while claim():
                 _one(client, agent_id, write, tries, stop, report, lock, on_result)
-        except MistralkitError as exc:
+        except Exception as exc:  # noqa: BLE001 - one agent's failure stops them all, reported once
+            message = exc.message if isinstance(exc, MistralkitError) else f"{type(exc).__name__}: {exc}"
             with lock:
-                report.errors.append(exc.message)
+                report.errors.append(message)
             stop.set()
+        finally:
+            done.set()
 
-    threads = [threading.Thread(target=agent, args=(f"{prefix}-{i + 1}",), daemon=True) for i in range(agents)]
-    for thread in threads:
-        thread.start()
+    for i, done in enumerate(finished):
+        threading.Thread(target=agent, args=(f"{prefix}-{i + 1}", done), daemon=True).start()
+    # Events, not Thread.join: a join that Ctrl-C interrupts marks a running thread as stopped
+    # (CPython 3.11's _wait_for_tstate_lock releases its lock), and the model would be closed under it.
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
+        _wait(finished)
     except KeyboardInterrupt:  # the agents stop after their current piece of text and give their leases back
         report.interrupted = True
     finally:
         stop.set()
-        for thread in threads:
-            thread.join()
+        while True:
+            try:
+                _wait(finished)
+                break
+            except KeyboardInterrupt:  # again: still wait, the agents are one token from stopping
+                report.interrupted = True
         client.close()
         report.elapsed_s = time.monotonic() - started
     return report
+
+
+def _wait(events: list[threading.Event]) -> None:
+    for event in events:
+        while not event.wait(0.2):
+            pass
 
 
 def _one(client: _Client, agent_id: str, write: Writer, tries: int, stop: threading.Event,
@@ -159,7 +173,7 @@ def _one(client: _Client, agent_id: str, write: Writer, tries: int, stop: thread
         return
     ident = instruction["instruction_id"]
     for attempt in range(tries):
-        text = write(instruction["prompt"], attempt, stop)
+        text = write(instruction, attempt, stop)
         if stop.is_set():
             break
         if text.strip():
