@@ -17,33 +17,19 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
 import sqlite3
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from ..files import write_text_atomic
 from . import dispatch
 
 log = logging.getLogger(__name__)
 
 AGGREGATES = ("issued_instructions.jsonl", "generated_cases.jsonl", "generated_cases_train_mistral.jsonl",
               "full_training_cases_mistral.jsonl", "summary.json", "summary.md")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """``text`` into ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _line(obj) -> str:
@@ -64,7 +50,7 @@ def submission_doc(row: sqlite3.Row) -> dict:
 
 def write_item(folder: Path, kind: str, ident: str, doc: dict) -> None:
     """``instructions/<id>.json`` or ``submissions/<id>.json`` (ids come from the database, never a request)."""
-    write_atomic(folder / kind / f"{ident}.json", json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+    write_text_atomic(folder / kind / f"{ident}.json", json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
 
 
 def write_missing_items(db: sqlite3.Connection, folder: Path) -> int:
@@ -173,7 +159,7 @@ def write_aggregates(folder: Path, lock_path: Path, snapshot: Callable[[], dict[
             for name, text in snapshot().items():
                 target = folder / name
                 if not target.exists() or target.read_text(encoding="utf-8") != text:
-                    write_atomic(target, text)
+                    write_text_atomic(target, text)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -8,13 +8,12 @@ v7/tekken-v7 give it its own ``[SYSTEM_PROMPT]`` block.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
+from ..files import write_text_atomic
 from .base import Message, check_messages
 
 
@@ -54,15 +53,7 @@ def _relabelled(source: Path, layout: str) -> Path:
         return target
     data = json.loads(source.read_text(encoding="utf-8"))
     data["config"]["version"] = layout
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, ensure_ascii=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(target, json.dumps(data, ensure_ascii=False))
     return target
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import StorageError
+from ..files import write_text_atomic
 from .hashing import sha256_path
 
 SHA_SUFFIX = ".sha256"  # the expected hash, one line
@@ -91,19 +92,9 @@ def _record(target: Path, sha256: str) -> None:
     try:
         record = {**_fingerprint(target.stat()), "sha256": sha256}
         for marker, text in ((sha_marker, sha256 + "\n"), (stat_marker, json.dumps(record) + "\n")):
-            _write_atomic(marker, text)
+            write_text_atomic(marker, text)
     except OSError:
         pass  # the next use hashes again: slower, still correct
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def check(full: bool = False) -> Check:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -250,16 +248,9 @@ def mixed_note(path: str | Path, shapes: dict[str, int]) -> str | None:
 # --- writing: split and convert ---------------------------------------------------------------
 
 def _write_atomic(target: Path, lines: list[str]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            for line in lines:
-                handle.write(line if line.endswith("\n") else line + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ..files import write_text_atomic
+
+    write_text_atomic(target, "".join(line if line.endswith("\n") else line + "\n" for line in lines))
 
 
 def _refuse(source: Path, targets: list[Path], force: bool) -> None:
