@@ -93,3 +93,68 @@ def test_stop_matcher_holds_back_partial_stops():
     assert m.feed("\nUs") == ("", False)
     assert m.feed("ual") == ("\nUsual", False)
     assert m.feed(" end\nUser: more") == (" end", True)
+
+
+# --- the contract: capabilities, log-probabilities, refusals -----------------------------------
+
+def test_llamacpp_engine_declares_what_it_can_do(engine, model):
+    caps = engine.capabilities
+    assert (caps.tokens, caps.logprobs, caps.grammar, caps.adapters, caps.local) == (True, True, True, True, True)
+    assert engine.kind == "llama.cpp" and engine.name == model.name
+
+
+def test_logprobs_agree_between_one_pass_and_token_by_token(engine, model):
+    from mistralkit.engines import load_engine
+
+    tokens = engine.prompt_tokens(QUESTION) + engine.tokenize("The capital is Paris.", special=False)
+    start = len(tokens) - 6
+    stepwise = engine.logprobs(tokens, start)
+    with load_engine(model, n_ctx=256, n_batch=256, all_logits=True) as whole:
+        one_pass = whole.logprobs(tokens, start)
+    assert len(stepwise) == len(one_pass) == 6
+    assert all(v < 0 for v in stepwise)
+    # llama.cpp's quantized matmuls round differently for a batch than for one token, which moves a
+    # 270M Q4 model's log-probs by up to ~0.2 nats; a wrong row (an off-by-one) moves them by several.
+    assert stepwise[:3] == pytest.approx(one_pass[:3], abs=1e-3)
+    assert stepwise == pytest.approx(one_pass, abs=0.3)
+
+
+def test_the_greedy_token_is_the_most_likely_one(engine):
+    prompt = engine.prompt_tokens(QUESTION)
+    first = complete(engine, prompt, GenerationParams(max_tokens=1, greedy=True, repeat_penalty=1.0)).token_ids[0]
+    chosen = engine.logprobs([*prompt, first], len(prompt))[0]
+    others = [engine.logprobs([*prompt, t], len(prompt))[0] for t in (first + 1, first + 7, 100, 1000)]
+    assert all(chosen >= other for other in others)
+
+
+def test_ignore_eos_generates_exactly_max_tokens(engine):
+    done = complete(engine, "Say nothing.", GenerationParams(max_tokens=12, greedy=True, ignore_eos=True))
+    assert done.usage.completion_tokens == 12 and done.finish_reason == "length"
+
+
+def test_load_engine_refuses_what_the_engine_cannot_take(model):
+    from mistralkit.engines import load_engine
+    from mistralkit.errors import InvalidModelFile, Unsupported
+
+    with pytest.raises(Unsupported, match="--quant"):
+        load_engine(model, quant=4)
+    with pytest.raises(InvalidModelFile, match="no engine runs"):
+        load_engine(type(model)(model.name, model.path, None, None, "sentence-transformers"))
+
+
+def test_a_missing_capability_is_a_one_line_refusal():
+    from mistralkit.engines import Capabilities, EngineBase, require
+    from mistralkit.errors import Unsupported
+
+    class TextOnly(EngineBase):
+        """An engine that can only stream text (as a remote API is): every optional method refuses."""
+
+        name, kind, capabilities = "api-model", "openai", Capabilities(local=False)
+
+    engine = TextOnly()
+    for call in (lambda: engine.prompt_tokens("hi"), lambda: engine.logprobs([1, 2], 1),
+                 lambda: engine.check_grammar("root ::= \"a\""), lambda: engine.embed(["x"], True),
+                 lambda: require(engine, "adapters", "--adapter")):
+        with pytest.raises(Unsupported) as caught:
+            call()
+        assert "\n" not in str(caught.value) and "api-model" in str(caught.value)

@@ -198,3 +198,29 @@ def test_cli_perplexity(cli, model, tmp_path):
     assert plain.returncode == 0 and plain.stdout.startswith("perplexity ")
     missing = cli("eval")
     assert missing.returncode == 2 and "--suite" in missing.stderr
+
+
+def test_an_ablation_gives_each_system_its_own_prompt_label_and_engine(cli, model, facts_adapter, tmp_path):
+    """LoRA vs prompt vs both: the prompt systems' items reach the model with the system prompt in front."""
+    suite = tmp_path / "s.jsonl"
+    suite.write_text("".join(json.dumps({"id": f"q{i}", "prompt": q, "expected": a}) + "\n"
+                             for i, (q, a) in enumerate(FACTS[:2])))
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text("You are a terse assistant. Answer with one short sentence about the planet.\n")
+    done = cli("eval", "-s", str(suite), "--adapter", facts_adapter, "--vs", f"prompt={BASE}::@{prompt_file}",
+               "--vs", f"both=+{facts_adapter}::@{prompt_file}", "--vs", f"{BASE}::Be brief.", "-n", "8",
+               "-t", "2", "--out", str(tmp_path / "out"), "--json", timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert [s["system"] for s in report["systems"]] == [TUNED, "prompt", "both", f"{BASE} + prompt"]
+    assert {s["engine"] for s in report["systems"]} == {"llama.cpp"}
+    assert all(s["tokens_per_answer"] and s["peak_rss"] for s in report["systems"])
+    found = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    tokens = {(r["system"], r["id"]): r["prompt_tokens"] for r in found}
+    for item in ("q0", "q1"):
+        assert tokens[("prompt", item)] == tokens[("both", item)] > tokens[(TUNED, item)] + 10
+        assert tokens[(TUNED, item)] < tokens[(f"{BASE} + prompt", item)] < tokens[("prompt", item)]
+    assert "tokens/answer" in (tmp_path / "out" / "report.md").read_text()
+
+    twice = cli("eval", "-s", str(suite), "--vs", f"{BASE}::a", "--vs", f"{BASE}::b", "--out", str(tmp_path / "o2"))
+    assert twice.returncode != 0 and "both called" in twice.stderr and "Traceback" not in twice.stderr

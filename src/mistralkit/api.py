@@ -59,17 +59,33 @@ def load(settings: Settings) -> Loaded:
     A model that would not fit in available memory logs a warning (raises ``InsufficientMemory``
     with ``strict_memory``) before llama.cpp allocates anything.
     """
-    adapter, adapter_base = resolve_adapter(settings.adapter) if settings.adapter else (None, None)
-    model = resolve(settings.model or adapter_base)
-    if settings.device != "gpu" and not settings.n_gpu_layers:  # the plan is for CPU memory
+    model = resolve_model(settings)
+    adapter = None
+    if settings.adapter:
+        adapter = resolve_adapter(settings.adapter)[0] if model.format == "gguf" else settings.adapter
+    if model.format == "gguf" and settings.device in ("auto", "cpu") and not settings.n_gpu_layers:
         warning = check_before_load(model, settings.ctx, settings.kv_type, settings.strict_memory)
-        if warning:
+        if warning:  # the plan is for CPU memory
             log.warning(warning)
     engine = load_engine(model, n_ctx=settings.ctx, threads=settings.threads,
-                         n_gpu_layers=settings.n_gpu_layers, device=settings.device,
+                         n_gpu_layers=settings.n_gpu_layers, device=settings.device, quant=settings.quant,
                          mmap=settings.mmap, mlock=settings.mlock, kv_type=settings.kv_type,
-                         **({"adapter": str(adapter)} if adapter else {}))
+                         adapter=str(adapter) if adapter else None)
     return Loaded(model, engine, settings)
+
+
+def resolve_model(settings: Settings):
+    """The model ``settings`` name: a configured remote (or the one ``MODEL_TYPE`` picks), else a local
+    model; without a model, a registered GGUF adapter's base, else the embedded default."""
+    from .models.remotes import lookup
+
+    remote = lookup(settings.model)
+    if remote is not None:
+        return remote
+    adapter_base = None
+    if settings.adapter and not settings.model:
+        adapter_base = resolve_adapter(settings.adapter)[1]
+    return resolve(settings.model or adapter_base)
 
 
 def messages_for(prompt: str, system: str | None) -> list[Message]:

@@ -155,27 +155,15 @@ class LlamaCppEmbeddingEngine:
 
     def __init__(self, model: LocalModel, *, pooling: str | None = None, max_tokens: int | None = None,
                  threads: int | None = None) -> None:
-        import llama_cpp
-
-        from .engines.llamacpp import default_threads, gpu_layers, route_native_logs
-        from .models.checks import check_loadable
+        from .engines.llamacpp import gpu_layers, open_llama
 
         pooling_type = gguf_pooling(model, pooling)
         context = (model.info.context_length if model.info else None) or GGUF_MAX_TOKENS
         self.max_tokens = min(max_tokens or GGUF_MAX_TOKENS, context)
-        check_loadable(model.path, model.info)
-        route_native_logs()
-        threads = threads or default_threads()
-        try:
-            # Non-causal models (BERT) need a whole text in one micro-batch, hence n_ubatch = n_ctx.
-            self._llm = llama_cpp.Llama(
-                model_path=str(model.path), embedding=True, pooling_type=pooling_type, n_ctx=self.max_tokens,
-                n_batch=self.max_tokens, n_ubatch=self.max_tokens, n_threads=threads, n_threads_batch=threads,
-                n_gpu_layers=gpu_layers("auto", None), verbose=False,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise InvalidModelFile(f"llama.cpp could not load {model.path} for embeddings: {exc}",
-                                   hint="the file may be corrupt or need a newer llama.cpp") from exc
+        # Non-causal models (BERT) need a whole text in one micro-batch, hence n_ubatch = n_ctx.
+        self._llm = open_llama(model, n_ctx=self.max_tokens, threads=threads, purpose=" for embeddings",
+                               embedding=True, pooling_type=pooling_type, n_batch=self.max_tokens,
+                               n_ubatch=self.max_tokens, n_gpu_layers=gpu_layers("auto", None))
         self.dimensions = int(self._llm.n_embd())
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:

@@ -28,6 +28,30 @@ class InvalidParameter(MistralkitError):
     exit_code = 2
 
 
+class Unsupported(MistralkitError):
+    """The engine running the model lacks what the request needs (log-probs, grammars, adapters...)."""
+
+
+class RemoteError(MistralkitError):
+    """A remote API (OpenAI-compatible, Anthropic) refused the request, failed or cannot be reached.
+
+    ``status`` is the HTTP code to pass on: 401 for a wrong key, 404 for a model it lacks, 429 for
+    its rate limit, 502 when it is down or answers nonsense, 504 when it timed out.
+    """
+
+    status = 502
+
+    def __init__(self, message: str, hint: str | None = None, *, status: int = 502) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+class RemoteRefused(MistralkitError):
+    """A remote was asked for while remotes are off (``MISTRALKIT_OFFLINE=1``)."""
+
+    status = 403
+
+
 class ModelNotFound(MistralkitError):
     """A model reference names no file and no known model."""
 

@@ -2,7 +2,11 @@
 
 Every field can be set with ``MISTRALKIT_<NAME>`` (e.g. ``MISTRALKIT_TEMPERATURE=0.2``) and in
 ``config.toml`` under the same name. A few names people already use are honoured too:
-``LLM_MODEL_PATH``, ``LLM_MAX_NEW_TOKENS``, ``LLM_TEMPERATURE``, ``LLM_DEVICE``, ``LLM_LOG_LEVEL``.
+``LLM_MODEL_PATH``, ``LLM_MAX_NEW_TOKENS``, ``LLM_TEMPERATURE``, ``LLM_DEVICE``, ``LLM_LOG_LEVEL``,
+and the ``.env`` names of apps that switch between a local model and an API: ``LOCAL_LLM_PATH``,
+``MAX_TOKENS``, ``TEMPERATURE``, ``TOP_P`` (``MODEL_TYPE`` and the ``OPENAI_*``/``ANTHROPIC_*``
+names are read by ``models.remotes``). A ``.env`` file in the current directory counts as
+environment, below the real one (``environment()``); ``MISTRALKIT_DOTENV=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from . import paths
 from .errors import InvalidParameter
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-DEVICES = ("auto", "cpu", "gpu")
+DEVICES = ("auto", "cpu", "gpu", "cuda", "mps")  # gpu: llama.cpp's offload; cuda/mps: transformers
+QUANTS = (4, 8)  # bitsandbytes on CUDA (transformers engine)
 KV_TYPES = ("f16", "q8_0", "q4_0")  # KV cache element types, largest first
 
 # Names users bring from other tools, mapped to our fields. MISTRALKIT_* wins over these.
@@ -31,6 +36,10 @@ ENV_ALIASES = {
     "LLM_TEMPERATURE": "temperature",
     "LLM_DEVICE": "device",
     "LLM_LOG_LEVEL": "log_level",
+    "LOCAL_LLM_PATH": "model",
+    "MAX_TOKENS": "max_tokens",
+    "TEMPERATURE": "temperature",
+    "TOP_P": "top_p",
 }
 
 
@@ -56,7 +65,8 @@ class Settings:
     ctx: int | None = field(default=None, metadata=_doc("context window in tokens (default: min(4096, model's))"))
     threads: int | None = field(default=None, metadata=_doc("CPU threads (default: all cores)"))
     n_gpu_layers: int | None = field(default=None, metadata=_doc("layers to offload, -1 = all (default: all on a GPU build)"))
-    device: str = field(default="auto", metadata=_doc("auto, cpu or gpu"))
+    device: str = field(default="auto", metadata=_doc("auto, cpu, gpu (llama.cpp offload), cuda or mps (transformers)"))
+    quant: int | None = field(default=None, metadata=_doc("load HF weights in 4 or 8 bits (bitsandbytes, CUDA only)"))
     mmap: bool = field(default=True, metadata=_doc("memory-map the model file"))
     mlock: bool = field(default=False, metadata=_doc("lock the model in RAM"))
     kv_type: str = field(default="f16", metadata=_doc("KV cache type: f16, q8_0 (half the memory) or q4_0"))
@@ -73,7 +83,9 @@ class Settings:
                "must be -1 (all layers) or a count >= 0")
         _check(self.ctx is None or self.ctx >= 64, "ctx", self.ctx, "must be >= 64")
         _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be >= 1")
+        self.device = self.device.lower()
         _check(self.device in DEVICES, "device", self.device, f"must be one of {', '.join(DEVICES)}")
+        _check(self.quant is None or self.quant in QUANTS, "quant", self.quant, "must be 4 or 8")
         self.kv_type = self.kv_type.lower()
         _check(self.kv_type in KV_TYPES, "kv_type", self.kv_type, f"must be one of {', '.join(KV_TYPES)}")
         self.log_level = self.log_level.lower()
@@ -140,7 +152,7 @@ def load_section(section: str | None, cli: dict[str, Any] | None = None,
     >>> load_section("correct", {"mode": "hybrid"}).settings.mode
     'hybrid'
     """
-    environ = os.environ if environ is None else environ
+    environ = environment() if environ is None else environ
     config_file = config_file or paths.config_file()
     cls = SECTIONS[section] if section else Settings
     names = tuple(f.name for f in fields(cls))
@@ -185,8 +197,8 @@ def _read_config(path: Path, section: str | None = None) -> dict[str, Any]:
     out = {}
     for key, value in data.items():
         name = key.replace("-", "_")
-        if not section and name in SECTIONS and isinstance(value, dict):
-            continue  # a [section] table, read by load_section
+        if not section and name in (*SECTIONS, "remotes") and isinstance(value, dict):
+            continue  # a [section] table, read by load_section ([remotes.NAME]: models.remotes)
         if name not in names:
             where = f"[{section}] " if section else ""
             raise InvalidParameter(
@@ -195,6 +207,40 @@ def _read_config(path: Path, section: str | None = None) -> dict[str, Any]:
             )
         out[name] = value
     return out
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines of a ``.env`` file (``export``, quotes and ``#`` comments allowed).
+
+    >>> import tempfile; f = Path(tempfile.mkdtemp()) / ".env"; _ = f.write_text("A=1\\nexport B='x y' # c\\n")
+    >>> read_dotenv(f)
+    {'A': '1', 'B': 'x y'}
+    """
+    out: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return out
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if value[:1] in ("'", '"') and value[0] in value[1:]:
+            value = value[1:value.index(value[0], 1)]
+        else:
+            value = value.split(" #", 1)[0].strip()
+        out[key.strip()] = value
+    return out
+
+
+def environment() -> typing.Mapping[str, str]:
+    """The process environment over ``./.env`` (the real environment wins); see the module doc."""
+    if os.environ.get("MISTRALKIT_DOTENV", "1").lower() in ("0", "false", "no", "off"):
+        return os.environ
+    dotenv = read_dotenv(Path.cwd() / ".env")
+    return {**dotenv, **os.environ} if dotenv else os.environ
 
 
 def _field_type(name: str, cls: type = Settings) -> type:

@@ -34,7 +34,8 @@ def eval_command(
     suite: Annotated[Path | None, typer.Option("--suite", "-s", help="Suite JSONL (see below).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model to evaluate (default: embedded).")] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="GGUF LoRA adapter on --model.")] = None,
-    vs: Annotated[list[str] | None, typer.Option("--vs", help="Also evaluate MODEL[+ADAPTER] (repeatable).")] = None,
+    system: Annotated[str | None, typer.Option("--system", help="System prompt for --model (text or @FILE).")] = None,
+    vs: Annotated[list[str] | None, typer.Option("--vs", help="Also evaluate [NAME=]MODEL[+ADAPTER][::PROMPT|::@FILE] (repeatable).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.jsonl and the reports.")] = Path("eval-out"),
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Answer length limit.")] = 128,
     ctx: Annotated[int, typer.Option("--ctx", "-c", help="Context window.")] = 2048,
@@ -66,6 +67,9 @@ def eval_command(
       mistralkit eval --suite open.jsonl --judge mistral-7b-instruct-v0.3 --rubric rubric.txt --out ev --resume
 
       mistralkit eval --perplexity notes.txt -m mistral-7b-instruct-v0.3 --adapter notes
+
+      # ablation: LoRA vs system prompt vs both, beside a paid API tier (a configured remote)
+      mistralkit eval -s qa.jsonl -m mistral-7b-instruct-v0.3 --adapter tutor --vs "prompt=mistral-7b-instruct-v0.3::@tutor.txt" --vs "both=mistral-7b-instruct-v0.3+tutor::@tutor.txt" --vs premium=gpt
     """
     from ..logs import setup
 
@@ -79,7 +83,8 @@ def eval_command(
     if suite is None:
         raise InvalidParameter("nothing to evaluate", hint="pass --suite FILE.jsonl (or --perplexity FILE)")
     config = EvalConfig(
-        suite=str(suite), systems=[System(model, adapter), *[System.parse(v) for v in vs or []]], out=str(out),
+        suite=str(suite), systems=[_main_system(model, adapter, system), *[System.parse(v) for v in vs or []]],
+        out=str(out),
         max_tokens=max_tokens, ctx=ctx, threads=threads, match=match,
         judge=System.parse(judge) if judge else None, rubric=_rubric(rubric) or EvalConfig.rubric,
         pass_mark=pass_mark, min_accuracy=min_accuracy,
@@ -93,6 +98,15 @@ def eval_command(
     first = report["systems"][0] if report["systems"] else None
     if first and first["verdict"]["checked"] and not first["verdict"]["passed"]:
         raise typer.Exit(1)
+
+
+def _main_system(model: str | None, adapter: str | None, system: str | None):
+    from ..evaluate.runner import System
+
+    if system is None:
+        return System(model, adapter)
+    parsed = System.parse(f"{model or ''}{'+' + adapter if adapter else ''}::{system}")
+    return System(model, adapter, parsed.system)
 
 
 def _perplexity(model, adapter, path: Path, window: int, threads, as_json: bool) -> None:
@@ -110,13 +124,15 @@ def _perplexity(model, adapter, path: Path, window: int, threads, as_json: bool)
 
 
 def _print_table(report: dict, out: Path) -> None:
-    print(f"{'system':<40} {'accuracy':>10} {'p50 s':>7} {'p95 s':>7} {'RSS MiB':>8}  verdict")
+    print(f"{'system':<36} {'engine':<12} {'accuracy':>9} {'p50 s':>7} {'p95 s':>7} {'tok/ans':>7} "
+          f"{'RSS MiB':>8}  verdict")
     for s in report["systems"]:
         verdict = s["verdict"]
         mark = ("PASS" if verdict["passed"] else "FAIL " + "; ".join(verdict["failures"])) if verdict["checked"] else ""
         rss = f"{s['peak_rss'] / 2**20:.0f}" if s["peak_rss"] else "–"
-        print(f"{s['system']:<40} {s['accuracy']:>9.1%} {s['latency_p50_s']:>7.2f} {s['latency_p95_s']:>7.2f} "
-              f"{rss:>8}  {mark}")
+        per_answer = f"{s['tokens_per_answer']:.1f}" if s.get("tokens_per_answer") is not None else "–"
+        print(f"{s['system']:<36} {s.get('engine') or '–':<12} {s['accuracy']:>9.1%} {s['latency_p50_s']:>7.2f} "
+              f"{s['latency_p95_s']:>7.2f} {per_answer:>7} {rss:>8}  {mark}")
     print(f"reports: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}")
 
 

@@ -1,18 +1,56 @@
-"""Inference engines. Each backend is one module implementing ``base.Engine``."""
+"""Inference engines. Each backend is one module implementing ``base.Engine``.
 
-from .base import Chunk, Completion, Engine, GenerationParams, Usage, complete
+The engine is picked by data: ``ENGINES`` maps a model's format (``LocalModel.format``, or
+``"remote"`` for a configured API) to the module and class that run it. Adding an engine is adding
+a module and a row here.
+"""
 
-__all__ = ["Chunk", "Completion", "Engine", "GenerationParams", "Usage", "complete", "load_engine"]
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from .base import (Capabilities, Chunk, Completion, Engine, EngineBase, GenerationParams, Usage, complete,
+                   require)
+
+__all__ = ["Capabilities", "Chunk", "Completion", "Engine", "EngineBase", "GenerationParams", "Usage",
+           "complete", "load_engine", "require", "ENGINES"]
+
+ENGINES: dict[str, tuple[str, str]] = {
+    "gguf": ("llamacpp", "LlamaCppEngine"),
+    "hf": ("transformers", "TransformersEngine"),
+    "hf-run": ("transformers", "TransformersEngine"),  # a `mistralkit tune` run folder: base + adapter
+    "remote": ("remote", "open_remote"),
+}
+
+# Options that change what the model computes: an engine that cannot take them must refuse them.
+MEANINGFUL = {"adapter": "LoRA adapters", "quant": "--quant (4/8-bit loading)"}
+
+
+def engine_class(fmt: str):
+    from ..errors import InvalidModelFile
+
+    if fmt not in ENGINES:
+        raise InvalidModelFile(f"no engine runs {fmt} models",
+                               hint=f"use a model in one of these formats: {', '.join(ENGINES)}")
+    module, name = ENGINES[fmt]
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
 def load_engine(model, **options) -> Engine:
-    """Load ``model`` (a LocalModel) with the engine its format calls for (GGUF -> llama.cpp)."""
-    from .llamacpp import LlamaCppEngine
+    """Load ``model`` (a LocalModel, or a RemoteModel) with the engine its format calls for.
 
-    from ..errors import InvalidModelFile
+    Options left at None are dropped; options an engine has no use for (``mmap`` for a remote) are
+    dropped too, except those that change the output (``adapter``, ``quant``), which are refused.
+    """
+    from ..errors import Unsupported
 
-    backends = {"gguf": LlamaCppEngine}
-    if model.format not in backends:
-        raise InvalidModelFile(f"{model.name} is a {model.format} model; chat and serve run GGUF files",
-                               hint="use a .gguf model (`mistralkit models list`)")
-    return backends[model.format](model, **options)
+    factory = engine_class(model.format)
+    accepted = inspect.signature(factory).parameters
+    given = {key: value for key, value in options.items() if value is not None}
+    for key in given:
+        if key not in accepted and key in MEANINGFUL:
+            kind = ENGINES[model.format][0]
+            raise Unsupported(f"{model.name} runs on the {kind} engine, which takes no {MEANINGFUL[key]}",
+                              hint=f"drop --{key}, or use a model format that supports it")
+    return factory(model, **{key: value for key, value in given.items() if key in accepted})

@@ -1,7 +1,10 @@
-"""The Engine contract shared by every backend (llama.cpp now; transformers and remote later).
+"""The Engine contract shared by every backend (llama.cpp, transformers, remote APIs).
 
 An engine streams ``Chunk`` objects; the last one carries ``finish_reason`` and ``usage``.
-Blocking calls are built on the stream (``complete``).
+Blocking calls are built on the stream (``complete``). What an engine can do beyond streaming
+a chat is a flag in ``capabilities``; callers check it with ``require`` first, so a missing
+capability is a one-line error (a 400 in the server), never a crash inside the engine.
+Engines that lack a capability inherit ``EngineBase``'s methods, which refuse the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
-from ..errors import InvalidParameter
+from ..errors import InvalidParameter, Unsupported
 from ..formats.base import Message
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -66,6 +69,7 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     greedy: bool = False
     grammar: str | None = None  # GBNF text constraining the output (e.g. JSON)
+    ignore_eos: bool = False  # generate max_tokens tokens even past end-of-text (benchmarks)
 
     def __post_init__(self) -> None:
         check_sampling(self)
@@ -126,17 +130,108 @@ class Completion:
 Request = Sequence[Message] | str | Sequence[int]
 
 
-class Engine(Protocol):
-    """A loaded model that turns a conversation (or a raw token prompt) into a stream of chunks."""
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do beyond streaming a chat. Callers check with ``require`` first."""
 
-    n_ctx: int
+    tokens: bool = False  # tokenize; exact token counts; token prompts and raw-text completions
+    logprobs: bool = False  # log-probabilities of given tokens (multiple choice, perplexity)
+    grammar: bool = False  # GBNF-constrained output (JSON mode, JSON schema)
+    adapters: bool = False  # a LoRA adapter applied on top of the model
+    embeddings: bool = False  # pooled sequence embeddings
+    local: bool = True  # the text stays on this machine
+
+
+CAPABILITY_TEXT = {
+    "tokens": "tokenization (token prompts, raw-text completions)",
+    "logprobs": "token log-probabilities (multiple-choice scoring, perplexity)",
+    "grammar": "constrained output (JSON mode, JSON schema, grammars)",
+    "adapters": "LoRA adapters",
+    "embeddings": "embeddings",
+}
+
+
+def require(engine: Engine, capability: str, needed_for: str | None = None) -> None:
+    """Raise ``Unsupported`` when ``engine`` lacks ``capability`` (a ``Capabilities`` field name)."""
+    if getattr(engine.capabilities, capability):
+        return
+    purpose = f", which {needed_for} needs" if needed_for else ""
+    raise Unsupported(f"{engine.name} runs on the {engine.kind} engine, which has no "
+                      f"{CAPABILITY_TEXT[capability]}{purpose}",
+                      hint="use a GGUF model (llama.cpp engine) for this, or drop the option")
+
+
+class Engine(Protocol):
+    """A loaded model that turns a conversation (or a raw token prompt) into a stream of chunks.
+
+    ``generate``, ``count_tokens`` and ``close`` are always there; the other methods work when the
+    matching ``capabilities`` flag is set (``require`` checks it) and refuse otherwise.
+    """
+
+    name: str  # the model as users named it
+    kind: str  # the engine: "llama.cpp", "transformers", "openai", "anthropic"
+    n_ctx: int  # context window in tokens
+    capabilities: Capabilities
 
     def generate(self, request: Request, params: GenerationParams,
                  cancel: threading.Event | None = None) -> Iterator[Chunk]: ...
 
     def count_tokens(self, messages: Sequence[Message]) -> int: ...
 
+    def prompt_tokens(self, request: Request) -> list[int]:
+        """The tokens ``generate`` would feed the model for ``request`` (capability ``tokens``)."""
+        ...
+
+    def encode_text(self, text: str) -> list[int]:
+        """Raw text (no chat format) to tokens, BOS included when the model wants it (``tokens``)."""
+        ...
+
+    def check_grammar(self, gbnf: str) -> None:
+        """Refuse a grammar the engine cannot compile, before any generation (``grammar``)."""
+        ...
+
+    def logprobs(self, tokens: Sequence[int], start: int) -> list[float]:
+        """log P(tokens[i] | tokens[:i]) for each i >= start (``logprobs``); ``start`` >= 1."""
+        ...
+
+    def embed(self, texts: Sequence[str], normalize: bool) -> list[list[float]]:
+        """One pooled vector per text (``embeddings``)."""
+        ...
+
     def close(self) -> None: ...
+
+
+class EngineBase:
+    """Refusals for every optional method, so that an engine defines only what it can do."""
+
+    name: str = "model"
+    kind: str = "engine"
+    capabilities = Capabilities()
+
+    def prompt_tokens(self, request: Request) -> list[int]:
+        require(self, "tokens")  # type: ignore[arg-type]
+        raise NotImplementedError
+
+    def encode_text(self, text: str) -> list[int]:
+        require(self, "tokens")  # type: ignore[arg-type]
+        raise NotImplementedError
+
+    def check_grammar(self, gbnf: str) -> None:
+        require(self, "grammar")  # type: ignore[arg-type]
+
+    def logprobs(self, tokens: Sequence[int], start: int) -> list[float]:
+        require(self, "logprobs")  # type: ignore[arg-type]
+        raise NotImplementedError
+
+    def embed(self, texts: Sequence[str], normalize: bool) -> list[list[float]]:
+        require(self, "embeddings")  # type: ignore[arg-type]
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
 
 
 def complete(engine: Engine, request: Request, params: GenerationParams,

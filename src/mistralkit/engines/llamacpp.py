@@ -23,7 +23,7 @@ from ..formats.base import Message
 from ..models.checks import check_loadable
 from ..models.store import LocalModel
 from ..text import check
-from .base import Chunk, FinishReason, GenerationParams, Request, Usage
+from .base import Capabilities, Chunk, EngineBase, FinishReason, GenerationParams, Request, Usage
 from .stops import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,11 @@ def gpu_layers(device: str, requested: int | None) -> int:
     has_gpu = bool(llama_cpp.llama_supports_gpu_offload())
     if device == "cpu":
         return 0
-    if device == "gpu" and not has_gpu:
+    if device in ("gpu", "cuda", "mps") and not has_gpu:
+        backend = "-DGGML_METAL=on" if device == "mps" else "-DGGML_CUDA=on"
         raise InvalidParameter(
-            "device=gpu, but this llama-cpp-python build has no GPU support",
-            hint="reinstall it with CMAKE_ARGS='-DGGML_CUDA=on', or use --device cpu",
+            f"device={device}, but this llama-cpp-python build has no GPU support",
+            hint=f"reinstall it with CMAKE_ARGS='{backend}', or use --device cpu",
         )
     if requested is not None:
         return requested
@@ -96,6 +97,23 @@ def context_size(model: LocalModel, requested: int | None) -> int:
             hint=f"use --ctx {limit} or less",
         )
     return requested
+
+
+ROWS_PER_STEP = 64  # logits rows turned to float64 at a time (a row is vocabulary-sized)
+
+
+def log_softmax_rows(rows, targets: Sequence[int]) -> list[float]:
+    """log_softmax(rows[i])[targets[i]] for each row, in float64, stable (max subtracted)."""
+    import numpy as np
+
+    out: list[float] = []
+    for first in range(0, len(targets), ROWS_PER_STEP):
+        block = np.asarray(rows[first:first + ROWS_PER_STEP], dtype=np.float64)
+        picked = np.asarray(targets[first:first + ROWS_PER_STEP])
+        peak = block.max(axis=1, keepdims=True)
+        lse = peak[:, 0] + np.log(np.exp(block - peak).sum(axis=1))
+        out.extend((block[np.arange(len(picked)), picked] - lse).tolist())
+    return out
 
 
 def _utf8(text: str) -> bytes:
@@ -118,37 +136,62 @@ def _grammar(gbnf: str | None):
         raise InvalidParameter(f"the output grammar does not parse: {exc}") from exc
 
 
-class LlamaCppEngine:
-    """``Engine`` over one loaded GGUF. Not thread-safe: one generation at a time."""
+def open_llama(model: LocalModel, *, n_ctx: int, threads: int | None = None, adapter: str | None = None,
+               purpose: str = "", **options):
+    """The one place a ``llama_cpp.Llama`` is made: file checks, native logs, and errors for people.
+
+    ``options`` go to ``Llama`` as they are (``embedding=True``, ``logits_all=True``, ``n_batch``...).
+    """
+    import llama_cpp
+
+    check_loadable(model.path, model.info, adapter)
+    route_native_logs()
+    threads = threads or default_threads()
+    try:
+        return llama_cpp.Llama(model_path=str(model.path), n_ctx=n_ctx, n_threads=threads,
+                               n_threads_batch=threads, verbose=False, lora_path=adapter, **options)
+    except (ValueError, RuntimeError) as exc:
+        raise InvalidModelFile(
+            f"llama.cpp could not load {model.path}{purpose}" + (f" with the adapter {adapter}" if adapter else "")
+            + f": {exc}",
+            hint=("check that the adapter was exported for this base model" if adapter
+                  else "the file may be corrupt or need a newer llama.cpp; download it again"),
+        ) from exc
+
+
+class LlamaCppEngine(EngineBase):
+    """``Engine`` over one loaded GGUF. Not thread-safe: one generation at a time.
+
+    ``all_logits`` keeps every position's logits (perplexity scores a whole window in one pass;
+    it costs n_ctx x vocabulary floats, so chat engines leave it off).
+    """
+
+    kind = "llama.cpp"
+    capabilities = Capabilities(tokens=True, logprobs=True, grammar=True, adapters=True)
 
     def __init__(self, model: LocalModel, *, n_ctx: int | None = None, threads: int | None = None,
                  n_gpu_layers: int | None = None, device: str = "auto", mmap: bool = True,
-                 mlock: bool = False, kv_type: str = "f16", adapter: str | None = None) -> None:
+                 mlock: bool = False, kv_type: str = "f16", adapter: str | None = None,
+                 n_batch: int | None = None, all_logits: bool = False) -> None:
         import llama_cpp
 
         if kv_type not in GGML_KV_TYPES:
             raise InvalidParameter(f"kv_type={kv_type!r}: must be one of {', '.join(GGML_KV_TYPES)}")
 
-        route_native_logs()
         self.model = model
+        self.name = model.name
         self.n_ctx = context_size(model, n_ctx)
         self.threads = threads or default_threads()
         self.n_gpu_layers = gpu_layers(device, n_gpu_layers)
         self.kv_type = kv_type
-        check_loadable(model.path, model.info, adapter)
+        self.all_logits = all_logits
         started = time.perf_counter()
-        try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(model.path), n_ctx=self.n_ctx, n_threads=self.threads,
-                n_threads_batch=self.threads, n_gpu_layers=self.n_gpu_layers, use_mmap=mmap,
-                use_mlock=mlock, swa_full=True, verbose=False, type_k=GGML_KV_TYPES[kv_type],
-                type_v=GGML_KV_TYPES[kv_type], flash_attn=kv_type != "f16", lora_path=adapter,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise InvalidModelFile(
-                f"llama.cpp could not load {model.path}: {exc}",
-                hint="the file may be corrupt or need a newer llama.cpp; download it again",
-            ) from exc
+        self._llm = open_llama(
+            model, n_ctx=self.n_ctx, threads=self.threads, adapter=adapter, n_gpu_layers=self.n_gpu_layers,
+            use_mmap=mmap, use_mlock=mlock, swa_full=True, type_k=GGML_KV_TYPES[kv_type],
+            type_v=GGML_KV_TYPES[kv_type], flash_attn=kv_type != "f16", logits_all=all_logits,
+            **({"n_batch": n_batch} if n_batch else {}),
+        )
         self.load_s = time.perf_counter() - started
         vocab = self._llm._model.vocab
         self._is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
@@ -184,6 +227,34 @@ class LlamaCppEngine:
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.format.encode(messages))
+
+    def logprobs(self, tokens: Sequence[int], start: int) -> list[float]:
+        """log P(tokens[i] | tokens[:i]) for i >= start, on a fresh cache (the next chat re-evaluates).
+
+        With ``all_logits`` one pass gives every row; otherwise the prefix is evaluated once and
+        the rest token by token, reading the last row each time.
+        """
+        import numpy as np
+
+        tokens = list(tokens)
+        if not 1 <= start < len(tokens):
+            raise InvalidParameter(f"logprobs: start {start} must be in 1..{len(tokens) - 1}")
+        if len(tokens) > self.n_ctx:
+            raise ContextOverflow(f"{len(tokens)} tokens to score but the context window holds {self.n_ctx}",
+                                  hint="shorten the text or raise --ctx")
+        llm = self._llm
+        llm.reset()  # the next eval starts the KV cache from position 0
+        if self.all_logits:
+            llm.eval(tokens[:-1])
+            return log_softmax_rows(llm.scores[start - 1: len(tokens) - 1], tokens[start:])
+        llm.eval(tokens[:start])
+        out = []
+        for i in range(start, len(tokens)):
+            row = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+            out.extend(log_softmax_rows(row[None, :], [tokens[i]]))
+            if i + 1 < len(tokens):
+                llm.eval([tokens[i]])
+        return out
 
     def prompt_tokens(self, request: Request) -> list[int]:
         if isinstance(request, str):
@@ -226,7 +297,7 @@ class LlamaCppEngine:
             for token in stream:
                 if not usage.ttft_s:
                     usage.ttft_s = time.perf_counter() - started
-                if token in stop_ids or self._is_eog(token):
+                if not params.ignore_eos and (token in stop_ids or self._is_eog(token)):
                     finish = "stop"
                     break
                 usage.completion_tokens += 1

@@ -1,12 +1,15 @@
-"""``mistralkit bench``: prompt processing and generation speed of a GGUF (+ adapter), like llama-bench.
+"""``mistralkit bench``: prompt processing and generation speed of a model (+ adapter), like llama-bench.
 
-Per thread count the model is loaded afresh (load time measured), then for each repetition:
+Everything goes through the ``Engine`` contract (``generate`` on a token prompt, greedy, end of
+text ignored), so the numbers are what chat and serve get, on any engine that takes token
+prompts. Per thread count the model is loaded afresh (load time measured), then each repetition
+generates ``gen_tokens`` tokens after a prompt of ``prompt_tokens`` tokens drawn with a fixed
+seed from the tokenized text of random dictionary-free words (a new draw per repetition, so no
+prompt is served from the cache):
 
-* **pp**: a prompt of ``prompt_tokens`` token ids (drawn from the vocabulary with a fixed seed, no
-  special tokens, as llama-bench does) is evaluated in one call on an empty cache;
-* **tg**: ``gen_tokens`` tokens are decoded one at a time after a one-token prompt (each step is a
-  real decode of the model; the token fed is the argmax of the previous step, EOS included);
-* **TTFT**: the pp time of the prompt plus the first decode step after it.
+* **pp**: prompt tokens / time to the first token (the prompt's evaluation and one decode);
+* **tg**: tokens after the first / the time they took (each a real decode and a greedy pick);
+* **TTFT**: the time to the first token.
 
 Reported per thread count: mean ± sd of pp and tg tokens/s over the repetitions (one untimed
 warm-up first), median TTFT, load time, and peak RSS (reset before each thread count on Linux).
@@ -24,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from ..errors import InvalidParameter
 from ..measure import peak_rss, pyplot, reset_peak_rss
 from ..models import LocalModel
-from .scorers import last_logits
 
 
 @dataclass
@@ -48,44 +50,32 @@ class BenchResult:
                 "ttft_median_s": statistics.median(self.ttft_s)}
 
 
-def _prompt(llm, n: int, seed: int) -> list[int]:
-    import llama_cpp
+SYLLABLES = ("ka", "lo", "mi", "re", "su", "ta", "no", "vi", "pe", "da", "ru", "shi", "an", "el", "or")
 
-    vocab = llama_cpp.llama_model_get_vocab(llm.model)
-    specials = {llm.token_bos(), llm.token_eos()}
+
+def _prompt(engine, n: int, seed: int) -> list[int]:
+    """``n`` tokens of seeded nonsense words, BOS first when the model wants one."""
     rng = random.Random(seed)
-    out: list[int] = []
-    while len(out) < n:
-        token = rng.randrange(llm.n_vocab())
-        if token not in specials and not llama_cpp.llama_vocab_is_control(vocab, token):
-            out.append(token)
-    return out
+    words = " ".join("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(2 * n))
+    tokens = engine.encode_text(words)
+    while len(tokens) < n:
+        tokens += tokens[1:] or tokens
+    return tokens[:n]
 
 
-def _one_rep(llm, prompt: list[int], gen_tokens: int) -> tuple[float, float, float]:
+def _one_rep(engine, prompt: list[int], gen_tokens: int, seed: int) -> tuple[float, float, float]:
     """(pp tokens/s, tg tokens/s, TTFT seconds) of one repetition."""
-    import numpy as np
+    from ..engines import GenerationParams, complete
 
-    llm.reset()  # the next eval drops the cache from position 0
-    started = time.perf_counter()
-    llm.eval(prompt)
-    pp_s = time.perf_counter() - started
-    first = time.perf_counter()
-    llm.eval([int(np.argmax(last_logits(llm)))])
-    ttft = pp_s + time.perf_counter() - first
-    llm.reset()
-    llm.eval(prompt[:1])
-    started = time.perf_counter()
-    for _ in range(gen_tokens):
-        llm.eval([int(np.argmax(last_logits(llm)))])
-    tg_s = time.perf_counter() - started
-    return len(prompt) / pp_s, gen_tokens / tg_s, ttft
+    params = GenerationParams(max_tokens=gen_tokens, greedy=True, ignore_eos=True, seed=seed, repeat_penalty=1.0)
+    usage = complete(engine, prompt, params).usage
+    return len(prompt) / usage.ttft_s, usage.gen_tps, usage.ttft_s
 
 
 def run_bench(model: LocalModel, *, threads: list[int], prompt_tokens: int = 512, gen_tokens: int = 128,
               reps: int = 3, adapter: str | None = None, seed: int = 0, on_result=None) -> list[BenchResult]:
     """Measure ``model`` at each thread count; ``on_result(result)`` runs after each one."""
-    from ..engines import load_engine
+    from ..engines import load_engine, require
 
     if prompt_tokens < 1 or gen_tokens < 1 or reps < 1 or not threads or min(threads) < 1:
         raise InvalidParameter("prompt tokens, gen tokens, reps and threads must all be >= 1")
@@ -93,14 +83,17 @@ def run_bench(model: LocalModel, *, threads: list[int], prompt_tokens: int = 512
     results = []
     for n in threads:
         reset_peak_rss()  # per thread count, where the kernel allows it (Linux)
+        started = time.perf_counter()
         engine = load_engine(model, n_ctx=n_ctx, threads=n, adapter=adapter)
+        load_s = time.perf_counter() - started
         try:
-            llm = engine._llm  # type: ignore[attr-defined]  # raw llama.cpp calls, as llama-bench times them
-            prompt = _prompt(llm, prompt_tokens, seed)
-            result = BenchResult(model.name, adapter, n, prompt_tokens, gen_tokens, round(engine.load_s, 4))
-            _one_rep(llm, prompt[: min(32, prompt_tokens)], min(8, gen_tokens))  # warm-up, untimed
-            for _ in range(reps):
-                pp, tg, ttft = _one_rep(llm, prompt, gen_tokens)
+            require(engine, "tokens", "mistralkit bench")
+            result = BenchResult(model.name, adapter, n, prompt_tokens, gen_tokens, round(load_s, 4))
+            warm = _prompt(engine, min(32, prompt_tokens), seed - 1)
+            _one_rep(engine, warm, min(8, max(2, gen_tokens)), seed)  # untimed
+            for rep in range(reps):
+                prompt = _prompt(engine, prompt_tokens, seed + rep)
+                pp, tg, ttft = _one_rep(engine, prompt, max(2, gen_tokens), seed)
                 result.pp_tps.append(pp)
                 result.tg_tps.append(tg)
                 result.ttft_s.append(ttft)

@@ -24,13 +24,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import InvalidModelFile, InvalidParameter
+from ..errors import InvalidParameter
 from ..models import LocalModel
-from ..models.checks import check_loadable
 from ..text import problem
 
 MIN_WINDOW = 16
-ROWS_PER_STEP = 64  # logits rows converted to float64 at once: bounds the temporary to ~130 MB
 TEXT_HINT = 'use a .txt file, or a .jsonl file with one {"text": "..."} object per line'
 
 
@@ -126,47 +124,21 @@ def check_window(model: LocalModel, window: int) -> None:
 
 
 def _load(model: LocalModel, window: int, threads: int | None, adapter: Path | None):
-    import llama_cpp
+    """An engine that keeps every position's logits, with a batch as large as the window."""
+    from ..engines import load_engine, require
 
-    from ..engines.llamacpp import default_threads, route_native_logs
-
-    check_loadable(model.path, model.info, adapter)
-    route_native_logs()
-    n_threads = threads or default_threads()
-    try:
-        return llama_cpp.Llama(model_path=str(model.path), n_ctx=window, n_batch=window, logits_all=True,
-                               n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
-                               lora_path=str(adapter) if adapter else None)
-    except (ValueError, RuntimeError) as exc:
-        raise InvalidModelFile(f"llama.cpp could not load {model.path}"
-                               + (f" with the adapter {adapter}" if adapter else "") + f": {exc}",
-                               hint="check that the adapter was exported for this base model") from exc
+    engine = load_engine(model, n_ctx=window, n_batch=window, all_logits=True, threads=threads,
+                         adapter=str(adapter) if adapter else None)
+    require(engine, "logprobs", "perplexity")
+    return engine
 
 
-def bos_token(llm) -> int | None:
+def bos_token(engine) -> int | None:
     """The BOS id when the model has one and its tokenizer adds it, else None."""
-    import llama_cpp
-
-    bos = llm.token_bos()
-    adds = bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab))
-    return bos if bos >= 0 and adds else None
+    return engine.bos_id if engine.add_bos else None
 
 
 # --- scoring ---------------------------------------------------------------------------------
-
-def target_logprob_sum(logits, targets) -> float:
-    """Sum over rows of log_softmax(logits[i])[targets[i]], in float64, stable (max subtracted)."""
-    import numpy as np
-
-    total = 0.0
-    for start in range(0, len(targets), ROWS_PER_STEP):
-        rows = np.asarray(logits[start:start + ROWS_PER_STEP], dtype=np.float64)
-        picked = np.asarray(targets[start:start + ROWS_PER_STEP])
-        peak = rows.max(axis=1, keepdims=True)
-        lse = peak[:, 0] + np.log(np.exp(rows - peak).sum(axis=1))
-        total += float((rows[np.arange(len(picked)), picked] - lse).sum())
-    return total
-
 
 def windows_of(tokens: list[int], window: int, bos: int | None) -> Iterator[list[int]]:
     """Evaluation windows of one text: [BOS] + up to window-1 tokens, or up to window tokens without BOS."""
@@ -179,14 +151,13 @@ def windows_of(tokens: list[int], window: int, bos: int | None) -> Iterator[list
             yield chunk
 
 
-def _tokens(llm, text: str) -> list[int]:
-    return llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+def _tokens(engine, text: str) -> list[int]:
+    return engine.tokenize(text, special=False)
 
 
-def _score_window(llm, tokens: list[int]) -> float:
-    llm.reset()  # the next eval drops the whole KV cache: each window starts fresh
-    llm.eval(tokens)
-    return target_logprob_sum(llm.scores[: len(tokens) - 1], tokens[1:])
+def _score_window(engine, tokens: list[int]) -> float:
+    """Sum of log P(token | the window before it), each window on a fresh cache."""
+    return math.fsum(engine.logprobs(tokens, 1))
 
 
 def perplexity(model: LocalModel, path: Path, *, adapter: str | None = None, window: int = 512,
@@ -200,20 +171,20 @@ def perplexity(model: LocalModel, path: Path, *, adapter: str | None = None, win
         raise InvalidParameter(f"threads {threads}: must be 1 or more")
     texts = read_texts(Path(path))
     adapter_path = resolve_adapter(adapter)[0] if adapter else None
-    llm = _load(model, window, threads, adapter_path)
+    engine = _load(model, window, threads, adapter_path)
     try:
-        bos = bos_token(llm)
-        batches = [chunk for text in texts for chunk in windows_of(_tokens(llm, text), window, bos)]
+        bos = bos_token(engine)
+        batches = [chunk for text in texts for chunk in windows_of(_tokens(engine, text), window, bos)]
         if not batches:
             raise InvalidParameter(f"{path}: the text is too short to score", hint="give it at least two tokens")
         logprob, scored = 0.0, 0
         for done, tokens in enumerate(batches, 1):
-            logprob += _score_window(llm, tokens)
+            logprob += _score_window(engine, tokens)
             scored += len(tokens) - 1
             if progress is not None:
                 progress(done, len(batches))
     finally:
-        llm.close()
+        engine.close()
     nll = -logprob / scored
     return Perplexity(model=model.name, adapter=adapter, file=str(path), tokens_scored=scored,
                       windows=len(batches), nll=nll, perplexity=math.exp(nll) if nll < 700 else math.inf,

@@ -18,6 +18,9 @@ from ..measure import pyplot
 from .suite import Item
 
 
+REMOTE_ENGINES = ("openai", "anthropic")  # their memory is not this machine's
+
+
 def percentile(values: list[float], q: float) -> float | None:
     """Linear-interpolated percentile (``q`` in 0-100), None for no values."""
     data = sorted(values)
@@ -44,6 +47,9 @@ def system_summary(label: str, rows: list[dict], memory: int | None, config) -> 
         "latency_p50_s": percentile(latencies, 50), "latency_p95_s": percentile(latencies, 95),
         "ttft_p50_s": percentile([r["ttft_s"] for r in generated if r.get("ttft_s")], 50),
         "tokens_per_s_p50": percentile(speeds, 50), "peak_rss": memory,
+        "tokens_per_answer": (sum(r.get("completion_tokens") or 0 for r in generated) / len(generated)
+                              if generated else None),
+        "engine": next((r["engine"] for r in rows if r.get("engine")), None),
     }
     failures = []
     if config.min_accuracy is not None and (summary["accuracy"] or 0) < config.min_accuracy:
@@ -83,17 +89,18 @@ def _fmt(value: float | None, unit: str = "", scale: float = 1.0, digits: int = 
 def markdown(report: dict[str, Any], rows: list[dict], items: list[Item]) -> str:
     systems = report["systems"]
     tags = sorted({t for s in systems for t in s["accuracy_by_tag"]})
-    head = ["system", "accuracy", *[f"tag {t}" for t in tags], "latency p50", "latency p95", "TTFT p50",
-            "tok/s", "peak RSS", "verdict"]
+    head = ["system", "engine", "accuracy", *[f"tag {t}" for t in tags], "latency p50", "latency p95",
+            "TTFT p50", "tok/s", "tokens/answer", "peak RSS", "verdict"]
     lines = [f"# Evaluation of {report['suite']} ({report['items']} items)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in systems:
         verdict = s["verdict"]
         mark = ("pass" if verdict["passed"] else "FAIL: " + "; ".join(verdict["failures"])) if verdict["checked"] else "–"
-        cells = [s["system"], f"{s['accuracy']:.1%} ({s['correct']}/{s['items']})",
+        rss = "remote" if s.get("engine") in REMOTE_ENGINES else _fmt(s["peak_rss"], " MiB", 1 / 2**20, 0)
+        cells = [s["system"], s.get("engine") or "–", f"{s['accuracy']:.1%} ({s['correct']}/{s['items']})",
                  *[_fmt(s["accuracy_by_tag"].get(t), "%", 100, 0) for t in tags],
                  _fmt(s["latency_p50_s"], " s"), _fmt(s["latency_p95_s"], " s"), _fmt(s["ttft_p50_s"], " s"),
-                 _fmt(s["tokens_per_s_p50"], "", 1, 1), _fmt(s["peak_rss"], " MiB", 1 / 2**20, 0), mark]
+                 _fmt(s["tokens_per_s_p50"], "", 1, 1), _fmt(s.get("tokens_per_answer"), "", 1, 1), rss, mark]
         lines.append("| " + " | ".join(cells) + " |")
     names = [s["system"] for s in systems]
     by_key = {(r["system"], r["id"]): r for r in rows}

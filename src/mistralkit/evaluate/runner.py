@@ -1,6 +1,9 @@
 """``run_eval``: every system on every suite item with the same settings, one result line at a time.
 
-A *system* is ``MODEL[+ADAPTER]`` (a GGUF and an optional GGUF LoRA adapter). Results are appended to
+A *system* is ``[NAME=]MODEL[+ADAPTER][::PROMPT]``: any model an engine runs (a GGUF, an HF folder or
+tuned run, a configured remote), an optional adapter, and an optional system prompt of its own
+(``::@file.txt`` or ``::text``), so "LoRA", "prompt" and "LoRA + prompt" are three systems of one
+ablation. Results are appended to
 ``OUT/results.jsonl`` as each item finishes, so an interrupted run loses at most the item in flight
 and ``resume=True`` skips every (system, id) already there. Peak RSS is per system on Linux: the
 kernel's high-water mark is reset (``/proc/self/clear_refs``) before each system loads.
@@ -11,6 +14,7 @@ kernel's high-water mark is reset (``/proc/self/clear_refs``) before each system
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,21 +29,64 @@ from .suite import Item, read_suite
 RESULTS = "results.jsonl"
 
 
+LABEL = re.compile(r"^([\w.+ -]+)=(?!=)")  # NAME= in front of a system spec
+
+
 @dataclass(frozen=True)
 class System:
     model: str | None
     adapter: str | None = None
+    system: str | None = None  # a system prompt this system adds to every item
+    name: str | None = None  # the label in reports (default: model[+adapter][ + prompt])
 
     @classmethod
     def parse(cls, spec: str) -> System:
-        """``MODEL``, ``MODEL+ADAPTER`` or ``+ADAPTER`` (the adapter on the embedded/recorded base)."""
-        model, plus, adapter = spec.strip().rpartition("+") if "+" in spec else (spec.strip(), "", "")
+        """``[NAME=]MODEL[+ADAPTER][::PROMPT]``; ``+ADAPTER`` puts the adapter on the embedded/recorded base,
+        and PROMPT is text or ``@FILE``.
+
+        >>> System.parse("both=gemma-3-270m+facts::Answer briefly.")
+        System(model='gemma-3-270m', adapter='facts', system='Answer briefly.', name='both')
+        """
+        text = spec.strip()
+        named = LABEL.match(text)
+        name = named.group(1).strip() if named else None
+        text = text[named.end():] if named else text
+        text, sep, prompt = text.partition("::")
+        if sep and not prompt.strip():
+            raise InvalidParameter(f"system {spec!r}: nothing after '::'", hint="write MODEL::PROMPT or MODEL::@FILE")
+        model, plus, adapter = text.strip().rpartition("+") if "+" in text else (text.strip(), "", "")
         if plus and not adapter:
             raise InvalidParameter(f"system {spec!r}: nothing after '+'", hint="write MODEL+ADAPTER")
-        return cls(model or None, adapter or None)
+        return cls(model or None, adapter or None, _prompt_text(prompt.strip()) if sep else None, name)
 
     def label(self, model_name: str) -> str:
-        return f"{model_name}+{self.adapter}" if self.adapter else model_name
+        if self.name:
+            return self.name
+        base = f"{model_name}+{self.adapter}" if self.adapter else model_name
+        return f"{base} + prompt" if self.system else base
+
+    def messages(self, item_messages) -> list:
+        """The item's conversation with this system's prompt in front of (or merged into) its system turn."""
+        messages = list(item_messages)
+        if not self.system:
+            return messages
+        if messages and messages[0]["role"] == "system":
+            return [{"role": "system", "content": f"{self.system}\n\n{messages[0]['content']}"}, *messages[1:]]
+        return [{"role": "system", "content": self.system}, *messages]
+
+
+def _prompt_text(value: str) -> str:
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:]).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidParameter(f"cannot read the system prompt file {path}: {exc}",
+                               hint="write ::@FILE with a UTF-8 text file, or ::TEXT") from exc
+    if not text:
+        raise InvalidParameter(f"the system prompt file {path} is empty")
+    return text
 
 
 @dataclass
@@ -86,22 +133,22 @@ def _load(system: System, config: EvalConfig):
     return api.load(api.load_settings({k: v for k, v in settings.items() if v is not None}).settings)
 
 
-def _generate(loaded, item: Item) -> dict[str, Any]:
+def _generate(loaded, system: System, item: Item) -> dict[str, Any]:
     from .. import api
     from ..engines import complete
 
     started = time.perf_counter()
-    done = complete(loaded.engine, list(item.messages), api.params_from(loaded.settings))
+    done = complete(loaded.engine, system.messages(item.messages), api.params_from(loaded.settings))
     latency = time.perf_counter() - started
     usage = done.usage
     return {"output": done.text.strip(), "finish_reason": done.finish_reason, "ttft_s": usage.ttft_s,
-            "latency_s": latency, "completion_tokens": usage.completion_tokens,
+            "latency_s": latency, "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
             "tokens_per_s": usage.completion_tokens / usage.total_s if usage.total_s else None}
 
 
-def _choose(loaded, encoder, item: Item) -> dict[str, Any]:
+def _choose(loaded, encoder, system: System, item: Item) -> dict[str, Any]:
     started = time.perf_counter()
-    logprobs = scorers.choice_logprobs(loaded.engine._llm, encoder, item.messages, item.choices)
+    logprobs = scorers.choice_logprobs(loaded.engine, encoder, system.messages(item.messages), item.choices)
     best = max(range(len(logprobs)), key=logprobs.__getitem__)
     return {"output": item.choices[best], "choice": best, "logprobs": logprobs, "ttft_s": None,
             "latency_s": time.perf_counter() - started, "completion_tokens": 0, "tokens_per_s": None}
@@ -168,6 +215,7 @@ def _previous_memory(out: Path) -> dict[str, int]:
 
 def run_eval(config: EvalConfig, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Evaluate every system; returns the report (also written to OUT as JSON, Markdown and PNG)."""
+    from ..engines import require
     from ..tune.masks import encoder_for
     from .report import summarize, write_reports
 
@@ -184,22 +232,31 @@ def run_eval(config: EvalConfig, progress: Callable[[str, int, int], None] | Non
     memory = _previous_memory(out) if config.resume else {}
     total = len(items) * len(config.systems)
     count = len(done)
+    labels: set[str] = set()
     try:
         with results_file.open("a", encoding="utf-8") as sink:
             for system in config.systems:
                 reset_peak_rss()
                 loaded = _load(system, config)
                 label = system.label(loaded.model.name)
+                engine = loaded.engine
                 ran = False
                 try:
+                    if label in labels:
+                        raise InvalidParameter(f"two systems are both called {label!r}",
+                                               hint="name them: --vs NAME=MODEL[+ADAPTER][::PROMPT]")
+                    labels.add(label)
                     needs_encoder = any(i.scorer == "choice" for i in items)
-                    encoder = encoder_for(loaded.engine.format, loaded.engine) if needs_encoder else None
+                    if needs_encoder:
+                        require(engine, "logprobs", f"scoring the multiple-choice items of {config.suite}")
+                    encoder = encoder_for(engine.format, engine) if needs_encoder else None
                     for item in items:
                         if (label, item.id) in done:
                             continue
-                        row = _choose(loaded, encoder, item) if item.scorer == "choice" else _generate(loaded, item)
+                        row = (_choose(loaded, encoder, system, item) if item.scorer == "choice"
+                               else _generate(loaded, system, item))
                         row = {"system": label, "id": item.id, "tags": list(item.tags), "scorer": item.scorer,
-                               "expected": item.expected, **row}
+                               "expected": item.expected, "engine": engine.kind, **row}
                         score(item, row, judge, config)
                         sink.write(json.dumps(row) + "\n")
                         sink.flush()
@@ -207,8 +264,8 @@ def run_eval(config: EvalConfig, progress: Callable[[str, int, int], None] | Non
                         ran, count = True, count + 1
                         if progress is not None:
                             progress(label, count, total)
-                    if ran or label not in memory:
-                        memory[label] = peak_rss()
+                    if engine.capabilities.local and (ran or label not in memory):
+                        memory[label] = peak_rss()  # a remote's memory is not ours to measure
                 finally:
                     loaded.close()
     finally:

@@ -5,7 +5,7 @@
 * ``regex``: ``re.search`` of the item's pattern in the raw output.
 * ``choice``: each choice is scored as the assistant's answer to the item's conversation, with the
   prompt and answer tokens laid out exactly as training lays them out (``tune.masks``: the same
-  chat format as inference). Its score is the sum of the log-probabilities llama.cpp gives its
+  chat format as inference). Its score is the sum of the log-probabilities the engine gives its
   answer tokens (the closing EOS left out), as lm-evaluation-harness scores ``acc``; the highest
   wins. No text is generated.
 * ``judge``: another model reads a rubric, the question, the reference (if any) and the answer, and
@@ -45,21 +45,6 @@ def regex(output: str, pattern: str) -> bool:
 
 # --- multiple choice --------------------------------------------------------------------------
 
-def _log_softmax_at(row, token: int) -> float:
-    import numpy as np
-
-    logits = np.asarray(row, dtype=np.float64)
-    top = logits.max()
-    return float(logits[token] - top - math.log(np.exp(logits - top).sum()))
-
-
-def last_logits(llm):
-    """The logits llama.cpp computed for the last token of the last ``eval`` (no ``logits_all`` needed)."""
-    import numpy as np
-
-    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
-
-
 def choice_tokens(encoder, messages: Sequence[Message], choice: str) -> tuple[list[int], list[int]]:
     """(prompt tokens, answer tokens) of ``choice`` as the assistant's reply, as training encodes it."""
     from ..tune.masks import IGNORE, encode
@@ -78,19 +63,15 @@ def _closers(encoder) -> tuple[int, ...]:
     return tuple(getattr(encoder.format, "stop_token_ids", ()) or ())
 
 
-def choice_logprobs(llm, encoder, messages: Sequence[Message], choices: Sequence[str]) -> list[float]:
-    """Sum of answer-token log-probabilities of each choice, from a llama.cpp ``Llama``."""
+def choice_logprobs(engine, encoder, messages: Sequence[Message], choices: Sequence[str]) -> list[float]:
+    """Sum of answer-token log-probabilities of each choice, from the engine (capability ``logprobs``)."""
+    from ..engines import require
+
+    require(engine, "logprobs", "multiple-choice scoring")
     out = []
     for choice in choices:
         prompt, answer = choice_tokens(encoder, messages, choice)
-        llm.reset()
-        llm.eval(prompt)
-        total = 0.0
-        for i, token in enumerate(answer):
-            total += _log_softmax_at(last_logits(llm), token)
-            if i + 1 < len(answer):
-                llm.eval([token])
-        out.append(total)
+        out.append(math.fsum(engine.logprobs([*prompt, *answer], len(prompt))))
     return out
 
 

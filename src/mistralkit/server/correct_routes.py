@@ -87,7 +87,8 @@ def _through_worker(slot, loop: asyncio.AbstractEventLoop):
         return line.text
 
     def generate(messages, params) -> str:
-        job = Job(engine.prompt_tokens(messages), params, loop)
+        prompt = engine.prompt_tokens(messages) if engine.capabilities.tokens else messages
+        job = Job(prompt, params, loop)
         asyncio.run_coroutine_threadsafe(_submit(slot, job), loop).result()
         return asyncio.run_coroutine_threadsafe(collect(job), loop).result()
 

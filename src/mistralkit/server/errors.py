@@ -7,10 +7,11 @@ import re
 from fastapi.responses import JSONResponse
 
 from ..errors import (ContextOverflow, HistoryBusy, HistoryUnavailable, InvalidParameter, MistralkitError,
-                      ModelNotFound, SessionNotFound)
+                      ModelNotFound, RemoteError, RemoteRefused, SessionNotFound, Unsupported)
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
          408: "invalid_request_error", 409: "conflict_error", 410: "invalid_request_error",
+         502: "server_error", 504: "server_error",
          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}
 
 
@@ -25,6 +26,8 @@ CODES: tuple[tuple[type[MistralkitError], int, str], ...] = (
     (SessionNotFound, 404, "session_not_found"),
     (ContextOverflow, 400, "context_length_exceeded"),
     (InvalidParameter, 400, "invalid_value"),
+    (Unsupported, 400, "unsupported_by_engine"),
+    (RemoteRefused, 403, "remote_refused"),
     (HistoryBusy, 503, "history_busy"),
     (HistoryUnavailable, 503, "history_unavailable"),
 )
@@ -32,6 +35,8 @@ CODES: tuple[tuple[type[MistralkitError], int, str], ...] = (
 
 def from_exception(exc: MistralkitError) -> JSONResponse:
     status, code = next(((s, c) for kind, s, c in CODES if isinstance(exc, kind)), (exc.status, None))
+    if isinstance(exc, RemoteError):
+        code = "remote_error"
     message = exc.message + (f" ({exc.hint})" if exc.hint else "")
     return error_response(status, message, code)
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..engines import Usage
+from ..engines import Usage, require
 from ..errors import ContextOverflow, MistralkitError
 from . import history
 from .pool import Job, Slot, stream
@@ -49,10 +49,12 @@ def _check_fits(tokens: list[int], n_ctx: int) -> None:
                               f"tokens", hint="shorten the messages or start the server with a larger --ctx")
 
 
-async def _start(request: Request, body: Sampling, slot: Slot, tokens: list[int], grammar: str | None) -> Job:
-    _check_fits(tokens, slot.worker.engine.n_ctx)
+async def _start(request: Request, body: Sampling, slot: Slot, prompt: list, grammar: str | None) -> Job:
+    """Queue the generation of ``prompt`` (token ids, or messages for an engine without tokens)."""
+    if slot.worker.engine.capabilities.tokens:
+        _check_fits(prompt, slot.worker.engine.n_ctx)
     params = body.params(request.app.state.config.settings.max_tokens, grammar)
-    job = Job(tokens, params, asyncio.get_running_loop())
+    job = Job(prompt, params, asyncio.get_running_loop())
     slot.worker.submit(job)
     return job
 
@@ -131,15 +133,19 @@ async def chat_completions(body: ChatRequest, request: Request):
     pool = request.app.state.pool
     slot = await pool.get(body.model)
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-    tokens = await run_in_threadpool(slot.worker.engine.prompt_tokens, messages)
-    _check_fits(tokens, slot.worker.engine.n_ctx)  # before a "new" session is created for nothing
+    engine = slot.worker.engine
+    prompt = messages  # an engine without a tokenizer here (a remote) gets the messages themselves
+    if engine.capabilities.tokens:
+        prompt = await run_in_threadpool(engine.prompt_tokens, messages)
+        _check_fits(prompt, engine.n_ctx)  # before a "new" session is created for nothing
     session = await run_in_threadpool(history.open_session, body.session_id, slot.model.name, messages)
     if body.max_completion_tokens and not body.max_tokens:
         body.max_tokens = body.max_completion_tokens
     grammar = await run_in_threadpool(body.grammar)
     if grammar is not None:  # a bad one is a 400 now, not an error halfway through a 200 stream
-        await run_in_threadpool(slot.worker.engine.check_grammar, grammar)
-    job = await _start(request, body, slot, tokens, grammar)
+        require(engine, "grammar", "response_format")
+        await run_in_threadpool(engine.check_grammar, grammar)
+    job = await _start(request, body, slot, prompt, grammar)
     run = Run(request, job, body.model if "+" in body.model else slot.model.name)
     extra = {"session_id": session} if session else {}
 
@@ -164,6 +170,7 @@ async def chat_completions(body: ChatRequest, request: Request):
 async def completions(body: CompletionRequest, request: Request):
     """Raw-text completion (no chat format), streamed or not."""
     slot = await request.app.state.pool.get(body.model)
+    require(slot.worker.engine, "tokens", "/v1/completions (a raw-text prompt)")
     tokens = await run_in_threadpool(slot.worker.engine.encode_text, body.text())
     job = await _start(request, body, slot, tokens, None)
     run = Run(request, job, slot.model.name)

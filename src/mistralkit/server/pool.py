@@ -127,8 +127,11 @@ class Pool:
 
     def resolve(self, ref: str) -> tuple[str, LocalModel, Path | None]:
         """(slot key, model, adapter file) of ``BASE[+ADAPTER]``, as far as this server allows names."""
+        from ..models.remotes import lookup
+
         base, adapter = split_ref(ref)
-        model = boundary.model(base, self.config.model_dirs)
+        remote = lookup(base)  # remotes are named by whoever configured this server, so allowed
+        model = remote if remote is not None else boundary.model(base, self.config.model_dirs)
         path = boundary.adapter(adapter, self.config.model_dirs) if adapter else None
         return (f"{model.name}+{path}" if path else model.name), model, path
 
@@ -146,19 +149,21 @@ class Pool:
             return slot
 
     def _load(self, key: str, model: LocalModel, adapter: Path | None) -> Slot:
-        from ..models.memory import ModelShape, available_memory, plan
+        from ..models.memory import available_memory
 
-        if model.format != "gguf":
-            raise InvalidParameter(f"{model.name} is a {model.format} model; chat and completions need a GGUF",
+        from ..engines import ENGINES
+
+        if model.format not in ENGINES:
+            raise InvalidParameter(f"{model.name} is a {model.format} model, which no chat engine runs",
                                    hint="use it with /v1/embeddings, or pick a .gguf model")
         s = self.config.settings
-        planned = plan(ModelShape.from_model(model), _ctx(model, s.ctx), s.kv_type).total
+        planned = _planned(model, s.ctx, s.kv_type)
         if self._budget is None:
             self._budget = available_memory()  # once: later readings would count our own models twice
         self._make_room(planned, self._budget)
         engine = load_engine(model, n_ctx=s.ctx, threads=s.threads, n_gpu_layers=s.n_gpu_layers, device=s.device,
-                             mmap=s.mmap, mlock=s.mlock, kv_type=s.kv_type,
-                             **({"adapter": str(adapter)} if adapter else {}))
+                             quant=s.quant, mmap=s.mmap, mlock=s.mlock, kv_type=s.kv_type,
+                             adapter=str(adapter) if adapter else None)
         log.info("serving %s (planned %.0f MiB)", key, planned / 2**20)
         return Slot(model, Worker(key, engine, self.config.queue_size), planned)
 
@@ -200,10 +205,15 @@ class Pool:
             embedder.close()  # type: ignore[attr-defined]
 
 
-def _ctx(model: LocalModel, requested: int | None) -> int:
+def _planned(model: LocalModel, ctx: int | None, kv_type: str) -> int:
+    """Bytes a model will hold here: the RAM plan of a GGUF, the weights of an HF folder, 0 for a remote."""
     from ..engines.llamacpp import context_size
+    from ..models.memory import ModelShape, plan
+    from ..models.store import size_of
 
-    return context_size(model, requested)
+    if model.format == "gguf":
+        return plan(ModelShape.from_model(model), context_size(model, ctx), kv_type).total
+    return size_of(model.path) if model.path is not None else 0
 
 
 async def stream(job: Job, is_disconnected, every_s: float = 0.25) -> AsyncIterator[Chunk]:
