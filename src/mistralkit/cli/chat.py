@@ -37,7 +37,7 @@ def chat(
     temperature: o.Temperature = None, top_p: o.TopP = None, top_k: o.TopK = None, min_p: o.MinP = None,
     repeat_penalty: o.RepeatPenalty = None, seed: o.Seed = None, max_tokens: o.MaxTokens = None,
     greedy: o.Greedy = None, ctx: o.Ctx = None, threads: o.Threads = None, n_gpu_layers: o.GpuLayers = None,
-    device: o.Device = None, kv_type: o.KvType = None, strict_memory: o.StrictMemory = None,
+    device: o.Device = None, quant: o.Quant = None, kv_type: o.KvType = None, strict_memory: o.StrictMemory = None,
     log_level: o.LogLevel = None,
 ) -> None:
     """Chat with a local model; every turn is saved in the history.
@@ -55,6 +55,12 @@ def chat(
       mistralkit chat --ctx 16384 --kv-type q8_0   # long context, half the KV memory
 
       mistralkit chat --adapter my-tune   # a LoRA adapter from `mistralkit export --gguf-adapter`
+
+      mistralkit chat -m mistralai/Mistral-7B-Instruct-v0.2 --device cuda --quant 4 --adapter runs/support
+
+      mistralkit chat -m runs/support   # a tuned run folder directly (transformers engine), no export
+
+      mistralkit chat -m gpt   # a configured remote (`mistralkit remotes add`), or MODEL_TYPE=openai
     """
     from ..api import load
     from ..chat.history import Store
@@ -70,7 +76,7 @@ def chat(
     resolved = _settings(model=model, adapter=adapter, system=system, stream=stream, temperature=temperature, top_p=top_p,
                          top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed,
                          max_tokens=max_tokens, greedy=greedy, ctx=ctx, threads=threads,
-                         n_gpu_layers=n_gpu_layers, device=device, kv_type=kv_type,
+                         n_gpu_layers=n_gpu_layers, device=device, quant=quant, kv_type=kv_type,
                          strict_memory=strict_memory, log_level=log_level)
     loaded = load(resolved.settings)
     _notice(loaded.model)
@@ -104,7 +110,7 @@ def run(
     temperature: o.Temperature = None, top_p: o.TopP = None, top_k: o.TopK = None, min_p: o.MinP = None,
     repeat_penalty: o.RepeatPenalty = None, seed: o.Seed = None, max_tokens: o.MaxTokens = None,
     greedy: o.Greedy = None, ctx: o.Ctx = None, threads: o.Threads = None, n_gpu_layers: o.GpuLayers = None,
-    device: o.Device = None, kv_type: o.KvType = None, strict_memory: o.StrictMemory = None,
+    device: o.Device = None, quant: o.Quant = None, kv_type: o.KvType = None, strict_memory: o.StrictMemory = None,
     log_level: o.LogLevel = None,
 ) -> None:
     """Answer one prompt and exit (not saved in the history).
@@ -118,6 +124,8 @@ def run(
       mistralkit run --json --greedy "2+2=" | jq .usage
 
       mistralkit run --adapter ./my-tune.gguf "Hello"
+
+      MODEL_TYPE=openai OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_MODEL=gemma-3-270m mistralkit run "hi"
     """
     from ..api import load
     from ..api import run as run_prompt
@@ -133,7 +141,7 @@ def run(
         raise InvalidParameter("the prompt is empty")
     settings = _settings(model=model, adapter=adapter, system=system, temperature=temperature, top_p=top_p, top_k=top_k,
                          min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens,
-                         greedy=greedy, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, device=device,
+                         greedy=greedy, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, device=device, quant=quant,
                          kv_type=kv_type, strict_memory=strict_memory, log_level=log_level).settings
     loaded = load(settings)
     if not as_json:
@@ -142,7 +150,7 @@ def run(
     try:
         if as_json:
             result = run_prompt(prompt, loaded)
-            print(json.dumps({"model": loaded.model.name, "model_path": str(loaded.model.path),
+            print(json.dumps({"model": loaded.model.name, "model_path": str(loaded.model.path) if loaded.model.path else None,
                               "text": result.text, "finish_reason": result.finish_reason,
                               "usage": result.usage.to_dict()}, ensure_ascii=False))
         else:

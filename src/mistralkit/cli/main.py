@@ -8,11 +8,12 @@ import typer
 
 from .. import __version__
 from ..errors import MistralkitError
-from . import bench, chat, config, correct, data, datagen, embed, evaluate, export, models, serve, sessions, tune
+from . import (bench, chat, config, correct, data, datagen, embed, evaluate, export, models, remotes, serve, sessions,
+               tune)
 
 app = typer.Typer(
     name="mistralkit",
-    help="Local-first toolkit for Mistral-family models. Nothing leaves the machine.\n\n"
+    help="Local-first toolkit for Mistral-family models. Nothing leaves the machine unless you pick a remote API (`mistralkit remotes`).\n\n"
          "Examples:\n\n"
          "  mistralkit chat                      # chat with the embedded default model\n\n"
          "  mistralkit run 'Write a haiku'        # one answer, streamed\n\n"
@@ -39,6 +40,7 @@ app.add_typer(sessions.app, name="sessions")
 app.add_typer(config.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(datagen.app, name="datagen")
+app.add_typer(remotes.app, name="remotes")
 
 
 def _version(value: bool) -> None:

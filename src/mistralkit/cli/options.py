@@ -10,8 +10,8 @@ import typer
 MODEL = "Model"
 SAMPLING = "Sampling"
 
-Model = Annotated[str | None, typer.Option("--model", "-m", help="Model name or path to a .gguf file.", rich_help_panel=MODEL)]
-Adapter = Annotated[str | None, typer.Option("--adapter", help="GGUF LoRA adapter (registered name or path) on top of the model.", rich_help_panel=MODEL)]
+Model = Annotated[str | None, typer.Option("--model", "-m", help="Model: a name, a .gguf file, an HF folder or hub id, a tuned run folder, or a configured remote.", rich_help_panel=MODEL)]
+Adapter = Annotated[str | None, typer.Option("--adapter", help="LoRA adapter on top of the model: a GGUF adapter (name or path) for GGUF models, a PEFT folder or tuned run for HF models.", rich_help_panel=MODEL)]
 System = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
 Temperature = Annotated[float | None, typer.Option(help="Sampling temperature (0 = greedy).", rich_help_panel=SAMPLING)]
 TopP = Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling threshold.", rich_help_panel=SAMPLING)]

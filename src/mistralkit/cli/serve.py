@@ -30,7 +30,7 @@ def serve(
     queue_size: Annotated[int, typer.Option("--queue-size", help="Requests per model, running + waiting; more get 429.")] = 8,
     memory_budget: Annotated[str | None, typer.Option("--memory-budget", help="RAM for loaded models, e.g. 6G (default: available memory).")] = None,
     ctx: o.Ctx = None, threads: o.Threads = None, kv_type: o.KvType = None, max_tokens: o.MaxTokens = None,
-    n_gpu_layers: o.GpuLayers = None, device: o.Device = None, strict_memory: o.StrictMemory = None,
+    n_gpu_layers: o.GpuLayers = None, device: o.Device = None, quant: o.Quant = None, strict_memory: o.StrictMemory = None,
     log_level: o.LogLevel = None,
 ) -> None:
     """Serve an OpenAI-compatible API (/v1/...) and a web chat page (/) on this machine.
@@ -55,7 +55,7 @@ def serve(
     from ..settings import load, load_section
 
     settings = load(cli={"ctx": ctx, "threads": threads, "kv_type": kv_type, "max_tokens": max_tokens,
-                         "n_gpu_layers": n_gpu_layers, "device": device, "strict_memory": strict_memory,
+                         "n_gpu_layers": n_gpu_layers, "device": device, "quant": quant, "strict_memory": strict_memory,
                          "log_level": log_level}).settings
     setup(settings.log_level)
     keys = _keys(api_key, api_key_file)

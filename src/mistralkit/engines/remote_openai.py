@@ -1,0 +1,80 @@
+"""OpenAI-compatible chat completions (OpenAI, Mistral's API, vLLM, llama.cpp, ``mistralkit serve``).
+
+``POST {base_url}/chat/completions`` with ``stream: true``. What differs between servers is a row of
+``FLAVORS``: Mistral's API takes ``random_seed`` for ``seed`` and reports usage in its last chunk
+without being asked (it has no ``stream_options``). Only OpenAI's own parameters are sent
+(max_tokens, temperature, top_p, seed, stop); llama.cpp's top_k, min_p and repeat_penalty are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..errors import RemoteError
+from ..formats.base import Message
+from .base import GenerationParams
+from .remote import Delta, RemoteEngine
+from .remote_http import Event, one_line
+
+MAX_STOPS = 4  # OpenAI's limit; the engine enforces any others itself
+
+
+@dataclass(frozen=True)
+class Flavor:
+    seed_field: str = "seed"
+    usage_option: bool = True  # send stream_options.include_usage
+
+
+FLAVORS = {"openai": Flavor(), "vllm": Flavor(), "mistral": Flavor(seed_field="random_seed", usage_option=False)}
+
+
+class OpenAIEngine(RemoteEngine):
+    kind = "openai"
+
+    def request(self, messages: list[Message], params: GenerationParams,
+                key: str | None) -> tuple[str, dict[str, str], dict]:
+        flavor = FLAVORS[self.remote.flavor or "openai"]
+        body: dict = {"model": self.remote.model, "messages": messages, "stream": True,
+                      "max_tokens": params.max_tokens}
+        if params.is_greedy:
+            body["temperature"] = 0.0
+        else:
+            body["temperature"], body["top_p"] = params.temperature, params.top_p
+        if flavor.usage_option:
+            body["stream_options"] = {"include_usage": True}
+        if params.seed is not None:
+            body[flavor.seed_field] = params.seed
+        if params.stop:
+            body["stop"] = list(params.stop[:MAX_STOPS])
+        headers = {"Accept": "text/event-stream"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return f"{self.remote.base_url}/chat/completions", headers, body
+
+    def parse(self, events: Iterator[Event], where: str) -> Iterator[Delta]:
+        for event in events:
+            if event.data.strip() == "[DONE]":
+                yield Delta(done=True)
+                return
+            data = event.json(where)
+            if not isinstance(data, dict):
+                raise RemoteError(f"{where} sent an event that is not an object", status=502)
+            if data.get("error"):
+                error = data["error"]
+                said = error.get("message") if isinstance(error, dict) else error
+                raise RemoteError(f"{where} failed mid-answer: {one_line(str(said), None)}", status=502)
+            usage = data.get("usage")
+            if isinstance(usage, dict):
+                details = usage.get("prompt_tokens_details") or {}
+                yield Delta(prompt_tokens=_int(usage.get("prompt_tokens")),
+                            completion_tokens=_int(usage.get("completion_tokens")),
+                            cached_tokens=_int(details.get("cached_tokens")) if isinstance(details, dict) else None)
+            for choice in data.get("choices") or []:
+                delta = choice.get("delta") or {}
+                text = delta.get("content") if isinstance(delta, dict) else None
+                yield Delta(text=text if isinstance(text, str) else "", finish=choice.get("finish_reason") or None)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
