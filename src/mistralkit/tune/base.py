@@ -1,8 +1,10 @@
 """The base model for training: resolve, check the hardware, load with transformers, wrap in LoRA.
 
 A GGUF is dequantized by transformers (``from_pretrained(dir, gguf_file=name)``) and, when small,
-cached as safetensors under ``$CACHE/tune-bases``; an HF directory loads as is. LoRA targets come from ``TARGETS`` by the config's ``model_type``, else every linear
-layer. torch, transformers and peft are imported here only, inside functions.
+cached as safetensors under ``$CACHE/tune-bases``; an HF directory loads with the class its
+``model_type`` names in ``arch.ARCHS`` (``AutoModelForCausalLM`` for most). LoRA targets come from
+the same row, else every linear layer. torch, transformers and peft are imported here only,
+inside functions.
 """
 
 from __future__ import annotations
@@ -12,23 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidParameter, MissingDependency
+from .arch import Arch, arch_of, arch_of_base, lora_targets
 from .config import TuneConfig
 
-ATTENTION_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-# model_type -> LoRA target modules: all linear projections of attention and MLP, never lm_head.
-TARGETS: dict[str, list[str]] = {
-    "llama": ATTENTION_MLP,
-    "mistral": ATTENTION_MLP,
-    "mistral3": ATTENTION_MLP,
-    "ministral": ATTENTION_MLP,
-    "mixtral": ["q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3"],
-    "gemma": ATTENTION_MLP,
-    "gemma2": ATTENTION_MLP,
-    "gemma3": ATTENTION_MLP,
-    "gemma3_text": ATTENTION_MLP,
-    "qwen2": ATTENTION_MLP,
-    "qwen3": ATTENTION_MLP,
-}
 TUNE_HINT = "pip install 'mistralkit[tune]'"
 # GGUF bases up to this size keep a dequantized copy in the cache (the 253 MB 270M model: ~1.1 GB of
 # fp32); a larger one would fill the disk for a load that is rare on a CPU anyway.
@@ -96,8 +84,9 @@ def _torch_dtype(name: str):
 def load_base(local, config: TuneConfig, device: str, dtype: str):
     """The transformers model of a ``LocalModel`` (GGUF dequantized, or an HF directory)."""
     require_torch()
-    from transformers import AutoModelForCausalLM
+    import transformers
 
+    loader = getattr(transformers, arch_of_base(local)[1].loader)
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype)}
     if config.qlora:
         import torch
@@ -109,9 +98,9 @@ def load_base(local, config: TuneConfig, device: str, dtype: str):
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # one GPU per process
     try:
         if local.format == "gguf":
-            model = _load_gguf(AutoModelForCausalLM, local, kwargs, cache=not config.qlora)
+            model = _load_gguf(loader, local, kwargs, cache=not config.qlora)
         elif local.format == "hf":
-            model = AutoModelForCausalLM.from_pretrained(str(local.path), **kwargs)
+            model = loader.from_pretrained(str(local.path), **kwargs)
         else:
             raise InvalidParameter(f"{local.name} is a {local.format} model, not a causal LM to tune")
     except (ValueError, OSError, KeyError) as exc:
@@ -165,7 +154,8 @@ def wrap_lora(model, config: TuneConfig, device: str, dtype: str) -> Loaded:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     model_type = getattr(model.config, "model_type", "") or ""
-    targets: list[str] | str = config.target_modules or TARGETS.get(model_type, "all-linear")
+    arch = arch_of(model_type)
+    targets = lora_targets(arch, config.target_modules)
     if config.qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
@@ -180,6 +170,21 @@ def wrap_lora(model, config: TuneConfig, device: str, dtype: str) -> Loaded:
     except ValueError as exc:
         raise InvalidParameter(f"LoRA target modules {targets}: {exc}",
                                hint="list module names of this architecture with --target-modules") from exc
+    _freeze(peft_model.get_base_model(), arch, targets)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     return Loaded(peft_model, model_type, targets, device, dtype, trainable, total)
+
+
+def _freeze(model, arch: Arch, targets: list[str] | str) -> None:
+    """Keep the architecture's frozen parts (a vision tower, a projector) frozen and free of LoRA."""
+    if not arch.frozen:
+        return
+    for name, param in model.named_parameters():
+        if arch.is_frozen(name):
+            if "lora_" in name:
+                raise InvalidParameter(f"LoRA target modules {targets} reach {name.rsplit('.lora_', 1)[0]}, "
+                                       f"outside the language model",
+                                       hint="LoRA adapters for vLLM and llama.cpp cover the language model "
+                                            "only: name its projections (q_proj, v_proj, ...)")
+            param.requires_grad_(False)

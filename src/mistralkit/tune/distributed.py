@@ -32,10 +32,12 @@ def encoded_rows(path: str, config: TuneConfig) -> tuple[list[dict[str, list[int
     from .masks import open_encoder
     from .train import encode_file
 
+    from .arch import default_tokenizer
     from .base import resolve_base
 
-    model_ref = None if config.tokenizer else str(resolve_base(config.base).path)
-    with open_encoder(model_ref, config.tokenizer) as encoder:
+    local = resolve_base(config.base)
+    tokenizer = config.tokenizer or default_tokenizer(local)
+    with open_encoder(None if tokenizer else str(local.path), tokenizer) as encoder:
         data = encode_file(path, encoder, config)
         return [{"input_ids": e.input_ids, "labels": e.labels} for e in data.samples], encoder.pad_id
 

@@ -47,16 +47,25 @@ class ArchMap:
     rope_permuted: dict[str, str]
 
 
+ROPE_INTERLEAVED = {"self_attn.q_proj": "attention.head_count", "self_attn.k_proj": "attention.head_count_kv"}
 ARCHITECTURES = {
-    "llama": ArchMap(DECODER_MODULES, {"self_attn.q_proj": "attention.head_count",
-                                       "self_attn.k_proj": "attention.head_count_kv"}),
+    "llama": ArchMap(DECODER_MODULES, ROPE_INTERLEAVED),
+    # Ministral 3 / Mistral Small 3.1 text model (llama-cpp-python >= 0.3.17 knows the arch): the
+    # converter permutes Q/K as for llama (its Ministral3Model is a LlamaModel) and runs "normal" RoPE.
+    "mistral3": ArchMap(DECODER_MODULES, ROPE_INTERLEAVED),
     "gemma3": ArchMap(DECODER_MODULES, {}),
     "gemma2": ArchMap(DECODER_MODULES, {}),
     "qwen2": ArchMap(DECODER_MODULES, {}),
     "qwen3": ArchMap(DECODER_MODULES, {}),
 }
 
-PEFT_KEY = re.compile(r"^(?:base_model\.model\.)?(?:model\.)?(?:language_model\.)?layers\.(\d+)\.(.+)\.lora_([AB])\.weight$")
+# A decoder-layer LoRA tensor of a causal LM (``base_model.model.model.layers.N...``) or of the language model
+# inside a multimodal one (Mistral 3: ``base_model.model.model.language_model.layers.N...``, or
+# ``...language_model.model.layers.N...`` as transformers < 4.52 named it).
+PEFT_KEY = re.compile(r"^(?:base_model\.model\.)?(?:model\.)?(?:language_model\.)?(?:model\.)?"
+                      r"layers\.(\d+)\.(.+)\.lora_([AB])\.weight$")
+# Parts of a multimodal model that a llama.cpp text adapter cannot carry (they live in the mmproj GGUF).
+NOT_TEXT = ("vision_tower.", "multi_modal_projector.", "vision_model.", "audio_tower.")
 
 
 def find_peft_dir(path: Path) -> Path:
@@ -151,6 +160,11 @@ def gguf_tensors(tensors: dict, base: LocalModel) -> dict[str, "object"]:
     for key, value in tensors.items():
         match = PEFT_KEY.match(key)
         module = match.group(2) if match else key
+        outside = next((part.rstrip(".") for part in NOT_TEXT if part in key), None)
+        if outside:
+            raise InvalidParameter(f"the LoRA tensor {key!r} adapts the {outside}, outside the language model, "
+                                   f"which a llama.cpp adapter of the {arch} text model cannot hold",
+                                   hint="train LoRA on the language model only (mistralkit tune's default)")
         if match is None or module not in mapping.modules:
             raise InvalidParameter(f"cannot map the LoRA tensor {key!r} to a llama.cpp tensor of {arch}",
                                    hint=f"export supports LoRA on {', '.join(mapping.modules)}")

@@ -104,21 +104,23 @@ def quantize(source: Path, target: Path, quant: str, threads: int = 0) -> Path:
 
 
 def write_merged_hf(peft_dir: Path, base: LocalModel, target: Path, tokenizer: str | None) -> Path:
-    """An HF Llama/Mistral base with the adapter merged by PEFT, written as an f16 llama GGUF."""
+    """An HF Llama/Mistral/Mistral 3 base with the adapter merged by PEFT, written as an f16 GGUF."""
+    from .arch import arch_of_base, default_tokenizer
     from .base import require_torch
-    from .to_gguf import write_llama_gguf
+    from .to_gguf import write_gguf
 
     torch = require_torch()
+    import transformers
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    tokenizer = tokenizer or base.mistral_tokenizer
+    tokenizer = tokenizer or default_tokenizer(base)
     if tokenizer is None:
         raise InvalidParameter(f"merging the HF model {base.name} into a GGUF needs its Mistral tokenizer",
                                hint="pass --tokenizer v1|v2|v3 (the one used for training)")
-    model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32)
+    loader = getattr(transformers, arch_of_base(base)[1].loader)
+    model = loader.from_pretrained(str(base.path), dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, str(peft_dir)).merge_and_unload()
-    return write_llama_gguf(merged.state_dict(), merged.config, tokenizer, target, "f16")
+    return write_gguf(merged.state_dict(), merged.config, tokenizer, target, "f16")
 
 
 def merge_to_gguf(source: Path, base: LocalModel, out: Path, quant: str = "q4_k_m", threads: int = 0,

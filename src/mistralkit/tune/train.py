@@ -252,16 +252,21 @@ def plot_loss(state: State, target: Path) -> str | None:
     return None
 
 
-def _encode_data(config: TuneConfig) -> tuple[Dataset, Dataset | None, int, Any]:
+def _encode_data(config: TuneConfig) -> tuple[Dataset, Dataset | None, int, Any, str | None]:
+    """Train and valid sets, pad id, the base, and the Mistral tokenizer used (None: the base's own)."""
+    from .arch import default_tokenizer
     from .base import resolve_base
 
     local = resolve_base(config.base)
-    model_ref = None if config.tokenizer else str(local.path)
-    with open_encoder(model_ref, config.tokenizer) as encoder:
+    # An HF checkpoint of a known Mistral architecture (Ministral 3) encodes as inference does
+    # without --tokenizer; others need it, or are GGUFs whose metadata names their format.
+    tokenizer = config.tokenizer or default_tokenizer(local)
+    model_ref = None if tokenizer else str(local.path)
+    with open_encoder(model_ref, tokenizer) as encoder:
         train_set = encode_file(config.data, encoder, config)
         valid_set = encode_file(config.valid, encoder, config) if config.valid else None
         pad_id = encoder.pad_id
-    return train_set, valid_set, pad_id, local
+    return train_set, valid_set, pad_id, local, tokenizer
 
 
 def train(config: TuneConfig, *, progress: bool = True,
@@ -282,7 +287,7 @@ def train(config: TuneConfig, *, progress: bool = True,
     if not config.resume and (last_checkpoint(out) is not None or (out / "training_summary.json").exists()):
         raise InvalidParameter(f"{out} already holds a run",
                                hint="pass --resume to continue it, or choose another --out")
-    train_set, valid_set, pad_id, local = _encode_data(config)
+    train_set, valid_set, pad_id, local, tokenizer = _encode_data(config)
 
     import torch
 
@@ -351,7 +356,8 @@ def train(config: TuneConfig, *, progress: bool = True,
                  "model_type": loaded.model_type},
         "data": {"train": {"path": config.data, **train_set.stats()},
                  "valid": {"path": config.valid, **valid_set.stats()} if valid_set else None},
-        "hyperparameters": {**config.to_dict(), "target_modules": loaded.targets, "total_steps": steps},
+        "hyperparameters": {**config.to_dict(), "tokenizer": tokenizer, "target_modules": loaded.targets,
+                            "total_steps": steps},
         "device": device, "precision": dtype,
         "trainable_params": loaded.trainable, "total_params": loaded.total,
         "trainable_percent": round(100 * loaded.trainable / loaded.total, 4),
