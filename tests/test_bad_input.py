@@ -186,7 +186,7 @@ def test_serve_on_a_busy_port_says_so_before_any_banner(mk_home):
 
 def test_a_sample_with_nothing_to_train_within_max_length_is_named(tmp_path):
     from mistralkit.tune.config import TuneConfig
-    from mistralkit.tune.masks import open_encoder
+    from mistralkit.formats.layout import open_encoder
     from mistralkit.tune.train import encode_file
 
     data = tmp_path / "train.jsonl"

@@ -81,7 +81,7 @@ def test_choice_scores_equal_log_probabilities_computed_directly_with_llama_cpp(
     import llama_cpp
 
     from mistralkit.models.store import resolve_adapter
-    from mistralkit.tune.masks import open_encoder
+    from mistralkit.formats.layout import open_encoder
 
     row = next(r for r in rows(evaluated) if r["system"] == TUNED and r["id"] == "mc-moons")
     item = next(i for i in read_suite(evaluated / "suite.jsonl") if i.id == "mc-moons")

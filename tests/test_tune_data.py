@@ -15,7 +15,7 @@ from mistralkit.errors import DatasetError
 from mistralkit.formats.jinja import JinjaFormat
 from mistralkit.formats.mistral import TOKENIZER_FILES, MistralFormat
 from mistralkit.tune.data import check, convert, describe_shapes, parse_line, read_samples, shape_counts, split
-from mistralkit.tune.masks import IGNORE, encode, encoder_for, pad_batch
+from mistralkit.formats.layout import IGNORE, encode, encoder_for, pad_batch
 from mistralkit.tune.stats import histogram, percentile, stats, validate
 
 PROMPT = {"prompt": "What is 2+2?", "response": "4."}

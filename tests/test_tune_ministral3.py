@@ -161,7 +161,7 @@ def test_one_step_trains_language_model_lora_only(tiny, data, mk_home):
     from mistralkit.tune.base import load_base, wrap_lora
     from mistralkit.tune.batches import loss_sum, to_tensors
     from mistralkit.tune.data import read_samples
-    from mistralkit.tune.masks import encode, open_encoder
+    from mistralkit.formats.layout import encode, open_encoder
 
     config = TuneConfig(data="x", out="y", rank=4, dropout=0.0)
     loaded = wrap_lora(load_base(resolve(str(tiny)), config, "cpu", "fp32"), config, "cpu", "fp32")
@@ -211,7 +211,7 @@ def test_packed_rows_keep_samples_apart(tiny, mk_home):
     from transformers import Mistral3ForConditionalGeneration
 
     from mistralkit.tune.batches import loss_sum, to_tensors
-    from mistralkit.tune.masks import Encoded
+    from mistralkit.formats.layout import Encoded
 
     model = Mistral3ForConditionalGeneration.from_pretrained(tiny).eval()
     torch.manual_seed(1)
@@ -229,7 +229,7 @@ def test_tune_writes_an_adapter_vllm_maps(run_dir, tiny, data, ids, mk_home):
 
     from mistralkit.formats.mistral import MistralFormat
     from mistralkit.tune.data import read_samples
-    from mistralkit.tune.masks import encode, open_encoder
+    from mistralkit.formats.layout import encode, open_encoder
 
     summary = json.loads((run_dir / "training_summary.json").read_text())
     assert summary["base"]["model_type"] == "mistral3" and summary["steps"] == 3

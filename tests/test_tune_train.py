@@ -184,7 +184,7 @@ def test_packed_rows_give_the_padded_loss(arch):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, MistralConfig, MistralForCausalLM
 
     from mistralkit.tune.batches import loss_sum, packed, to_tensors, trained_tokens
-    from mistralkit.tune.masks import IGNORE, Encoded
+    from mistralkit.formats.layout import IGNORE, Encoded
 
     torch.manual_seed(0)
     small = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

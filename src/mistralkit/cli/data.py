@@ -42,7 +42,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 def _encoder(model: str | None, tokenizer: str | None):
     from ..errors import InvalidParameter
     from ..logs import setup
-    from ..tune.masks import open_encoder
+    from ..formats.layout import open_encoder
 
     setup("warning")  # llama.cpp's loading chatter goes to the log file, not the terminal
     if model and tokenizer:

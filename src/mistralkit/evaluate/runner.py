@@ -216,7 +216,7 @@ def _previous_memory(out: Path) -> dict[str, int]:
 def run_eval(config: EvalConfig, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Evaluate every system; returns the report (also written to OUT as JSON, Markdown and PNG)."""
     from ..engines import require
-    from ..tune.masks import encoder_for
+    from ..formats.layout import encoder_for
     from .report import summarize, write_reports
 
     items = read_suite(config.suite, judge=config.judge is not None, match=config.match)

@@ -4,7 +4,7 @@
   single spaces), as SQuAD-style evaluations compare answers.
 * ``regex``: ``re.search`` of the item's pattern in the raw output.
 * ``choice``: each choice is scored as the assistant's answer to the item's conversation, with the
-  prompt and answer tokens laid out exactly as training lays them out (``tune.masks``: the same
+  prompt and answer tokens laid out exactly as training lays them out (``formats.layout``: the same
   chat format as inference). Its score is the sum of the log-probabilities the engine gives its
   answer tokens (the closing EOS left out), as lm-evaluation-harness scores ``acc``; the highest
   wins. No text is generated.
@@ -47,7 +47,7 @@ def regex(output: str, pattern: str) -> bool:
 
 def choice_tokens(encoder, messages: Sequence[Message], choice: str) -> tuple[list[int], list[int]]:
     """(prompt tokens, answer tokens) of ``choice`` as the assistant's reply, as training encodes it."""
-    from ..tune.masks import IGNORE, encode
+    from ..formats.layout import IGNORE, encode
 
     sample = Sample(messages=(*messages, {"role": "assistant", "content": choice}),
                     weights=(*([0.0] * len(messages)), 1.0))

@@ -1,1 +1,1 @@
-"""Fine-tuning: training data (data.py), loss masks (masks.py)."""
+"""Fine-tuning: training data (data.py); the loss masks are formats/layout.py, shared with evaluate."""

@@ -6,7 +6,7 @@ Two layouts give the same loss (a test checks it to 1e-4):
   ``position_ids`` starting at 0 for each sample and no attention mask, which transformers turns
   into a block-diagonal causal mask: no token attends to another sample, and there is no padding.
   The first token of each sample gets no label, so nothing learns to predict across a boundary.
-* **padded**: one row per sample, right-padded to the longest (``masks.pad_batch``).
+* **padded**: one row per sample, right-padded to the longest (``formats.layout.pad_batch``).
 
 Either way the language-model head runs only where a label is trained (``logits_to_keep`` with
 the positions), which saves most of the work for large vocabularies (Gemma's 262k tokens).
@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from .masks import IGNORE, Encoded, pad_batch
+from ..formats.layout import IGNORE, Encoded, pad_batch
 
 
 def packed(batch: Sequence[Encoded]) -> dict[str, list[list[int]]]:

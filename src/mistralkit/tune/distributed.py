@@ -29,7 +29,7 @@ SWITCHES = ("resume", "qlora", "packing", "train_on_inputs", "gradient_checkpoin
 
 def encoded_rows(path: str, config: TuneConfig) -> tuple[list[dict[str, list[int]]], int]:
     """The samples of ``path`` as Trainer rows (input ids, labels), and the pad id."""
-    from .masks import open_encoder
+    from ..formats.layout import open_encoder
     from .train import encode_file
 
     from .arch import default_tokenizer
@@ -46,7 +46,7 @@ def padding_collator(pad_id: int):
     """Right-pad a batch to its longest row: pad id for inputs, -100 for labels, mask 0."""
     import torch
 
-    from .masks import IGNORE
+    from ..formats.layout import IGNORE
 
     def collate(batch: list[dict[str, list[int]]]) -> dict[str, Any]:
         longest = max(len(row["input_ids"]) for row in batch)

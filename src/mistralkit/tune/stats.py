@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .data import Sample, check, read_samples, shape_counts
-from .masks import SampleEncoder, encode
+from ..formats.layout import SampleEncoder, encode
 
 
 @dataclass

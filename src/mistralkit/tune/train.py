@@ -31,7 +31,7 @@ from ..errors import InvalidParameter
 from ..measure import peak_rss, pyplot
 from .config import TuneConfig
 from .batches import loss_sum, takes_logits_to_keep, to_tensors, trained_tokens
-from .masks import Encoded, encode, open_encoder
+from ..formats.layout import Encoded, encode, open_encoder
 
 # Settings a resumed run must share with the checkpoint, or it would not end where the first would.
 RESUME_KEYS = ("base", "data", "tokenizer", "rank", "alpha", "dropout", "target_modules", "lr", "weight_decay",

@@ -1,5 +1,7 @@
 """Samples to ``input_ids`` and ``labels``: the tokens inference would see, loss only where we train.
 
+The one prompt layout shared by training (``tune``) and scoring (``evaluate``'s multiple choice).
+
 By default loss is on every assistant turn of weight 1 and on the token that closes it (EOS for
 Mistral, the template's end-of-turn for Jinja templates); system and user turns, the chat
 markup around them and the BOS get label ``-100``. ``train_on_inputs=True`` trains every token.
@@ -35,13 +37,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..formats.base import ChatFormat, Message, Tokenizer
-from ..formats.jinja import JinjaFormat
-from ..formats.mistral import TOKENIZER_FILES, MistralFormat, _to_mistral, load_tokenizer
-from ..formats.plain import PlainFormat
-from .data import Sample
+from .base import ChatFormat, Message, Tokenizer
+from .jinja import JinjaFormat
+from .mistral import TOKENIZER_FILES, MistralFormat, _to_mistral, load_tokenizer
+from .plain import PlainFormat
+
+if TYPE_CHECKING:
+    from ..tune.data import Sample
 
 IGNORE = -100
 # A user turn nobody writes: it makes templates render the end of the last assistant turn.
@@ -279,7 +283,7 @@ def open_encoder(model: str | None = None, tokenizer: str | None = None) -> Iter
         yield MistralEncoder(MistralFormat(tokenizer))
         return
     from ..engines import load_engine
-    from ..formats import mistral_tokenizer_of
+    from . import mistral_tokenizer_of
     from ..models.store import resolve
 
     local = resolve(model)
