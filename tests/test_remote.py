@@ -473,3 +473,47 @@ def test_serve_proxies_a_remote_and_refuses_what_it_cannot_do(server, model, mk_
     assert KEY not in proxy.output()
     listed = cli("remotes", "list", "--json", env=env)
     assert listed.returncode == 0 and [r["name"] for r in json.loads(listed.stdout)] == ["openai"], listed.stderr
+
+
+def test_chat_eval_correct_and_datagen_work_take_a_remote_model(server, cli, tmp_path):
+    """Every command's --model takes a configured remote: here `mine`, our own server on loopback."""
+    from test_datagen_server import Server as DatagenServer
+    from test_datagen_server import small_spec
+
+    env = {"MK_CLI_KEY": KEY}
+    added = cli("remotes", "add", "mine", "--url", f"{server.url}/v1", "--model", MODEL, "--key-env", "MK_CLI_KEY",
+                home=tmp_path, env=env)
+    assert added.returncode == 0, added.stderr
+    messages = [{"role": "user", "content": "hi"}]
+    direct(server, messages, max_tokens=1)
+    expected = direct(server, messages, max_tokens=8)["choices"][0]["message"]["content"]
+    chatted = cli("chat", "-m", "mine", "-p", "hi", "--greedy", "-n", "8", home=tmp_path, env=env)
+    assert chatted.returncode == 0 and chatted.stdout.splitlines()[0].strip() == expected.strip(), chatted.stderr
+    assert KEY not in (tmp_path / "data" / "history.db").read_bytes().decode("latin-1")
+
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text(json.dumps({"id": "a", "prompt": "Say yes.", "pattern": "."}) + "\n")
+    evaluated = cli("eval", "-s", str(suite), "-m", "mine", "-n", "4", "--out", str(tmp_path / "ev"), "--json",
+                    home=tmp_path, env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    system = json.loads(evaluated.stdout)["systems"][0]
+    assert (system["system"], system["engine"], system["peak_rss"], system["items"]) == ("mine", "openai", None, 1)
+    choice = tmp_path / "choice.jsonl"
+    choice.write_text(json.dumps({"id": "c", "prompt": "Pick.", "choices": ["a", "b"], "expected": 0}) + "\n")
+    refused = cli("eval", "-s", str(choice), "-m", "mine", "--out", str(tmp_path / "ev2"), home=tmp_path, env=env)
+    assert refused.returncode != 0 and "log-probabilities" in refused.stderr and "Traceback" not in refused.stderr
+
+    corrected = cli("correct", "--mode", "hybrid", "-m", "mine", "Il son allé au marché.", home=tmp_path, env=env)
+    assert corrected.returncode == 0 and corrected.stdout.strip(), corrected.stderr
+    assert "prompts go to a server on this machine" in corrected.stderr
+
+    spec = small_spec(tmp_path, 1)
+    datagen = DatagenServer(spec, tmp_path / "state", tmp_path).start()
+    try:
+        worked = cli("datagen", "work", "--server", datagen.url, "-m", "mine", "--count", "1", "--tries", "1",
+                     "-n", "24", "--json", home=tmp_path, env=env, timeout=300)
+    finally:
+        datagen.stop()
+    assert worked.returncode == 0, worked.stderr[-2000:]
+    assert json.loads(worked.stdout)["handled"] == 1
+    assert "prompts go to a server on this machine" in worked.stderr
