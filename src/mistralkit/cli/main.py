@@ -9,7 +9,7 @@ import typer
 from .. import __version__
 from ..errors import MistralkitError
 from . import (bench, chat, config, correct, data, datagen, embed, evaluate, export, models, remotes, serve, sessions,
-               tune)
+               tune, vllm)
 
 app = typer.Typer(
     name="mistralkit",
@@ -41,6 +41,7 @@ app.add_typer(config.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(datagen.app, name="datagen")
 app.add_typer(remotes.app, name="remotes")
+app.add_typer(vllm.app, name="vllm")
 
 
 def _version(value: bool) -> None:
