@@ -61,7 +61,7 @@ def load(settings: Settings) -> Loaded:
     """
     model = resolve_model(settings)
     adapter = None
-    if settings.adapter:
+    if settings.adapter and not (model.format == "hf-run" and not settings.model):  # the run is base + adapter
         adapter = resolve_adapter(settings.adapter)[0] if model.format == "gguf" else settings.adapter
     if model.format == "gguf" and settings.device in ("auto", "cpu") and not settings.n_gpu_layers:
         warning = check_before_load(model, settings.ctx, settings.kv_type, settings.strict_memory)
@@ -84,6 +84,11 @@ def resolve_model(settings: Settings):
         return remote
     adapter_base = None
     if settings.adapter and not settings.model:
+        from .engines.hf_run import run_folder_model
+
+        run = run_folder_model(settings.adapter)  # --adapter runs/x: the run's base with its adapter
+        if run is not None:
+            return run
         adapter_base = resolve_adapter(settings.adapter)[1]
     return resolve(settings.model or adapter_base)
 

@@ -28,6 +28,7 @@ WANTED = frozenset({
     "config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json",
     "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
     "merges.txt", "tekken.json", "chat_template.jinja", "chat_template.json",
+    "tokenizer.model.v1", "tokenizer.model.v2", "tokenizer.model.v3", "tokenizer.model.v7",  # mistral-common's
 })
 REPO_OFFLINE_HINT = ("no network? to add a model folder without a network, copy it (config.json, *.safetensors, "
                      "tokenizer) onto this machine and run `mistralkit models import DIR` (HF_ENDPOINT sets a mirror)")

@@ -94,8 +94,14 @@ def _from_path(path: Path, name: str | None = None, entry_quant=None) -> LocalMo
     if path.is_dir():
         fmt = model_dir_format(path)
         if fmt is None:
+            from ..engines.hf_run import run_folder_model  # no torch: looks for adapter/ + training_summary.json
+
+            run = run_folder_model(path, name)
+            if run is not None:
+                return run
             raise InvalidModelFile(f"{path} is neither a GGUF file nor a model directory",
-                                   hint="a model directory holds config.json and *.safetensors")
+                                   hint="a model directory holds config.json and *.safetensors; "
+                                        "a tune run folder holds adapter/ and training_summary.json")
         return LocalModel(name or path.name.lower(), path.resolve(), None, entry, fmt, quant)
     return LocalModel(name or path.stem.lower(), path.resolve(), read_info(path), entry, "gguf", quant)
 

@@ -1,0 +1,254 @@
+"""Vocabularies and chat formats for the transformers engine, the same tokens as the other engines.
+
+A Mistral model is tokenized by mistral-common (``MistralFormat``): its tokenizer version comes
+from the catalog or GGUF metadata (``formats.mistral_tokenizer_of``), else from the folder's own
+files (``tekken.json``, ``tokenizer.model.v3``, or a ``tokenizer.model`` identical to one that
+mistral-common ships). A GGUF base reads llama.cpp's vocabulary (vocab only, no weights), as the
+llama.cpp engine does; any other folder uses its Hugging Face tokenizer and, when
+``formats.select`` finds nothing better than the plain layout, the folder's Jinja chat template.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from .. import formats
+from ..errors import InvalidModelFile
+from ..formats.base import ChatFormat
+from ..formats.jinja import JinjaFormat
+from ..formats.mistral import TOKENIZER_FILES, MistralFormat, load_tokenizer
+from ..models.store import LocalModel
+
+# Files Mistral's HF repositories ship beside the weights -> tokenizer version (newest first).
+MISTRAL_FILES = (("tokenizer.model.v7", "v7"), ("tokenizer.model.v3", "v3"), ("tokenizer.model.v2", "v2"),
+                 ("tokenizer.model.v1", "v1"))
+# tekken.json declares the instruct version it encodes; v7 and later (v11, v13) differ from v7
+# only in tool calls and thinking, which mistralkit does not send (see formats/mistral.py).
+TEKKEN_V3 = ("v1", "v2", "v3")
+
+
+class Vocab(Protocol):
+    """``formats.base.Tokenizer`` plus what generation needs: ``decode`` and the vocabulary ``size``."""
+
+    bos_id: int | None
+    eos_id: int | None
+    add_bos: bool
+    size: int
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]: ...
+
+    def token_text(self, token_id: int) -> str: ...
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """Text of generated tokens, control tokens left out."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MistralVocab:
+    """mistral-common's tokenizer. Prompts come from messages, so text never carries control tokens."""
+
+    def __init__(self, version: str) -> None:
+        self._raw = load_tokenizer(version).instruct_tokenizer.tokenizer
+        self.bos_id, self.eos_id, self.add_bos = self._raw.bos_id, self._raw.eos_id, True
+        self.size = self._raw.n_words
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        return list(self._raw.encode(text, bos=False, eos=False))
+
+    def token_text(self, token_id: int) -> str:
+        from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
+
+        return self._raw.decode([token_id], special_token_policy=SpecialTokenPolicy.KEEP)
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return self._raw.decode(list(tokens))
+
+    def close(self) -> None:
+        pass
+
+
+class HFVocab:
+    """The Hugging Face tokenizer of a model folder."""
+
+    def __init__(self, folder: Path) -> None:
+        from transformers import AutoTokenizer
+
+        try:
+            self._tok = AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError, TypeError, KeyError, ImportError) as exc:
+            raise InvalidModelFile(f"{folder} has no tokenizer that transformers can load: {exc}",
+                                   hint="a model folder needs tokenizer.json (Mistral models: tekken.json or "
+                                        "tokenizer.model.v3)") from exc
+        self.bos_id, self.eos_id = self._tok.bos_token_id, self._tok.eos_token_id
+        probe = self._tok.encode("a", add_special_tokens=True)
+        self.add_bos = self.bos_id is not None and probe[:1] == [self.bos_id]
+        self.size = len(self._tok)
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False, split_special_tokens=not special))
+
+    def token_text(self, token_id: int) -> str:
+        return self._tok.decode([token_id], skip_special_tokens=False)
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return self._tok.decode(list(tokens), skip_special_tokens=True)
+
+    def close(self) -> None:
+        pass
+
+
+class GGUFVocab:
+    """llama.cpp's vocabulary of a GGUF (loaded without weights): the llama.cpp engine's tokens."""
+
+    def __init__(self, model: LocalModel) -> None:
+        import llama_cpp
+
+        from .llamacpp import open_llama
+
+        self._llm = open_llama(model, n_ctx=64, purpose=" for its vocabulary", vocab_only=True)
+        vocab = self._llm._model.vocab
+        bos, eos = self._llm.token_bos(), self._llm.token_eos()
+        self.bos_id = bos if bos >= 0 else None
+        self.eos_id = eos if eos >= 0 else None
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+        self.size = self._llm.n_vocab()
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    def token_text(self, token_id: int) -> str:
+        return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return self._llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.close()
+
+
+MAX_HELD = 8  # tokens held for a character that never completes (invalid bytes) before they go out as is
+
+
+class IncrementalDecoder:
+    """Text of a growing token list, piece by piece, never cutting a UTF-8 character or a word's space.
+
+    The last tokens are decoded again with a few before them (SentencePiece drops the space of a
+    sequence's first word) and new text is released once it no longer ends in a partial character.
+    The pieces join to ``decode(all tokens)``.
+    """
+
+    def __init__(self, vocab: Vocab) -> None:
+        self._decode = vocab.decode
+        self._ids: list[int] = []
+        self._prefix = 0  # where the context decoded again starts
+        self._read = 0  # tokens up to here are released
+
+    def feed(self, token: int) -> str:
+        self._ids.append(token)
+        done = self._decode(self._ids[self._prefix:self._read])
+        now = self._decode(self._ids[self._prefix:])
+        partial = now.endswith("\ufffd") and len(self._ids) - self._read < MAX_HELD
+        if len(now) <= len(done) or partial:
+            return ""
+        self._prefix, self._read = self._read, len(self._ids)
+        return now[len(done):]
+
+    def flush(self) -> str:
+        done = self._decode(self._ids[self._prefix:self._read])
+        now = self._decode(self._ids[self._prefix:])
+        self._prefix = self._read = len(self._ids)
+        return now[len(done):]
+
+
+# --- which tokenizer and format --------------------------------------------------------------
+
+def _tekken_version(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("config", {}).get("version")
+    except (OSError, ValueError) as exc:
+        raise InvalidModelFile(f"{path} is not a readable tekken tokenizer: {exc}") from exc
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+
+
+def folder_mistral_version(folder: Path) -> str | None:
+    """The mistral-common tokenizer of a model folder from its own files, or None."""
+    if (folder / "tekken.json").is_file():
+        return "tekken" if _tekken_version(folder / "tekken.json") in TEKKEN_V3 else "tekken-v7"
+    for name, version in MISTRAL_FILES:
+        if (folder / name).is_file():
+            return version
+    plain = folder / "tokenizer.model"  # Mistral 7B v0.1/v0.3 repos: the same file under its generic name
+    if plain.is_file():
+        shipped = _shipped_dir()
+        for version in ("v1", "v2", "v3", "v7"):
+            if _same_bytes(plain, shipped / TOKENIZER_FILES[version].file):
+                return version
+    return None
+
+
+def _shipped_dir() -> Path:
+    import mistral_common
+
+    return Path(mistral_common.__file__).parent / "data"
+
+
+def folder_chat_template(folder: Path) -> str | None:
+    """The Jinja chat template a Hugging Face folder carries (chat_template.jinja or tokenizer_config.json)."""
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise InvalidModelFile(f"{path} is not readable JSON: {exc}", hint="download the model folder again") from exc
+        if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            template = named.get("default") or next(iter(named.values()), None)
+        if isinstance(template, str) and template:
+            return template
+    return None
+
+
+def _catalog_decides(model: LocalModel) -> bool:
+    return model.entry is not None and model.entry.chat_format in formats.CATALOG_FORMATS
+
+
+def mistral_version_of(model: LocalModel) -> str | None:
+    """The mistral-common tokenizer of ``model``: catalog, GGUF metadata, then the folder's files."""
+    version = formats.mistral_tokenizer_of(model)
+    if version or model.format == "gguf" or _catalog_decides(model):
+        return version
+    return folder_mistral_version(model.path)
+
+
+def open_vocab(model: LocalModel, mistral_version: str | None) -> Vocab:
+    if mistral_version:
+        return MistralVocab(mistral_version)
+    if model.format == "gguf":
+        return GGUFVocab(model)
+    return HFVocab(model.path)
+
+
+def chat_format(model: LocalModel, vocab: Vocab, mistral_version: str | None) -> ChatFormat:
+    """The prompt layout: mistral-common for Mistral tokenizers, else ``formats.select``, whose plain
+    layout gives way to the folder's own Jinja template (``select`` reads templates from GGUFs only)."""
+    if mistral_version:
+        return MistralFormat(mistral_version)
+    chosen = formats.select(model, vocab)
+    if chosen.name != "plain" or model.format == "gguf" or _catalog_decides(model):
+        return chosen
+    template = folder_chat_template(model.path)
+    return JinjaFormat(template, vocab) if template else chosen
