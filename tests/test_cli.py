@@ -155,3 +155,39 @@ def test_help_is_fast_and_light():
         help_text = subprocess.run([sys.executable, "-m", "mistralkit", *command, "--help"],
                                    capture_output=True, text=True).stdout
         assert "Example" in help_text, command
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_stops_run_mid_answer_and_keeps_what_was_said(mk_home, as_json):
+    """SIGINT during `mistralkit run` reaches the engine: it stops at the next token, exit 130."""
+    import selectors
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "LLM_"))}
+    env["MISTRALKIT_HOME"] = str(mk_home)
+    # Greedy counting without a repeat penalty goes on to the token limit (4000: about a minute).
+    args = [sys.executable, "-m", "mistralkit", "run", "-n", "4000", "--greedy", "--repeat-penalty", "1",
+            *(["--json"] if as_json else []), "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        if as_json:
+            time.sleep(8)  # the model loads and starts writing; nothing is printed before the end
+        else:
+            selector = selectors.DefaultSelector()
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            assert selector.select(timeout=60), "no text within 60 s"
+            time.sleep(1)
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        stopped_in = time.monotonic() - interrupted
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert stopped_in < 10 and "Traceback" not in err.decode()
+    if as_json:
+        report = json.loads(out)
+        assert report["finish_reason"] == "cancelled" and 0 < report["usage"]["completion_tokens"] < 4000
+    else:
+        assert len(out.decode().split()) > 3

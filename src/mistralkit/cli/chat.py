@@ -146,18 +146,22 @@ def run(
     loaded = load(settings)
     if not as_json:
         _notice(loaded.model)
-    cancel = threading.Event()
+    from ..chat.repl import sigint_sets
+
+    cancel = threading.Event()  # Ctrl-C sets it: the engine stops at the next token, the partial answer stands
     try:
+        with sigint_sets(cancel):
+            if as_json:
+                result = run_prompt(prompt, loaded, cancel=cancel)
+            else:
+                result = run_prompt(prompt, loaded, on_text=lambda t: (sys.stdout.write(t), sys.stdout.flush()),
+                                    cancel=cancel)
         if as_json:
-            result = run_prompt(prompt, loaded)
-            print(json.dumps({"model": loaded.model.name, "model_path": str(loaded.model.path) if loaded.model.path else None,
+            print(json.dumps({"model": loaded.model.name,
+                              "model_path": str(loaded.model.path) if loaded.model.path else None,
                               "text": result.text, "finish_reason": result.finish_reason,
                               "usage": result.usage.to_dict()}, ensure_ascii=False))
         else:
-            from ..chat.repl import sigint_sets
-
-            with sigint_sets(cancel):
-                result = run_prompt(prompt, loaded, on_text=lambda t: (sys.stdout.write(t), sys.stdout.flush()))
             sys.stdout.write("\n")
     finally:
         loaded.close()

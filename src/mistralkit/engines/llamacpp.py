@@ -63,10 +63,18 @@ def route_native_logs() -> None:
 
 
 def default_threads() -> int:
+    """Physical cores this process may use: llama.cpp's advice for decode (a second hyperthread on a
+    core adds memory traffic, not speed)."""
+    import psutil
+
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        allowed = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        allowed = os.cpu_count() or 1
+    physical = psutil.cpu_count(logical=False) or allowed
+    logical = psutil.cpu_count(logical=True) or allowed
+    # An affinity mask narrower than the machine: assume it keeps the same share of physical cores.
+    return max(1, min(allowed, round(allowed * physical / logical)))
 
 
 def gpu_layers(device: str, requested: int | None) -> int:
