@@ -100,7 +100,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if config.preload:
-            await pool.get(config.preload)
+            async with pool.use(config.preload):
+                pass
         yield
         pool.close()
         for checker in app.state.checkers.values():

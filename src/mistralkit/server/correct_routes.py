@@ -105,20 +105,25 @@ async def correct(body: CorrectRequest, request: Request) -> dict:
     e-mails, URLs), then in hybrid mode a guarded LLM rewrite per sentence. Returns every edit."""
     from dataclasses import replace
 
-    from ..corrector import Corrector
-
     base = request.app.state.config.correct
     settings = replace(base, mode=body.mode or base.mode, checker=body.checker or base.checker)
     if settings.checker == "languagetool" and not settings.languagetool_url:
         raise InvalidParameter("this server has no LanguageTool URL",
                                hint="start it with MISTRALKIT_CORRECT_LANGUAGETOOL_URL or [correct] in config.toml")
     checker = await run_in_threadpool(_checker, request, settings.checker, settings)
-    options: dict = {}
-    if settings.mode == "hybrid":
-        slot = await request.app.state.pool.get(body.model or settings.model or "")
-        engine = slot.worker.engine
-        options = {"generate": _through_worker(slot, asyncio.get_running_loop()),
-                   "count_tokens": engine.count_tokens, "n_ctx": engine.n_ctx, "model_name": slot.model.name}
+    if settings.mode != "hybrid":
+        result = await _correct(body, settings, checker, {}, request)
+    else:  # the model is held for the whole correction: its jobs come one sentence at a time
+        async with request.app.state.pool.use(body.model or settings.model or "") as slot:
+            engine = slot.worker.engine
+            options = {"generate": _through_worker(slot, asyncio.get_running_loop()),
+                       "count_tokens": engine.count_tokens, "n_ctx": engine.n_ctx, "model_name": slot.model.name}
+            result = await _correct(body, settings, checker, options, request)
+    return {"object": "correction", **result.to_dict()}
+
+
+async def _correct(body: CorrectRequest, settings, checker, options: dict, request: Request):
+    from ..corrector import Corrector
 
     gone = threading.Event()  # set when the client disconnects: hybrid stops before the next sentence
 
@@ -128,11 +133,10 @@ async def correct(body: CorrectRequest, request: Request) -> dict:
 
     watcher = asyncio.create_task(_watch_disconnect(request, gone)) if settings.mode == "hybrid" else None
     try:
-        result = await run_in_threadpool(run)
+        return await run_in_threadpool(run)
     finally:
         if watcher is not None:
             watcher.cancel()
-    return {"object": "correction", **result.to_dict()}
 
 
 async def _watch_disconnect(request: Request, gone: threading.Event, every_s: float = 0.1) -> None:

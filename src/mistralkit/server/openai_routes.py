@@ -131,21 +131,22 @@ async def _collect(run: Run) -> None:
 async def chat_completions(body: ChatRequest, request: Request):
     """Chat completion, streamed (SSE) or not; ``response_format`` is enforced with a llama.cpp grammar."""
     pool = request.app.state.pool
-    slot = await pool.get(body.model)
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-    engine = slot.worker.engine
-    prompt = messages  # an engine without a tokenizer here (a remote) gets the messages themselves
-    if engine.capabilities.tokens:
-        prompt = await run_in_threadpool(engine.prompt_tokens, messages)
-        _check_fits(prompt, engine.n_ctx)  # before a "new" session is created for nothing
-    session = await run_in_threadpool(history.open_session, body.session_id, slot.model.name, messages)
-    if body.max_completion_tokens and not body.max_tokens:
-        body.max_tokens = body.max_completion_tokens
-    grammar = await run_in_threadpool(body.grammar)
-    if grammar is not None:  # a bad one is a 400 now, not an error halfway through a 200 stream
-        require(engine, "grammar", "response_format")
-        await run_in_threadpool(engine.check_grammar, grammar)
-    job = await _start(request, body, slot, prompt, grammar)
+    async with pool.use(body.model) as slot:  # held until its job is queued: not unloaded meanwhile
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in body.messages]
+        engine = slot.worker.engine
+        prompt = messages  # an engine without a tokenizer here (a remote) gets the messages themselves
+        if engine.capabilities.tokens:
+            prompt = await run_in_threadpool(engine.prompt_tokens, messages)
+            _check_fits(prompt, engine.n_ctx)  # before a "new" session is created for nothing
+        session = await run_in_threadpool(history.open_session, body.session_id, slot.model.name, messages)
+        if body.max_completion_tokens and not body.max_tokens:
+            body.max_tokens = body.max_completion_tokens
+        grammar = await run_in_threadpool(body.grammar)
+        if grammar is not None:  # a bad one is a 400 now, not an error halfway through a 200 stream
+            require(engine, "grammar", "response_format")
+            await run_in_threadpool(engine.check_grammar, grammar)
+        job = await _start(request, body, slot, prompt, grammar)
     run = Run(request, job, body.model if "+" in body.model else slot.model.name)
     extra = {"session_id": session} if session else {}
 
@@ -169,10 +170,10 @@ async def chat_completions(body: ChatRequest, request: Request):
 @router.post("/completions")
 async def completions(body: CompletionRequest, request: Request):
     """Raw-text completion (no chat format), streamed or not."""
-    slot = await request.app.state.pool.get(body.model)
-    require(slot.worker.engine, "tokens", "/v1/completions (a raw-text prompt)")
-    tokens = await run_in_threadpool(slot.worker.engine.encode_text, body.text())
-    job = await _start(request, body, slot, tokens, None)
+    async with request.app.state.pool.use(body.model) as slot:
+        require(slot.worker.engine, "tokens", "/v1/completions (a raw-text prompt)")
+        tokens = await run_in_threadpool(slot.worker.engine.encode_text, body.text())
+        job = await _start(request, body, slot, tokens, None)
     run = Run(request, job, slot.model.name)
 
     def on_end(text: str, partial: bool) -> None:

@@ -5,6 +5,11 @@ queue: a request that finds ``queue_size`` requests already running or waiting g
 back to the request's asyncio queue; setting a job's ``cancel`` event (client gone, shutdown) stops
 its generation at the next token. Models load on first use and the least recently used idle ones
 are unloaded when the memory budget would be exceeded.
+
+A request holds its model with ``async with pool.use(ref) as slot`` until its job is queued (the
+correction route: until it is done); a held or busy model is never unloaded. The pool's lock
+guards only its bookkeeping: a model loads outside it, so requests for models already loaded never
+wait for another model's load, and two requests for the same new model share one load.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +112,11 @@ class Slot:
     model: LocalModel
     worker: Worker
     planned: int  # bytes the RAM planner expects it to take
+    holders: int = 0  # requests between Pool.use and queuing their job: not to be unloaded
+
+    @property
+    def idle(self) -> bool:
+        return not self.holders and not self.worker.busy
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
@@ -122,6 +133,8 @@ class Pool:
         self.slots: OrderedDict[str, Slot] = OrderedDict()
         self.lock = asyncio.Lock()
         self.embedders: dict[str, object] = {}
+        self.loading: dict[str, asyncio.Future] = {}  # key -> done when its load ends
+        self.pending = 0  # bytes planned for the loads under way
         self.closed = False
         self._budget = config.memory_budget  # default: what is free when the first model loads
 
@@ -135,56 +148,95 @@ class Pool:
         path = boundary.adapter(adapter, self.config.model_dirs) if adapter else None
         return (f"{model.name}+{path}" if path else model.name), model, path
 
+    @asynccontextmanager
+    async def use(self, ref: str) -> AsyncIterator[Slot]:
+        """The loaded model for ``ref``, held (never unloaded) until the block ends."""
+        slot = await self.get(ref)
+        try:
+            yield slot
+        finally:
+            slot.holders -= 1
+
     async def get(self, ref: str) -> Slot:
-        """The loaded model for ``ref`` (loading it, and unloading idle ones, if needed)."""
+        """The loaded model for ``ref``, held for the caller (``use`` lets go of it): loading it, and
+        unloading idle ones to make room, if needed."""
         from starlette.concurrency import run_in_threadpool
 
+        key, model, adapter = await run_in_threadpool(self.resolve, ref)
+        while True:
+            async with self.lock:
+                if key in self.slots:
+                    slot = self.slots[key]
+                    self.slots.move_to_end(key)
+                    slot.holders += 1
+                    return slot
+                loading = self.loading.get(key)
+                if loading is None:
+                    planned = _planned(model, self.config.settings.ctx, self.config.settings.kv_type)
+                    victims = self._make_room(planned)
+                    loading = self.loading[key] = asyncio.get_running_loop().create_future()
+                    self.pending += planned
+                    break
+            await asyncio.shield(loading)  # another request loads it: wait, then take it (or its error)
+        try:
+            for victim in victims:
+                await run_in_threadpool(victim.worker.stop)
+            slot = await run_in_threadpool(self._load, key, model, adapter, planned)
+        except BaseException as exc:
+            async with self.lock:
+                self.pending -= planned
+                del self.loading[key]
+            loading.set_exception(exc if isinstance(exc, Exception) else MistralkitError("the model load was interrupted"))
+            loading.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
         async with self.lock:
-            key, model, adapter = await run_in_threadpool(self.resolve, ref)
-            if key in self.slots:
-                self.slots.move_to_end(key)
-                return self.slots[key]
-            slot = await run_in_threadpool(self._load, key, model, adapter)
+            self.pending -= planned
+            del self.loading[key]
             self.slots[key] = slot
-            return slot
+            slot.holders += 1
+        loading.set_result(None)
+        return slot
 
-    def _load(self, key: str, model: LocalModel, adapter: Path | None) -> Slot:
-        from ..models.memory import available_memory
-
+    def _load(self, key: str, model: LocalModel, adapter: Path | None, planned: int) -> Slot:
         from ..engines import ENGINES
 
         if model.format not in ENGINES:
             raise InvalidParameter(f"{model.name} is a {model.format} model, which no chat engine runs",
                                    hint="use it with /v1/embeddings, or pick a .gguf model")
         s = self.config.settings
-        planned = _planned(model, s.ctx, s.kv_type)
-        if self._budget is None:
-            self._budget = available_memory()  # once: later readings would count our own models twice
-        self._make_room(planned, self._budget)
         engine = load_engine(model, n_ctx=s.ctx, threads=s.threads, n_gpu_layers=s.n_gpu_layers, device=s.device,
                              quant=s.quant, mmap=s.mmap, mlock=s.mlock, kv_type=s.kv_type,
                              adapter=str(adapter) if adapter else None)
         log.info("serving %s (planned %.0f MiB)", key, planned / 2**20)
         return Slot(model, Worker(key, engine, self.config.queue_size), planned)
 
-    def _make_room(self, needed: int, budget: int) -> None:
-        used = sum(slot.planned for slot in self.slots.values())
+    def _make_room(self, needed: int) -> list[Slot]:
+        """Take idle models out of the pool, least recently used first, until ``needed`` bytes fit in
+        the budget (with the loads under way); the caller stops them. Runs under the lock."""
+        from ..models.memory import available_memory
+
+        if self._budget is None:
+            self._budget = available_memory()  # once: later readings would count our own models twice
+        budget = self._budget
+        used = self.pending + sum(slot.planned for slot in self.slots.values())
+        victims = []
         for key in list(self.slots):
             if used + needed <= budget:
                 break
             slot = self.slots[key]
-            if not slot.worker.busy:
+            if slot.idle:
                 log.info("unloading %s to make room", key)
-                slot.worker.stop()
+                victims.append(self.slots.pop(key))
                 used -= slot.planned
-                del self.slots[key]
         if used + needed > budget and self.config.settings.strict_memory:
+            self.slots.update((v.worker.name, v) for v in victims)  # nothing is unloaded for a refusal
             raise InsufficientMemory(
                 f"loading this model needs ~{needed / 2**30:.1f} GiB but {used / 2**30:.1f} GiB of the "
                 f"{budget / 2**30:.1f} GiB budget is held by busy models", hint="retry later or raise --memory-budget")
         if used + needed > budget:
             log.warning("loading past the memory budget: %.0f MiB needed, %.0f MiB used of %.0f MiB",
                         needed / 2**20, used / 2**20, budget / 2**20)
+        return victims
 
     def embedder(self, ref: str):
         from ..embeddings import load_embedder

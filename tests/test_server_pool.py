@@ -1,0 +1,95 @@
+"""The server's model pool with real llama.cpp engines: a held model is never unloaded to make room,
+and a model that loads does not make requests for loaded models wait (issue 15's review findings).
+
+Two slots of the embedded model (by name, and by file path) stand in for two models; a memory budget
+that fits one of them forces the pool to choose."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mistralkit.engines import GenerationParams
+from mistralkit.server.config import ServerConfig
+from mistralkit.server.pool import Job, Pool, _planned
+from mistralkit.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+PARAMS = GenerationParams(max_tokens=4, greedy=True)
+
+
+def pool_for(model, budget: int, *dirs) -> Pool:
+    settings = Settings(ctx=512, threads=1)
+    return Pool(ServerConfig(memory_budget=budget, model_dirs=(model.path.parent, *dirs), settings=settings))
+
+
+def third_copy(model, folder):
+    """The embedded GGUF under another name (a hard link where the file system allows): a third model."""
+    import os
+    import shutil
+
+    target = folder / "third.gguf"
+    try:
+        os.link(model.path, target)
+    except OSError:
+        shutil.copyfile(model.path, target)
+    return str(target)
+
+
+async def generate(slot, loop) -> str:
+    job = Job(slot.worker.engine.prompt_tokens([{"role": "user", "content": "Hi"}]), PARAMS, loop)
+    slot.worker.submit(job)
+    parts = []
+    while (item := await asyncio.wait_for(job.out.get(), timeout=60)) is not None:
+        assert not isinstance(item, Exception), item
+        parts.append(item.text)
+    return "".join(parts)
+
+
+def test_a_held_model_is_not_unloaded_while_another_loads(model, tmp_path):
+    """Between `use` and queuing its job a request holds its model: loading a second model past the
+    budget must not stop it (before the fix the request's worker was stopped: a hang or a 500)."""
+    one = _planned(model, 512, "f16")
+
+    async def scenario():
+        pool = pool_for(model, one + one // 2, tmp_path)  # room for one model
+        loop = asyncio.get_running_loop()
+        try:
+            async with pool.use("gemma-3-270m") as first:
+                async with pool.use(str(model.path)) as second:  # does not fit: the first is held, so it stays
+                    assert set(pool.slots) == {"gemma-3-270m:q4_k_m", "gemma-3-270m-q4_k_m"}
+                    assert first.worker.thread.is_alive()
+                    assert (await generate(first, loop)) and (await generate(second, loop))
+            async with pool.use(third_copy(model, tmp_path)):  # nothing held now: idle ones make room
+                assert list(pool.slots) == ["third"], "both idle models were unloaded"
+            assert not first.worker.thread.is_alive() and not second.worker.thread.is_alive()
+        finally:
+            pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_requests_for_a_loaded_model_do_not_wait_for_another_load(model):
+    async def scenario():
+        pool = pool_for(model, budget=1 << 40)
+        try:
+            async with pool.use("gemma-3-270m"):
+                pass
+            loading = asyncio.create_task(pool.get(str(model.path)))
+            for _ in range(200):  # until the load is under way in a worker thread
+                if pool.loading:
+                    break
+                await asyncio.sleep(0.01)
+            assert pool.loading, "the second model is loading"
+            async with pool.use("gemma-3-270m") as loaded:
+                assert not loading.done(), "the loaded model was handed out while the other one loads"
+                assert loaded.worker.thread.is_alive()
+            twice = asyncio.create_task(pool.get(str(model.path)))  # a second request shares the same load
+            first, second = await loading, await twice
+            assert first is second and first.holders == 2
+        finally:
+            pool.close()
+
+    asyncio.run(scenario())
