@@ -240,3 +240,16 @@ def test_tune_base_hub_id_is_pulled_then_trained(hub, home, tmp_path):
                     env={"HF_ENDPOINT": hub.url}, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(gets(hub)) == asked  # already in the store: nothing downloaded again
+
+
+def test_run_with_a_hub_id_pulls_it_and_answers_on_the_transformers_engine(home, hub, tiny_repo):
+    """`mistralkit run -m OWNER/REPO`: pulled through the store (once), then run by the transformers engine."""
+    done = mk(home, hub, "run", "-m", REPO, "--greedy", "-n", "4", "--device", "cpu", "--json", "Bonjour")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["model"] == NAME and answer["usage"]["completion_tokens"] == 4
+    assert same_files(store.store_dir(NAME), tiny_repo)
+    listed = len(hub.state.log)
+    again = mk(home, hub, "run", "-m", REPO, "--greedy", "-n", "4", "--device", "cpu", "--json", "Bonjour")
+    assert again.returncode == 0 and json.loads(again.stdout)["text"] == answer["text"]
+    assert len(hub.state.log) == listed, "the second run found it here"

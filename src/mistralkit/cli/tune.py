@@ -15,19 +15,6 @@ def _opt(*names: str, help: str, panel: str = RUN, **kw):
     return typer.Option(*names, help=help, rich_help_panel=panel, show_default=False, **kw)
 
 
-def _pull_with_progress(base: str) -> None:
-    """A hub id not here yet downloads before training, with the download bar of `models pull`."""
-    from ..models import registry, store
-    from ..models.snapshot import resolve_or_pull
-    from .models import _progress
-
-    repo = store.hub_repo(base)
-    if repo is None or registry.get(store.hub_model_name(repo)):
-        return
-    with _progress(repo, quiet=False) as progress:
-        resolve_or_pull(base, progress)
-
-
 def tune(
     data: Annotated[Path | None, _opt("--data", help="Training JSONL (see `mistralkit data --help`).")] = None,
     out: Annotated[Path | None, _opt("--out", help="Run folder: checkpoints/, adapter/, "
@@ -97,7 +84,9 @@ def tune(
 
     setup("warning")
     if base and not as_json:
-        _pull_with_progress(base)
+        from .models import pull_if_hub
+
+        pull_if_hub(base)
     flags = {k: v for k, v in locals().items() if k not in ("config", "as_json", "setup", "load_config", "train")}
     flags = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
     result = train(load_config(config, flags), progress=not as_json)
