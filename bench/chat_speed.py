@@ -75,7 +75,7 @@ def raw_rep(llm: llama_cpp.Llama, tokens: list[int], gen: int, repeat_penalty: f
 
 def mk_rep(engine, request, params: GenerationParams, reset: bool = True) -> dict:
     if reset:
-        engine._llm.reset()
+        engine.reset_cache()
     t0, first, text, last = time.perf_counter(), None, [], None
     for chunk in engine.generate(request, params):
         first = first or time.perf_counter()
@@ -142,7 +142,7 @@ def main() -> None:
     chat = GenerationParams(max_tokens=args.answer_tokens, greedy=True)
     questions, convs = user_turns(engine, args.turn_tokens), []
     for _ in range(args.reps):
-        engine._llm.reset()
+        engine.reset_cache()
         messages, turns = [], []
         for q in questions:
             messages.append({"role": "user", "content": q})

@@ -377,7 +377,7 @@ def test_pieces_never_cut_a_character(version, mk_home):
 
 
 def test_folder_files_name_the_tokenizer_and_template(tmp_path):
-    from mistralkit.engines.hf_vocab import folder_chat_template, folder_mistral_version
+    from mistralkit.formats.folder import folder_chat_template, folder_mistral_version
 
     assert folder_mistral_version(tmp_path) is None and folder_chat_template(tmp_path) is None
     shutil.copy(shipped("mistral_instruct_tokenizer_240323.model.v3"), tmp_path / "tokenizer.model")

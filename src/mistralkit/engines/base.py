@@ -198,6 +198,10 @@ class Engine(Protocol):
         """One pooled vector per text (``embeddings``)."""
         ...
 
+    def reset_cache(self) -> None:
+        """Forget cached prompt state, so the next prompt is evaluated from scratch (benchmarks)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -226,6 +230,9 @@ class EngineBase:
     def embed(self, texts: Sequence[str], normalize: bool) -> list[list[float]]:
         require(self, "embeddings")  # type: ignore[arg-type]
         raise NotImplementedError
+
+    def reset_cache(self) -> None:
+        """Nothing cached here (engines that keep a KV cache between calls override this)."""
 
     def __enter__(self):
         return self

@@ -1,16 +1,14 @@
 """Vocabularies and chat formats for the transformers engine, the same tokens as the other engines.
 
 A Mistral model is tokenized by mistral-common (``MistralFormat``): its tokenizer version comes
-from the catalog or GGUF metadata (``formats.mistral_tokenizer_of``), else from the folder's own
-files (``tekken.json``, ``tokenizer.model.v3``, or a ``tokenizer.model`` identical to one that
-mistral-common ships). A GGUF base reads llama.cpp's vocabulary (vocab only, no weights), as the
-llama.cpp engine does; any other folder uses its Hugging Face tokenizer and, when
-``formats.select`` finds nothing better than the plain layout, the folder's Jinja chat template.
+from ``formats.mistral_tokenizer_of`` (the catalog, GGUF metadata, or the folder's own files, see
+``formats/folder.py``). A GGUF base reads llama.cpp's vocabulary (vocab only, no weights), as the
+llama.cpp engine does; any other folder uses its Hugging Face tokenizer, with the layout
+``formats.select`` picks (the folder's Jinja chat template, else the plain layout).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -18,16 +16,9 @@ from typing import Protocol
 from .. import formats
 from ..errors import InvalidModelFile
 from ..formats.base import ChatFormat
-from ..formats.jinja import JinjaFormat
-from ..formats.mistral import TOKENIZER_FILES, MistralFormat, load_tokenizer
+from ..formats.mistral import MistralFormat, load_tokenizer
 from ..models.store import LocalModel
 
-# Files Mistral's HF repositories ship beside the weights -> tokenizer version (newest first).
-MISTRAL_FILES = (("tokenizer.model.v7", "v7"), ("tokenizer.model.v3", "v3"), ("tokenizer.model.v2", "v2"),
-                 ("tokenizer.model.v1", "v1"))
-# tekken.json declares the instruct version it encodes; v7 and later (v11, v13) differ from v7
-# only in tool calls and thinking, which mistralkit does not send (see formats/mistral.py).
-TEKKEN_V3 = ("v1", "v2", "v3")
 
 
 class Vocab(Protocol):
@@ -169,69 +160,9 @@ class IncrementalDecoder:
 
 # --- which tokenizer and format --------------------------------------------------------------
 
-def _tekken_version(path: Path) -> str | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("config", {}).get("version")
-    except (OSError, ValueError) as exc:
-        raise InvalidModelFile(f"{path} is not a readable tekken tokenizer: {exc}") from exc
-
-
-def _same_bytes(a: Path, b: Path) -> bool:
-    return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
-
-
-def folder_mistral_version(folder: Path) -> str | None:
-    """The mistral-common tokenizer of a model folder from its own files, or None."""
-    if (folder / "tekken.json").is_file():
-        return "tekken" if _tekken_version(folder / "tekken.json") in TEKKEN_V3 else "tekken-v7"
-    for name, version in MISTRAL_FILES:
-        if (folder / name).is_file():
-            return version
-    plain = folder / "tokenizer.model"  # Mistral 7B v0.1/v0.3 repos: the same file under its generic name
-    if plain.is_file():
-        shipped = _shipped_dir()
-        for version in ("v1", "v2", "v3", "v7"):
-            if _same_bytes(plain, shipped / TOKENIZER_FILES[version].file):
-                return version
-    return None
-
-
-def _shipped_dir() -> Path:
-    import mistral_common
-
-    return Path(mistral_common.__file__).parent / "data"
-
-
-def folder_chat_template(folder: Path) -> str | None:
-    """The Jinja chat template a Hugging Face folder carries (chat_template.jinja or tokenizer_config.json)."""
-    if (folder / "chat_template.jinja").is_file():
-        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    for name in ("chat_template.json", "tokenizer_config.json"):
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
-        except (OSError, ValueError, AttributeError) as exc:
-            raise InvalidModelFile(f"{path} is not readable JSON: {exc}", hint="download the model folder again") from exc
-        if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
-            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-            template = named.get("default") or next(iter(named.values()), None)
-        if isinstance(template, str) and template:
-            return template
-    return None
-
-
-def _catalog_decides(model: LocalModel) -> bool:
-    return model.entry is not None and model.entry.chat_format in formats.CATALOG_FORMATS
-
-
 def mistral_version_of(model: LocalModel) -> str | None:
     """The mistral-common tokenizer of ``model``: catalog, GGUF metadata, then the folder's files."""
-    version = formats.mistral_tokenizer_of(model)
-    if version or model.format == "gguf" or _catalog_decides(model):
-        return version
-    return folder_mistral_version(model.path)
+    return formats.mistral_tokenizer_of(model)
 
 
 def open_vocab(model: LocalModel, mistral_version: str | None) -> Vocab:
@@ -243,12 +174,6 @@ def open_vocab(model: LocalModel, mistral_version: str | None) -> Vocab:
 
 
 def chat_format(model: LocalModel, vocab: Vocab, mistral_version: str | None) -> ChatFormat:
-    """The prompt layout: mistral-common for Mistral tokenizers, else ``formats.select``, whose plain
-    layout gives way to the folder's own Jinja template (``select`` reads templates from GGUFs only)."""
-    if mistral_version:
-        return MistralFormat(mistral_version)
-    chosen = formats.select(model, vocab)
-    if chosen.name != "plain" or model.format == "gguf" or _catalog_decides(model):
-        return chosen
-    template = folder_chat_template(model.path)
-    return JinjaFormat(template, vocab) if template else chosen
+    """The prompt layout: mistral-common for Mistral tokenizers, else what ``formats.select`` finds
+    (the GGUF's or the folder's chat template, else the plain layout)."""
+    return MistralFormat(mistral_version) if mistral_version else formats.select(model, vocab)

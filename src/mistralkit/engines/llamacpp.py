@@ -326,6 +326,9 @@ class LlamaCppEngine(EngineBase):
         # After a stop string, flush() is empty: the matcher already dropped the stop and what followed.
         yield Chunk(stops.flush() + decoder.decode(b"", final=True), (), finish, usage)
 
+    def reset_cache(self) -> None:
+        self._llm.reset()  # n_tokens = 0: the next prompt is evaluated from position 0
+
     def close(self) -> None:
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is not None:

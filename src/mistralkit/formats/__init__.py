@@ -1,5 +1,5 @@
 """Chat formats, chosen from the model's own data: its catalog entry's ``chat_format`` when it has
-one, else its GGUF metadata.
+one, else its GGUF metadata (or, for a model folder, its own tokenizer files and chat template).
 
 ``select(model, tokenizer)`` tries the catalog's format first, then walks ``RULES`` in order; the
 first rule that recognizes the model builds its format. Adding a format is adding a file and a row.
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from ..models.gguf_info import GGUFInfo
 from ..models.store import LocalModel
 from .base import ChatFormat, Message, Tokenizer
+from .folder import folder_chat_template, folder_mistral_version
 from .jinja import JinjaFormat
 from .mistral import MistralFormat
 from .plain import PlainFormat
@@ -55,7 +56,9 @@ def mistral_tokenizer_of(model: LocalModel) -> str | None:
             return None
         if entry.mistral_tokenizer:
             return entry.mistral_tokenizer
-    return mistral_version(model.info) if model.info is not None else None
+    if model.info is not None:
+        return mistral_version(model.info)
+    return folder_mistral_version(model.path) if model.path is not None and model.path.is_dir() else None
 
 
 def _mistral(model: LocalModel, tokenizer: Tokenizer) -> ChatFormat | None:
@@ -64,7 +67,10 @@ def _mistral(model: LocalModel, tokenizer: Tokenizer) -> ChatFormat | None:
 
 
 def _jinja(model: LocalModel, tokenizer: Tokenizer) -> ChatFormat | None:
-    template = model.info.chat_template if model.info is not None else None
+    if model.info is not None:
+        template = model.info.chat_template
+    else:
+        template = folder_chat_template(model.path) if model.path is not None and model.path.is_dir() else None
     return JinjaFormat(template, tokenizer) if template else None
 
 
