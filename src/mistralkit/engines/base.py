@@ -28,6 +28,8 @@ SAMPLING_RULES: tuple[tuple[str, Callable[[float], bool], str], ...] = (
     ("top_k", lambda v: v >= 0, "must be >= 0"),
     ("min_p", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     ("repeat_penalty", lambda v: v > 0, "must be > 0"),
+    ("frequency_penalty", lambda v: -2 <= v <= 2, "must be in [-2, 2]"),
+    ("presence_penalty", lambda v: -2 <= v <= 2, "must be in [-2, 2]"),
 )
 
 
@@ -38,7 +40,9 @@ MAX_SEED = 2**32 - 2  # llama.cpp's seed is 32 bits, and 2**32 - 1 already means
 def check_sampling(values: object) -> None:
     """Validate the sampling fields of ``values`` (GenerationParams or Settings)."""
     for name, ok, rule in SAMPLING_RULES:
-        value = getattr(values, name)
+        value = getattr(values, name, None)
+        if value is None:  # a field this object does not have (Settings has no OpenAI penalties)
+            continue
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidParameter(f"{name}={value!r}: must be a finite number", hint=f"fix the {name} setting")
         if not ok(value):
@@ -65,6 +69,9 @@ class GenerationParams:
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.1
+    frequency_penalty: float = 0.0  # OpenAI's: minus this x how often a token came already
+    presence_penalty: float = 0.0  # OpenAI's: minus this once a token came at all
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit); -100 bans it
     seed: int | None = None
     stop: tuple[str, ...] = ()
     greedy: bool = False
@@ -76,6 +83,8 @@ class GenerationParams:
         object.__setattr__(self, "seed", check_seed(self.seed))
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
+        if isinstance(self.logit_bias, dict):
+            object.__setattr__(self, "logit_bias", tuple((int(k), float(v)) for k, v in self.logit_bias.items()))
 
     @property
     def is_greedy(self) -> bool:

@@ -1,6 +1,7 @@
 """Next-token choice for the transformers engine, in llama.cpp's order and meaning.
 
-The repeat penalty (llama.cpp's: positive logits divided, negative ones multiplied) covers the
+The logit bias comes first; the repeat penalty (llama.cpp's: positive logits divided, negative ones
+multiplied) and OpenAI's frequency and presence penalties cover the
 last ``PENALTY_LAST_N`` generated tokens, greedy decoding included, as llama-cpp-python's
 sampler does. Then top-k (0: off), top-p, min-p (relative to the most likely token), and the
 temperature last, on what is left. Sampling runs on the CPU with a ``torch.Generator`` seeded
@@ -31,10 +32,20 @@ class Sampler:
 
         p = self.params
         logits = logits.detach().to("cpu", torch.float32, copy=True)
+        for token, bias in p.logit_bias:
+            if not 0 <= token < logits.numel():
+                from ..errors import InvalidParameter
+
+                raise InvalidParameter(f"logit_bias: token {token} is not in the vocabulary (0..{logits.numel() - 1})")
+            logits[token] += bias
         if p.repeat_penalty != 1.0 and generated:
             seen = torch.tensor(sorted(set(generated[-PENALTY_LAST_N:])))
             values = logits[seen]
             logits[seen] = torch.where(values > 0, values / p.repeat_penalty, values * p.repeat_penalty)
+        if (p.frequency_penalty or p.presence_penalty) and generated:  # OpenAI's, over the same window
+            recent = torch.tensor(generated[-PENALTY_LAST_N:])
+            ids, counts = recent.unique(return_counts=True)
+            logits[ids] -= counts.float() * p.frequency_penalty + p.presence_penalty
         if p.is_greedy:
             return int(logits.argmax())
         if 0 < p.top_k < logits.numel():

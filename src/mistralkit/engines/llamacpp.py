@@ -133,6 +133,26 @@ def _utf8(text: str) -> bytes:
         raise
 
 
+def _bias(logit_bias: Sequence[tuple[int, float]], n_vocab: int):
+    """A logits processor adding ``logit_bias`` (token id -> bias) before sampling; None without one."""
+    if not logit_bias:
+        return None
+    import numpy as np
+    from llama_cpp import LogitsProcessorList
+
+    for token, _ in logit_bias:
+        if not 0 <= token < n_vocab:
+            raise InvalidParameter(f"logit_bias: token {token} is not in the vocabulary (0..{n_vocab - 1})")
+    ids = np.array([t for t, _ in logit_bias])
+    values = np.array([b for _, b in logit_bias], dtype=np.float32)
+
+    def add(_input_ids, scores):
+        scores[ids] += values
+        return scores
+
+    return LogitsProcessorList([add])
+
+
 def _grammar(gbnf: str | None):
     if gbnf is None:
         return None
@@ -293,7 +313,9 @@ class LlamaCppEngine(EngineBase):
         stream = self._llm.generate(
             tokens, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
             temp=0.0 if params.is_greedy else params.temperature,
-            repeat_penalty=params.repeat_penalty, reset=True, grammar=_grammar(params.grammar),
+            repeat_penalty=params.repeat_penalty, frequency_penalty=params.frequency_penalty,
+            presence_penalty=params.presence_penalty, reset=True, grammar=_grammar(params.grammar),
+            logits_processor=_bias(params.logit_bias, self._llm.n_vocab()),
         )
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher((*params.stop, *self.format.stop_strings))

@@ -31,6 +31,9 @@ class AnthropicEngine(RemoteEngine):
         if not turns:
             raise InvalidParameter("Anthropic's API needs a user message, not only a system prompt",
                                    hint="add a user message")
+        if params.frequency_penalty or params.presence_penalty or params.logit_bias:
+            raise InvalidParameter("Anthropic's API has no frequency_penalty, presence_penalty or logit_bias",
+                                   hint="leave them out for an Anthropic remote")
         body: dict = {"model": self.remote.model, "messages": turns, "max_tokens": params.max_tokens,
                       "stream": True, "temperature": 0.0 if params.is_greedy else params.temperature}
         if system:

@@ -3,7 +3,7 @@
 ``POST {base_url}/chat/completions`` with ``stream: true``. What differs between servers is a row of
 ``FLAVORS``: Mistral's API takes ``random_seed`` for ``seed`` and reports usage in its last chunk
 without being asked (it has no ``stream_options``). Only OpenAI's own parameters are sent
-(max_tokens, temperature, top_p, seed, stop); llama.cpp's top_k, min_p and repeat_penalty are not.
+(max_tokens, temperature, top_p, seed, stop, frequency/presence penalties, logit_bias); llama.cpp's top_k, min_p and repeat_penalty are not.
 """
 
 from __future__ import annotations
@@ -47,6 +47,12 @@ class OpenAIEngine(RemoteEngine):
             body[flavor.seed_field] = params.seed
         if params.stop:
             body["stop"] = list(params.stop[:MAX_STOPS])
+        if params.frequency_penalty:
+            body["frequency_penalty"] = params.frequency_penalty
+        if params.presence_penalty:
+            body["presence_penalty"] = params.presence_penalty
+        if params.logit_bias:  # token ids are the remote model's own: the caller knows its vocabulary
+            body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
         headers = {"Accept": "text/event-stream"}
         if key:
             headers["Authorization"] = f"Bearer {key}"

@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..engines import Usage, require
-from ..errors import ContextOverflow, MistralkitError
+from ..errors import ContextOverflow, InvalidParameter, MistralkitError
 from . import history
 from .pool import Job, Slot, stream
 from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
@@ -26,14 +26,37 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 log = logging.getLogger(__name__)
 
 
-@router.get("/models")
-async def models() -> dict:
-    """Models this server can load: what is on this machine (downloaded, imported, embedded)."""
+def _model_rows() -> list[dict]:
+    """What this server can run: models on this machine (downloaded, imported, embedded), then remotes."""
+    from ..models.remotes import listing as remote_listing
     from ..models.store import listing
 
-    here, _ = await run_in_threadpool(listing)
-    return {"object": "list", "data": [{"id": row.name, "object": "model", "created": 0, "owned_by": "mistralkit",
-                                        "kind": row.kind} for row in here]}
+    here, _ = listing()
+    rows = [{"id": row.name, "object": "model", "created": 0, "owned_by": "mistralkit", "kind": row.kind}
+            for row in here]
+    names = {row["id"] for row in rows}
+    for listed in remote_listing():
+        name = listed.remote.name
+        if name not in names:
+            rows.append({"id": name, "object": "model", "created": 0, "owned_by": "remote", "kind": "llm"})
+    return rows
+
+
+@router.get("/models")
+async def models() -> dict:
+    """Models this server can load: what is on this machine (downloaded, imported, embedded), and remotes."""
+    return {"object": "list", "data": await run_in_threadpool(_model_rows)}
+
+
+@router.get("/models/{model_id:path}")
+async def model(model_id: str) -> dict:
+    """One model of ``/v1/models`` (404 ``model_not_found`` for another name)."""
+    from ..errors import ModelNotFound
+
+    for row in await run_in_threadpool(_model_rows):
+        if row["id"] == model_id:
+            return row
+    raise ModelNotFound(f"the model {model_id!r} does not exist here", hint="GET /v1/models lists them")
 
 
 def _usage(usage: Usage | None) -> dict:
@@ -198,7 +221,12 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
     pool = request.app.state.pool
     async with _embed_lock:  # one embedding model call at a time: the engines are not thread-safe
         embedder = await run_in_threadpool(pool.embedder, body.model)
-        result = await run_in_threadpool(embedder.embed, body.texts())
+        texts = body.texts()
+        if body.dimensions is not None and body.dimensions != embedder.dimensions:
+            raise InvalidParameter(
+                f"dimensions={body.dimensions}: {body.model} gives {embedder.dimensions}-dimensional vectors and "
+                "was not trained for shorter ones", hint=f"leave dimensions out, or pass {embedder.dimensions}")
+        result = await run_in_threadpool(embedder.embed, texts)
     request.app.state.metrics.tokens.labels(result.model, "in").inc(result.prompt_tokens)
     encode = _base64_floats if body.encoding_format == "base64" else list
     return {"object": "list", "model": result.model,

@@ -1,0 +1,88 @@
+"""The rest of OpenAI's surface that clients send (issue 16), through the official ``openai`` client
+against a real ``mistralkit serve``: one model by id, null fields, penalties and logit_bias that
+change the output, embeddings' ``dimensions`` and token-id input, image parts refused clearly."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from test_server_api import MODEL, ONE_THREAD, Serve
+
+from mistralkit.engines import GenerationParams, complete
+
+pytestmark = pytest.mark.slow
+
+COUNT = [{"role": "user", "content": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"}]
+GREEDY = {"temperature": 0, "max_tokens": 16, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def server(model, mk_home, tmp_path_factory):
+    serve = Serve(mk_home, tmp_path_factory.mktemp("serve") / "surface.log", *ONE_THREAD)
+    yield serve
+    serve.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    return server.client()
+
+
+def answer(client, messages=COUNT, **kwargs) -> str:
+    return client.chat.completions.create(model=MODEL, messages=messages, **{**GREEDY, **kwargs}).choices[0].message.content
+
+
+def test_one_model_by_id(client, server):
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("no-such-model")
+    assert caught.value.body["code"] == "model_not_found"
+
+
+def test_null_sampling_fields_mean_the_default(client, server):
+    plain = answer(client)
+    body = {"model": MODEL, "messages": COUNT, "max_tokens": 16, "seed": 1, "temperature": 0, "top_p": None,
+            "frequency_penalty": None, "presence_penalty": None, "stop": None, "n": None, "logit_bias": None,
+            "stream": None, "response_format": None}
+    raw = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=120)
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["choices"][0]["message"]["content"] == plain
+
+
+def test_penalties_change_a_repetitive_answer(client):
+    """The base model repeats itself greedily; penalising tokens already said must break the loop."""
+    story = [{"role": "user", "content": "Write a short story about a dragon."}]
+    off = {"max_tokens": 32, "extra_body": {"repeat_penalty": 1.0}}
+    plain = answer(client, story, **off)
+    assert answer(client, story, **off) == plain and plain.count("Write a short story") >= 3
+    assert answer(client, story, **off, presence_penalty=2.0).count("Write a short story") < 3
+    assert answer(client, COUNT, **off, frequency_penalty=2.0) != answer(client, COUNT, **off)
+
+
+def test_logit_bias_bans_the_token_greedy_would_pick(client, engine):
+    first = complete(engine, COUNT, GenerationParams(max_tokens=1, greedy=True)).token_ids[0]
+    banned = answer(client, max_tokens=8, logit_bias={str(first): -100})
+    text = engine.token_text(first)
+    assert not banned.startswith(text), (banned, text)
+    with pytest.raises(openai.BadRequestError):
+        answer(client, logit_bias={"999999999": 5})
+
+
+def test_image_parts_and_token_ids_get_a_400_that_says_what_to_send(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, max_tokens=4, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
+    assert "image inputs are not supported" in caught.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="all-minilm-l6-v2", input=[[101, 2023, 102]])
+    assert "token ids" in caught.value.body["message"] and "check_embedding_ctx_length" in caught.value.body["message"]
+
+
+def test_embedding_dimensions(client):
+    full = client.embeddings.create(model="all-minilm-l6-v2", input="bonjour", dimensions=384)
+    assert len(full.data[0].embedding) == 384
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="all-minilm-l6-v2", input="bonjour", dimensions=64)
+    assert "384-dimensional" in caught.value.body["message"]
