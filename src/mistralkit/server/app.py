@@ -24,6 +24,7 @@ from .auth import KeyGuard, LockedOut, Unauthorized, require_key
 from .config import ServerConfig
 from .errors import Overloaded, error_response, from_exception, history_busy, validation_message
 from .metrics import Metrics
+from .ollama_shapes import OllamaWire
 from .pool import Pool
 
 log = logging.getLogger(__name__)
@@ -194,15 +195,17 @@ def _middleware(app: FastAPI, config: ServerConfig) -> None:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout_s=config.body_timeout_s)
+    app.add_middleware(OllamaWire)  # outermost: /api/* errors (the body limit's too) in Ollama's shape
 
 
 def _routes(app: FastAPI) -> None:
-    from . import correct_routes, openai_routes, sessions_routes
+    from . import correct_routes, ollama_routes, openai_routes, sessions_routes
 
     guarded = [Depends(require_key)]
     app.include_router(openai_routes.router, dependencies=guarded)
     app.include_router(correct_routes.router, dependencies=guarded)
     app.include_router(sessions_routes.router, dependencies=guarded)
+    app.include_router(ollama_routes.router, dependencies=guarded)
 
     @app.get("/health", tags=["operations"])
     async def health(request: Request) -> dict:

@@ -1,0 +1,248 @@
+"""Ollama's API (``/api/chat``, ``/api/generate``, ``/api/embed``, ``/api/tags``, ...) over the same pool,
+queue, key guard and metrics as ``/v1``, so that the ``ollama`` client and tools built for Ollama work.
+
+>>> import ollama  # doctest: +SKIP
+>>> ollama.Client(host="http://127.0.0.1:8080").chat(model="gemma-3-270m", messages=[...])  # doctest: +SKIP
+
+Streams are newline-delimited JSON (``application/x-ndjson``), one object per text delta, then one with
+``done: true`` and the counts and durations (nanoseconds). What is accepted and ignored, and what is
+refused, is listed in ``ollama_shapes``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from ..engines import Usage, require
+from ..errors import InvalidParameter, MistralkitError
+from . import ollama_shapes as shapes
+from .openai_routes import Run, _embed_lock, _start
+from .pool import Slot
+from .schemas import ChatRequest
+
+# Not in /openapi.json: Ollama documents these, and the schema fuzzer bounds only OpenAI's max_tokens.
+router = APIRouter(prefix="/api", tags=["ollama"], include_in_schema=False)
+
+Piece = Callable[[str], dict]
+
+
+class NotOffered(MistralkitError):
+    """An Ollama endpoint that manages models, which mistralkit does through its CLI."""
+
+    status = 501
+
+
+@router.get("/version")
+async def version() -> dict:
+    """mistralkit's own version (not an Ollama version number)."""
+    return {"version": __version__}
+
+
+def _display(key: str, slot: Slot) -> str:
+    """A loaded model's name, with its adapter's file name (never its path on the server)."""
+    _, plus, adapter = key.partition("+")
+    return f"{slot.model.name}+{Path(adapter).name}" if plus else slot.model.name
+
+
+@router.get("/tags")
+async def tags(request: Request) -> dict:
+    """The models ``GET /v1/models`` lists, in Ollama's shape."""
+    families = {slot.model.name: slot.model.info.architecture for slot in list(request.app.state.pool.slots.values())
+                if getattr(slot.model, "info", None) is not None}
+    return {"models": await run_in_threadpool(shapes.tag_rows, families)}
+
+
+@router.get("/ps")
+async def ps(request: Request) -> dict:
+    """Loaded models; they stay until the memory budget needs room (no ``expires_at``)."""
+    slots = list(request.app.state.pool.slots.items())
+    return {"models": [{"name": _display(key, slot), "model": _display(key, slot), "size": slot.planned,
+                        "size_vram": 0, "digest": "", "expires_at": None, "details": shapes.details(slot.model),
+                        "context_length": slot.worker.engine.n_ctx} for key, slot in slots]}
+
+
+@router.post("/show")
+async def show(body: shapes.ShowRequest, request: Request) -> dict:
+    """What the GGUF header says (``model_info``, chat template) and the server's sampling defaults."""
+    pool = request.app.state.pool
+    key, model, _ = await run_in_threadpool(pool.resolve, body.ref)
+    defaults: dict = shapes.sampling_defaults()
+    slot = pool.slots.get(key)
+    if slot is not None:
+        defaults["num_ctx"] = slot.worker.engine.n_ctx
+    elif model.format == "gguf":
+        from ..engines.llamacpp import context_size
+
+        defaults["num_ctx"] = context_size(model, request.app.state.config.settings.ctx)
+    defaults["num_predict"] = request.app.state.config.settings.max_tokens
+    return await run_in_threadpool(shapes.show, model, defaults)
+
+
+async def _queue(request: Request, body: ChatRequest, num_predict: int | None,
+                 prompt_of: Callable[[object], Awaitable[list]]) -> tuple[Run, float]:
+    """Queue the generation on the model's worker, as ``/v1/chat/completions`` does; (run, load seconds)."""
+    before = time.perf_counter()
+    async with request.app.state.pool.use(body.model) as slot:  # held until the job is queued
+        load_s = time.perf_counter() - before
+        engine = slot.worker.engine
+        if num_predict in shapes.FOREVER:
+            body.max_tokens = engine.n_ctx  # the engine stops where the context ends
+        prompt = await prompt_of(engine)
+        grammar = await run_in_threadpool(shapes.grammar_of, body)
+        if grammar is not None:  # a bad one is a 400 now, not an error inside a 200 stream
+            require(engine, "grammar", "format")
+            await run_in_threadpool(engine.check_grammar, grammar)
+        job = await _start(request, body, slot, prompt, grammar)
+    return Run(request, job, slot.model.name), load_s
+
+
+def _chat_prompt(messages: list[dict]) -> Callable[[object], Awaitable[list]]:
+    async def prompt_of(engine) -> list:
+        if not engine.capabilities.tokens:  # a remote gets the messages themselves
+            return messages
+        return await run_in_threadpool(engine.prompt_tokens, messages)
+
+    return prompt_of
+
+
+def _raw_prompt(text: str) -> Callable[[object], Awaitable[list]]:
+    async def prompt_of(engine) -> list:
+        require(engine, "tokens", "raw: true (a raw-text prompt)")
+        return await run_in_threadpool(engine.encode_text, text)
+
+    return prompt_of
+
+
+def _final(run: Run, started: float, load_s: float) -> dict:
+    usage = run.usage or Usage()
+    return {"done": True, "done_reason": run.finish, "total_duration": shapes.ns(time.perf_counter() - started),
+            "load_duration": shapes.ns(load_s), "prompt_eval_count": usage.prompt_tokens,
+            "prompt_eval_duration": shapes.ns(usage.ttft_s), "eval_count": usage.completion_tokens,
+            "eval_duration": shapes.ns(usage.total_s - usage.ttft_s)}
+
+
+def _line(data: dict) -> str:
+    return json.dumps(data) + "\n"
+
+
+async def _ndjson(run: Run, name: str, piece: Piece, started: float, load_s: float) -> AsyncIterator[str]:
+    try:
+        async for text in run.chunks():
+            yield _line({"model": name, "created_at": shapes.now(), **piece(text), "done": False})
+        yield _line({"model": name, "created_at": shapes.now(), **piece(""), **_final(run, started, load_s)})
+    except MistralkitError as exc:  # the 200 is out: Ollama's clients read an error line
+        yield _line({"error": str(exc)})
+
+
+async def _reply(run: Run, name: str, piece: Piece, stream: bool, started: float, load_s: float):
+    if stream:
+        return StreamingResponse(_ndjson(run, name, piece, started, load_s), media_type="application/x-ndjson",
+                                 headers={"Cache-Control": "no-cache"})
+    async for _ in run.chunks():
+        pass
+    return {"model": name, "created_at": shapes.now(), **piece(run.text), **_final(run, started, load_s)}
+
+
+async def _load_only(request: Request, name: str, piece: Piece, stream: bool):
+    """Ollama's way to load a model: a chat without messages, a generate without a prompt."""
+    async with request.app.state.pool.use(shapes.model_ref(name)):
+        pass
+    data = {"model": name, "created_at": shapes.now(), **piece(""), "done": True, "done_reason": "load"}
+    if stream:
+        return StreamingResponse(iter([_line(data)]), media_type="application/x-ndjson")
+    return JSONResponse(data)
+
+
+def _message(text: str) -> dict:
+    return {"message": {"role": "assistant", "content": text}}
+
+
+def _response(text: str) -> dict:
+    return {"response": text}
+
+
+@router.post("/chat")
+async def chat(body: shapes.OllamaChatRequest, request: Request):
+    """A chat turn through the model's chat format; streamed (NDJSON) unless ``stream`` is false."""
+    started = time.perf_counter()
+    body.check()
+    if not body.messages:
+        return await _load_only(request, body.model, _message, body.stream)
+    messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
+    ours = shapes.to_chat_request(shapes.model_ref(body.model), messages, body.options, body.format)
+    checked = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in ours.messages]
+    run, load_s = await _queue(request, ours, body.options.num_predict, _chat_prompt(checked))
+    return await _reply(run, body.model, _message, body.stream, started, load_s)
+
+
+@router.post("/generate")
+async def generate(body: shapes.OllamaGenerateRequest, request: Request):
+    """A completion: ``prompt`` as one user turn (after ``system``), or as raw text with ``raw: true``."""
+    started = time.perf_counter()
+    body.check()
+    if not body.prompt:
+        return await _load_only(request, body.model, _response, body.stream)
+    messages = body.messages()
+    ours = shapes.to_chat_request(shapes.model_ref(body.model), messages, body.options, body.format)
+    prompt_of = _raw_prompt(body.prompt) if body.raw else _chat_prompt(messages)
+    run, load_s = await _queue(request, ours, body.options.num_predict, prompt_of)
+    return await _reply(run, body.model, _response, body.stream, started, load_s)
+
+
+async def _embed(request: Request, ref: str, texts: list[str], truncate: bool):
+    """The embedder ``/v1/embeddings`` uses, under the same lock; (result, load seconds)."""
+    pool = request.app.state.pool
+    async with _embed_lock:  # one embedding model call at a time: the engines are not thread-safe
+        before = time.perf_counter()
+        embedder = await run_in_threadpool(pool.embedder, shapes.model_ref(ref))
+        load_s = time.perf_counter() - before
+        result = await run_in_threadpool(lambda: embedder.embed(texts, truncate=truncate))
+    request.app.state.metrics.tokens.labels(result.model, "in").inc(result.prompt_tokens)
+    return result, load_s
+
+
+@router.post("/embed")
+async def embed(body: shapes.OllamaEmbedRequest, request: Request) -> dict:
+    """Normalized vectors, one per input; ``truncate`` (default true) cuts a text to the model's limit."""
+    started = time.perf_counter()
+    result, load_s = await _embed(request, body.model, body.texts(), body.truncate)
+    if body.dimensions is not None and body.dimensions != result.dimensions:
+        raise InvalidParameter(f"dimensions={body.dimensions}: {result.model} makes vectors of {result.dimensions}",
+                               hint="drop dimensions (mistralkit does not shorten vectors)")
+    return {"model": body.model, "embeddings": result.vectors, "total_duration": shapes.ns(time.perf_counter() - started),
+            "load_duration": shapes.ns(load_s), "prompt_eval_count": result.prompt_tokens}
+
+
+@router.post("/embeddings")
+async def embeddings(body: shapes.OllamaEmbeddingsRequest, request: Request) -> dict:
+    """Ollama's older embedding endpoint: one ``prompt``, one ``embedding``."""
+    if not body.prompt:
+        await run_in_threadpool(request.app.state.pool.embedder, shapes.model_ref(body.model))
+        return {"embedding": []}
+    result, _ = await _embed(request, body.model, [body.prompt], True)
+    return {"embedding": result.vectors[0]}
+
+
+_CLI = {"pull": "run `mistralkit models pull NAME` on the server", "push": "mistralkit has no registry to push to",
+        "create": "run `mistralkit models import FILE` (or tune + export) on the server",
+        "copy": "run `mistralkit models import FILE --name NEW` on the server",
+        "delete": "run `mistralkit models rm NAME` on the server"}
+
+
+def _by_cli(action: str, how: str):
+    async def refuse() -> None:
+        raise NotOffered(f"/api/{action} is not offered over HTTP by mistralkit", hint=how)
+
+    return refuse
+
+
+for _action, _how in _CLI.items():  # Ollama's model management: mistralkit's CLI does it on the server
+    router.add_api_route(f"/{_action}", _by_cli(_action, _how), methods=["POST", "DELETE"])

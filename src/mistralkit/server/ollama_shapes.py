@@ -1,0 +1,328 @@
+"""Ollama's wire format: request bodies, their translation to our ``ChatRequest``, the model rows of
+``/api/tags``, ``/api/ps`` and ``/api/show``, and errors as ``{"error": "message"}``.
+
+Accepted and ignored: ``keep_alive`` (models stay loaded until the memory budget needs the room),
+``options.num_ctx`` (the server's ``--ctx`` decides; a prompt over it is still a 400), the load and
+sampler options we do not have (``num_batch``, ``num_gpu``, ``num_thread``, ``mirostat``,
+``typical_p``, ...), ``show``'s ``verbose``. ``num_predict`` -1 or -2 means
+"until the context is full"; left out, it is the server's ``--max-tokens``, as on ``/v1``. Refused
+with a 400: tools (and tool messages), images, ``think``, ``logprobs``, ``suffix``, ``template``,
+``context``, and an embedding ``dimensions`` other than the model's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ..errors import InvalidParameter, Unsupported
+from .errors import validation_message
+from .schemas import ChatRequest, Sampling, _Body, _Request
+
+FOREVER = -1, -2  # num_predict: Ollama's "no limit" and "fill the context"
+
+
+class Options(_Body):
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    num_predict: int | None = None
+    stop: list[str] | str | None = None
+    num_ctx: int | None = None  # accepted, ignored: the server's --ctx decides
+
+
+class OllamaMessage(_Body):
+    role: str
+    content: str | None = ""
+    images: list[str] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class _Generation(_Request):
+    model: str = Field(min_length=1)
+    stream: bool = True  # Ollama streams unless told not to
+    format: Literal["", "json"] | dict[str, Any] | None = None
+    options: Options = Field(default_factory=Options)
+    keep_alive: float | str | None = None  # accepted, ignored
+    think: bool | str | None = None
+    logprobs: bool | None = None
+
+    @field_validator("stream", "options", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any, info) -> Any:
+        """``null`` means "not given", as in Ollama's Go structs."""
+        if value is None:
+            return True if info.field_name == "stream" else {}
+        return value
+
+    def refuse_unsupported(self, extra: dict[str, object]) -> None:
+        asked = {"think": self.think not in (None, False), "logprobs": bool(self.logprobs), **extra}
+        for name, given in asked.items():
+            if given:
+                raise Unsupported(f"{name}: not supported by mistralkit's Ollama API",
+                                  hint=f"drop {name} from the request")
+
+
+class OllamaChatRequest(_Generation):
+    messages: list[OllamaMessage] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+
+    def check(self) -> None:
+        self.refuse_unsupported({"tools": self.tools, "images": any(m.images for m in self.messages),
+                                 "tool_calls": any(m.tool_calls for m in self.messages),
+                                 "role 'tool'": any(m.role == "tool" for m in self.messages)})
+
+
+class OllamaGenerateRequest(_Generation):
+    prompt: str | None = None
+    system: str | None = None
+    raw: bool = False  # the prompt as raw text, no chat format (system is then ignored, as Ollama does)
+    suffix: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    images: list[str] | None = None
+
+    def check(self) -> None:
+        self.refuse_unsupported({"suffix": self.suffix, "template": self.template, "context": self.context,
+                                 "images": self.images})
+
+    def messages(self) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.system}] if self.system and not self.raw else []
+        return [*system, {"role": "user", "content": self.prompt or ""}]
+
+
+class OllamaEmbedRequest(_Request):
+    model: str = Field(min_length=1)
+    input: str | list[str] = Field(min_length=1)
+    truncate: bool = True  # Ollama's default: cut a text to the model's limit
+    dimensions: int | None = None
+    options: dict[str, Any] | None = None  # accepted, ignored
+    keep_alive: float | str | None = None  # accepted, ignored
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class OllamaEmbeddingsRequest(_Request):
+    model: str = Field(min_length=1)
+    prompt: str = ""
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+
+
+class ShowRequest(_Request):
+    model: str | None = Field(default=None, min_length=1)
+    name: str | None = Field(default=None, min_length=1)  # what older clients send
+    verbose: bool = False
+
+    @model_validator(mode="after")
+    def _named(self) -> ShowRequest:
+        if not (self.model or self.name):
+            raise ValueError("model: the model to show is required")
+        return self
+
+    @property
+    def ref(self) -> str:
+        return model_ref(self.model or self.name or "")
+
+
+def model_ref(name: str) -> str:
+    """Our name for an Ollama model name: ``gemma-3-270m:latest`` is ``gemma-3-270m``."""
+    return name.strip().removesuffix(":latest")
+
+
+_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty",
+             "seed", "stop")
+_OPTION_OF = {**{name: f"options.{name}" for name in _SAMPLING}, "max_tokens": "options.num_predict",
+              "response_format": "format"}
+
+
+def _response_format(fmt: str | dict | None) -> dict | None:
+    if not fmt:
+        return None
+    if fmt == "json":
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt}}
+
+
+def to_chat_request(model: str, messages: list[dict], options: Options, fmt: str | dict | None) -> ChatRequest:
+    """The same request in our OpenAI shape, validated by the same rules (a bad value is a 400 here).
+
+    ``num_predict`` -1 or -2 is left unset: the route sets it to the context size once the model is loaded.
+    """
+    values = {name: value for name in _SAMPLING if (value := getattr(options, name)) is not None}
+    if options.num_predict is not None and options.num_predict not in FOREVER:
+        values["max_tokens"] = options.num_predict
+    try:
+        return ChatRequest(model=model, messages=messages, response_format=_response_format(fmt), **values)
+    except ValidationError as exc:
+        errors = [{**e, "loc": (_OPTION_OF.get(str(e["loc"][0]), e["loc"][0]), *e["loc"][1:]) if e["loc"] else ()}
+                  for e in exc.errors()]
+        raise InvalidParameter(validation_message(errors)[1]) from None
+
+
+def grammar_of(body: ChatRequest) -> str | None:
+    """GBNF for ``format``, refused in Ollama's words."""
+    try:
+        return body.grammar()
+    except InvalidParameter as exc:
+        raise InvalidParameter(exc.message.replace("response_format.json_schema", "format: the JSON schema"),
+                               exc.hint) from None
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def ns(seconds: float) -> int:
+    return max(0, int(seconds * 1e9))
+
+
+def parameter_size(billions: float) -> str:
+    """``0.27`` -> ``270M``, ``7.24`` -> ``7.2B`` (Ollama's style)."""
+    return f"{billions * 1000:.0f}M" if billions < 1 else f"{billions:.1f}B"
+
+
+def quant_level(model) -> str:
+    info = getattr(model, "info", None)
+    if getattr(model, "quant", None):
+        return str(model.quant).upper()
+    if info is not None and info.get("general.file_type") is not None:
+        import gguf
+
+        try:
+            return gguf.LlamaFileType(int(info.get("general.file_type"))).name.removeprefix("MOSTLY_")
+        except ValueError:
+            return ""
+    return ""
+
+
+def details(model) -> dict:
+    """Ollama's ``details`` of a resolved model (LocalModel or RemoteModel), from its GGUF header."""
+    info, entry = getattr(model, "info", None), getattr(model, "entry", None)
+    family = info.architecture if info is not None else ""
+    size = (info.get("general.size_label") if info is not None else None) or (
+        parameter_size(entry.params) if entry and entry.params else "")
+    return {"parent_model": "", "format": model.format, "family": family, "families": [family] if family else None,
+            "parameter_size": str(size), "quantization_level": quant_level(model)}
+
+
+def tag_rows(families: dict[str, str]) -> list[dict]:
+    """``/api/tags``: what ``/v1/models`` lists (adapters left out: they run on a model), read from the
+    registry and the catalog without opening a file; ``families``: architectures of the loaded models."""
+    from ..models import catalog, registry
+    from ..models.store import listing
+
+    here, _ = listing()
+    rows = []
+    for row in here:
+        if row.kind == "adapter":
+            continue
+        record = registry.get(row.name)
+        entry = catalog.find(row.name) if record is None or record.source == "catalog" else None
+        spec = entry.files.get(row.quant or "") if entry else None
+        family = families.get(row.name, "")
+        rows.append({"name": row.name, "model": row.name, "size": row.size,
+                     "modified_at": when(record.added if record else 0),
+                     "digest": (record.sha256 if record else "") or (spec.sha256 if spec else ""),
+                     "details": {"parent_model": "", "format": record.format if record else (spec.format if spec else ""),
+                                 "family": family, "families": [family] if family else None,
+                                 "parameter_size": parameter_size(entry.params) if entry and entry.params else "",
+                                 "quantization_level": (row.quant or "").upper()}})
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    """A GGUF metadata value as JSON: long arrays (summarized as None by the reader) as ``[]``, as Ollama."""
+    if value is None:
+        return []
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def show(model, defaults: dict[str, Any]) -> dict:
+    """``/api/show``: GGUF metadata and our defaults; ``modelfile`` is for reading (we build no models)."""
+    info, entry = getattr(model, "info", None), getattr(model, "entry", None)
+    parameters = "\n".join(f"{key} {json.dumps(value) if isinstance(value, str) else value}"
+                           for key, value in defaults.items())
+    metadata = {k: _plain(v) for k, v in info.metadata.items() if k != "tokenizer.chat_template"} if info else {}
+    kind = entry.kind if entry else ("embedding" if model.format == "sentence-transformers" else "llm")
+    modelfile = (f"# Modelfile generated by mistralkit serve (for reading: mistralkit builds no model from it)\n"
+                 f"FROM {model.name}\n" + "".join(f"PARAMETER {line}\n" for line in parameters.splitlines()))
+    return {"modelfile": modelfile, "parameters": parameters,
+            "template": (info.chat_template or "") if info else "",  # GGUF's Jinja template, not a Go one
+            "details": details(model), "model_info": metadata, "license": entry.license if entry else "",
+            "capabilities": ["embedding"] if kind == "embedding" else ["completion"],
+            "modified_at": when(model.path.stat().st_mtime) if getattr(model, "path", None) else when(0)}
+
+
+def sampling_defaults() -> dict[str, Any]:
+    fields = Sampling.model_fields
+    return {name: fields[name].default for name in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")}
+
+
+def error_body(status: int, body: bytes) -> tuple[int, bytes]:
+    """The app's error response (OpenAI's shape, or FastAPI's ``detail``) as Ollama's ``{"error"}``.
+
+    Ollama has no 422: a body that does not validate is a 400 there."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = body.decode("utf-8", "replace")
+    message = data
+    if isinstance(data, dict):
+        error = data.get("error", data.get("detail", data))
+        message = error.get("message", error) if isinstance(error, dict) else error
+    text = message if isinstance(message, str) else json.dumps(message)
+    return (400 if status == 422 else status), json.dumps({"error": text}).encode()
+
+
+class OllamaWire:
+    """Plain ASGI, for ``/api/`` only: a body is JSON whatever its Content-Type says (Ollama's own curl
+    examples send none), and every error response (route, validation, key guard, body limit,
+    unknown path) is rewritten into Ollama's shape; the rest of the app keeps OpenAI's."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            return await self.app(scope, receive, send)
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+        scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        start: dict | None = None
+        body = b""
+
+        async def rewriting(message):
+            nonlocal start, body
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                start = message
+                return
+            if start is None or message["type"] != "http.response.body":
+                return await send(message)
+            body += message.get("body", b"")
+            if message.get("more_body", False):
+                return
+            status, payload = error_body(start["status"], body)
+            kept = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
+            kept += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+            await send({**start, "status": status, "headers": kept})
+            await send({"type": "http.response.body", "body": payload})
+
+        await self.app(scope, receive, rewriting)

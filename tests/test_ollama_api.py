@@ -1,0 +1,180 @@
+"""``mistralkit serve``'s Ollama API through the official ``ollama`` client: one real server process on
+127.0.0.1 (API key, 64 KiB body limit, one thread) with the embedded Gemma 3 270M and all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import jsonschema
+import numpy as np
+import ollama
+import pytest
+from test_server_api import KEY, MODEL, ONE_THREAD, Serve
+
+from mistralkit import __version__
+from mistralkit.models import catalog
+
+pytestmark = pytest.mark.slow
+
+EMBEDDER = "all-minilm-l6-v2"
+STORY = [{"role": "user", "content": "Write a short story about a dragon."}]  # runs past 16 tokens
+GREEDY = {"temperature": 0, "seed": 1, "num_predict": 16}
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def server(model, mk_home, tmp_path_factory):
+    serve = Serve(mk_home, tmp_path_factory.mktemp("serve") / "ollama.log", "--api-key", KEY, "--max-body", "64K",
+                  *ONE_THREAD)
+    yield serve
+    serve.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> ollama.Client:
+    return ollama.Client(host=server.url, headers=AUTH, timeout=120)
+
+
+def chat(client, messages=STORY, **options):
+    return client.chat(model=MODEL, messages=messages, options={**GREEDY, **options})
+
+
+def warm(client, messages=STORY) -> None:
+    """The same prompt-cache state before outputs are compared (see test_server_api.warm)."""
+    chat(client, messages, num_predict=1)
+
+
+def test_version_is_mistralkits(server):
+    assert httpx.get(f"{server.url}/api/version", headers=AUTH).json() == {"version": __version__}
+
+
+def test_tags_list_the_local_models_in_ollamas_shape(client):
+    models = {m.model: m for m in client.list().models}
+    assert {MODEL, f"{EMBEDDER}:f32"} <= set(models)
+    gemma = models[MODEL]
+    assert gemma.details.quantization_level == "Q4_K_M" and gemma.details.format == "gguf"
+    assert gemma.details.parameter_size == "270M" and gemma.size > 100_000_000
+    assert gemma.digest == catalog.find(MODEL).files["q4_k_m"].sha256 and gemma.modified_at is not None
+
+
+def test_show_reads_the_gguf_header(client):
+    shown = client.show(MODEL)
+    assert shown.details.family == "gemma3" and shown.details.quantization_level == "Q4_K_M"
+    assert shown.modelinfo["general.architecture"] == "gemma3" and shown.modelinfo["gemma3.block_count"] == 18
+    assert shown.modelinfo["tokenizer.ggml.tokens"] == []  # long arrays left out, as Ollama does
+    assert "temperature 0.8" in shown.parameters and "num_ctx" in shown.parameters
+    assert shown.capabilities == ["completion"] and f"FROM {MODEL}" in shown.modelfile
+    assert client.show(f"{EMBEDDER}:latest").capabilities == ["embedding"]
+
+
+def test_chat_counts_durations_and_stream_equals_the_whole(client):
+    warm(client)
+    whole = chat(client)
+    assert whole.message.role == "assistant" and whole.message.content.strip() and whole.done
+    assert whole.done_reason == "length" and whole.eval_count == GREEDY["num_predict"]
+    assert whole.prompt_eval_count > 5 and whole.total_duration >= whole.eval_duration > 0
+    assert whole.prompt_eval_duration > 0 and whole.load_duration >= 0 and whole.model == MODEL
+    parts = list(client.chat(model=MODEL, messages=STORY, options=GREEDY, stream=True))
+    assert len(parts) >= 5 and [p.done for p in parts] == [False] * (len(parts) - 1) + [True]
+    assert "".join(p.message.content for p in parts) == whole.message.content
+    assert parts[-1].done_reason == "length" and parts[-1].eval_count == GREEDY["num_predict"]
+
+
+def test_streaming_is_the_default_as_in_ollama(server):
+    body = {"model": MODEL, "messages": STORY, "keep_alive": "5m",  # accepted and ignored, as num_ctx
+            "options": {**GREEDY, "num_predict": 4, "num_ctx": 8192, "mirostat": 0}}
+    with httpx.stream("POST", f"{server.url}/api/chat", json=body, headers=AUTH, timeout=120) as reply:
+        assert reply.headers["content-type"] == "application/x-ndjson"
+        lines = [json.loads(line) for line in reply.iter_lines() if line]
+    assert lines[-1]["done"] is True and all(not line["done"] for line in lines[:-1]) and len(lines) >= 2
+
+
+def test_generate_is_one_user_turn_and_raw_is_plain_text(client, server):
+    prompt, system = "Name three colours.", "You answer briefly."
+    turn = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+    warm(client, turn)
+    as_chat = chat(client, turn)
+    generated = client.generate(model=MODEL, prompt=prompt, system=system, options=GREEDY)
+    assert generated.response == as_chat.message.content and generated.prompt_eval_count == as_chat.prompt_eval_count
+
+    text = "The capital of France is"
+    v1 = {"model": MODEL, "prompt": text, "temperature": 0, "seed": 1, "max_tokens": 16}
+    httpx.post(f"{server.url}/v1/completions", json={**v1, "max_tokens": 1}, headers=AUTH, timeout=120)
+    completion = httpx.post(f"{server.url}/v1/completions", json=v1, headers=AUTH, timeout=120).json()
+    raw = client.generate(model=MODEL, prompt=text, raw=True, options=GREEDY)
+    assert raw.response == completion["choices"][0]["text"] and raw.done_reason == "length"
+    assert raw.prompt_eval_count == completion["usage"]["prompt_tokens"]
+    parts = list(client.generate(model=MODEL, prompt=text, raw=True, options=GREEDY, stream=True))
+    assert "".join(p.response for p in parts) == raw.response and parts[-1].done
+
+
+def test_no_prompt_only_loads_the_model(client):
+    loaded = client.generate(model="gemma-3-270m:latest")  # the catalog's default quantization
+    assert loaded.done and loaded.done_reason == "load" and loaded.response == ""
+    running = {m.model: m for m in client.ps().models}
+    assert running[MODEL].context_length > 0 and running[MODEL].details.family == "gemma3"
+
+
+def test_format_json_parses(client):
+    reply = client.chat(model=MODEL, messages=[{"role": "user", "content": "JSON:"}], format="json",
+                        options={**GREEDY, "num_predict": 64})
+    assert isinstance(json.loads(reply.message.content), dict)
+
+
+def test_format_schema_validates(client):
+    schema = {"type": "object", "additionalProperties": False, "required": ["color", "age"],
+              "properties": {"color": {"type": "string", "enum": ["red", "green", "blue"]},
+                             "age": {"type": "integer", "minimum": 0, "maximum": 20}}}
+    reply = client.chat(model="gemma-3-270m:latest", messages=[{"role": "user", "content": "Describe a cat as JSON."}],
+                        format=schema, options={**GREEDY, "num_predict": 64})
+    data = json.loads(reply.message.content)
+    jsonschema.validate(data, schema)
+
+
+def test_embed_equals_v1_embeddings(client, server):
+    texts = ["The cat sat on the mat.", "Quarterly tax filings are due in April."]
+    ours = client.embed(model=EMBEDDER, input=texts)
+    v1 = httpx.post(f"{server.url}/v1/embeddings", json={"model": EMBEDDER, "input": texts, "encoding_format": "float"},
+                    headers=AUTH, timeout=120).json()
+    vectors = np.array(ours.embeddings)
+    assert vectors.shape == (2, 384) and ours.prompt_eval_count > 0
+    assert np.allclose(vectors, [d["embedding"] for d in v1["data"]], atol=1e-6)
+    legacy = client.embeddings(model=EMBEDDER, prompt=texts[0])
+    assert np.allclose(legacy.embedding, vectors[0], atol=1e-6)
+
+
+def test_unknown_model_is_404_with_our_message(client):
+    with pytest.raises(ollama.ResponseError) as info:
+        client.chat(model="no-such-model", messages=STORY)
+    assert info.value.status_code == 404
+    assert "unknown model 'no-such-model'" in info.value.error and "mistralkit models list" in info.value.error
+
+
+@pytest.mark.parametrize("bad", [{"temperature": -1}, {"temperature": "hot"}, {"num_predict": 0}])
+def test_bad_options_are_400(client, bad):
+    with pytest.raises(ollama.ResponseError) as info:
+        client.chat(model=MODEL, messages=STORY, options=bad)
+    name = next(iter(bad))
+    assert info.value.status_code == 400 and f"options.{name}" in info.value.error
+
+
+def test_what_we_do_not_do_is_refused_clearly(client, server):
+    with pytest.raises(ollama.ResponseError) as info:
+        client.chat(model=MODEL, messages=STORY, tools=[{"type": "function", "function": {"name": "f"}}])
+    assert info.value.status_code == 400 and "tools" in info.value.error
+    with pytest.raises(ollama.ResponseError) as info:
+        client.pull(MODEL)
+    assert info.value.status_code == 501 and "mistralkit models pull" in info.value.error
+    too_big = httpx.post(f"{server.url}/api/chat", content=b"x" * 70_000, headers=AUTH)
+    assert too_big.status_code == 413 and "limit" in too_big.json()["error"]
+
+
+def test_the_api_key_guards_api_as_v1(server, monkeypatch):
+    monkeypatch.delenv("OLLAMA_API_KEY", raising=False)  # the client would send it
+    with pytest.raises(ollama.ResponseError) as info:
+        ollama.Client(host=server.url).list()
+    assert info.value.status_code == 401 and "API key" in info.value.error
+    bare = httpx.post(f"{server.url}/api/chat", json={"model": MODEL, "messages": STORY})
+    assert bare.status_code == 401 and isinstance(bare.json()["error"], str)
+    assert bare.headers["www-authenticate"] == "Bearer"
