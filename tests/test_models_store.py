@@ -274,7 +274,8 @@ def test_import_refuses_what_is_not_a_model(home, tmp_path):
     assert registered(home) == {}
 
 
-def test_hf_directory_imports_but_chat_explains_it_needs_gguf(home, tmp_path):
+def test_hf_directory_imports_and_chat_explains_what_it_lacks(home, tmp_path):
+    """An HF folder runs on the transformers engine; this one has no tokenizer, which is said in one line."""
     folder = tmp_path / "hf-model"
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "mistral"}')
@@ -282,7 +283,8 @@ def test_hf_directory_imports_but_chat_explains_it_needs_gguf(home, tmp_path):
     done = mk(home, None, "models", "import", str(folder), "--name", "hf-mistral", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["format"] == "hf"
     chat = mk(home, None, "run", "--model", "hf-mistral", "hi")
-    assert chat.returncode != 0 and "GGUF" in chat.stderr
+    assert chat.returncode != 0 and "no tokenizer" in chat.stderr and "Traceback" not in chat.stderr
+    assert "tokenizer.json" in chat.stderr  # the hint: what the folder needs
 
 
 def test_unknown_names_and_quants_are_clear(home):
