@@ -215,7 +215,7 @@ def test_server_correct_errors_and_schema(server):
     assert post(server, {"text": "Il a manger."}, key="wrong-key-000000").status_code == 401
     blank = post(server, {"text": "  "})
     assert blank.status_code == 400 and blank.json()["error"]["message"]
-    assert post(server, {"text": "x", "mode": "poetry"}).status_code == 422
+    assert post(server, {"text": "x", "mode": "poetry"}).status_code == 400
     assert post(server, {"text": "x", "checker": "languagetool"}).status_code == 400
     lost = post(server, {"text": "Il a manger.", "mode": "hybrid", "model": "/etc/passwd"})
     assert lost.status_code == 404

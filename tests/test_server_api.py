@@ -236,10 +236,11 @@ def test_prompt_over_the_context_is_400_with_sizes(side):
 
 
 @pytest.mark.parametrize("bad", [{"temperature": 5}, {"top_p": 0}, {"n": 2}])
-def test_bad_parameters_are_422(client, bad):
-    with pytest.raises(openai.UnprocessableEntityError) as info:
+def test_bad_parameters_are_400_with_param_as_openai_answers(client, bad):
+    with pytest.raises(openai.BadRequestError) as info:
         chat(client, **bad)
-    assert info.value.status_code == 422 and info.value.body["param"] == next(iter(bad))
+    assert info.value.status_code == 400 and info.value.body["param"] == next(iter(bad))
+    assert info.value.body["code"] == "invalid_request" and info.value.body["type"] == "invalid_request_error"
 
 
 def test_api_key_is_required_except_for_health(server):

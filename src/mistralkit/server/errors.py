@@ -72,7 +72,8 @@ def _where(loc: tuple) -> str:
 
 
 def validation_message(errors: list[dict]) -> tuple[int, str, str, str | None]:
-    """(status, message, code, param) for a request pydantic refused."""
+    """(status, message, code, param) for a request pydantic refused: 400 with ``param`` set, as OpenAI
+    answers a bad parameter (FastAPI's default 422 breaks clients that expect OpenAI's codes)."""
     text = next((e for e in errors if e.get("type") == "invalid_text"), None)
     if text is not None:
         return 400, text["msg"], "invalid_text", (text.get("ctx") or {}).get("where") or None
@@ -82,6 +83,6 @@ def validation_message(errors: list[dict]) -> tuple[int, str, str, str | None]:
         return 400, f"the request body is not valid JSON{': ' + str(reason) if reason else ''}", "invalid_json", None
     where = _where(tuple(first.get("loc", ())))
     if not where:
-        return (422, "the request body must be a JSON object (send it with Content-Type: application/json)",
+        return (400, "the request body must be a JSON object (send it with Content-Type: application/json)",
                 "invalid_request", None)
-    return 422, f"{where}: {first.get('msg', 'invalid value')}", "invalid_request", where
+    return 400, f"{where}: {first.get('msg', 'invalid value')}", "invalid_request", where
