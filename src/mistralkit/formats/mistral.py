@@ -95,3 +95,54 @@ class MistralFormat:
 
     def decode(self, tokens: Sequence[int]) -> str:
         return self._tokenizer.decode(list(tokens))
+
+    @property
+    def tool_calls_token(self) -> int | None:
+        """The ``[TOOL_CALLS]`` control token's id, or None for a version without tools (v1)."""
+        try:
+            return self._tokenizer.instruct_tokenizer.tokenizer.get_special_token("[TOOL_CALLS]")
+        except Exception:  # noqa: BLE001 - mistral-common raises plain exceptions for a missing token
+            return None
+
+    def encode_with_tools(self, messages: Sequence[dict], tools: Sequence[dict]) -> list[int]:
+        """Tokens for a conversation with tools and tool turns, as mistral-common lays them out.
+
+        ``messages`` and ``tools`` are shaped as in ``formats.tools``; call ids become the
+        9 alphanumerics Mistral requires (``formats.tools.mistral_call_id``).
+        """
+        from mistral_common.exceptions import MistralCommonException
+        from mistral_common.protocol.instruct.request import ChatCompletionRequest
+        from mistral_common.protocol.instruct.tool_calls import Function, Tool
+
+        from ..errors import InvalidParameter
+
+        specs = [Tool(function=Function(name=t["name"], description=t.get("description") or "",
+                                        parameters=t.get("parameters") or {"type": "object", "properties": {}}))
+                 for t in tools]
+        try:
+            request = ChatCompletionRequest(messages=_to_mistral_with_tools(messages), tools=specs or None)
+            return list(self._tokenizer.encode_chat_completion(request).tokens)
+        except (MistralCommonException, ValueError, AssertionError) as exc:
+            raise InvalidParameter(f"mistral-common refused the conversation: {exc}") from exc
+
+
+def _to_mistral_with_tools(messages: Sequence[dict]):
+    from mistral_common.protocol.instruct.messages import AssistantMessage, ToolMessage
+    from mistral_common.protocol.instruct.tool_calls import FunctionCall, ToolCall
+
+    from .tools import mistral_call_id
+
+    names = {c["id"]: c["name"] for m in messages for c in m.get("tool_calls") or ()}
+    out = []
+    for m in messages:
+        if m["role"] == "tool":
+            call_id = m.get("tool_call_id") or ""
+            out.append(ToolMessage(content=m["content"], tool_call_id=mistral_call_id(call_id),
+                                   name=m.get("name") or names.get(call_id)))
+        elif m["role"] == "assistant" and m.get("tool_calls"):
+            out.append(AssistantMessage(content=None, tool_calls=[
+                ToolCall(id=mistral_call_id(c["id"]), function=FunctionCall(name=c["name"], arguments=c["arguments"]))
+                for c in m["tool_calls"]]))
+        else:
+            out.extend(_to_mistral([{"role": m["role"], "content": m["content"]}]))
+    return out

@@ -38,7 +38,7 @@ def from_exception(exc: MistralkitError) -> JSONResponse:
     if isinstance(exc, RemoteError):
         code = "remote_error"
     message = exc.message + (f" ({exc.hint})" if exc.hint else "")
-    return error_response(status, message, code)
+    return error_response(status, message, code, getattr(exc, "param", None))
 
 
 def history_busy(exc: HistoryBusy) -> JSONResponse:

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..engines import Usage, require
 from ..errors import ContextOverflow, InvalidParameter, MistralkitError
-from . import history
+from . import history, tools
 from .pool import Job, Slot, stream
 from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
 
@@ -88,6 +88,7 @@ class Run:
     def __init__(self, request: Request, job: Job, model: str) -> None:
         self.request, self.job, self.model = request, job, model
         self.text, self.finish, self.usage = "", "stop", None
+        self.token_ids: list[int] = []
         self.id = f"{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
 
@@ -97,6 +98,7 @@ class Run:
             if chunk.text and not self.text:
                 metrics.ttft.labels(self.model).observe(time.perf_counter() - self.job.queued_at)
             self.text += chunk.text
+            self.token_ids.extend(chunk.token_ids)
             if chunk.finish_reason:
                 self.finish = "stop" if chunk.finish_reason == "cancelled" else chunk.finish_reason
                 self.usage = chunk.usage
@@ -111,13 +113,48 @@ def _sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_end) -> AsyncIterator[str]:
-    """SSE: one event per text delta, then the finish event, usage (if asked) and ``[DONE]``."""
+async def _text_deltas(run: Run) -> AsyncIterator[dict]:
+    yield {"role": "assistant", "content": ""}
+    async for text in run.chunks():
+        yield {"content": text}
+
+
+def _tool_deltas(turn: tools.ToolTurn):
+    """OpenAI's streamed tool call: id and name first, then argument fragments; finish "tool_calls".
+
+    A forced single function streams its arguments as they are generated; otherwise the answer is
+    collected first (whether it is a call is only known at the end), then sent as calls or text.
+    """
+    async def deltas(run: Run) -> AsyncIterator[dict]:
+        if turn.named:
+            call = tools.new_call_id()
+            yield {"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": call, "type": "function", "function": {"name": turn.named, "arguments": ""}}]}
+            async for text in run.chunks():
+                yield {"tool_calls": [{"index": 0, "function": {"arguments": text}}]}
+            run.finish = "tool_calls" if run.finish == "stop" else run.finish
+            return
+        await _collect(run)
+        calls = turn.calls(run.text, run.token_ids)
+        if not calls:
+            yield {"role": "assistant", "content": run.text}
+            return
+        for index, call in enumerate(calls):
+            head = {"index": index, "id": call["id"], "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": ""}}
+            yield {"role": "assistant", "content": None, "tool_calls": [head]} if index == 0 else {"tool_calls": [head]}
+            yield {"tool_calls": [{"index": index, "function": {"arguments": call["function"]["arguments"]}}]}
+        run.finish = "tool_calls" if run.finish == "stop" else run.finish
+    return deltas
+
+
+async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_end,
+                        deltas=_text_deltas) -> AsyncIterator[str]:
+    """SSE: one event per delta (text by default), then the finish event, usage (if asked) and ``[DONE]``."""
     complete = False
     try:
-        yield _sse(shape(run, {"role": "assistant", "content": ""}, None, extra))
-        async for text in run.chunks():
-            yield _sse(shape(run, {"content": text}, None, extra))
+        async for delta in deltas(run):
+            yield _sse(shape(run, delta, None, extra))
         yield _sse(shape(run, {}, run.finish, extra))
         if include_usage:
             yield _sse({**shape(run, None, None, extra), "choices": [], "usage": _usage(run.usage)})
@@ -152,23 +189,29 @@ async def _collect(run: Run) -> None:
 
 @router.post("/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request):
-    """Chat completion, streamed (SSE) or not; ``response_format`` is enforced with a llama.cpp grammar."""
+    """Chat completion, streamed (SSE) or not; ``response_format`` and forced tool calls are enforced
+    with a llama.cpp grammar (see ``server/tools.py``)."""
     pool = request.app.state.pool
     async with pool.use(body.model) as slot:  # held until its job is queued: not unloaded meanwhile
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in body.messages]
         engine = slot.worker.engine
-        prompt = messages  # an engine without a tokenizer here (a remote) gets the messages themselves
+        turn = await run_in_threadpool(tools.prepare, body, engine) if tools.involves_tools(body) else None
+        if turn is not None:
+            messages, prompt, grammar = turn.messages, turn.prompt, turn.grammar
+        else:
+            messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                        for m in body.messages]
+            prompt = messages  # an engine without a tokenizer here (a remote) gets the messages themselves
+            if engine.capabilities.tokens:
+                prompt = await run_in_threadpool(engine.prompt_tokens, messages)
+            grammar = await run_in_threadpool(body.grammar)
+            if grammar is not None:  # a bad one is a 400 now, not an error halfway through a 200 stream
+                require(engine, "grammar", "response_format")
+                await run_in_threadpool(engine.check_grammar, grammar)
         if engine.capabilities.tokens:
-            prompt = await run_in_threadpool(engine.prompt_tokens, messages)
             _check_fits(prompt, engine.n_ctx)  # before a "new" session is created for nothing
         session = await run_in_threadpool(history.open_session, body.session_id, slot.model.name, messages)
         if body.max_completion_tokens and not body.max_tokens:
             body.max_tokens = body.max_completion_tokens
-        grammar = await run_in_threadpool(body.grammar)
-        if grammar is not None:  # a bad one is a 400 now, not an error halfway through a 200 stream
-            require(engine, "grammar", "response_format")
-            await run_in_threadpool(engine.check_grammar, grammar)
         job = await _start(request, body, slot, prompt, grammar)
     run = Run(request, job, body.model if "+" in body.model else slot.model.name)
     extra = {"session_id": session} if session else {}
@@ -178,15 +221,20 @@ async def chat_completions(body: ChatRequest, request: Request):
 
     if body.stream:
         usage_extra = {**extra, "usage": None} if body.include_usage else extra
-        return StreamingResponse(_event_stream(run, _chat_chunk, body.include_usage, usage_extra, on_end),
+        deltas = _tool_deltas(turn) if turn is not None else _text_deltas
+        return StreamingResponse(_event_stream(run, _chat_chunk, body.include_usage, usage_extra, on_end, deltas),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     try:
         await _collect(run)
     finally:
         await run_in_threadpool(on_end, run.text, run.usage is None)
+    message: dict = {"role": "assistant", "content": run.text}
+    calls = turn.calls(run.text, run.token_ids) if turn is not None else None
+    if calls:
+        message = {"role": "assistant", "content": None, "tool_calls": calls}
+        run.finish = "tool_calls" if run.finish == "stop" else run.finish
     return {"id": f"chatcmpl-{run.id}", "object": "chat.completion", "created": run.created, "model": run.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": run.text},
-                         "finish_reason": run.finish, "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": run.finish, "logprobs": None}],
             "usage": _usage(run.usage), **extra}
 
 

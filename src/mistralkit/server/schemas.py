@@ -3,25 +3,30 @@
 Extra fields beyond OpenAI's: ``session_id`` (save the turn in the history; ``"new"`` starts a
 session), and llama.cpp's ``top_k``, ``min_p``, ``repeat_penalty``. A sampling field sent as
 ``null`` means its default, as OpenAI reads it. Image parts and token-id embedding input are
-refused with a 400 that says what to send instead.
+refused with a 400 that says what to send instead. Tool calling (``tools``, ``tool_choice``, tool
+and tool-call messages) is validated here and carried out by ``server/tools.py``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..engines import GenerationParams
+from ..errors import InvalidParameter
 from ..text import bad_text
 
 
 # Fields where JSON null means "the default" (clients send every field, null when unset).
 NULL_MEANS_DEFAULT = frozenset({"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "frequency_penalty",
                                 "presence_penalty", "stream", "n", "max_tokens", "max_completion_tokens", "seed",
-                                "stop", "logit_bias", "stream_options", "response_format"})
+                                "stop", "logit_bias", "stream_options", "response_format", "tools",
+                                "tool_choice", "parallel_tool_calls"})
+FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 class _Body(BaseModel):
@@ -51,22 +56,92 @@ class ImagePart(_Body):
     type: Literal["image_url", "input_image", "image"]
 
 
+class BadParameter(InvalidParameter):
+    """An invalid request field, named in ``param`` (OpenAI's error body carries it)."""
+
+    def __init__(self, message: str, param: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.param = param
+
+
+def _function_name(value: str) -> str:
+    if not FUNCTION_NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid function name: use 1-64 letters, digits, '_' or '-'")
+    return value
+
+
+class FunctionCall(_Body):
+    name: str
+    arguments: str = "{}"  # JSON text, as OpenAI sends it
+
+
+class ToolCall(_Body):
+    id: str = Field(min_length=1, max_length=128)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDefinition(_Body):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema of type "object"
+    strict: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _function_name(value)
+
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, value):
+        if value and value.get("type") != "object":
+            raise ValueError(f'must be a JSON Schema with "type": "object", got "type": {value.get("type")!r}')
+        if value and not isinstance(value.get("properties", {}), dict):
+            raise ValueError('"properties" must be an object')
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        """The arguments' JSON Schema (an object with no declared properties when none was given)."""
+        return self.parameters or {"type": "object", "properties": {}}
+
+
+class ToolDefinition(_Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: FunctionName
+
+
 class ChatMessage(_Body):
-    role: Literal["system", "user", "assistant", "developer"]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[TextPart | ImagePart] | None = ""
+    tool_calls: list[ToolCall] | None = None  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool message: the call it answers
+    name: str | None = None
 
     @model_validator(mode="after")
     def _content(self) -> ChatMessage:
         if self.content is None and self.role != "assistant":
             raise PydanticCustomError("content_null", f"a {self.role} message needs content (null is only "
                                       "accepted for an assistant turn)")
+        if self.role == "tool" and not self.tool_call_id:
+            raise PydanticCustomError("tool_call_id", "a tool message needs tool_call_id (the id of the call "
+                                      "it answers)")
+        if self.tool_calls and self.role != "assistant":
+            raise PydanticCustomError("tool_calls", "only an assistant message carries tool_calls")
         return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
             if any(isinstance(part, ImagePart) for part in self.content):
-                from ..errors import InvalidParameter
-
                 raise InvalidParameter("image inputs are not supported: no vision model is served here yet",
                                        hint="send text parts only")
             return "".join(part.text for part in self.content)
@@ -150,6 +225,32 @@ class ChatRequest(Sampling):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1 << 20)
     response_format: ResponseFormat | None = None
     session_id: str | None = Field(default=None, max_length=64)
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+
+    def chosen_tools(self) -> tuple[str, list[FunctionDefinition]]:
+        """("none" | "auto" | "required" | "named", the functions the model may call), checked.
+
+        >>> ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}]).chosen_tools()
+        ('none', [])
+        """
+        functions = [tool.function for tool in self.tools or ()]
+        names = [f.name for f in functions]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate:
+            raise BadParameter(f"tools: the function {duplicate!r} is defined twice", "tools")
+        choice = self.tool_choice
+        if choice is not None and not functions:
+            raise BadParameter("tool_choice is only allowed when tools are given", "tool_choice",
+                               hint="send tools, or leave tool_choice out")
+        if isinstance(choice, NamedToolChoice):
+            if choice.function.name not in names:
+                raise BadParameter(f"tool_choice names the function {choice.function.name!r}, which is not "
+                                   f"in tools ({', '.join(names)})", "tool_choice")
+            return "named", [f for f in functions if f.name == choice.function.name]
+        mode = choice or ("auto" if functions else "none")
+        return mode, functions if mode != "none" else []
 
     def grammar(self) -> str | None:
         """GBNF text for ``response_format`` (llama.cpp enforces it token by token)."""
@@ -163,8 +264,6 @@ class ChatRequest(Sampling):
         try:
             return json_schema_to_gbnf(json.dumps(fmt.json_schema.schema_))
         except Exception as exc:  # noqa: BLE001 - the converter raises plain exceptions for bad schemas
-            from ..errors import InvalidParameter
-
             raise InvalidParameter(f"response_format.json_schema cannot be enforced: {exc}") from exc
 
 
@@ -192,8 +291,6 @@ class EmbeddingRequest(_Request):
         if isinstance(self.input, str):
             return [self.input]
         if any(not isinstance(item, str) for item in self.input):
-            from ..errors import InvalidParameter
-
             raise InvalidParameter("input: token ids are not accepted (each model has its own tokenizer)",
                                    hint="send the text itself; LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False)")
         return list(self.input)  # type: ignore[arg-type]

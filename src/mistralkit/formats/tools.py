@@ -1,0 +1,131 @@
+"""Tool calls in prompts and in answers.
+
+Messages here are dicts: ``{"role": "system"|"user"|"assistant"|"tool", "content": str}``, an assistant
+turn that called tools adds ``"tool_calls": [{"id", "name", "arguments"}]`` (arguments: JSON text),
+a tool result adds ``"tool_call_id"`` (and ``"name"``). A tool is ``{"name", "description", "parameters"}``.
+
+Mistral models get mistral-common's own tool layout (``MistralFormat.encode_with_tools``) and answer
+``[TOOL_CALLS][{"name": ..., "arguments": {...}}]`` (v2/v3/v7/tekken). Every other model gets the
+documented fallback layout, which only needs system/user/assistant turns:
+
+* the system prompt ends with a block listing the tools as JSON and asking, when a call is wanted,
+  for an answer that is exactly ``{"tool_call": {"name": "...", "arguments": {...}}}``;
+* an assistant turn that called tools is that JSON (one line per call);
+* tool results become a user turn of lines ``Tool result (name, call id): content``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import string
+from collections.abc import Sequence
+
+ALNUM = string.ascii_letters + string.digits
+MISTRAL_ID = re.compile(r"^[a-zA-Z0-9]{9}$")
+
+FALLBACK_INSTRUCTION = (
+    "You can call these tools (JSON Schema of their arguments given):\n{tools}\n"
+    'To call one, answer with exactly {{"tool_call": {{"name": "<tool name>", "arguments": {{...}}}}}} '
+    "and nothing else. Otherwise answer normally.")
+
+
+def new_call_id() -> str:
+    """``call_`` and 9 alphanumerics: the 9 are also a valid Mistral call id."""
+    return "call_" + "".join(secrets.choice(ALNUM) for _ in range(9))
+
+
+def mistral_call_id(call_id: str) -> str:
+    """The 9-alphanumeric id mistral-common requires, for any id a client sends (stable per id)."""
+    tail = call_id.removeprefix("call_")
+    if MISTRAL_ID.match(tail):
+        return tail
+    digest = hashlib.sha256(call_id.encode("utf-8")).digest()
+    return "".join(ALNUM[b % len(ALNUM)] for b in digest[:9])
+
+
+def tool_spec(tools: Sequence[dict]) -> str:
+    return json.dumps([{"name": t["name"], "description": t.get("description") or "",
+                        "parameters": t.get("parameters") or {"type": "object", "properties": {}}}
+                       for t in tools], ensure_ascii=False)
+
+
+def fallback_messages(messages: Sequence[dict], tools: Sequence[dict]) -> list[dict]:
+    """``messages`` (with tool turns) as plain system/user/assistant turns in the fallback layout."""
+    out: list[dict] = []
+    block = FALLBACK_INSTRUCTION.format(tools=tool_spec(tools)) if tools else ""
+    rest = list(messages)
+    system = rest.pop(0)["content"] if rest and rest[0]["role"] == "system" else ""
+    if system or block:
+        out.append({"role": "system", "content": "\n\n".join(p for p in (system, block) if p)})
+    names = {c["id"]: c["name"] for m in rest for c in m.get("tool_calls") or ()}
+    for message in rest:
+        role, content = message["role"], message.get("content") or ""
+        if role == "assistant" and message.get("tool_calls"):
+            content = "\n".join(json.dumps({"tool_call": {"name": c["name"], "arguments": _json(c["arguments"])}},
+                                           ensure_ascii=False) for c in message["tool_calls"])
+        elif role == "tool":
+            role, name = "user", message.get("name") or names.get(message.get("tool_call_id"), "tool")
+            content = f"Tool result ({name}, {message.get('tool_call_id')}): {content}"
+        if out and out[-1]["role"] == role == "user":  # several results, or results then a question
+            out[-1] = {"role": "user", "content": f"{out[-1]['content']}\n{content}"}
+        else:
+            out.append({"role": role, "content": content})
+    return out
+
+
+def _json(text: str):
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _leading_json(text: str):
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text.strip())
+    except ValueError:
+        return None
+    return value
+
+
+def _call(item) -> dict | None:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        return None
+    arguments = item.get("arguments", item.get("parameters", {}))
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return {"name": item["name"], "arguments": text}
+
+
+def parse_fallback(text: str) -> list[dict] | None:
+    """The calls in a fallback-layout answer (``{"tool_call": {...}}``, one per line), or None for text."""
+    calls = []
+    for line in text.strip().splitlines() or [""]:
+        value = _leading_json(line)
+        call = _call(value.get("tool_call")) if isinstance(value, dict) else None
+        if call is None:
+            return None
+        calls.append(call)
+    return calls
+
+
+def parse_mistral(text: str, starts_with_tool_token: bool = False) -> list[dict] | None:
+    """The calls in a Mistral answer: ``[TOOL_CALLS]`` then a JSON list of ``{"name", "arguments"}``.
+
+    llama.cpp leaves control tokens out of the text, so ``starts_with_tool_token`` says whether the
+    answer's first token was ``[TOOL_CALLS]``; the JSON list alone is accepted too.
+
+    >>> parse_mistral('[TOOL_CALLS][{"name": "add", "arguments": {"a": 1}}]')
+    [{'name': 'add', 'arguments': '{"a": 1}'}]
+    """
+    body = text.strip()
+    marked = starts_with_tool_token or body.startswith("[TOOL_CALLS]")
+    body = body.removeprefix("[TOOL_CALLS]").strip()
+    if not marked and not body.startswith('[{"name"'):
+        return None
+    value = _leading_json(body)
+    items = value if isinstance(value, list) else [value]
+    calls = [_call(item) for item in items]
+    return calls if calls and all(calls) else None

@@ -1,0 +1,115 @@
+"""OpenAI tool calling for ``/v1/chat/completions``: a request in, (prompt, grammar, parser) out.
+
+``tool_choice``: "none" leaves the tools out of the prompt; "auto" puts them in it (Mistral models in
+mistral-common's layout, others in the fallback layout of ``formats.tools``) and the model decides;
+"required" and a named function constrain the output with a llama.cpp grammar built from the
+functions' ``parameters`` schemas, so even a base model returns arguments that validate. A forced
+call needs an engine with grammars (llama.cpp); others get a 400.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..engines import require
+from ..formats.mistral import MistralFormat
+from ..formats.tools import fallback_messages, new_call_id, parse_fallback, parse_mistral
+from .schemas import ChatMessage, ChatRequest, FunctionDefinition
+
+
+@dataclass
+class ToolTurn:
+    """How to run a chat request that involves tools, and how to read its answer."""
+
+    messages: list[dict]  # the conversation as text turns (what the history saves)
+    prompt: list  # token ids, or messages for an engine without a tokenizer
+    grammar: str | None
+    named: str | None  # a forced single function: the output is its arguments alone
+    parse: Callable[[str, list[int]], list[dict] | None]  # the calls in an answer, or None for text
+
+    def calls(self, text: str, token_ids: list[int]) -> list[dict] | None:
+        """OpenAI ``tool_calls`` for an answer, or None when the model answered with text."""
+        found = [{"name": self.named, "arguments": text.strip()}] if self.named else self.parse(text, token_ids)
+        return [{"id": new_call_id(), "type": "function", "function": call} for call in found or ()] or None
+
+
+def message_dict(m: ChatMessage) -> dict:
+    """A request message as ``formats.tools`` reads it."""
+    out = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+                             for c in m.tool_calls]
+    if m.role == "tool":
+        out["tool_call_id"] = m.tool_call_id
+        if m.name:
+            out["name"] = m.name
+    return out
+
+
+def involves_tools(body: ChatRequest) -> bool:
+    return bool(body.tools) or body.tool_choice is not None or any(m.role == "tool" or m.tool_calls for m in body.messages)
+
+
+def _tool(f: FunctionDefinition) -> dict:
+    return {"name": f.name, "description": f.description, "parameters": f.schema()}
+
+
+def grammar_for(mode: str, functions: list[FunctionDefinition]) -> str | None:
+    """GBNF for a forced call: the one function's arguments, or a choice of ``{"name", "arguments"}``."""
+    if mode not in ("named", "required"):
+        return None
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    from .schemas import BadParameter
+
+    if mode == "named":
+        schema = functions[0].schema()
+    else:
+        schema = {"oneOf": [{"type": "object", "properties": {"name": {"const": f.name}, "arguments": f.schema()},
+                             "required": ["name", "arguments"]} for f in functions]}
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:  # noqa: BLE001 - the converter raises plain exceptions for bad schemas
+        raise BadParameter(f"tools: a function's parameters cannot be enforced: {exc}", "tools") from exc
+
+
+def _parse_required(text: str, token_ids: list[int]) -> list[dict] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None  # cut short (max_tokens): the text is returned as it is
+    return [{"name": value["name"], "arguments": json.dumps(value["arguments"], ensure_ascii=False)}]
+
+
+def prepare(body: ChatRequest, engine) -> ToolTurn:
+    """The prompt, grammar and answer parser for a request with tools or tool turns."""
+    mode, functions = body.chosen_tools()
+    grammar = grammar_for(mode, functions)
+    if grammar is not None:
+        require(engine, "grammar", f"tool_choice={mode!r}")
+        engine.check_grammar(grammar)
+    messages = [message_dict(m) for m in body.messages]
+    tools = [_tool(f) for f in functions]
+    chat_format = getattr(engine, "format", None)
+    mistral = isinstance(chat_format, MistralFormat) and chat_format.tool_calls_token is not None
+    text_turns = fallback_messages(messages, [])
+    if mistral:
+        prompt = chat_format.encode_with_tools(messages, tools)
+        marker = chat_format.tool_calls_token
+
+        def parse(text: str, token_ids: list[int]) -> list[dict] | None:
+            return parse_mistral(text, bool(token_ids) and token_ids[0] == marker)
+    else:
+        prompt = fallback_messages(messages, tools)
+        if engine.capabilities.tokens:
+            prompt = engine.prompt_tokens(prompt)
+
+        def parse(text: str, token_ids: list[int]) -> list[dict] | None:
+            return parse_fallback(text)
+    if mode == "required":
+        parse = _parse_required
+    elif mode == "none":
+        parse = lambda text, token_ids: None  # noqa: E731
+    return ToolTurn(text_turns, prompt, grammar, functions[0].name if mode == "named" else None, parse)

@@ -1,0 +1,161 @@
+"""OpenAI tool calling against ``mistralkit serve`` (the embedded base model), and Mistral's tool layout
+checked token by token against mistral-common (no weights needed)."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import openai
+import pytest
+
+from test_server_api import KEY, MODEL, ONE_THREAD, Serve
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                            "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+           "required": ["city", "days"], "additionalProperties": False}
+TIME = {"type": "object", "properties": {"zone": {"type": "string", "enum": ["UTC", "CET", "PST"]}},
+        "required": ["zone"], "additionalProperties": False}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather forecast for a city",
+                                           "parameters": WEATHER}},
+         {"type": "function", "function": {"name": "get_time", "description": "Current time in a zone",
+                                           "parameters": TIME}}]
+SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
+ASK = [{"role": "user", "content": "What is the weather in Paris for the next 3 days?"}]
+FAST = {"temperature": 0, "max_tokens": 48, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def client(model, mk_home, tmp_path_factory):
+    serve = Serve(mk_home, tmp_path_factory.mktemp("serve") / "tools.log", "--api-key", KEY, *ONE_THREAD)
+    yield serve.client()
+    serve.stop()
+
+
+def _valid(call) -> dict:
+    arguments = json.loads(call.function.arguments)
+    jsonschema.validate(arguments, SCHEMAS[call.function.name])
+    return arguments
+
+
+def test_a_named_function_is_called_with_valid_arguments(client):
+    reply = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, **FAST,
+                                           tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+    _valid(call)
+
+
+def test_a_streamed_forced_call_reassembles(client):
+    stream = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, stream=True, **FAST,
+                                            tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    ids, names, arguments, finish = [], [], "", None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or ():
+                assert delta.index == 0
+                ids += [delta.id] if delta.id else []
+                names += [delta.function.name] if delta.function and delta.function.name else []
+                arguments += (delta.function.arguments or "") if delta.function else ""
+            finish = choice.finish_reason or finish
+    assert len(ids) == 1 and names == ["get_weather"] and finish == "tool_calls"
+    jsonschema.validate(json.loads(arguments), WEATHER)
+
+
+def test_required_picks_one_of_the_tools(client):
+    reply = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required", **FAST)
+    assert reply.choices[0].finish_reason == "tool_calls"
+    (call,) = reply.choices[0].message.tool_calls
+    assert call.function.name in SCHEMAS
+    _valid(call)
+
+
+def test_a_conversation_with_a_tool_result_continues_with_text(client):
+    messages = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_abc123XYZ", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city": "Paris", "days": 3}'}}]},
+        {"role": "tool", "tool_call_id": "call_abc123XYZ", "content": '{"forecast": "sunny, 24 C"}'}]
+    reply = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, tool_choice="none",
+                                           temperature=0, max_tokens=8)
+    assert reply.choices[0].message.tool_calls is None and isinstance(reply.choices[0].message.content, str)
+    streamed = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, temperature=0,
+                                              max_tokens=8, stream=True)  # auto: the model decides
+    assert [c for c in streamed]
+
+
+@pytest.mark.parametrize("tools, choice, param", [
+    ([{"type": "function", "function": {"description": "no name"}}], None, "tools[0].function.name"),
+    ([{"type": "function", "function": {"name": "has space"}}], None, "tools[0].function.name"),
+    ([{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}], None,
+     "tools[0].function.parameters"),
+    (TOOLS, {"type": "function", "function": {"name": "nope"}}, "tool_choice"),
+    (None, "required", "tool_choice"),
+])
+def test_bad_tool_requests_are_400(client, tools, choice, param):
+    extra = {k: v for k, v in (("tools", tools), ("tool_choice", choice)) if v is not None}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=4, **extra)
+    assert info.value.status_code == 400
+    body = info.value.body or {}
+    assert body.get("param") == param
+
+
+# --- Mistral's own layout, token-exact against mistral-common -------------------------------------------
+
+HISTORY = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"},
+           {"role": "assistant", "content": "", "tool_calls": [
+               {"id": "call_abc123XYZ", "name": "get_weather", "arguments": '{"city": "Paris", "days": 3}'}]},
+           {"role": "tool", "tool_call_id": "call_abc123XYZ", "content": '{"forecast": "sunny"}'}]
+
+
+def _reference(version: str, messages: list[dict], tools: list[dict]) -> list[int]:
+    from mistral_common.protocol.instruct.messages import (AssistantMessage, SystemMessage, ToolMessage,
+                                                           UserMessage)
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+    from mistral_common.protocol.instruct.tool_calls import Function, FunctionCall, Tool, ToolCall
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    from mistralkit.formats.mistral import TOKENIZER_FILES, _data_dir
+
+    built = []
+    for m in messages:
+        if m["role"] == "tool":
+            built.append(ToolMessage(content=m["content"], tool_call_id="abc123XYZ", name="get_weather"))
+        elif m.get("tool_calls"):
+            built.append(AssistantMessage(tool_calls=[ToolCall(id="abc123XYZ", function=FunctionCall(
+                name="get_weather", arguments='{"city": "Paris", "days": 3}'))]))
+        else:
+            built.append({"system": SystemMessage, "user": UserMessage}[m["role"]](content=m["content"]))
+    tokenizer = MistralTokenizer.from_file(str(_data_dir() / TOKENIZER_FILES[version].file))
+    request = ChatCompletionRequest(messages=built, tools=[
+        Tool(function=Function(name=t["name"], description=t["description"], parameters=t["parameters"]))
+        for t in tools])
+    return tokenizer.encode_chat_completion(request).tokens
+
+
+@pytest.mark.parametrize("version", ["v3", "v7", "tekken"])
+@pytest.mark.parametrize("turns", [2, 4])  # a question with tools; a tool result to answer
+def test_mistral_tool_prompts_are_token_exact(version, turns):
+    from mistralkit.formats.mistral import MistralFormat
+
+    tools = [{"name": t["function"]["name"], "description": t["function"]["description"],
+              "parameters": t["function"]["parameters"]} for t in TOOLS]
+    ours = MistralFormat(version).encode_with_tools(HISTORY[:turns], tools)
+    assert ours == _reference(version, HISTORY[:turns], tools)
+
+
+@pytest.mark.parametrize("version", ["v3", "v7"])
+def test_mistral_tool_call_output_is_parsed(version):
+    from mistralkit.formats.mistral import MistralFormat
+    from mistralkit.formats.tools import parse_mistral
+
+    fmt = MistralFormat(version)
+    answer = '[{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}]'
+    tokens = [fmt.tool_calls_token, *fmt._tokenizer.instruct_tokenizer.tokenizer.encode(answer, bos=False, eos=False)]
+    text = fmt._tokenizer.instruct_tokenizer.tokenizer.decode(tokens[1:])  # llama.cpp drops the control token
+    (call,) = parse_mistral(text, tokens[0] == fmt.tool_calls_token)
+    assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris", "days": 3}
+    assert parse_mistral("[TOOL_CALLS]" + answer) == [call]
+    assert parse_mistral("It is sunny in Paris.") is None
