@@ -158,3 +158,31 @@ def test_a_missing_capability_is_a_one_line_refusal():
         with pytest.raises(Unsupported) as caught:
             call()
         assert "\n" not in str(caught.value) and "api-model" in str(caught.value)
+
+
+def test_json_mode_ends_at_the_closing_brace(engine):
+    """llama.cpp's JSON grammar allows whitespace after the object; the answer must not run on in it."""
+    import json
+
+    from llama_cpp.llama_grammar import JSON_GBNF
+
+    ask = [{"role": "user", "content": "Give me a JSON object describing a cat."}]
+    free = complete(engine, ask, GenerationParams(max_tokens=96, greedy=True, grammar=JSON_GBNF))
+    done = complete(engine, ask, GenerationParams(max_tokens=96, greedy=True, grammar=JSON_GBNF, json_end=True))
+    assert isinstance(json.loads(done.text), dict) and done.text == done.text.rstrip() and done.text.endswith("}")
+    assert done.finish_reason == "stop" and free.text.startswith(done.text)
+
+
+def test_json_end_finds_the_close_across_pieces_and_inside_strings():
+    from mistralkit.engines.stops import JsonEnd
+
+    end = JsonEnd()
+    pieces = ['  {"a": "x}', '\\"]{", "b": [1, {"c"', ': 2}]', '}  \n', "more"]
+    out = []
+    for piece in pieces:
+        text, closed = end.feed(piece)
+        out.append(text)
+        if closed:
+            break
+    assert "".join(out) == '  {"a": "x}\\"]{", "b": [1, {"c": 2}]}'
+    assert JsonEnd().feed('"just a string" ') == ('"just a string" ', False)

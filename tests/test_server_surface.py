@@ -86,3 +86,17 @@ def test_embedding_dimensions(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.embeddings.create(model="all-minilm-l6-v2", input="bonjour", dimensions=64)
     assert "384-dimensional" in caught.value.body["message"]
+
+
+def test_json_mode_answers_end_at_the_closing_brace(client):
+    import json
+
+    for stream in (False, True):
+        ask = {"model": MODEL, "messages": [{"role": "user", "content": "Give me a JSON object describing a cat."}],
+               "response_format": {"type": "json_object"}, "max_tokens": 96, "temperature": 0, "seed": 1}
+        if stream:
+            text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**ask, stream=True)
+                           if c.choices)
+        else:
+            text = client.chat.completions.create(**ask).choices[0].message.content
+        assert text.endswith(("}", "]")) and isinstance(json.loads(text), (dict, list)), text

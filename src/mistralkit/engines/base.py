@@ -77,6 +77,7 @@ class GenerationParams:
     greedy: bool = False
     grammar: str | None = None  # GBNF text constraining the output (e.g. JSON)
     ignore_eos: bool = False  # generate max_tokens tokens even past end-of-text (benchmarks)
+    json_end: bool = False  # stop when the JSON object or array the output opened closes (JSON mode)
 
     def __post_init__(self) -> None:
         check_sampling(self)

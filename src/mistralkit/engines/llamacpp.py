@@ -24,7 +24,7 @@ from ..models.checks import check_loadable
 from ..models.store import LocalModel
 from ..text import check
 from .base import Capabilities, Chunk, EngineBase, FinishReason, GenerationParams, Request, Usage
-from .stops import StopMatcher
+from .stops import JsonEnd, StopMatcher
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +320,7 @@ class LlamaCppEngine(EngineBase):
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher((*params.stop, *self.format.stop_strings))
         stop_ids = self.format.stop_token_ids
+        json_end = JsonEnd() if params.json_end else None
         usage = Usage(prompt_tokens=len(tokens), cached_tokens=min(cached, len(tokens) - 1))
         finish: FinishReason = "length"
         started = time.perf_counter()
@@ -331,7 +332,13 @@ class LlamaCppEngine(EngineBase):
                     finish = "stop"
                     break
                 usage.completion_tokens += 1
-                text, hit = stops.feed(decoder.decode(self._llm.detokenize([token])))
+                piece = decoder.decode(self._llm.detokenize([token]))
+                closed = False
+                if json_end is not None:
+                    piece, closed = json_end.feed(piece)
+                text, hit = stops.feed(piece)
+                if closed and not hit:
+                    text, hit = text + stops.flush(), True
                 if text:
                     yield Chunk(text, (token,))
                 if hit:

@@ -39,3 +39,45 @@ class StopMatcher:
                     best = k
                     break
         return best
+
+
+class JsonEnd:
+    """Where a streamed JSON object or array closes: llama.cpp's JSON grammars allow whitespace after
+    the last brace, which a model can emit until its token limit, so the answer ends at the brace.
+
+    >>> end = JsonEnd(); end.feed('{"a": "}"'), end.feed(', "b": [1]}\\n  ')
+    (('{"a": "}"', False), (', "b": [1]}', True))
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.started = self.in_string = self.escaped = self.scalar = False
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """(the part of ``text`` up to the closing bracket, whether the value closed there)."""
+        if self.scalar:
+            return text, False
+        for i, char in enumerate(text):
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif char == "\\":
+                    self.escaped = True
+                elif char == '"':
+                    self.in_string = False
+            elif char == '"':
+                if not self.started:
+                    self.scalar = True  # a bare string value: no bracket to wait for
+                    return text, False
+                self.in_string = True
+            elif char in "{[":
+                self.started = True
+                self.depth += 1
+            elif char in "}]" and self.started:
+                self.depth -= 1
+                if self.depth == 0:
+                    return text[: i + 1], True
+            elif not self.started and not char.isspace():
+                self.scalar = True
+                return text, False
+        return text, False

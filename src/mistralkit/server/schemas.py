@@ -213,7 +213,7 @@ class Sampling(_Request):
             top_k=self.top_k, min_p=self.min_p, repeat_penalty=self.repeat_penalty,
             frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty,
             logit_bias=tuple((int(k), v) for k, v in (self.logit_bias or {}).items()), seed=self.seed,
-            stop=stops, grammar=grammar)
+            stop=stops, grammar=grammar, json_end=grammar is not None)  # every grammar here is JSON
 
     @property
     def include_usage(self) -> bool:
