@@ -25,6 +25,7 @@ def list_remotes(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
       mistralkit remotes list --json | jq '.[].name'
     """
     from ..models.remotes import listing
+    from .models import _table
 
     rows = listing()
     if as_json:
@@ -39,18 +40,6 @@ def list_remotes(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
              r.remote.model, r.remote.base_url,
              f"{r.remote.key_env} ({'set' if r.key_set else 'unset'})" if r.remote.key_env else "-", r.source]
             for r in rows])
-
-
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-    for i, column in enumerate(columns):
-        table.add_column(column, overflow="fold", no_wrap=i == 0)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
 
 
 @app.command()

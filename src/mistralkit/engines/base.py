@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
-from ..errors import InvalidParameter, Unsupported
+from ..errors import ContextOverflow, InvalidParameter, Unsupported
 from ..formats.base import Message
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -159,6 +159,13 @@ CAPABILITY_TEXT = {
     "adapters": "LoRA adapters",
     "embeddings": "embeddings",
 }
+
+
+def check_fits(tokens: Sequence[int], n_ctx: int) -> None:
+    """Refuse a prompt that leaves no room in the context window for even one generated token."""
+    if len(tokens) >= n_ctx:
+        raise ContextOverflow(f"the prompt is {len(tokens)} tokens but the context window holds {n_ctx}",
+                              hint="shorten the prompt or raise --ctx")
 
 
 def require(engine: Engine, capability: str, needed_for: str | None = None) -> None:

@@ -23,7 +23,7 @@ from ..formats.base import Message
 from ..models.checks import check_loadable
 from ..models.store import LocalModel
 from ..text import check
-from .base import Capabilities, Chunk, EngineBase, FinishReason, GenerationParams, Request, Usage
+from .base import Capabilities, Chunk, EngineBase, FinishReason, GenerationParams, Request, Usage, check_fits
 from .stops import JsonEnd, StopMatcher
 
 log = logging.getLogger(__name__)
@@ -294,11 +294,7 @@ class LlamaCppEngine(EngineBase):
     def generate(self, request: Request, params: GenerationParams,
                  cancel: threading.Event | None = None) -> Iterator[Chunk]:
         tokens = self.prompt_tokens(request)
-        if len(tokens) >= self.n_ctx:
-            raise ContextOverflow(
-                f"the prompt is {len(tokens)} tokens but the context window holds {self.n_ctx}",
-                hint="shorten the prompt or raise --ctx",
-            )
+        check_fits(tokens, self.n_ctx)
         return self._stream(tokens, params, cancel)
 
     def _stream(self, tokens: list[int], params: GenerationParams,

@@ -29,6 +29,7 @@ from .base import (
     Capabilities,
     Chunk,
     EngineBase,
+    check_fits,
     FinishReason,
     GenerationParams,
     Request,
@@ -217,11 +218,7 @@ class TransformersEngine(EngineBase):
         if params.grammar is not None:
             self.check_grammar(params.grammar)
         tokens = self.prompt_tokens(request)
-        if len(tokens) >= self.n_ctx:
-            raise ContextOverflow(
-                f"the prompt is {len(tokens)} tokens but the context window holds {self.n_ctx}",
-                hint="shorten the prompt or raise --ctx",
-            )
+        check_fits(tokens, self.n_ctx)
         return self._stream(tokens, params, cancel)
 
     def _stream(self, tokens: list[int], params: GenerationParams,
