@@ -11,6 +11,11 @@ Measures, in one process:
    10-turn chat (equal-length user turns, 32-token greedy answers), and turn 10 again right
    after a cache reset (the cost without reuse); medians over --reps conversations.
 
+3. with llama.cpp's own ``llama-bench`` (built by ``bench/build_llama_server.sh`` from the same
+   llama.cpp source; found in its cache folder, or ``--llama-bench PATH``): its pp (prompt of the
+   same length) and tg (the same number of new tokens) on the same GGUF and threads, as the
+   reference for issue 15's "single-stream decode >= 0.95x llama-bench tg".
+
 Run:   MISTRALKIT_HOME=/tmp/mk-bench .venv/bin/python bench/chat_speed.py
 Writes bench/results/chat_speed.json (per-rep numbers, medians, machine, versions).
 """
@@ -25,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 from statistics import median
+
+import subprocess
 
 import llama_cpp
 
@@ -99,6 +106,26 @@ def med(reps: list[dict], *keys: str) -> dict:
     return {k: median(r[k] for r in reps) for k in keys}
 
 
+def llama_bench_binary(given: Path | None) -> Path | None:
+    """``--llama-bench``, else the one ``bench/build_llama_server.sh`` cached for this llama-cpp-python."""
+    if given is not None:
+        return given
+    cached = Path.home() / ".cache" / "mistralkit" / f"llama.cpp-{llama_cpp.__version__}" / "bin" / "llama-bench"
+    return cached if cached.exists() else None
+
+
+def llama_bench(binary: Path, model: Path, threads: int, pp: int, tg: int, reps: int) -> dict:
+    """llama-bench's own pp/tg tokens/s (its averages over ``reps``) for the same model and threads."""
+    done = subprocess.run([str(binary), "-m", str(model), "-t", str(threads), "-p", str(pp), "-n", str(tg),
+                           "-r", str(reps), "-o", "json"], capture_output=True, text=True, timeout=1800, check=True)
+    rows = json.loads(done.stdout)
+    out = {"build": rows[0].get("build_commit"), "rows": rows}
+    for row in rows:
+        key = "pp_tps" if row["n_prompt"] and not row["n_gen"] else "tg_tps"
+        out[key] = row["avg_ts"]
+    return out
+
+
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -112,6 +139,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--turn-tokens", type=int, default=30, help="tokens in each user message")
     ap.add_argument("--answer-tokens", type=int, default=32, help="max_tokens of each chat answer")
     ap.add_argument("--model", default=None, help="model for resolve() (default: the embedded one)")
+    ap.add_argument("--llama-bench", type=Path, default=None, metavar="PATH",
+                    help="llama.cpp's llama-bench (default: bench/build_llama_server.sh's cached build, if any)")
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).parent / "results" / "chat_speed.json")
     return ap.parse_args()
@@ -150,6 +179,9 @@ def main() -> None:
             messages.append({"role": "assistant", "content": turns[-1]["text"]})
         convs.append({"turns": turns, "turn10_cold": mk_rep(engine, messages[:-1], chat)})
     engine.close()
+    bench_binary = llama_bench_binary(args.llama_bench)
+    lb = (llama_bench(bench_binary, model.path, args.threads, len(tokens), args.gen_tokens, args.reps)
+          if bench_binary else None)
 
     speed = ("pp_tps", "tg_tps", "ttft_s", "completion_tokens")
     turn = ("ttft_s", "prompt_tokens", "cached_tokens")
@@ -165,13 +197,20 @@ def main() -> None:
           f" | reps {args.reps} (medians) | prompt {len(tokens)} tok | greedy\n")
     f = "{:.1f}".format
     ms = lambda seconds: f"{seconds * 1e3:.1f}"  # noqa: E731
-    print(table(["metric", "raw llama-cpp-python", "mistralkit", "ratio", "target"], [
+    if lb:
+        ratio["pp_vs_llama_bench"] = m["pp_tps"] / lb["pp_tps"]
+        ratio["tg_vs_llama_bench"] = m["tg_tps"] / lb["tg_tps"]
+    lbc = (lambda key: f(lb[key])) if lb else (lambda key: "-")  # noqa: E731
+    lbr = (lambda key: f"{ratio[key]:.3f}") if lb else (lambda key: "-")  # noqa: E731
+    print(table(["metric", "raw llama-cpp-python", "mistralkit", "ratio", "target", "llama-bench",
+                 "mistralkit / llama-bench"], [
         ["prompt processing (tok/s)", f(r["pp_tps"]), f(m["pp_tps"]), f"{ratio['pp']:.3f}",
-         ">= 0.95"],
-        ["generation (tok/s)", f(r["tg_tps"]), f(m["tg_tps"]), f"{ratio['tg']:.3f}", ">= 0.95"],
-        ["TTFT (ms)", ms(r["ttft_s"]), ms(m["ttft_s"]), f"{ratio['ttft']:.3f}", "-"],
+         ">= 0.95", lbc("pp_tps"), lbr("pp_vs_llama_bench")],
+        ["generation (tok/s)", f(r["tg_tps"]), f(m["tg_tps"]), f"{ratio['tg']:.3f}", ">= 0.95",
+         lbc("tg_tps"), lbr("tg_vs_llama_bench")],
+        ["TTFT (ms)", ms(r["ttft_s"]), ms(m["ttft_s"]), f"{ratio['ttft']:.3f}", "-", "-", "-"],
         ["completion tokens", f"{r['completion_tokens']:g}", f"{m['completion_tokens']:g}", "-",
-         f"{args.gen_tokens} (same text: {'yes' if same_text else 'NO'})"],
+         f"{args.gen_tokens} (same text: {'yes' if same_text else 'NO'})", "-", "-"],
     ]))
     print()
     print(table(["multi-turn (mistralkit)", "turn 1", "turn 10", "turn 10, cache reset",
@@ -190,7 +229,7 @@ def main() -> None:
         "gen_tokens": args.gen_tokens, "turn_tokens": args.turn_tokens,
         "answer_tokens": args.answer_tokens, "same_text": same_text,
         "method": "both models loaded, reps interleaved with alternating order, 1 warm-up each",
-        "raw_reps": raw, "mistralkit_reps": mk, "conversations": convs,
+        "raw_reps": raw, "mistralkit_reps": mk, "conversations": convs, "llama_bench": lb,
         "medians": {"raw": r, "mistralkit": m, "turn1": a, "turn10": b, "turn10_cold": c,
                     "ratio": ratio},
     }

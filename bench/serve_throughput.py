@@ -1,21 +1,26 @@
-"""Serve throughput: aggregate completion tokens/s of ``mistralkit serve`` with 1, 2 and 4 clients.
+"""Serve throughput: ``mistralkit serve --parallel P`` against llama.cpp's ``llama-server -np P``.
 
-Starts ``python -m mistralkit serve`` (a subprocess, --threads, --ctx) on the embedded model (or
---model); for each concurrency level, that many clients each send one streaming
-``/v1/completions`` request at the same moment (greedy, repeat_penalty 1, --new-tokens tokens,
-``ignore_eos``; the prompt is a counting list, so the model keeps counting to the token budget, and
-each client starts at its own number so no request reuses another's prompt cache). Per level and
-rep: aggregate tokens/s = all completion tokens (from ``usage``) / wall time from the first request
-sent to the last one finished; TTFT (first text event) and latency per request. Medians over --reps
-(one untimed warm-up request first).
+Starts ``python -m mistralkit serve`` (a subprocess, --threads, --ctx, --parallel) on the embedded
+model (or --model), and llama.cpp's own server on the same GGUF and threads (``-m GGUF -t N -tb N
+-c CTX*P -np P``: every slot gets a CTX-token window, as mistralkit's do). For each workload and
+each concurrency level, that many clients each send one ``/v1/completions`` request at the same
+moment. Two workloads (issue 15 found llama-server behaves very differently under them):
 
-Reference column: with ``--llama-server PATH``, llama.cpp's own server on the same GGUF and threads
-(``-m GGUF -t N -tb N -c CTX*P -np P --port PORT``: P = the largest concurrency, so every client gets
-a CTX-token slot) under the same load on its /v1/completions; without it, mistralkit with one client,
-so the ratio column is how mistralkit scales with clients. mistralkit runs one generation per model
-at a time (batching across requests is a later issue): these numbers are its baseline.
+- ``counting``: streamed, greedy, repeat_penalty 1, ``ignore_eos``, a 40-number counting prompt per
+  client (each starts at its own number, so no request reuses another's prompt cache);
+- ``short``: not streamed, a short prompt (8-14 tokens), temperature 0.8, top-k 40, top-p 0.95,
+  min-p 0.05, repeat penalty 1.1, a seed per client, ``ignore_eos``.
 
-Run:   MISTRALKIT_HOME=/tmp/mk-bench .venv/bin/python bench/serve_throughput.py
+Per level and rep: aggregate tokens/s = all completion tokens (from ``usage``) / wall time from the
+first request sent to the last one finished; TTFT (first text event; streamed workload only) and
+latency per request, p50 and p95 over all requests of all reps. Medians over --reps (one untimed
+warm-up request first). The two servers run one after the other, never at once.
+
+llama-server: ``--llama-server PATH``, or the binary ``bench/build_llama_server.sh`` built and
+cached (found automatically); without one, the reference column is mistralkit with one client.
+
+Run:   bash bench/build_llama_server.sh   # once, ~11 min on 2 cores
+       MISTRALKIT_HOME=/tmp/mk-bench .venv/bin/python bench/serve_throughput.py --threads 2
 Writes bench/results/serve_throughput.json (per-request numbers, medians, machine, versions).
 """
 
@@ -83,12 +88,35 @@ def counting_prompt(start: int, lines: int) -> str:
     return "Count upward, one number per line:\n" + "".join(f"{i}\n" for i in range(start, start + lines))
 
 
-def one_request(url: str, model: str, prompt: str, new_tokens: int, go: threading.Barrier) -> dict:
-    body = {"model": model, "prompt": prompt, "max_tokens": new_tokens, "temperature": 0, "repeat_penalty": 1.0,
-            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+SHORT_PROMPTS = [
+    "Once upon a time, in a village by the sea,", "The three most important inventions of the last century are",
+    "Here is a recipe for a simple tomato soup:", "Dear diary, today I finally decided to",
+    "The history of the bicycle begins in", "A good way to learn a new language is",
+    "In the year 2150, the city of Paris", "The rules of chess are simple:",
+]
+
+
+def request_body(workload: str, model: str, i: int, offset: int, args: argparse.Namespace) -> dict:
+    """Client ``i``'s request in ``workload`` (``offset`` keeps prompts new from rep to rep)."""
+    if workload == "counting":
+        return {"model": model, "prompt": counting_prompt(offset + 1000 * i, args.prompt_lines),
+                "max_tokens": args.new_tokens, "temperature": 0, "repeat_penalty": 1.0, "ignore_eos": True,
+                "stream": True, "stream_options": {"include_usage": True}}
+    return {"model": model, "prompt": SHORT_PROMPTS[i % len(SHORT_PROMPTS)], "max_tokens": args.new_tokens,
+            "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.1,
+            "seed": offset + i, "ignore_eos": True, "stream": False}
+
+
+def one_request(url: str, body: dict, go: threading.Barrier) -> dict:
     with httpx.Client(timeout=600) as client:
         go.wait()
         sent, first, usage, events = time.perf_counter(), None, None, 0
+        if not body["stream"]:
+            response = client.post(f"{url}/v1/completions", json=body)
+            response.raise_for_status()
+            end = time.perf_counter()
+            return {"sent": sent, "end": end, "ttft_s": None, "latency_s": end - sent,
+                    "completion_tokens": response.json()["usage"]["completion_tokens"]}
         with client.stream("POST", f"{url}/v1/completions", json=body) as response:
             response.raise_for_status()
             for line in response.iter_lines():
@@ -106,14 +134,13 @@ def one_request(url: str, model: str, prompt: str, new_tokens: int, go: threadin
             "completion_tokens": tokens}
 
 
-def load_level(url: str, model: str, clients: int, args: argparse.Namespace, offset: int) -> dict:
+def load_level(url: str, model: str, workload: str, clients: int, args: argparse.Namespace, offset: int) -> dict:
     """``clients`` requests at once; aggregate tokens/s over the wall time they took together."""
     go = threading.Barrier(clients)
     results: list[dict] = [{}] * clients
 
     def client(i: int) -> None:
-        results[i] = one_request(url, model, counting_prompt(offset + 1000 * i, args.prompt_lines),
-                                 args.new_tokens, go)
+        results[i] = one_request(url, request_body(workload, model, i, offset, args), go)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for thread in threads:
@@ -126,19 +153,40 @@ def load_level(url: str, model: str, clients: int, args: argparse.Namespace, off
             "requests": [{k: r[k] for k in ("ttft_s", "latency_s", "completion_tokens")} for r in results]}
 
 
-def measure(url: str, model: str, args: argparse.Namespace) -> dict[int, dict]:
-    load_level(url, model, 1, args, offset=7)  # warm-up, untimed
-    out = {}
-    for clients in args.clients:
-        reps = [load_level(url, model, clients, args, offset=100_000 * (rep + 1) + 10 * clients)
-                for rep in range(args.reps)]
-        requests = [r for rep in reps for r in rep["requests"]]
-        out[clients] = {"reps": reps, "tps": median(r["tps"] for r in reps),
-                        "ttft_p50_s": median(r["ttft_s"] for r in requests),
-                        "latency_p50_s": median(r["latency_s"] for r in requests),
-                        "completion_tokens_p50": median(r["completion_tokens"] for r in requests)}
-        print(f"  {clients} client(s): {out[clients]['tps']:.1f} tok/s", file=sys.stderr)
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def measure(url: str, model: str, args: argparse.Namespace) -> dict[str, dict[int, dict]]:
+    out: dict[str, dict[int, dict]] = {}
+    for workload in args.workloads:
+        load_level(url, model, workload, 1, args, offset=7)  # warm-up, untimed
+        out[workload] = {}
+        for clients in args.clients:
+            reps = [load_level(url, model, workload, clients, args, offset=100_000 * (rep + 1) + 10 * clients)
+                    for rep in range(args.reps)]
+            requests = [r for rep in reps for r in rep["requests"]]
+            ttfts = [r["ttft_s"] for r in requests if r["ttft_s"] is not None]
+            latencies = [r["latency_s"] for r in requests]
+            out[workload][clients] = {
+                "reps": reps, "tps": median(r["tps"] for r in reps), "tps_runs": [r["tps"] for r in reps],
+                "ttft_p50_s": median(ttfts) if ttfts else None, "ttft_p95_s": percentile(ttfts, 95) if ttfts else None,
+                "latency_p50_s": median(latencies), "latency_p95_s": percentile(latencies, 95),
+                "completion_tokens_p50": median(r["completion_tokens"] for r in requests)}
+            print(f"  {workload}, {clients} client(s): {out[workload][clients]['tps']:.1f} tok/s", file=sys.stderr)
     return out
+
+
+def find_llama_server(given: Path | None) -> Path | None:
+    """``--llama-server``, else the binary ``bench/build_llama_server.sh`` cached for this llama-cpp-python."""
+    if given is not None:
+        return given
+    import llama_cpp
+
+    cached = Path.home() / ".cache" / "mistralkit" / f"llama.cpp-{llama_cpp.__version__}" / "bin" / "llama-server"
+    return cached if cached.exists() else None
 
 
 def parse_args() -> argparse.Namespace:
@@ -150,11 +198,14 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=default_threads(),
                     help="CPU threads for both servers (default: all cores)")
     ap.add_argument("--ctx", type=int, default=4096, help="context tokens per client")
-    ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4], help="concurrency levels")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8], help="concurrency levels")
+    ap.add_argument("--parallel", type=int, default=4, help="slots of both servers (serve --parallel, -np)")
+    ap.add_argument("--workloads", nargs="+", default=["counting", "short"], choices=["counting", "short"])
     ap.add_argument("--new-tokens", type=int, default=128, help="max_tokens of every request")
     ap.add_argument("--prompt-lines", type=int, default=40, help="numbers in each counting prompt")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per level (default 3)")
-    ap.add_argument("--llama-server", type=Path, metavar="PATH", help="llama.cpp's llama-server binary")
+    ap.add_argument("--llama-server", type=Path, metavar="PATH",
+                    help="llama.cpp's llama-server (default: bench/build_llama_server.sh's cached build, if any)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve_throughput.json")
     return ap.parse_args()
 
@@ -165,14 +216,16 @@ def main() -> None:
     port = free_port()
     mk_command = [sys.executable, "-m", "mistralkit", "serve", "--port", str(port), "--model", model.name,
                   "--threads", str(args.threads), "--ctx", str(args.ctx), "--queue-size", str(max(args.clients) + 1),
+                  "--parallel", str(args.parallel),
                   "--log-level", "warning"]
-    print(f"mistralkit serve ({model.name}, {args.threads} threads)", file=sys.stderr)
+    print(f"mistralkit serve ({model.name}, {args.threads} threads, --parallel {args.parallel})", file=sys.stderr)
     with running(mk_command, port, "mistralkit serve") as url:
         mk = measure(url, model.name, args)
 
     ref, ref_name, ref_version = None, "mistralkit, 1 client", __version__
+    args.llama_server = find_llama_server(args.llama_server)
     if args.llama_server:
-        slots, port = max(args.clients), free_port()
+        slots, port = args.parallel, free_port()
         command = [str(args.llama_server), "-m", str(model.path), "-t", str(args.threads), "-tb", str(args.threads),
                    "-c", str(args.ctx * slots), "-np", str(slots), "--port", str(port), "--host", "127.0.0.1"]
         probe = subprocess.run([str(args.llama_server), "--version"], capture_output=True, text=True, timeout=30)
@@ -182,20 +235,28 @@ def main() -> None:
             ref = measure(url, model.name, args)
         ref_name = "llama-server"
 
-    def reference(clients: int) -> dict:
-        return ref[clients] if ref else mk[min(args.clients)]
+    def reference(workload: str, clients: int) -> dict:
+        return ref[workload][clients] if ref else mk[workload][min(args.clients)]
 
-    print(f"\nmodel {model.path.name} | threads {args.threads} | {args.new_tokens} new tokens per request, greedy"
-          f" | reps {args.reps} (medians) | reference: {ref_name}\n")
-    ms = lambda seconds: f"{seconds * 1e3:.0f}"  # noqa: E731
-    rows = []
-    for clients in args.clients:
-        m, r = mk[clients], reference(clients)
-        rows.append([str(clients), f"{m['tps']:.1f}", f"{r['tps']:.1f}", f"{m['tps'] / r['tps']:.2f}",
-                     ms(m["ttft_p50_s"]), ms(r["ttft_p50_s"]), f"{m['latency_p50_s']:.2f}",
-                     f"{r['latency_p50_s']:.2f}", f"{m['completion_tokens_p50']:g}"])
-    print(table(["clients", "mistralkit tok/s", f"{ref_name} tok/s", "ratio", "mk TTFT p50 (ms)",
-                 "ref TTFT p50 (ms)", "mk latency p50 (s)", "ref latency p50 (s)", "tokens/request"], rows))
+    print(f"\nmodel {model.path.name} | threads {args.threads} | {args.new_tokens} new tokens per request"
+          f" | slots {args.parallel} | reps {args.reps} (medians) | reference: {ref_name}\n")
+    ms = lambda seconds: "-" if seconds is None else f"{seconds * 1e3:.0f}"  # noqa: E731
+    for workload in args.workloads:
+        rows = []
+        for clients in args.clients:
+            m, r = mk[workload][clients], reference(workload, clients)
+            rows.append([str(clients), f"{m['tps']:.1f}", f"{r['tps']:.1f}", f"{m['tps'] / r['tps']:.2f}",
+                         f"{ms(m['ttft_p50_s'])} / {ms(m['ttft_p95_s'])}", f"{ms(r['ttft_p50_s'])} / {ms(r['ttft_p95_s'])}",
+                         f"{m['latency_p50_s']:.2f} / {m['latency_p95_s']:.2f}",
+                         f"{r['latency_p50_s']:.2f} / {r['latency_p95_s']:.2f}"])
+        print(f"workload: {workload}")
+        print(table(["clients", "mistralkit tok/s", f"{ref_name} tok/s", "ratio", "mk TTFT p50/p95 (ms)",
+                     "ref TTFT p50/p95 (ms)", "mk latency p50/p95 (s)", "ref latency p50/p95 (s)"], rows))
+        one, four = mk[workload].get(1), mk[workload].get(4)
+        if one and four and one["ttft_p50_s"]:
+            print(f"mistralkit TTFT p50 at 4 clients / 1 client: {four['ttft_p50_s'] / one['ttft_p50_s']:.2f}"
+                  " (target <= 2)")
+        print()
 
     result = {
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
@@ -203,8 +264,10 @@ def main() -> None:
         "mistralkit_version": __version__, "reference": ref_name, "reference_version": ref_version,
         "model_path": str(model.path), "threads": args.threads, "ctx": args.ctx, "reps": args.reps,
         "new_tokens": args.new_tokens, "prompt_lines": args.prompt_lines, "clients": args.clients,
-        "method": "streaming /v1/completions, clients released together by a barrier, greedy, ignore_eos;"
-                  " aggregate tok/s = completion tokens / (last end - first send); medians over reps",
+        "parallel": args.parallel, "workloads": args.workloads, "llama_server_path": str(args.llama_server or ""),
+        "method": "/v1/completions, clients released together by a barrier, ignore_eos; counting: streamed"
+                  " greedy; short: not streamed, temperature 0.8; aggregate tok/s = completion tokens /"
+                  " (last end - first send); medians over reps, p50/p95 over all requests",
         "mistralkit": mk, "llama_server": ref,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -50,11 +50,13 @@ def test_seed_makes_sampling_reproducible(engine):
 
 
 def test_kv_cache_prefix_is_reused_across_turns(engine, greedy):
-    engine._llm.reset()
+    engine.reset_cache()
     first = complete(engine, QUESTION, greedy)
     follow = [*QUESTION, {"role": "assistant", "content": first.text}, {"role": "user", "content": "And Italy?"}]
+    before = engine.evaluated_tokens()  # llama.cpp's own count of prompt tokens it evaluated
     second = complete(engine, follow, greedy)
     assert second.usage.cached_tokens >= first.usage.prompt_tokens
+    assert engine.evaluated_tokens() - before == second.usage.prompt_tokens - second.usage.cached_tokens
 
 
 def test_cancel_stops_between_tokens(engine):

@@ -1,5 +1,6 @@
 """``mistralkit serve`` under load: a full queue answers 429, clients that leave give their place
-back, fuzzed requests never get a 5xx. One real server subprocess (embedded model, ``--queue-size 8``)
+back, fuzzed requests never get a 5xx. One real server subprocess (embedded model, ``--queue-size 8``,
+``--parallel 1`` so that requests wait behind each other)
 serves the whole module; the tests talk to it over loopback HTTP."""
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def server(model, mk_home, tmp_path_factory):
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "mistralkit", "serve", "--port", str(port), "--model", MODEL,
-             "--queue-size", str(QUEUE), "--max-tokens", str(DEFAULT_MAX_TOKENS)],
+             "--queue-size", str(QUEUE), "--max-tokens", str(DEFAULT_MAX_TOKENS), "--parallel", "1"],
             env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

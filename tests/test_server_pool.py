@@ -60,11 +60,11 @@ def test_a_held_model_is_not_unloaded_while_another_loads(model, tmp_path):
             async with pool.use("gemma-3-270m") as first:
                 async with pool.use(str(model.path)) as second:  # does not fit: the first is held, so it stays
                     assert set(pool.slots) == {"gemma-3-270m:q4_k_m", "gemma-3-270m-q4_k_m"}
-                    assert first.worker.thread.is_alive()
+                    assert first.worker.threads[0].is_alive()
                     assert (await generate(first, loop)) and (await generate(second, loop))
             async with pool.use(third_copy(model, tmp_path)):  # nothing held now: idle ones make room
                 assert list(pool.slots) == ["third"], "both idle models were unloaded"
-            assert not first.worker.thread.is_alive() and not second.worker.thread.is_alive()
+            assert not first.worker.threads[0].is_alive() and not second.worker.threads[0].is_alive()
         finally:
             pool.close()
 
@@ -85,7 +85,7 @@ def test_requests_for_a_loaded_model_do_not_wait_for_another_load(model):
             assert pool.loading, "the second model is loading"
             async with pool.use("gemma-3-270m") as loaded:
                 assert not loading.done(), "the loaded model was handed out while the other one loads"
-                assert loaded.worker.thread.is_alive()
+                assert loaded.worker.threads[0].is_alive()
             twice = asyncio.create_task(pool.get(str(model.path)))  # a second request shares the same load
             first, second = await loading, await twice
             assert first is second and first.holders == 2

@@ -16,6 +16,8 @@ def fit(
     ctx: Annotated[int | None, typer.Option(
         "--ctx", "-c", help="Context window in tokens (default: 4096, or the model's if smaller).")] = None,
     kv_type: Annotated[str, typer.Option("--kv-type", help="KV cache type: f16, q8_0 or q4_0.")] = "f16",
+    parallel: Annotated[int, typer.Option(
+        "--parallel", "-p", min=1, help="Sequences served at once (`serve --parallel`): each holds its own KV cache.")] = 1,
     language: Annotated[str | None, typer.Option(
         "--language", help="Also list the catalog models that write this language (fr, de…) and fit.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
@@ -34,12 +36,14 @@ def fit(
 
       mistralkit models fit ministral-8b-instruct:q3_k_m --ram 6G --json
 
+      mistralkit models fit mistral-7b-instruct-v0.3 --parallel 4 --ram 8G   # 4 clients at once
+
       mistralkit models fit mistral-nemo --ram 8G && mistralkit models pull mistral-nemo
     """
     from ..models.fitting import fit_report, language_models_that_fit
     from ..models.memory import format_size, parse_size
 
-    report = fit_report(name, parse_size(ram) if ram is not None else None, ctx, kv_type.lower())
+    report = fit_report(name, parse_size(ram) if ram is not None else None, ctx, kv_type.lower(), parallel)
     speakers = language_models_that_fit(report.ram, language.lower()) if language else None
     if as_json:
         print(json.dumps({**report.to_dict(), **({"language": language, "language_models": speakers}
@@ -47,7 +51,8 @@ def fit(
         raise typer.Exit(0 if report.fits else 1)
     plan = report.plan
     source = "GGUF header" if report.source == "gguf" else "catalog (not downloaded)"
-    print(f"{report.title}: {plan.n_ctx} context, {plan.kv_type} KV cache"
+    print(f"{report.title}: {plan.n_ctx} context"
+          f"{f' x {plan.parallel} sequences' if plan.parallel > 1 else ''}, {plan.kv_type} KV cache"
           f"{', flash attention' if plan.flash_attn else ''} (sizes from the {source})")
     for part, size in (("weights", plan.weights), ("KV cache", plan.kv_cache), ("compute", plan.compute),
                        ("runtime", plan.overhead), ("total", plan.total)):

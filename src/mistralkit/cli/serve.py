@@ -28,6 +28,8 @@ def serve(
     body_timeout: Annotated[float, typer.Option("--body-timeout", help="Seconds to wait for each part of a request body (then 408).", rich_help_panel=SECURITY)] = 30.0,
     allow_model_paths: Annotated[list[Path] | None, typer.Option("--allow-model-paths", help="Let requests name .gguf files under this folder as model or adapter (repeatable; default: registered names only).", rich_help_panel=SECURITY)] = None,
     queue_size: Annotated[int, typer.Option("--queue-size", help="Requests per model, running + waiting; more get 429.")] = 8,
+    parallel: Annotated[int | None, typer.Option("--parallel", help="Generations at once per GGUF model, decoded together (default: 4, fewer when memory is short). Each holds a --ctx KV cache.")] = None,
+    keepalive: Annotated[float, typer.Option("--keepalive", help="Seconds without an event after which a streamed answer sends an SSE comment (long prompts, queues), so proxies keep the connection.")] = 10.0,
     memory_budget: Annotated[str | None, typer.Option("--memory-budget", help="RAM for loaded models, e.g. 6G (default: available memory).")] = None,
     ctx: o.Ctx = None, threads: o.Threads = None, kv_type: o.KvType = None, max_tokens: o.MaxTokens = None,
     n_gpu_layers: o.GpuLayers = None, device: o.Device = None, quant: o.Quant = None, strict_memory: o.StrictMemory = None,
@@ -45,6 +47,8 @@ def serve(
 
       mistralkit serve --allow-model-paths ~/models   # requests may name files under ~/models
 
+      mistralkit serve --parallel 8 --ctx 2048        # 8 clients decoded together
+
     Then: OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=... any OpenAI client.
     """
     import uvicorn
@@ -60,7 +64,7 @@ def serve(
     setup(settings.log_level)
     keys = _keys(api_key, api_key_file)
     config = ServerConfig(host=host, port=port, api_keys=keys, insecure_no_auth=insecure_no_auth,
-                          cors_origins=tuple(cors_origin or ()), queue_size=queue_size,
+                          cors_origins=tuple(cors_origin or ()), queue_size=queue_size, parallel=parallel, keepalive_s=keepalive,
                           memory_budget=parse_size(memory_budget) if memory_budget else None,
                           max_body_bytes=parse_size(max_body), body_timeout_s=body_timeout,
                           model_dirs=tuple(allow_model_paths or ()), preload=model or settings.model,

@@ -11,6 +11,7 @@ quantized V cache without it.
 from __future__ import annotations
 
 import codecs
+import ctypes
 import logging
 import os
 import threading
@@ -108,6 +109,7 @@ def context_size(model: LocalModel, requested: int | None) -> int:
 
 
 ROWS_PER_STEP = 64  # logits rows turned to float64 at a time (a row is vocabulary-sized)
+DEFAULT_BATCH = 512  # tokens per llama_decode step (prompt chunks + one per generating sequence)
 
 
 def log_softmax_rows(rows, targets: Sequence[int]) -> list[float]:
@@ -133,37 +135,6 @@ def _utf8(text: str) -> bytes:
         raise
 
 
-def _bias(logit_bias: Sequence[tuple[int, float]], n_vocab: int):
-    """A logits processor adding ``logit_bias`` (token id -> bias) before sampling; None without one."""
-    if not logit_bias:
-        return None
-    import numpy as np
-    from llama_cpp import LogitsProcessorList
-
-    for token, _ in logit_bias:
-        if not 0 <= token < n_vocab:
-            raise InvalidParameter(f"logit_bias: token {token} is not in the vocabulary (0..{n_vocab - 1})")
-    ids = np.array([t for t, _ in logit_bias])
-    values = np.array([b for _, b in logit_bias], dtype=np.float32)
-
-    def add(_input_ids, scores):
-        scores[ids] += values
-        return scores
-
-    return LogitsProcessorList([add])
-
-
-def _grammar(gbnf: str | None):
-    if gbnf is None:
-        return None
-    from llama_cpp import LlamaGrammar
-
-    try:
-        return LlamaGrammar.from_string(gbnf, verbose=False)
-    except ValueError as exc:
-        raise InvalidParameter(f"the output grammar does not parse: {exc}") from exc
-
-
 def open_llama(model: LocalModel, *, n_ctx: int, threads: int | None = None, adapter: str | None = None,
                purpose: str = "", **options):
     """The one place a ``llama_cpp.Llama`` is made: file checks, native logs, and errors for people.
@@ -187,11 +158,30 @@ def open_llama(model: LocalModel, *, n_ctx: int, threads: int | None = None, ada
         ) from exc
 
 
-class LlamaCppEngine(EngineBase):
-    """``Engine`` over one loaded GGUF. Not thread-safe: one generation at a time.
+def load_model(model: LocalModel, *, n_gpu_layers: int, mmap: bool, mlock: bool, adapter: str | None):
+    """The model's weights through llama.cpp's model API (no context): the batched engine's base."""
+    import llama_cpp
+    from llama_cpp._internals import LlamaModel
 
-    ``all_logits`` keeps every position's logits (perplexity scores a whole window in one pass;
-    it costs n_ctx x vocabulary floats, so chat engines leave it off).
+    check_loadable(model.path, model.info, adapter)
+    route_native_logs()
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = n_gpu_layers
+    params.use_mmap, params.use_mlock = mmap, mlock
+    try:
+        return LlamaModel(path_model=str(model.path), params=params, verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        raise InvalidModelFile(f"llama.cpp could not load {model.path}: {exc}",
+                               hint="the file may be corrupt or need a newer llama.cpp; download it again") from exc
+
+
+class LlamaCppEngine(EngineBase):
+    """``Engine`` over one loaded GGUF, with ``parallel`` sequences decoded together (``batch.Batcher``).
+
+    ``generate`` may be called from several threads at once: each call is a sequence in the batch.
+    The context holds ``parallel x n_ctx`` KV cells, so every sequence gets the whole window.
+    ``all_logits`` lets one step score up to ``n_batch`` positions (perplexity) instead of 64 rows;
+    it costs ``n_batch`` x vocabulary floats of output buffer.
     """
 
     kind = "llama.cpp"
@@ -200,50 +190,99 @@ class LlamaCppEngine(EngineBase):
     def __init__(self, model: LocalModel, *, n_ctx: int | None = None, threads: int | None = None,
                  n_gpu_layers: int | None = None, device: str = "auto", mmap: bool = True,
                  mlock: bool = False, kv_type: str = "f16", adapter: str | None = None,
-                 n_batch: int | None = None, all_logits: bool = False) -> None:
+                 n_batch: int | None = None, all_logits: bool = False, parallel: int = 1) -> None:
         import llama_cpp
+
+        from .batch import Batcher
 
         if kv_type not in GGML_KV_TYPES:
             raise InvalidParameter(f"kv_type={kv_type!r}: must be one of {', '.join(GGML_KV_TYPES)}")
-
+        if parallel < 1:
+            raise InvalidParameter(f"parallel={parallel}: must be >= 1")
         self.model = model
         self.name = model.name
         self.n_ctx = context_size(model, n_ctx)
         self.threads = threads or default_threads()
         self.n_gpu_layers = gpu_layers(device, n_gpu_layers)
         self.kv_type = kv_type
-        self.all_logits = all_logits
+        self.parallel = parallel
+        self._lora = None
         started = time.perf_counter()
-        self._llm = open_llama(
-            model, n_ctx=self.n_ctx, threads=self.threads, adapter=adapter, n_gpu_layers=self.n_gpu_layers,
-            use_mmap=mmap, use_mlock=mlock, swa_full=True, type_k=GGML_KV_TYPES[kv_type],
-            type_v=GGML_KV_TYPES[kv_type], flash_attn=kv_type != "f16", logits_all=all_logits,
-            **({"n_batch": n_batch} if n_batch else {}),
-        )
+        self._model = load_model(model, n_gpu_layers=self.n_gpu_layers, mmap=mmap, mlock=mlock, adapter=adapter)
+        try:
+            self._ctx = self._context(n_batch or min(DEFAULT_BATCH, self.n_ctx), kv_type)
+            if adapter:
+                self._attach(adapter)
+        except BaseException:
+            self.close()
+            raise
         self.load_s = time.perf_counter() - started
-        vocab = self._llm._model.vocab
+        vocab = self._model.vocab
         self._is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
-        bos, eos = self._llm.token_bos(), self._llm.token_eos()
+        bos, eos = self._model.token_bos(), self._model.token_eos()
         self.bos_id = bos if bos >= 0 else None
         self.eos_id = eos if eos >= 0 else None
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+        self.n_vocab = self._model.n_vocab()
+        self._pieces: dict[int, bytes] = {}
         self.format = formats.select(model, self)
-        log.info("loaded %s in %.2fs (ctx %d, kv %s, threads %d, gpu layers %d, format %s)", model.path,
-                 self.load_s, self.n_ctx, kv_type, self.threads, self.n_gpu_layers, self.format.name)
+        self.batcher = Batcher(llama_cpp, self._ctx.ctx, vocab, n_slots=parallel, n_batch=self.n_batch,
+                               n_ctx_seq=self.n_ctx, rows_per_step=self.n_batch if all_logits else ROWS_PER_STEP,
+                               name=model.name)
+        log.info("loaded %s in %.2fs (ctx %d x %d sequences, kv %s, threads %d, gpu layers %d, format %s)",
+                 model.path, self.load_s, self.n_ctx, parallel, kv_type, self.threads, self.n_gpu_layers,
+                 self.format.name)
+
+    def _context(self, n_batch: int, kv_type: str):
+        import llama_cpp
+        from llama_cpp._internals import LlamaContext
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.n_ctx * self.parallel
+        params.n_batch = params.n_ubatch = self.n_batch = n_batch
+        params.n_seq_max = self.parallel
+        params.kv_unified = True  # one pool of cells: mixed prompt + decode steps stay one ubatch
+        params.swa_full = True  # sliding-window layers keep every position, so a slot can roll back
+        params.n_threads = params.n_threads_batch = self.threads
+        params.type_k = params.type_v = GGML_KV_TYPES[kv_type]
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if kv_type != "f16"
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        params.no_perf = False  # llama.cpp counts evaluated prompt tokens (tests read it)
+        try:
+            return LlamaContext(model=self._model, params=params, verbose=False)
+        except ValueError as exc:
+            raise InvalidModelFile(
+                f"llama.cpp could not make a context of {self.n_ctx} x {self.parallel} tokens for {self.model.path}",
+                hint="lower --ctx or --parallel") from exc
+
+    def _attach(self, adapter: str) -> None:
+        import llama_cpp
+
+        self._lora = llama_cpp.llama_adapter_lora_init(self._model.model, adapter.encode("utf-8"))
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._lora)
+        scales = (ctypes.c_float * 1)(1.0)
+        if not self._lora or llama_cpp.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, scales):
+            raise InvalidModelFile(f"llama.cpp could not load {self.model.path} with the adapter {adapter}",
+                                   hint="check that the adapter was exported for this base model")
 
     # Tokenizer protocol, used by formats that render text.
     def tokenize(self, text: str, *, special: bool) -> list[int]:
-        return self._llm.tokenize(_utf8(text), add_bos=False, special=special)
+        return self._model.tokenize(_utf8(text), add_bos=False, special=special)
 
     def token_text(self, token_id: int) -> str:
-        return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+        return self._model.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self._model.detokenize([token])
+        return piece
 
     def check_grammar(self, gbnf: str) -> None:
         """Refuse GBNF that llama.cpp cannot compile (it would crash while sampling, not raise)."""
         import llama_cpp
 
-        vocab = self._llm._model.vocab
-        sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+        sampler = llama_cpp.llama_sampler_init_grammar(self._model.vocab, gbnf.encode("utf-8"), b"root")
         if not sampler:
             raise InvalidParameter("the requested output format cannot be turned into a grammar llama.cpp accepts",
                                    hint="simplify the JSON schema (e.g. no empty enum)")
@@ -251,18 +290,14 @@ class LlamaCppEngine(EngineBase):
 
     def encode_text(self, text: str) -> list[int]:
         """Raw text (a completion prompt, no chat format) to tokens, with BOS when the model wants it."""
-        return self._llm.tokenize(_utf8(text), add_bos=self.add_bos, special=False)
+        return self._model.tokenize(_utf8(text), add_bos=self.add_bos, special=False)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.format.encode(messages))
 
     def logprobs(self, tokens: Sequence[int], start: int) -> list[float]:
-        """log P(tokens[i] | tokens[:i]) for i >= start, on a fresh cache (the next chat re-evaluates).
-
-        With ``all_logits`` one pass gives every row; otherwise the prefix is evaluated once and
-        the rest token by token, reading the last row each time.
-        """
-        import numpy as np
+        """log P(tokens[i] | tokens[:i]) for i >= start: a scoring sequence in the batch, rows read per step."""
+        from .batch import End, Seq
 
         tokens = list(tokens)
         if not 1 <= start < len(tokens):
@@ -270,18 +305,12 @@ class LlamaCppEngine(EngineBase):
         if len(tokens) > self.n_ctx:
             raise ContextOverflow(f"{len(tokens)} tokens to score but the context window holds {self.n_ctx}",
                                   hint="shorten the text or raise --ctx")
-        llm = self._llm
-        llm.reset()  # the next eval starts the KV cache from position 0
-        if self.all_logits:
-            llm.eval(tokens[:-1])
-            return log_softmax_rows(llm.scores[start - 1: len(tokens) - 1], tokens[start:])
-        llm.eval(tokens[:start])
-        out = []
-        for i in range(start, len(tokens)):
-            row = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
-            out.extend(log_softmax_rows(row[None, :], [tokens[i]]))
-            if i + 1 < len(tokens):
-                llm.eval([tokens[i]])
+        seq = Seq(tokens, score_from=start)
+        self.batcher.submit(seq)
+        out: list[float] = []
+        for item in self.batcher.items(seq):
+            if not isinstance(item, End):
+                out.extend(item)
         return out
 
     def prompt_tokens(self, request: Request) -> list[int]:
@@ -301,34 +330,31 @@ class LlamaCppEngine(EngineBase):
                 cancel: threading.Event | None) -> Iterator[Chunk]:
         import llama_cpp
 
+        from .batch import End, Sampler, Seq
+
         if params.grammar is not None:
             self.check_grammar(params.grammar)
         budget = min(params.max_tokens, self.n_ctx - len(tokens))
-        cached = self._llm.longest_token_prefix(self._llm._input_ids, tokens)
-        self._llm.set_seed(params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
-        stream = self._llm.generate(
-            tokens, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
-            temp=0.0 if params.is_greedy else params.temperature,
-            repeat_penalty=params.repeat_penalty, frequency_penalty=params.frequency_penalty,
-            presence_penalty=params.presence_penalty, reset=True, grammar=_grammar(params.grammar),
-            logits_processor=_bias(params.logit_bias, self._llm.n_vocab()),
-        )
+        sampler = Sampler(llama_cpp, self._model.vocab, self.n_vocab, params)
+        seq = Seq(tokens, sampler, max_tokens=budget, stop_ids=frozenset(self.format.stop_token_ids),
+                  ignore_eos=params.ignore_eos, cancel=cancel)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher((*params.stop, *self.format.stop_strings))
-        stop_ids = self.format.stop_token_ids
         json_end = JsonEnd() if params.json_end else None
-        usage = Usage(prompt_tokens=len(tokens), cached_tokens=min(cached, len(tokens) - 1))
+        usage = Usage(prompt_tokens=len(tokens))
         finish: FinishReason = "length"
         started = time.perf_counter()
+        self.batcher.submit(seq)
+        items = self.batcher.items(seq)
         try:
-            for token in stream:
+            for item in items:
                 if not usage.ttft_s:
                     usage.ttft_s = time.perf_counter() - started
-                if not params.ignore_eos and (token in stop_ids or self._is_eog(token)):
-                    finish = "stop"
+                if isinstance(item, End):
+                    finish = item.reason  # type: ignore[assignment]
                     break
                 usage.completion_tokens += 1
-                piece = decoder.decode(self._llm.detokenize([token]))
+                piece = decoder.decode(self._piece(item))
                 closed = False
                 if json_end is not None:
                     piece, closed = json_end.feed(piece)
@@ -336,26 +362,37 @@ class LlamaCppEngine(EngineBase):
                 if closed and not hit:
                     text, hit = text + stops.flush(), True
                 if text:
-                    yield Chunk(text, (token,))
+                    yield Chunk(text, (item,))
                 if hit:
                     finish = "stop"
                     break
-                if usage.completion_tokens >= budget:
-                    break
-                if cancel is not None and cancel.is_set():
-                    finish = "cancelled"
-                    break
         finally:
-            stream.close()
+            items.close()  # frees the sequence's slot at the loop's next step
+        usage.cached_tokens = seq.cached
         usage.total_s = time.perf_counter() - started
         # After a stop string, flush() is empty: the matcher already dropped the stop and what followed.
         yield Chunk(stops.flush() + decoder.decode(b"", final=True), (), finish, usage)
 
+    def evaluated_tokens(self) -> int:
+        """Prompt tokens llama.cpp itself has evaluated in this engine's context (its perf counter)."""
+        return self.batcher.perf()[0]
+
     def reset_cache(self) -> None:
-        self._llm.reset()  # n_tokens = 0: the next prompt is evaluated from position 0
+        self.batcher.reset()  # the next prompt is evaluated from position 0
 
     def close(self) -> None:
-        llm, self._llm = getattr(self, "_llm", None), None
-        if llm is not None:
-            llm.close()
+        import llama_cpp
 
+        batcher = getattr(self, "batcher", None)
+        if batcher is not None:
+            batcher.close()
+            self.batcher = None
+        ctx, self._ctx = getattr(self, "_ctx", None), None
+        if ctx is not None:
+            ctx.close()
+        lora, self._lora = getattr(self, "_lora", None), None
+        if lora:
+            llama_cpp.llama_adapter_lora_free(lora)
+        model, self._model = getattr(self, "_model", None), None
+        if model is not None:
+            model.close()

@@ -86,7 +86,7 @@ def _contexts(below: int) -> list[int]:
 
 
 def fit_report(ref: str | None, ram_bytes: int | None = None, n_ctx: int | None = None,
-               kv_type: str = "f16") -> FitReport:
+               kv_type: str = "f16", parallel: int = 1) -> FitReport:
     """Plan ``ref`` in ``ram_bytes`` (default: available now) and, if it does not fit, what does.
 
     Options, in order: a quantized KV cache, a smaller context, a smaller quantization (at a
@@ -99,13 +99,13 @@ def fit_report(ref: str | None, ram_bytes: int | None = None, n_ctx: int | None 
         raise InvalidParameter(f"--ctx {n_ctx} is larger than {shape.title}'s context length "
                                f"({shape.context_length} tokens)",
                                hint=f"use --ctx {shape.context_length} or less")
-    wanted = plan(shape, n_ctx, kv_type)
+    wanted = plan(shape, n_ctx, kv_type, parallel=parallel)
     report = FitReport(name, shape.title, shape.source, ram, wanted, [])
     if report.fits:
         return report
 
     def fitting(variant: ModelShape, ctx: int, kv: str) -> Plan | None:
-        candidate = plan(variant, ctx, kv)
+        candidate = plan(variant, ctx, kv, parallel=parallel)
         return candidate if candidate.total <= ram else None
 
     base, label = (entry.ref(quant), quant.upper()) if entry and quant else (name, "the same model")

@@ -162,7 +162,9 @@ def with_quant(shape: ModelShape, entry: CatalogEntry, quant: str) -> ModelShape
 
 @dataclass(frozen=True)
 class Plan:
-    """Predicted memory, in bytes, of a model loaded with ``n_ctx`` and a ``kv_type`` cache."""
+    """Predicted memory, in bytes, of a model loaded with ``n_ctx`` and a ``kv_type`` cache, for
+    ``parallel`` sequences at once (each with the whole ``n_ctx``: the engine's KV cache holds
+    ``parallel x n_ctx`` cells)."""
 
     n_ctx: int
     kv_type: str
@@ -172,6 +174,7 @@ class Plan:
     kv_cache: int
     compute: int
     overhead: int
+    parallel: int = 1
 
     @property
     def total(self) -> int:
@@ -200,8 +203,10 @@ def kv_cache_bytes(shape: ModelShape, n_ctx: int, kv_type: str = "f16",
     return int(per_cell * (full_layers * cells + shape.swa_layers * swa_cells))
 
 
-def compute_bytes(shape: ModelShape, n_ctx: int, flash_attn: bool, used: int | None = None) -> int:
-    """Compute memory written at the peak: a full micro-batch once ``used`` cells are filled."""
+def compute_bytes(shape: ModelShape, n_ctx: int, flash_attn: bool, used: int | None = None,
+                  outputs: int = 1) -> int:
+    """Compute memory written at the peak: a full micro-batch once ``used`` cells are filled;
+    ``outputs`` logits rows a step (one per sequence decoded together)."""
     used = min(used or n_ctx, n_ctx)
     tokens, cells = min(UBATCH, used), min(_pad(n_ctx), _pad(used))
     # f32 activations alive at once: residual stream and norms, FFN gate/up/product, q/k/v.
@@ -211,7 +216,7 @@ def compute_bytes(shape: ModelShape, n_ctx: int, flash_attn: bool, used: int | N
     # without flash attention, the score matrices of every head.
     masks = 2 if 0 < shape.swa_layers < shape.layers else 1
     per_score = masks * 2 if flash_attn else masks * 4 + SCORE_COPIES * shape.heads * 4
-    logits = 2 * shape.vocab * 4  # the output buffer and the last token's row in the graph
+    logits = (outputs + 1) * shape.vocab * 4  # the output buffer and the rows in the graph
     return int(tokens * per_token * 4 + tokens * cells * per_score + logits)
 
 
@@ -222,8 +227,9 @@ def overhead_bytes(shape: ModelShape) -> int:
     return RUNTIME + shape.vocab * PER_VOCAB_TOKEN + shape.merges * PER_MERGE + tokenizer
 
 
-def plan(shape: ModelShape, n_ctx: int, kv_type: str = "f16", used: int | None = None) -> Plan:
-    """Peak memory of ``shape`` at ``n_ctx`` once ``used`` cells are filled (default: all of them).
+def plan(shape: ModelShape, n_ctx: int, kv_type: str = "f16", used: int | None = None, parallel: int = 1) -> Plan:
+    """Peak memory of ``shape`` at ``n_ctx`` once ``used`` cells are filled (default: all of them),
+    with ``parallel`` sequences (``--parallel``), each of up to ``n_ctx`` tokens.
 
     >>> from mistralkit.models import catalog
     >>> p = plan(ModelShape.from_catalog(*catalog.lookup("gemma-3-270m")), 2048, "q8_0")
@@ -234,11 +240,14 @@ def plan(shape: ModelShape, n_ctx: int, kv_type: str = "f16", used: int | None =
         raise InvalidParameter(f"KV cache type {kv_type!r}: must be one of {', '.join(KV_TYPES)}")
     if n_ctx < 1:
         raise InvalidParameter(f"context size {n_ctx}: must be at least 1 token", hint="pass --ctx 512 or more")
+    if parallel < 1:
+        raise InvalidParameter(f"parallel {parallel}: must be at least 1")
     flash_attn = kv_type != "f16"  # as the engine sets it: a quantized V cache needs it
+    cells = n_ctx * parallel  # one unified cache for all the sequences
     return Plan(n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, weights=shape.weights,
-                repacked=shape.repacked, kv_cache=kv_cache_bytes(shape, n_ctx, kv_type),
-                compute=compute_bytes(shape, n_ctx, flash_attn, used),
-                overhead=overhead_bytes(shape))
+                repacked=shape.repacked, kv_cache=kv_cache_bytes(shape, cells, kv_type),
+                compute=compute_bytes(shape, cells, flash_attn, used, outputs=parallel),
+                overhead=overhead_bytes(shape), parallel=parallel)
 
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)

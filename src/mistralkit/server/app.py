@@ -214,8 +214,10 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/metrics", dependencies=guarded, tags=["operations"], response_class=Response)
     async def metrics(request: Request) -> Response:
-        """Prometheus text: requests, tokens, queue depth, TTFT and latency histograms, errors."""
-        body = request.app.state.metrics.render(request.app.state.pool.queue_depths())
+        """Prometheus text: requests, tokens, queue depth, TTFT and latency histograms, errors, and per
+        model its slots (busy, waiting), prefill and decode tokens/s and time."""
+        pool = request.app.state.pool
+        body = request.app.state.metrics.render(pool.queue_depths(), pool.engine_stats())
         return Response(body, media_type="text/plain; version=0.0.4")
 
     @app.get("/", include_in_schema=False)

@@ -10,6 +10,9 @@ from ..errors import InvalidParameter
 from ..settings import CorrectSettings, Settings
 
 
+MAX_PARALLEL = 256  # llama.cpp's limit on sequences in one context (llama_max_parallel_sequences)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -27,6 +30,8 @@ class ServerConfig:
     insecure_no_auth: bool = False
     cors_origins: tuple[str, ...] = ()
     queue_size: int = 8  # requests per model, running + waiting; more get 429
+    keepalive_s: float = 10.0  # an SSE comment after this long without an event (long prompts, queues)
+    parallel: int | None = None  # generations at once per GGUF model; None = 4, fewer if memory is short
     memory_budget: int | None = None  # bytes for loaded models; None = available memory at start
     max_body_bytes: int = 4 << 20
     body_timeout_s: float = 30.0  # longest wait for each part of a request body (408 after)
@@ -39,6 +44,10 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.queue_size < 1:
             raise InvalidParameter(f"queue size {self.queue_size}: must be >= 1")
+        if self.parallel is not None and not 1 <= self.parallel <= MAX_PARALLEL:
+            raise InvalidParameter(f"--parallel {self.parallel}: must be between 1 and {MAX_PARALLEL}")
+        if not self.keepalive_s > 0:
+            raise InvalidParameter(f"--keepalive {self.keepalive_s}: must be more than 0 seconds")
         if not self.body_timeout_s > 0:
             raise InvalidParameter(f"body timeout {self.body_timeout_s}: must be more than 0 seconds")
         self.model_dirs = tuple(_folder(d) for d in self.model_dirs)

@@ -148,12 +148,41 @@ def _tool_deltas(turn: tools.ToolTurn):
     return deltas
 
 
+async def _paced(items: AsyncIterator, every_s: float) -> AsyncIterator:
+    """``items``, with a None whenever none came for ``every_s`` seconds (a long prompt being evaluated)."""
+    it = items.__aiter__()
+    pending = asyncio.ensure_future(it.__anext__())
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=every_s)
+            if not done:
+                yield None
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            yield item
+            pending = asyncio.ensure_future(it.__anext__())
+    finally:
+        if not pending.done():
+            pending.cancel()  # the generation's own clean-up (cancel the job) runs in that task
+
+
+KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: clients ignore it, proxies see the connection is alive
+
+
 async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_end,
                         deltas=_text_deltas) -> AsyncIterator[str]:
-    """SSE: one event per delta (text by default), then the finish event, usage (if asked) and ``[DONE]``."""
+    """SSE: one event per delta (text by default), then the finish event, usage (if asked) and ``[DONE]``;
+    a comment line every ``--keepalive`` seconds while nothing else comes (a long prefill, a queue)."""
     complete = False
+    every_s = run.request.app.state.config.keepalive_s
     try:
-        async for delta in deltas(run):
+        async for delta in _paced(deltas(run), every_s):
+            if delta is None:
+                yield KEEPALIVE
+                continue
             yield _sse(shape(run, delta, None, extra))
         yield _sse(shape(run, {}, run.finish, extra))
         if include_usage:

@@ -1,7 +1,8 @@
 """Loaded models and their queues.
 
-Each loaded model has one worker thread that runs its generations one at a time, fed by a bounded
-queue: a request that finds ``queue_size`` requests already running or waiting gets 429. Chunks go
+Each loaded model has a worker with one thread per engine slot (``--parallel``: a llama.cpp engine
+decodes that many sequences together, see engines/batch.py), fed by a bounded queue: a request that
+finds ``queue_size`` requests already running or waiting gets 429. Chunks go
 back to the request's asyncio queue; setting a job's ``cancel`` event (client gone, shutdown) stops
 its generation at the next token. Models load on first use and the least recently used idle ones
 are unloaded when the memory budget would be exceeded.
@@ -53,21 +54,25 @@ class Job:
 
 
 class Worker:
-    """One thread per loaded model, running its jobs in order."""
+    """The threads of one loaded model: as many as the engine runs generations at once, taking jobs in order."""
 
     def __init__(self, name: str, engine, queue_size: int) -> None:
-        self.name, self.engine, self.queue_size = name, engine, queue_size
+        self.name, self.engine = name, engine
+        self.parallel = max(1, getattr(engine, "parallel", 1))
+        self.queue_size = max(queue_size, self.parallel)  # every slot can be busy
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.in_flight = 0
         self.lock = threading.Lock()
         self.recent_s = 2.0  # moving average of a job's run time, for Retry-After
-        self.thread = threading.Thread(target=self._run, name=f"worker-{name}", daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._run, name=f"worker-{name}-{i}", daemon=True)
+                        for i in range(self.parallel)]
+        for thread in self.threads:
+            thread.start()
 
     def submit(self, job: Job) -> None:
         with self.lock:
             if self.in_flight >= self.queue_size:
-                raise Overloaded(self.name, max(1, round(self.recent_s * self.in_flight / 2)))
+                raise Overloaded(self.name, max(1, round(self.recent_s * self.in_flight / (2 * self.parallel))))
             self.in_flight += 1
         job.worker = self
         self.jobs.put(job)
@@ -101,9 +106,21 @@ class Worker:
     def busy(self) -> bool:
         return self.in_flight > 0
 
+    def stats(self) -> dict | None:
+        """Slot occupancy and the engine's own counters, for /metrics (None for an engine without a batcher)."""
+        batcher = getattr(self.engine, "batcher", None)
+        if batcher is None:
+            return None
+        st = batcher.stats
+        return {"slots": len(batcher.slots), "busy": batcher.busy_slots, "waiting": max(0, self.in_flight - batcher.busy_slots),
+                "steps": st.steps, "prompt_tokens": st.prompt_tokens, "generated_tokens": st.generated_tokens,
+                "prefill_s": st.prefill_s, "decode_s": st.decode_s + st.sample_s}
+
     def stop(self) -> None:
-        self.jobs.put(None)
-        self.thread.join(timeout=30)
+        for _ in self.threads:
+            self.jobs.put(None)
+        for thread in self.threads:
+            thread.join(timeout=30)
         self.engine.close()
 
 
@@ -185,7 +202,8 @@ class Pool:
                     return slot
                 loading = self.loading.get(key)
                 if loading is None:
-                    planned = _planned(model, self.config.settings.ctx, self.config.settings.kv_type)
+                    parallel = self._parallel(model)
+                    planned = _planned(model, self.config.settings.ctx, self.config.settings.kv_type, parallel)
                     victims = self._make_room(planned)
                     loading = self.loading[key] = asyncio.get_running_loop().create_future()
                     self.pending += planned
@@ -194,7 +212,7 @@ class Pool:
         try:
             for victim in victims:
                 await run_in_threadpool(victim.worker.stop)
-            slot = await run_in_threadpool(self._load, key, model, adapter, planned)
+            slot = await run_in_threadpool(self._load, key, model, adapter, planned, parallel)
         except BaseException as exc:
             async with self.lock:
                 self.pending -= planned
@@ -210,7 +228,24 @@ class Pool:
         loading.set_result(None)
         return slot
 
-    def _load(self, key: str, model: LocalModel, adapter: Path | None, planned: int) -> Slot:
+    def _parallel(self, model: LocalModel) -> int:
+        """Sequences at once for ``model``: ``--parallel``, else 4 (fewer when the budget cannot hold
+        their KV caches beside the models already loaded). Runs under the lock."""
+        if self.config.parallel is not None:
+            return self.config.parallel
+        if model.format != "gguf":
+            return 1
+        from ..models.memory import available_memory
+
+        budget = self._budget if self._budget is not None else available_memory()
+        free = budget - self.pending - sum(slot.planned for slot in self.slots.values())
+        s = self.config.settings
+        for parallel in range(AUTO_PARALLEL, 1, -1):
+            if _planned(model, s.ctx, s.kv_type, parallel) <= free:
+                return parallel
+        return 1
+
+    def _load(self, key: str, model: LocalModel, adapter: Path | None, planned: int, parallel: int = 1) -> Slot:
         from ..engines import ENGINES
 
         if model.format not in ENGINES:
@@ -219,8 +254,8 @@ class Pool:
         s = self.config.settings
         engine = load_engine(model, n_ctx=s.ctx, threads=s.threads, n_gpu_layers=s.n_gpu_layers, device=s.device,
                              quant=s.quant, mmap=s.mmap, mlock=s.mlock, kv_type=s.kv_type,
-                             adapter=str(adapter) if adapter else None)
-        log.info("serving %s (planned %.0f MiB)", key, planned / 2**20)
+                             adapter=str(adapter) if adapter else None, parallel=parallel)
+        log.info("serving %s, %d at once (planned %.0f MiB)", key, parallel, planned / 2**20)
         return Slot(model, Worker(key, engine, self.config.queue_size), planned)
 
     def _make_room(self, needed: int) -> list[Slot]:
@@ -261,6 +296,9 @@ class Pool:
     def queue_depths(self) -> dict[str, int]:
         return {key: slot.worker.in_flight for key, slot in self.slots.items()}
 
+    def engine_stats(self) -> dict[str, dict]:
+        return {key: stats for key, slot in list(self.slots.items()) if (stats := slot.worker.stats()) is not None}
+
     def close(self) -> None:
         self.closed = True
         for slot in self.slots.values():
@@ -271,6 +309,7 @@ class Pool:
 
 
 RESOLVED_MAX = 64  # names remembered by Pool.resolve
+AUTO_PARALLEL = 4  # sequences at once per GGUF model when --parallel is not given
 
 
 def _stamp(model: LocalModel, adapter: Path | None) -> tuple | None:
@@ -281,14 +320,14 @@ def _stamp(model: LocalModel, adapter: Path | None) -> tuple | None:
         return None
 
 
-def _planned(model: LocalModel, ctx: int | None, kv_type: str) -> int:
+def _planned(model: LocalModel, ctx: int | None, kv_type: str, parallel: int = 1) -> int:
     """Bytes a model will hold here: the RAM plan of a GGUF, the weights of an HF folder, 0 for a remote."""
     from ..engines.llamacpp import context_size
     from ..models.memory import ModelShape, plan
     from ..models.store import size_of
 
     if model.format == "gguf":
-        return plan(ModelShape.from_model(model), context_size(model, ctx), kv_type).total
+        return plan(ModelShape.from_model(model), context_size(model, ctx), kv_type, parallel=parallel).total
     return size_of(model.path) if model.path is not None else 0
 
 

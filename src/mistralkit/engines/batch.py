@@ -1,0 +1,392 @@
+"""Continuous batching on one llama.cpp context: N sequences decoded together, one ``llama_decode`` a step.
+
+``Batcher`` owns the context and a loop thread. Callers (any thread) hand it a ``Seq`` and read
+what comes back on the sequence's queue: token ids as they are sampled, lists of log-probabilities
+for a scoring job, then an ``End`` (or an exception). Each step puts into one batch the next token
+of every generating sequence, then prompt chunks of newly admitted ones, up to ``n_batch`` tokens
+(chunked prefill: a long prompt never stalls the running streams for more than one step, and a
+cancel stops it within a chunk). New sequences are admitted between steps.
+
+Sampling runs in llama.cpp: each sequence has its own sampler chain (logit bias, penalties,
+grammar, top-k, top-p, min-p, temperature, seeded dist; the order llama-cpp-python's ``Llama`` uses),
+sampled from the sequence's row of the step's logits.
+
+Every slot (llama.cpp sequence id) keeps the KV cache of what it last held after its sequence
+ends. A new sequence takes the free slot whose cache shares the longest prefix with its prompt and
+evaluates only the rest, so turn N of a chat reuses turn N-1. The KV cache is unified (one pool of
+``n_slots x n_ctx`` cells): a sequence may use up to ``n_ctx`` of them, and steps that mix prompt
+chunks with decode tokens stay in one ubatch.
+
+The spike and the reasons for writing this rather than using llama-server: docs/batching.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..errors import InvalidParameter, MistralkitError
+from .base import GenerationParams
+
+log = logging.getLogger(__name__)
+
+PENALTY_WINDOW = 64  # last tokens the repeat penalty looks at (llama-cpp-python's default)
+
+
+@dataclass(frozen=True)
+class End:
+    """The last item of a sequence's queue: why it ended."""
+
+    reason: str  # "stop", "length" or "cancelled"
+
+
+class Sampler:
+    """A llama.cpp sampler chain for one sequence, built from ``GenerationParams``."""
+
+    def __init__(self, L, vocab, n_vocab: int, params: GenerationParams) -> None:
+        self.L = L
+        self.chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        add = lambda sampler: L.llama_sampler_chain_add(self.chain, sampler)  # noqa: E731 - the chain owns it
+        try:
+            if params.logit_bias:
+                for token, _ in params.logit_bias:
+                    if not 0 <= token < n_vocab:
+                        raise InvalidParameter(f"logit_bias: token {token} is not in the vocabulary (0..{n_vocab - 1})")
+                biases = (L.llama_logit_bias * len(params.logit_bias))(
+                    *(L.llama_logit_bias(token, bias) for token, bias in params.logit_bias))
+                add(L.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases))
+            if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
+                # llama-cpp-python 0.3.x's binding takes n_vocab first: 5 arguments, not upstream's 4.
+                add(L.llama_sampler_init_penalties(n_vocab, PENALTY_WINDOW, params.repeat_penalty,
+                                                   params.frequency_penalty, params.presence_penalty))
+            if params.grammar is not None:
+                grammar = L.llama_sampler_init_grammar(vocab, params.grammar.encode("utf-8"), b"root")
+                if not grammar:
+                    raise InvalidParameter("the output grammar does not parse")
+                add(grammar)
+            if params.is_greedy:
+                add(L.llama_sampler_init_greedy())
+            else:
+                add(L.llama_sampler_init_top_k(params.top_k))
+                add(L.llama_sampler_init_top_p(params.top_p, 1))
+                add(L.llama_sampler_init_min_p(params.min_p, 1))
+                add(L.llama_sampler_init_temp(params.temperature))
+                seed = params.seed if params.seed is not None else L.LLAMA_DEFAULT_SEED  # default: random
+                add(L.llama_sampler_init_dist(seed))
+        except BaseException:
+            self.free()
+            raise
+
+    def sample(self, ctx, index: int) -> int:
+        """Sample from the logits of batch position ``index``; the chain accepts the token too."""
+        return int(self.L.llama_sampler_sample(self.chain, ctx, index))
+
+    def free(self) -> None:
+        if self.chain is not None:
+            self.L.llama_sampler_free(self.chain)
+            self.chain = None
+
+
+@dataclass(eq=False)
+class Seq:
+    """One generation (``sampler`` set) or one scoring job (``score_from`` >= 1) inside a ``Batcher``."""
+
+    tokens: list[int]  # the prompt, or the tokens to score
+    sampler: Sampler | None = None
+    max_tokens: int = 0
+    stop_ids: frozenset[int] = frozenset()  # besides the vocabulary's end-of-generation tokens
+    ignore_eos: bool = False
+    score_from: int = 0  # scoring: log P(tokens[i] | tokens[:i]) for every i >= score_from
+    cancel: threading.Event | None = None  # the caller's (client gone, Ctrl-C)
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    dropped: threading.Event = field(default_factory=threading.Event)  # the caller stopped reading
+    slot: Slot | None = None
+    n_past: int = 0  # tokens of this sequence in its slot's KV cache
+    cached: int = 0  # prompt tokens reused from the slot's cache
+    next_token: int | None = None  # sampled, not yet decoded
+    generated: int = 0
+
+    @property
+    def cancelled(self) -> bool:
+        return self.dropped.is_set() or (self.cancel is not None and self.cancel.is_set())
+
+    @property
+    def prefilling(self) -> bool:
+        return self.n_past < self._prompt_end
+
+    @property
+    def _prompt_end(self) -> int:
+        """Tokens to evaluate before sampling starts (a scoring job never needs its last token's row)."""
+        return len(self.tokens) - 1 if self.sampler is None else len(self.tokens)
+
+
+@dataclass(eq=False)
+class Slot:
+    id: int  # llama.cpp sequence id
+    tokens: list[int] = field(default_factory=list)  # what its KV cache holds, position by position
+    seq: Seq | None = None
+    last_used: float = 0.0
+
+
+@dataclass
+class Stats:
+    """Counters since start, for /metrics and benches (the loop updates them; readers just read)."""
+
+    steps: int = 0
+    prompt_tokens: int = 0  # prompt tokens evaluated
+    generated_tokens: int = 0  # tokens sampled
+    prefill_s: float = 0.0  # llama_decode time of steps that carried prompt tokens
+    decode_s: float = 0.0  # llama_decode time of steps with generating tokens only
+    sample_s: float = 0.0
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Batcher:
+    """The scheduler: a loop thread that owns ``ctx`` and decodes every running sequence each step."""
+
+    def __init__(self, L, ctx, vocab, *, n_slots: int, n_batch: int, n_ctx_seq: int, rows_per_step: int = 64,
+                 name: str = "model") -> None:
+        import numpy as np
+
+        self.L, self.ctx, self.vocab, self.np = L, ctx, vocab, np
+        self.n_batch, self.n_ctx_seq, self.rows_per_step = n_batch, n_ctx_seq, rows_per_step
+        self.n_vocab = int(L.llama_vocab_n_tokens(vocab))
+        self.mem = L.llama_get_memory(ctx)
+        self.batch = L.llama_batch_init(n_batch, 0, 1)
+        self.slots = [Slot(i) for i in range(n_slots)]
+        self.waiting: deque[Seq] = deque()
+        self.running: list[Seq] = []
+        self.stats = Stats()
+        self.cv = threading.Condition()
+        self.step_lock = threading.Lock()  # held while the loop touches the context
+        self.stopped = False
+        self.thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self.thread.start()
+
+    # -- caller side -------------------------------------------------------------------------------
+    def submit(self, seq: Seq) -> None:
+        with self.cv:
+            if self.stopped:
+                raise MistralkitError("the model is being unloaded")
+            self.waiting.append(seq)
+            self.cv.notify()
+
+    def items(self, seq: Seq):
+        """What the loop sends for ``seq``, up to its ``End``; leaving early frees its slot at the next step."""
+        try:
+            while True:
+                item = seq.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, End):
+                    return
+        finally:
+            seq.dropped.set()
+            with self.cv:
+                self.cv.notify()
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(slot.seq is not None for slot in self.slots)
+
+    @property
+    def queued(self) -> int:
+        return len(self.waiting)
+
+    def reset(self) -> None:
+        """Forget the cached prompts of idle slots (the next prompt is evaluated from position 0)."""
+        with self.step_lock:
+            for slot in self.slots:
+                if slot.seq is None:
+                    self.L.llama_memory_seq_rm(self.mem, slot.id, -1, -1)
+                    slot.tokens = []
+
+    def perf(self) -> tuple[int, int]:
+        """llama.cpp's own counts of (prompt tokens evaluated, single-token decodes) since the context began."""
+        data = self.L.llama_perf_context(self.ctx)
+        return int(data.n_p_eval), int(data.n_eval)
+
+    def close(self) -> None:
+        with self.cv:
+            self.stopped = True
+            self.cv.notify()
+        self.thread.join(timeout=60)
+        self.L.llama_batch_free(self.batch)
+
+    # -- loop side ---------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self.cv:
+                while not self.stopped and not self.waiting and not self.running:
+                    self.cv.wait()
+                if self.stopped:
+                    break
+            try:
+                with self.step_lock:
+                    self._admit()
+                    self._step()
+            except Exception as exc:  # noqa: BLE001 - fail the sequences, keep the loop for the next ones
+                log.exception("batched decode failed")
+                error = exc if isinstance(exc, MistralkitError) else MistralkitError(
+                    f"generation failed: {exc.__class__.__name__}: {exc}")
+                for seq in list(self.running):
+                    self._finish(seq, error, keep=False)
+        for seq in [*self.running, *self.waiting]:
+            self._finish(seq, MistralkitError("the model was unloaded during the generation"), keep=False)
+        self.waiting.clear()
+
+    def _admit(self) -> None:
+        while True:
+            with self.cv:
+                free = [slot for slot in self.slots if slot.seq is None]
+                if not free or not self.waiting:
+                    return
+                seq = self.waiting.popleft()
+            if seq.cancelled:
+                self._end(seq, End("cancelled"))
+                continue
+            # The free slot whose cache shares most of the prompt; else the one unused the longest.
+            slot = max(free, key=lambda s: (common_prefix(s.tokens, seq.tokens), -s.last_used))
+            keep = common_prefix(slot.tokens, seq.tokens)
+            keep = min(keep, seq._prompt_end - 1 if seq.sampler is not None else seq.score_from - 1)
+            keep = max(keep, 0)
+            if keep < len(slot.tokens) and not self.L.llama_memory_seq_rm(self.mem, slot.id, keep, -1):
+                self.L.llama_memory_seq_rm(self.mem, slot.id, -1, -1)  # cannot cut this cache: start over
+                keep = 0
+            del slot.tokens[keep:]
+            seq.slot, seq.n_past, seq.cached = slot, keep, keep
+            slot.seq = seq
+            self.running.append(seq)
+
+    def _add(self, token: int, seq: Seq, logits: bool) -> int:
+        b, i = self.batch, self.batch.n_tokens
+        b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, seq.n_past, 1, logits
+        b.seq_id[i][0] = seq.slot.id  # type: ignore[union-attr]
+        b.n_tokens = i + 1
+        seq.slot.tokens.append(token)  # type: ignore[union-attr]
+        seq.n_past += 1
+        return i
+
+    def _step(self) -> None:
+        L = self.L
+        for seq in [s for s in self.running if s.cancelled]:
+            self._finish(seq, End("cancelled"))
+        if not self.running:
+            return
+        self.batch.n_tokens = 0
+        samples: list[tuple[int, Seq]] = []  # (batch index, sequence) to sample from
+        scores: list[tuple[int, Seq, int]] = []  # (batch index, scoring job, target token)
+        for seq in self.running:
+            if seq.next_token is not None:
+                token, seq.next_token = seq.next_token, None
+                samples.append((self._add(token, seq, True), seq))
+        prompt_tokens = 0
+        for seq in self.running:
+            room = self.n_batch - self.batch.n_tokens
+            if room <= 0:
+                break
+            if not seq.prefilling:
+                continue
+            end = min(seq._prompt_end, seq.n_past + room)
+            if seq.sampler is None:  # rows from position score_from - 1 on, a bounded number a step
+                end = min(end, max(seq.n_past, seq.score_from - 1) + self.rows_per_step - len(scores))
+                if end <= seq.n_past:
+                    continue
+            prompt_tokens += end - seq.n_past
+            while seq.n_past < end:
+                pos = seq.n_past
+                if seq.sampler is None:
+                    wanted = pos >= seq.score_from - 1
+                    index = self._add(seq.tokens[pos], seq, wanted)
+                    if wanted:
+                        scores.append((index, seq, seq.tokens[pos + 1]))
+                else:
+                    last = pos == len(seq.tokens) - 1
+                    index = self._add(seq.tokens[pos], seq, last)
+                    if last:
+                        samples.append((index, seq))
+        if not self.batch.n_tokens:
+            return
+        started = time.perf_counter()
+        status = L.llama_decode(self.ctx, self.batch)
+        decoded = time.perf_counter()
+        if status != 0:
+            for seq in list(self.running):  # the cache of this step's tokens is in doubt: drop them
+                seq.slot.tokens = seq.slot.tokens[:0]  # type: ignore[union-attr]
+                L.llama_memory_seq_rm(self.mem, seq.slot.id, -1, -1)  # type: ignore[union-attr]
+            reason = "the KV cache is full" if status == 1 else f"llama_decode returned {status}"
+            raise MistralkitError(f"llama.cpp could not decode this step: {reason}",
+                                  hint="retry, or lower --parallel / raise --ctx")
+        stats = self.stats
+        stats.steps += 1
+        stats.prompt_tokens += prompt_tokens
+        if prompt_tokens:
+            stats.prefill_s += decoded - started
+        else:
+            stats.decode_s += decoded - started
+        self._score(scores)
+        self._sample(samples)
+        stats.sample_s += time.perf_counter() - decoded
+
+    def _sample(self, samples: list[tuple[int, Seq]]) -> None:
+        L = self.L
+        for index, seq in samples:
+            token = seq.sampler.sample(self.ctx, index)  # type: ignore[union-attr]
+            if not seq.ignore_eos and (token in seq.stop_ids or L.llama_vocab_is_eog(self.vocab, token)):
+                self._finish(seq, End("stop"))
+                continue
+            seq.generated += 1
+            self.stats.generated_tokens += 1
+            seq.out.put(token)
+            if seq.generated >= seq.max_tokens or seq.n_past >= self.n_ctx_seq:
+                self._finish(seq, End("length"))
+            else:
+                seq.next_token = token
+
+    def _score(self, scores: list[tuple[int, Seq, int]]) -> None:
+        if not scores:
+            return
+        from .llamacpp import log_softmax_rows
+
+        np, L = self.np, self.L
+        rows = np.stack([np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+                         for index, _, _ in scores])
+        values = log_softmax_rows(rows, [target for _, _, target in scores])
+        by_seq: dict[int, tuple[Seq, list[float]]] = {}
+        for (_, seq, _), value in zip(scores, values, strict=True):
+            by_seq.setdefault(id(seq), (seq, []))[1].append(value)
+        for seq, part in by_seq.values():
+            seq.out.put(part)
+            if not seq.prefilling:
+                self._finish(seq, End("stop"))
+
+    def _finish(self, seq: Seq, item, keep: bool = True) -> None:
+        """Take ``seq`` out of its slot (the slot keeps the cache for the next prompt unless ``keep`` is False)."""
+        slot = seq.slot
+        if slot is not None:
+            if not keep:
+                self.L.llama_memory_seq_rm(self.mem, slot.id, -1, -1)
+                slot.tokens = []
+            slot.seq, slot.last_used = None, time.monotonic()
+            seq.slot = None
+        if seq in self.running:
+            self.running.remove(seq)
+        self._end(seq, item)
+
+    def _end(self, seq: Seq, item) -> None:
+        if seq.sampler is not None:
+            seq.sampler.free()
+        seq.out.put(item)

@@ -1,0 +1,148 @@
+"""Continuous batching (engines/batch.py): several sequences in one llama.cpp context, real inference.
+
+llama.cpp is not batch-invariant, so nothing here asserts that batched text equals unbatched text
+token for token; the tests assert what must hold: each stream ends as its own parameters say,
+cancels stop only their own stream, prefixes are reused (counted by llama.cpp itself), scores agree.
+"""
+
+import json
+import threading
+import time
+
+import jsonschema
+import pytest
+
+from mistralkit.engines import GenerationParams, complete, load_engine
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
+          "required": ["name", "age"]}
+
+
+@pytest.fixture(scope="module")
+def batched(model):
+    engine = load_engine(model, n_ctx=2048, parallel=4, n_batch=64)
+    yield engine
+    engine.close()
+
+
+def schema_grammar() -> str:
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return json_schema_to_gbnf(json.dumps(SCHEMA))
+
+
+def run_streams(engine, jobs: dict[str, tuple], cancel_when: dict[str, object]) -> dict[str, dict]:
+    """Run every job (request, params) on its own thread, all at once; ``cancel_when[name](chunks)``
+    returning True cancels that one."""
+    results: dict[str, dict] = {}
+    barrier = threading.Barrier(len(jobs))
+
+    def run(name: str) -> None:
+        request, params = jobs[name]
+        cancel = threading.Event()
+        chunks = []
+        barrier.wait()
+        for chunk in engine.generate(request, params, cancel):
+            chunks.append(chunk)
+            if name in cancel_when and cancel_when[name](chunks):
+                cancel.set()
+        results[name] = {"text": "".join(c.text for c in chunks), "finish": chunks[-1].finish_reason,
+                         "usage": chunks[-1].usage}
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return results
+
+
+def test_concurrent_streams_each_end_by_their_own_rules(batched):
+    g = dict(greedy=True, repeat_penalty=1.0)
+    jobs = {
+        "comma": ("Count from one to twenty: one, two, three,", GenerationParams(max_tokens=40, stop=(",",), **g)),
+        "length": ("Write a long story about a cat.", GenerationParams(max_tokens=9, ignore_eos=True, **g)),
+        "json": ([{"role": "user", "content": "Give a person as JSON."}],
+                 GenerationParams(max_tokens=60, grammar=schema_grammar(), json_end=True, **g)),
+        "mid_decode": ("Tell me about the sea.", GenerationParams(max_tokens=200, ignore_eos=True, **g)),
+        "waits": ("The alphabet: a, b, c,", GenerationParams(max_tokens=6, ignore_eos=True, temperature=0.7, seed=3)),
+    }
+    results = run_streams(batched, jobs, {"mid_decode": lambda chunks: len(chunks) == 3})
+    assert set(results) == set(jobs)
+    assert results["comma"]["finish"] == "stop" and "," not in results["comma"]["text"]
+    assert results["length"]["finish"] == "length" and results["length"]["usage"].completion_tokens == 9
+    assert results["json"]["finish"] == "stop"
+    jsonschema.validate(json.loads(results["json"]["text"]), SCHEMA)
+    assert results["mid_decode"]["finish"] == "cancelled"
+    assert results["mid_decode"]["usage"].completion_tokens <= 6
+    # The fifth stream waited for a free slot (4 slots) and still ran to its end.
+    assert results["waits"]["finish"] == "length" and results["waits"]["usage"].completion_tokens == 6
+
+
+def test_a_cancel_mid_prefill_stops_evaluating_that_prompt(batched):
+    """A 1500-token prompt is evaluated 64 tokens a step; cancelling it after a few steps leaves the
+    rest unevaluated (llama.cpp's own count says so) while a short stream beside it completes."""
+    batched.reset_cache()
+    long_prompt = batched.encode_text("The quick brown fox jumps over the lazy dog. " * 150)[:1500]
+    cancel = threading.Event()
+    before, steps = batched.evaluated_tokens(), batched.batcher.stats.prompt_tokens
+    out = {}
+
+    def long_one():
+        out["long"] = list(batched.generate(long_prompt, GenerationParams(max_tokens=5, greedy=True), cancel))
+
+    thread = threading.Thread(target=long_one)
+    thread.start()
+    while batched.batcher.stats.prompt_tokens - steps < 200:  # a few 64-token steps in
+        time.sleep(0.005)
+    cancel.set()
+    short = complete(batched, "Hello,", GenerationParams(max_tokens=4, greedy=True, ignore_eos=True))
+    thread.join(timeout=120)
+    last = out["long"][-1]
+    assert last.finish_reason == "cancelled" and last.usage.completion_tokens == 0
+    assert batched.evaluated_tokens() - before < len(long_prompt) - 500
+    assert short.finish_reason == "length" and short.usage.completion_tokens == 4
+
+
+def test_turn_ten_of_a_chat_reuses_turn_nine(batched):
+    """Each turn evaluates only what is new, by llama.cpp's own count of evaluated prompt tokens,
+    while another conversation runs in the other slots."""
+    batched.reset_cache()
+    params = GenerationParams(max_tokens=8, greedy=True)
+    messages = []
+    evaluated = []
+    for turn in range(10):
+        messages.append({"role": "user", "content": f"Question {turn}: what is {turn} plus {turn}?"})
+        other = threading.Thread(target=complete, args=(batched, f"Unrelated text number {turn}.", params))
+        other.start()
+        other.join()  # the other chat ran in another slot, and must not evict this one's cache
+        before = batched.evaluated_tokens()
+        done = complete(batched, messages, params)
+        evaluated.append(batched.evaluated_tokens() - before)
+        messages.append({"role": "assistant", "content": done.text})
+    prompt_10 = batched.count_tokens(messages[:-1])
+    assert evaluated[-1] < 40 < prompt_10 / 4, (evaluated, prompt_10)
+    assert done.usage.cached_tokens >= prompt_10 - 40
+
+
+def test_scoring_beside_generation_agrees_with_scoring_alone(batched):
+    tokens = batched.encode_text("The capital of France is Paris. The capital of Italy is Rome.")
+    alone = batched.logprobs(tokens, 4)
+    scores = {}
+    thread = threading.Thread(target=lambda: scores.setdefault("beside", batched.logprobs(tokens, 4)))
+    stream = batched.generate("Write a poem.", GenerationParams(max_tokens=30, ignore_eos=True, greedy=True))
+    next(stream)
+    thread.start()
+    rest = list(stream)
+    thread.join(timeout=120)
+    assert rest[-1].finish_reason in ("stop", "length") and rest[-1].usage.completion_tokens > 1
+    assert len(scores["beside"]) == len(alone) == len(tokens) - 4
+    # quantized matmuls round differently in a bigger batch; a wrong row would be off by nats
+    assert scores["beside"] == pytest.approx(alone, abs=0.3)
+
+
+def test_parallel_must_be_positive(model):
+    from mistralkit.errors import InvalidParameter
+
+    with pytest.raises(InvalidParameter, match="parallel=0"):
+        load_engine(model, parallel=0)
