@@ -7,9 +7,6 @@ over loopback with the official ``openai`` client and raw HTTP.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -17,7 +14,7 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from test_server_load import _free_port, _sample, _wait_until
+from test_server_load import _sample, serving
 
 MODEL = "gemma-3-270m:q4_k_m"
 SLOTS = 4
@@ -26,27 +23,9 @@ SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength
 
 @pytest.fixture(scope="module")
 def server(model, mk_home, tmp_path_factory):
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "LLM_"))}
-    env["MISTRALKIT_HOME"] = str(mk_home)
-    log = tmp_path_factory.mktemp("serve-batch") / "serve.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mistralkit", "serve", "--port", str(port), "--model", MODEL, "--ctx", "2048",
-             "--parallel", str(SLOTS), "--keepalive", "0.3"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until(lambda: process.poll() is not None or httpx.get(f"{url}/health").json()["status"] == "ok",
-                    90, "the server's /health")
-        assert process.poll() is None, f"the server exited early:\n{log.read_text()}"
+    with serving(mk_home, tmp_path_factory.mktemp("serve-batch") / "serve.log", "--ctx", "2048",
+                 "--parallel", str(SLOTS), "--keepalive", "0.3") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_four_clients_stream_at_once_each_to_its_own_end(server):

@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -46,18 +48,15 @@ def _wait_until(check, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def server(model, mk_home, tmp_path_factory):
-    """``python -m mistralkit serve --queue-size 8`` on a free loopback port; yields its base URL."""
+@contextmanager
+def serving(mk_home, log: Path, *args: str):
+    """``python -m mistralkit serve --model MODEL ARGS`` on a free loopback port; yields its base URL."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "LLM_"))}
     env["MISTRALKIT_HOME"] = str(mk_home)
-    log = tmp_path_factory.mktemp("serve-load") / "serve.log"
     with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mistralkit", "serve", "--port", str(port), "--model", MODEL,
-             "--queue-size", str(QUEUE), "--max-tokens", str(DEFAULT_MAX_TOKENS), "--parallel", "1"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "mistralkit", "serve", "--port", str(port), "--model", MODEL,
+                                    *args], env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until(lambda: process.poll() is not None or httpx.get(f"{url}/health").json()["status"] == "ok",
@@ -71,6 +70,14 @@ def server(model, mk_home, tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(model, mk_home, tmp_path_factory):
+    """``mistralkit serve --queue-size 8 --parallel 1``; yields its base URL."""
+    with serving(mk_home, tmp_path_factory.mktemp("serve-load") / "serve.log", "--queue-size", str(QUEUE),
+                 "--max-tokens", str(DEFAULT_MAX_TOKENS), "--parallel", "1") as url:
+        yield url
 
 
 def _sample(url: str, name: str, **labels: str) -> float:
