@@ -46,24 +46,33 @@ class End:
 
 
 class Sampler:
-    """A llama.cpp sampler chain for one sequence, built from ``GenerationParams``."""
+    """Sampling for one sequence, built from ``GenerationParams``.
+
+    Logit bias and the repeat/frequency/presence penalties are applied in place to the sequence's
+    logits row (they touch a few dozen entries; llama.cpp's own samplers walk the whole vocabulary,
+    262k entries for Gemma 3, about a millisecond a token). Then greedy without a grammar is a numpy
+    argmax; everything else (grammar, top-k, top-p, min-p, temperature, seeded dist) is a llama.cpp
+    sampler chain, in the order llama-cpp-python's ``Llama`` uses.
+    """
 
     def __init__(self, L, vocab, n_vocab: int, params: GenerationParams) -> None:
-        self.L = L
+        import numpy as np
+
+        self.L, self.np, self.n_vocab = L, np, n_vocab
+        for token, _ in params.logit_bias or ():
+            if not 0 <= token < n_vocab:
+                raise InvalidParameter(f"logit_bias: token {token} is not in the vocabulary (0..{n_vocab - 1})")
+        self.bias = dict(params.logit_bias or ())
+        self.penalised = params.repeat_penalty != 1.0 or bool(params.frequency_penalty or params.presence_penalty)
+        self.repeat, self.frequency, self.presence = params.repeat_penalty, params.frequency_penalty, params.presence_penalty
+        self.window: deque[int] = deque(maxlen=PENALTY_WINDOW)  # the last sampled tokens (not the prompt's)
+        self.argmax = params.is_greedy and params.grammar is None
+        self.chain = None
+        if self.argmax:
+            return
         self.chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
         add = lambda sampler: L.llama_sampler_chain_add(self.chain, sampler)  # noqa: E731 - the chain owns it
         try:
-            if params.logit_bias:
-                for token, _ in params.logit_bias:
-                    if not 0 <= token < n_vocab:
-                        raise InvalidParameter(f"logit_bias: token {token} is not in the vocabulary (0..{n_vocab - 1})")
-                biases = (L.llama_logit_bias * len(params.logit_bias))(
-                    *(L.llama_logit_bias(token, bias) for token, bias in params.logit_bias))
-                add(L.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases))
-            if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
-                # llama-cpp-python 0.3.x's binding takes n_vocab first: 5 arguments, not upstream's 4.
-                add(L.llama_sampler_init_penalties(n_vocab, PENALTY_WINDOW, params.repeat_penalty,
-                                                   params.frequency_penalty, params.presence_penalty))
             if params.grammar is not None:
                 grammar = L.llama_sampler_init_grammar(vocab, params.grammar.encode("utf-8"), b"root")
                 if not grammar:
@@ -83,8 +92,33 @@ class Sampler:
             raise
 
     def sample(self, ctx, index: int) -> int:
-        """Sample from the logits of batch position ``index``; the chain accepts the token too."""
-        return int(self.L.llama_sampler_sample(self.chain, ctx, index))
+        """Sample from the logits of batch position ``index`` (which this may change in place)."""
+        row = None
+        if self.bias or (self.penalised and self.window):
+            row = self.np.ctypeslib.as_array(self.L.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
+            self._adjust(row)
+        if self.argmax:
+            if row is None:
+                row = self.np.ctypeslib.as_array(self.L.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
+            token = int(row.argmax())  # the first of equal maxima, as llama.cpp's greedy sampler
+        else:
+            token = int(self.L.llama_sampler_sample(self.chain, ctx, index))  # the chain accepts it too
+        self.window.append(token)
+        return token
+
+    def _adjust(self, row) -> None:
+        """llama.cpp's logit-bias and penalties samplers, on the few tokens they change."""
+        for token, bias in self.bias.items():
+            row[token] += bias
+        if not self.penalised:
+            return
+        counts: dict[int, int] = {}
+        for token in self.window:
+            counts[token] = counts.get(token, 0) + 1
+        for token, count in counts.items():
+            logit = float(row[token])
+            logit = logit / self.repeat if logit > 0 else logit * self.repeat
+            row[token] = logit - count * self.frequency - self.presence
 
     def free(self) -> None:
         if self.chain is not None:
