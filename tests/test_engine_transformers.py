@@ -222,6 +222,22 @@ def test_logprobs_are_a_forward_pass(engine, reference, monkeypatch):
         engine.logprobs([1, 40000], 1)
 
 
+
+def test_generated_tokens_carry_their_logprobs(engine, reference):
+    """top_logprobs: each generated token's log-probability is the forward pass's, with sorted alternatives."""
+    from dataclasses import replace
+
+    done = list(engine.generate(MESSAGES, replace(GREEDY, top_logprobs=3)))
+    entries = [e for chunk in done for e in chunk.logprobs]
+    ids = [t for chunk in done for t in chunk.token_ids]
+    prompt = engine.prompt_tokens(MESSAGES)
+    assert len(entries) == len(ids) and ids == complete(engine, MESSAGES, GREEDY).token_ids
+    assert [e.logprob for e in entries] == pytest.approx(forward_logprobs(reference, prompt + ids, len(prompt)), abs=1e-4)
+    for entry in entries:
+        assert [v for _, v in entry.top] == sorted((v for _, v in entry.top), reverse=True) and len(entry.top) == 3
+        assert entry.top[0][1] == pytest.approx(entry.logprob)  # greedy took the best
+    assert not any(chunk.logprobs for chunk in engine.generate(MESSAGES, GREEDY))
+
 # --- adapters ------------------------------------------------------------------------------------
 
 def test_adapter_output_is_the_merged_model(local, tiny, adapter, engine, reference):

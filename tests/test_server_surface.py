@@ -100,3 +100,57 @@ def test_json_mode_answers_end_at_the_closing_brace(client):
         else:
             text = client.chat.completions.create(**ask).choices[0].message.content
         assert text.endswith(("}", "]")) and isinstance(json.loads(text), (dict, list)), text
+
+
+def test_chat_logprobs_are_the_models_log_probabilities(client, engine):
+    """Each token's logprob agrees with the engine's own scoring of the same tokens; alternatives are
+    sorted, the sampled (greedy) token is the best of them; streamed entries equal the whole answer's."""
+    asked = {"max_tokens": 8, "logprobs": True, "top_logprobs": 5}
+    choice = client.chat.completions.create(model=MODEL, messages=COUNT, **GREEDY | asked).choices[0]
+    entries = choice.logprobs.content
+    assert entries and "".join(e.token for e in entries) == choice.message.content
+    generated = complete(engine, COUNT, GenerationParams(max_tokens=8, greedy=True)).token_ids
+    prompt = engine.prompt_tokens(COUNT)
+    scored = engine.logprobs([*prompt, *generated], len(prompt))
+    assert [e.logprob for e in entries] == pytest.approx(scored[:len(entries)], abs=0.02)
+    for entry in entries:
+        values = [alt.logprob for alt in entry.top_logprobs]
+        assert len(values) == 5 and values == sorted(values, reverse=True) and all(v <= 0 for v in values)
+        assert entry.top_logprobs[0].token == entry.token and entry.top_logprobs[0].logprob == entry.logprob
+        assert bytes(entry.bytes) == entry.token.encode("utf-8")
+    streamed = [e for c in client.chat.completions.create(model=MODEL, messages=COUNT, stream=True, **GREEDY | asked)
+                if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [(e.token, round(e.logprob, 3)) for e in streamed] == [(e.token, round(e.logprob, 3)) for e in entries]
+    plain = client.chat.completions.create(model=MODEL, messages=COUNT, **GREEDY).choices[0]
+    assert plain.logprobs is None and plain.message.content.startswith(choice.message.content)
+
+
+def test_sampled_tokens_have_their_logprob_not_the_best(client):
+    """At temperature 2 the sampled token is often not the most likely one: its own logprob is reported."""
+    choice = client.chat.completions.create(model=MODEL, messages=COUNT, max_tokens=24, temperature=2, seed=3,
+                                            top_p=1, extra_body={"top_k": 0, "min_p": 0},
+                                            logprobs=True, top_logprobs=2).choices[0]
+    entries = choice.logprobs.content
+    assert any(e.logprob < e.top_logprobs[0].logprob for e in entries)
+    assert all(e.top_logprobs[0].logprob >= e.logprob for e in entries)
+
+
+def test_completion_logprobs_in_the_legacy_shape(client):
+    choice = client.completions.create(model=MODEL, prompt="One, two, three,", max_tokens=6, temperature=0,
+                                       logprobs=3).choices[0]
+    lp = choice.logprobs
+    assert "".join(lp.tokens) == choice.text and len(lp.token_logprobs) == len(lp.tokens)
+    assert all(len(alts) <= 3 and max(alts.values()) >= value for alts, value in zip(lp.top_logprobs, lp.token_logprobs))
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+    streamed = [t for c in client.completions.create(model=MODEL, prompt="One, two, three,", max_tokens=6,
+                                                     temperature=0, logprobs=3, stream=True)
+                if c.choices[0].logprobs for t in c.choices[0].logprobs.tokens]
+    assert streamed == lp.tokens
+
+
+def test_top_logprobs_without_logprobs_is_a_400(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=COUNT, max_tokens=2, top_logprobs=3)
+    assert "logprobs" in caught.value.body["message"]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=COUNT, max_tokens=2, logprobs=True, top_logprobs=21)

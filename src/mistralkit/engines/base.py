@@ -33,6 +33,7 @@ SAMPLING_RULES: tuple[tuple[str, Callable[[float], bool], str], ...] = (
 )
 
 
+MAX_TOP_LOGPROBS = 20  # alternatives per token, as OpenAI allows
 RANDOM_SEED = -1  # --seed -1: a new random seed each time (as llama.cpp's -s -1)
 MAX_SEED = 2**32 - 2  # llama.cpp's seed is 32 bits, and 2**32 - 1 already means "random"
 
@@ -78,12 +79,15 @@ class GenerationParams:
     grammar: str | None = None  # GBNF text constraining the output (e.g. JSON)
     ignore_eos: bool = False  # generate max_tokens tokens even past end-of-text (benchmarks)
     json_end: bool = False  # stop when the JSON object or array the output opened closes (JSON mode)
+    top_logprobs: int | None = None  # report each token's log-probability and this many alternatives (0-20)
 
     def __post_init__(self) -> None:
         check_sampling(self)
         object.__setattr__(self, "seed", check_seed(self.seed))
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
+        if self.top_logprobs is not None and not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidParameter(f"top_logprobs={self.top_logprobs}: must be in 0..{MAX_TOP_LOGPROBS}")
         if isinstance(self.logit_bias, dict):
             object.__setattr__(self, "logit_bias", tuple((int(k), float(v)) for k, v in self.logit_bias.items()))
 
@@ -121,12 +125,39 @@ class Usage:
         return {**asdict(self), "prompt_tps": round(self.prompt_tps, 2), "gen_tps": round(self.gen_tps, 2)}
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability under the model (its raw distribution, before penalties,
+    bias, grammar or truncation), with the ``top`` most likely tokens at that step, best first."""
+
+    token: bytes  # the token's text (part of a UTF-8 character, possibly)
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+def row_logprobs(row, token: int, n_top: int) -> tuple[float, list[tuple[int, float]]]:
+    """(log-softmax of ``row`` at ``token``, the ``n_top`` best (id, log-probability), best first);
+    ``row`` is one position's logits as a numpy array, computed in float64."""
+    import numpy as np
+
+    row = np.asarray(row, dtype=np.float64)
+    peak = row.max()
+    lse = peak + np.log(np.exp(row - peak).sum())
+    top: list[tuple[int, float]] = []
+    if n_top:
+        best = np.argpartition(row, -n_top)[-n_top:]
+        best = best[np.argsort(-row[best], kind="stable")]
+        top = [(int(i), float(row[i] - lse)) for i in best]
+    return float(row[token] - lse), top
+
+
 @dataclass
 class Chunk:
     text: str
     token_ids: tuple[int, ...] = ()
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # when asked (``top_logprobs`` set): the tokens of this text
 
 
 @dataclass

@@ -1,15 +1,16 @@
 """Continuous batching on one llama.cpp context: N sequences decoded together, one ``llama_decode`` a step.
 
 ``Batcher`` owns the context and a loop thread. Callers (any thread) hand it a ``Seq`` and read
-what comes back on the sequence's queue: token ids as they are sampled, lists of log-probabilities
+what comes back on the sequence's queue: token ids as they are sampled (``(id, (log-probability,
+top alternatives))`` when the sampler was asked for log-probabilities), lists of log-probabilities
 for a scoring job, then an ``End`` (or an exception). Each step puts into one batch the next token
 of every generating sequence, then prompt chunks of newly admitted ones, up to ``n_batch`` tokens
 (chunked prefill: a long prompt never stalls the running streams for more than one step, and a
 cancel stops it within a chunk). New sequences are admitted between steps.
 
-Sampling runs in llama.cpp: each sequence has its own sampler chain (logit bias, penalties,
-grammar, top-k, top-p, min-p, temperature, seeded dist; the order llama-cpp-python's ``Llama`` uses),
-sampled from the sequence's row of the step's logits.
+Sampling (``Sampler``): logit bias and penalties change the sequence's row of the step's logits
+in place, then greedy is an argmax and the rest a per-sequence llama.cpp sampler chain (grammar,
+top-k, top-p, min-p, temperature, seeded dist; the order llama-cpp-python's ``Llama`` uses).
 
 Every slot (llama.cpp sequence id) keeps the KV cache of what it last held after its sequence
 ends. A new sequence takes the free slot whose cache shares the longest prefix with its prompt and
@@ -66,6 +67,8 @@ class Sampler:
         self.penalised = params.repeat_penalty != 1.0 or bool(params.frequency_penalty or params.presence_penalty)
         self.repeat, self.frequency, self.presence = params.repeat_penalty, params.frequency_penalty, params.presence_penalty
         self.window: deque[int] = deque(maxlen=PENALTY_WINDOW)  # the last sampled tokens (not the prompt's)
+        self.top_logprobs = params.top_logprobs  # None: not asked
+        self.last: tuple[float, list[tuple[int, float]]] | None = None  # the last token's, when asked
         self.argmax = params.is_greedy and params.grammar is None
         self.chain = None
         if self.argmax:
@@ -93,9 +96,13 @@ class Sampler:
 
     def sample(self, ctx, index: int) -> int:
         """Sample from the logits of batch position ``index`` (which this may change in place)."""
-        row = None
-        if self.bias or (self.penalised and self.window):
+        row = raw = None
+        if self.top_logprobs is not None:  # the model's own distribution, before this changes the row
             row = self.np.ctypeslib.as_array(self.L.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
+            raw = row.astype(self.np.float64)
+        if self.bias or (self.penalised and self.window):
+            if row is None:
+                row = self.np.ctypeslib.as_array(self.L.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
             self._adjust(row)
         if self.argmax:
             if row is None:
@@ -104,6 +111,10 @@ class Sampler:
         else:
             token = int(self.L.llama_sampler_sample(self.chain, ctx, index))  # the chain accepts it too
         self.window.append(token)
+        if raw is not None:
+            from .base import row_logprobs
+
+            self.last = row_logprobs(raw, token, self.top_logprobs)  # type: ignore[arg-type]
         return token
 
     def _adjust(self, row) -> None:
@@ -384,7 +395,8 @@ class Batcher:
                 continue
             seq.generated += 1
             self.stats.generated_tokens += 1
-            seq.out.put(token)
+            sampler = seq.sampler
+            seq.out.put(token if sampler.last is None else (token, sampler.last))  # type: ignore[union-attr]
             if seq.generated >= seq.max_tokens or seq.n_past >= self.n_ctx_seq:
                 self._finish(seq, End("length"))
             else:

@@ -24,7 +24,8 @@ from ..formats.base import Message
 from ..models.checks import check_loadable
 from ..models.store import LocalModel
 from ..text import check
-from .base import Capabilities, Chunk, EngineBase, FinishReason, GenerationParams, Request, Usage, check_fits
+from .base import (Capabilities, Chunk, EngineBase, FinishReason, GenerationParams, Request, TokenLogprob, Usage,
+                   check_fits)
 from .stops import JsonEnd, StopMatcher
 
 log = logging.getLogger(__name__)
@@ -342,6 +343,7 @@ class LlamaCppEngine(EngineBase):
         stops = StopMatcher((*params.stop, *self.format.stop_strings))
         json_end = JsonEnd() if params.json_end else None
         usage = Usage(prompt_tokens=len(tokens))
+        pending: list[TokenLogprob] = []  # log-probabilities of tokens whose text is not out yet
         finish: FinishReason = "length"
         started = time.perf_counter()
         self.batcher.submit(seq)
@@ -353,6 +355,10 @@ class LlamaCppEngine(EngineBase):
                 if isinstance(item, End):
                     finish = item.reason  # type: ignore[assignment]
                     break
+                if isinstance(item, tuple):  # (token, its log-probabilities): asked for
+                    item, (logprob, top) = item
+                    pending.append(TokenLogprob(self._piece(item), logprob,
+                                                tuple((self._piece(t), v) for t, v in top)))
                 usage.completion_tokens += 1
                 piece = decoder.decode(self._piece(item))
                 closed = False
@@ -362,16 +368,18 @@ class LlamaCppEngine(EngineBase):
                 if closed and not hit:
                     text, hit = text + stops.flush(), True
                 if text:
-                    yield Chunk(text, (item,))
+                    yield Chunk(text, (item,), logprobs=tuple(pending))
+                    pending.clear()
                 if hit:
                     finish = "stop"
+                    pending.clear()  # the stop string's tokens
                     break
         finally:
             items.close()  # frees the sequence's slot at the loop's next step
         usage.cached_tokens = seq.cached
         usage.total_s = time.perf_counter() - started
         # After a stop string, flush() is empty: the matcher already dropped the stop and what followed.
-        yield Chunk(stops.flush() + decoder.decode(b"", final=True), (), finish, usage)
+        yield Chunk(stops.flush() + decoder.decode(b"", final=True), (), finish, usage, logprobs=tuple(pending))
 
     def evaluated_tokens(self) -> int:
         """Prompt tokens llama.cpp itself has evaluated in this engine's context (its perf counter)."""

@@ -33,8 +33,10 @@ from .base import (
     FinishReason,
     GenerationParams,
     Request,
+    TokenLogprob,
     Usage,
     require,
+    row_logprobs,
 )
 from .hf_load import (
     adapter_folder,
@@ -231,6 +233,7 @@ class TransformersEngine(EngineBase):
         finish: FinishReason = "length"
         generated: list[int] = []
         unsent: list[int] = []  # tokens whose text is held back (a partial character or stop string)
+        pending: list[TokenLogprob] = []  # their log-probabilities, when asked
         hit = False
         started = time.perf_counter()
         logits, cache = self._forward(tokens, None)
@@ -241,15 +244,18 @@ class TransformersEngine(EngineBase):
             if not params.ignore_eos and token in self._stop_ids:
                 finish = "stop"
                 break
+            if params.top_logprobs is not None:  # the raw distribution (pick worked on a copy)
+                pending.append(self._token_logprob(logits[-1], token, params.top_logprobs))
             generated.append(token)
             unsent.append(token)
             usage.completion_tokens += 1
             text, hit = stops.feed(decoder.feed(token))
             if text:
-                yield Chunk(text, tuple(unsent))
-                unsent = []
+                yield Chunk(text, tuple(unsent), logprobs=tuple(pending))
+                unsent, pending = [], []
             if hit:
                 finish = "stop"
+                pending = []  # the stop string's tokens
                 break
             if usage.completion_tokens >= budget:
                 break
@@ -264,7 +270,14 @@ class TransformersEngine(EngineBase):
             tail, hit = stops.feed(decoder.flush())
             tail += "" if hit else stops.flush()
             finish = "stop" if hit else finish
-        yield Chunk(tail, tuple(unsent), finish, usage)
+        yield Chunk(tail, tuple(unsent), finish, usage, tuple(pending))
+
+    def _token_logprob(self, logits, token: int, n_top: int) -> TokenLogprob:
+        import torch
+
+        logprob, top = row_logprobs(logits.detach().to("cpu", torch.float64).numpy(), token, n_top)
+        piece = lambda t: self._vocab.token_text(t).encode("utf-8")  # noqa: E731
+        return TokenLogprob(piece(token), logprob, tuple((piece(t), v) for t, v in top))
 
     def close(self) -> None:
         net, self._net = getattr(self, "_net", None), None

@@ -9,14 +9,16 @@ import logging
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..engines import Usage, require
+from ..engines import Chunk, Usage, require
+from ..engines.base import TokenLogprob
 from ..errors import ContextOverflow, InvalidParameter, MistralkitError
 from . import history, tools
 from .pool import Job, Slot, stream
@@ -89,21 +91,25 @@ class Run:
         self.request, self.job, self.model = request, job, model
         self.text, self.finish, self.usage = "", "stop", None
         self.token_ids: list[int] = []
+        self.logprobs: list[TokenLogprob] = []  # when asked
+        self.offset = 0  # characters of token text streamed with log-probabilities (text_offset)
         self.id = f"{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
 
-    async def chunks(self) -> AsyncIterator[str]:
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """The chunks that carry text (or log-probabilities), as they come."""
         metrics = self.request.app.state.metrics
         async for chunk in stream(self.job, self.request.is_disconnected):
             if chunk.text and not self.text:
                 metrics.ttft.labels(self.model).observe(time.perf_counter() - self.job.queued_at)
             self.text += chunk.text
             self.token_ids.extend(chunk.token_ids)
+            self.logprobs.extend(chunk.logprobs)
             if chunk.finish_reason:
                 self.finish = "stop" if chunk.finish_reason == "cancelled" else chunk.finish_reason
                 self.usage = chunk.usage
-            if chunk.text:
-                yield chunk.text
+            if chunk.text or chunk.logprobs:
+                yield chunk
         if self.usage:
             metrics.tokens.labels(self.model, "in").inc(self.usage.prompt_tokens)
             metrics.tokens.labels(self.model, "out").inc(self.usage.completion_tokens)
@@ -115,8 +121,33 @@ def _sse(data: dict | str) -> str:
 
 async def _text_deltas(run: Run) -> AsyncIterator[dict]:
     yield {"role": "assistant", "content": ""}
-    async for text in run.chunks():
-        yield {"content": text}
+    async for chunk in run.chunks():
+        yield {"content": chunk.text, LOGPROBS: chunk.logprobs} if chunk.logprobs else {"content": chunk.text}
+
+
+LOGPROBS = "_logprobs"  # a delta's log-probabilities, which the chunk shapes move into the choice
+
+
+def _token_entry(token: bytes, logprob: float) -> dict:
+    return {"token": token.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(token)}
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob]) -> dict:
+    """OpenAI's chat ``logprobs``: each token, its log-probability, its bytes and the top alternatives."""
+    return {"content": [{**_token_entry(e.token, e.logprob), "top_logprobs": [_token_entry(t, v) for t, v in e.top]}
+                        for e in entries], "refusal": None}
+
+
+def text_logprobs(entries: Sequence[TokenLogprob], offset: int = 0) -> dict:
+    """The legacy completions ``logprobs``: parallel lists, alternatives as {text: log-probability}."""
+    tokens = [e.token.decode("utf-8", errors="replace") for e in entries]
+    offsets = []
+    for token in tokens:
+        offsets.append(offset)
+        offset += len(token)
+    return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{t.decode("utf-8", errors="replace"): v for t, v in e.top} for e in entries],
+            "text_offset": offsets}
 
 
 def _tool_deltas(turn: tools.ToolTurn):
@@ -130,11 +161,12 @@ def _tool_deltas(turn: tools.ToolTurn):
             call = tools.new_call_id()
             yield {"role": "assistant", "content": None, "tool_calls": [
                 {"index": 0, "id": call, "type": "function", "function": {"name": turn.named, "arguments": ""}}]}
-            async for text in run.chunks():
-                yield {"tool_calls": [{"index": 0, "function": {"arguments": text}}]}
+            async for chunk in run.chunks():
+                if chunk.text:
+                    yield {"tool_calls": [{"index": 0, "function": {"arguments": chunk.text}}]}
             run.finish = "tool_calls" if run.finish == "stop" else run.finish
             return
-        await _collect(run)
+        await collect(run)
         calls = turn.calls(run.text, run.token_ids)
         if not calls:
             yield {"role": "assistant", "content": run.text}
@@ -200,26 +232,55 @@ async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_en
 
 
 def _chat_chunk(run: Run, delta: dict | None, finish: str | None, extra: dict) -> dict:
-    choice = {"index": 0, "delta": delta or {}, "finish_reason": finish, "logprobs": None}
+    entries = (delta or {}).get(LOGPROBS)
+    delta = {k: v for k, v in delta.items() if k != LOGPROBS} if delta else delta
+    choice = {"index": 0, "delta": delta or {}, "finish_reason": finish,
+              "logprobs": chat_logprobs(entries) if entries else None}
     return {"id": f"chatcmpl-{run.id}", "object": "chat.completion.chunk", "created": run.created,
             "model": run.model, "choices": [choice] if delta is not None else [], **extra}
 
 
 def _text_chunk(run: Run, delta: dict | None, finish: str | None, extra: dict) -> dict:
-    choice = {"index": 0, "text": (delta or {}).get("content", ""), "finish_reason": finish, "logprobs": None}
+    entries = (delta or {}).get(LOGPROBS)
+    logprobs = None
+    if entries:
+        logprobs = text_logprobs(entries, run.offset)
+        run.offset += sum(len(token) for token in logprobs["tokens"])
+    choice = {"index": 0, "text": (delta or {}).get("content", ""), "finish_reason": finish, "logprobs": logprobs}
     return {"id": f"cmpl-{run.id}", "object": "text_completion", "created": run.created, "model": run.model,
             "choices": [choice] if delta is not None else [], **extra}
 
 
-async def _collect(run: Run) -> None:
+async def collect(run: Run) -> None:
     async for _ in run.chunks():
         pass
 
 
-@router.post("/chat/completions")
-async def chat_completions(body: ChatRequest, request: Request):
-    """Chat completion, streamed (SSE) or not; ``response_format`` and forced tool calls are enforced
-    with a llama.cpp grammar (see ``server/tools.py``)."""
+@dataclass
+class ChatRun:
+    """A chat generation under way: its ``Run``, the tool turn (if tools are involved), what the
+    response carries besides (``session_id``) and what saves it when it ends."""
+
+    run: Run
+    turn: tools.ToolTurn | None
+    extra: dict
+    on_end: Callable[[str, bool], None]
+
+    def calls(self) -> list[dict] | None:
+        """The tool calls of the finished answer (None: a text answer); finish becomes "tool_calls"."""
+        calls = self.turn.calls(self.run.text, self.run.token_ids) if self.turn is not None else None
+        if calls:
+            self.run.finish = "tool_calls" if self.run.finish == "stop" else self.run.finish
+        return calls
+
+    def deltas(self):
+        """The chat deltas of this answer: text, or tool calls in OpenAI's streamed shapes."""
+        return _tool_deltas(self.turn) if self.turn is not None else _text_deltas
+
+
+async def start_chat(body: ChatRequest, request: Request) -> ChatRun:
+    """Prompt, grammar and session of a chat request, checked (errors are 4xx before anything
+    streams), and its generation queued. ``/v1/chat/completions`` and ``/v1/responses`` share it."""
     pool = request.app.state.pool
     async with pool.use(body.model) as slot:  # held until its job is queued: not unloaded meanwhile
         engine = slot.worker.engine
@@ -238,32 +299,41 @@ async def chat_completions(body: ChatRequest, request: Request):
                 await run_in_threadpool(engine.check_grammar, grammar)
         if engine.capabilities.tokens:
             _check_fits(prompt, engine.n_ctx)  # before a "new" session is created for nothing
+        if body.logprobs:
+            require(engine, "logprobs", "logprobs")
         session = await run_in_threadpool(history.open_session, body.session_id, slot.model.name, messages)
         if body.max_completion_tokens and not body.max_tokens:
             body.max_tokens = body.max_completion_tokens
         job = await _start(request, body, slot, prompt, grammar)
     run = Run(request, job, body.model if "+" in body.model else slot.model.name)
-    extra = {"session_id": session} if session else {}
 
     def on_end(text: str, partial: bool) -> None:
         history.save_turn(session, messages, text, run.usage, partial)
 
+    return ChatRun(run, turn, {"session_id": session} if session else {}, on_end)
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatRequest, request: Request):
+    """Chat completion, streamed (SSE) or not; ``response_format`` and forced tool calls are enforced
+    with a llama.cpp grammar (see ``server/tools.py``)."""
+    chat = await start_chat(body, request)
+    run, extra = chat.run, chat.extra
     if body.stream:
         usage_extra = {**extra, "usage": None} if body.include_usage else extra
-        deltas = _tool_deltas(turn) if turn is not None else _text_deltas
-        return StreamingResponse(_event_stream(run, _chat_chunk, body.include_usage, usage_extra, on_end, deltas),
+        return StreamingResponse(_event_stream(run, _chat_chunk, body.include_usage, usage_extra, chat.on_end,
+                                               chat.deltas()),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     try:
-        await _collect(run)
+        await collect(run)
     finally:
-        await run_in_threadpool(on_end, run.text, run.usage is None)
-    message: dict = {"role": "assistant", "content": run.text}
-    calls = turn.calls(run.text, run.token_ids) if turn is not None else None
-    if calls:
-        message = {"role": "assistant", "content": None, "tool_calls": calls}
-        run.finish = "tool_calls" if run.finish == "stop" else run.finish
+        await run_in_threadpool(chat.on_end, run.text, run.usage is None)
+    calls = chat.calls()
+    message = ({"role": "assistant", "content": None, "tool_calls": calls} if calls
+               else {"role": "assistant", "content": run.text})
     return {"id": f"chatcmpl-{run.id}", "object": "chat.completion", "created": run.created, "model": run.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": run.finish, "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": run.finish,
+                         "logprobs": chat_logprobs(run.logprobs) if body.logprobs else None}],
             "usage": _usage(run.usage), **extra}
 
 
@@ -272,6 +342,8 @@ async def completions(body: CompletionRequest, request: Request):
     """Raw-text completion (no chat format), streamed or not."""
     async with request.app.state.pool.use(body.model) as slot:
         require(slot.worker.engine, "tokens", "/v1/completions (a raw-text prompt)")
+        if body.logprobs is not None:
+            require(slot.worker.engine, "logprobs", "logprobs")
         tokens = await run_in_threadpool(slot.worker.engine.encode_text, body.text())
         job = await _start(request, body, slot, tokens, None)
     run = Run(request, job, slot.model.name)
@@ -283,9 +355,10 @@ async def completions(body: CompletionRequest, request: Request):
         extra = {"usage": None} if body.include_usage else {}
         return StreamingResponse(_event_stream(run, _text_chunk, body.include_usage, extra, on_end),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    await _collect(run)
+    await collect(run)
     return {"id": f"cmpl-{run.id}", "object": "text_completion", "created": run.created, "model": run.model,
-            "choices": [{"index": 0, "text": run.text, "finish_reason": run.finish, "logprobs": None}],
+            "choices": [{"index": 0, "text": run.text, "finish_reason": run.finish,
+                         "logprobs": text_logprobs(run.logprobs) if body.logprobs is not None else None}],
             "usage": _usage(run.usage)}
 
 

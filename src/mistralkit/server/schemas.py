@@ -25,7 +25,7 @@ from ..text import bad_text
 NULL_MEANS_DEFAULT = frozenset({"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "frequency_penalty",
                                 "presence_penalty", "stream", "n", "max_tokens", "max_completion_tokens", "seed",
                                 "stop", "logit_bias", "stream_options", "response_format", "tools",
-                                "tool_choice", "parallel_tool_calls"})
+                                "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs"})
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
@@ -213,7 +213,12 @@ class Sampling(_Request):
             top_k=self.top_k, min_p=self.min_p, repeat_penalty=self.repeat_penalty,
             frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty,
             logit_bias=tuple((int(k), v) for k, v in (self.logit_bias or {}).items()), seed=self.seed,
-            stop=stops, grammar=grammar, json_end=grammar is not None)  # every grammar here is JSON
+            stop=stops, grammar=grammar, json_end=grammar is not None,  # every grammar here is JSON
+            top_logprobs=self.wanted_logprobs())
+
+    def wanted_logprobs(self) -> int | None:
+        """Alternatives per token to report with each token's log-probability; None: none asked."""
+        return None
 
     @property
     def include_usage(self) -> bool:
@@ -228,6 +233,18 @@ class ChatRequest(Sampling):
     tools: list[ToolDefinition] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, value, info):
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("needs logprobs: true as well")
+        return value
+
+    def wanted_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def chosen_tools(self) -> tuple[str, list[FunctionDefinition]]:
         """("none" | "auto" | "required" | "named", the functions the model may call), checked.
@@ -269,6 +286,18 @@ class ChatRequest(Sampling):
 
 class CompletionRequest(Sampling):
     prompt: str | list[str] = Field(min_length=1)
+    logprobs: int | None = Field(default=None, ge=0, le=5)  # the legacy API: alternatives per token
+    echo: bool = False
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("echo: true is not supported (the prompt is not repeated in the answer)")
+        return value
+
+    def wanted_logprobs(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod
