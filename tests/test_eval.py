@@ -224,3 +224,60 @@ def test_an_ablation_gives_each_system_its_own_prompt_label_and_engine(cli, mode
 
     twice = cli("eval", "-s", str(suite), "--vs", f"{BASE}::a", "--vs", f"{BASE}::b", "--out", str(tmp_path / "o2"))
     assert twice.returncode != 0 and "both called" in twice.stderr and "Traceback" not in twice.stderr
+
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                            "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+           "required": ["city", "days"], "additionalProperties": False}
+CALL_TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
+              {"name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}}}]
+
+
+@pytest.mark.slow
+def test_tool_call_items_score_the_call_and_its_arguments(cli, model, tmp_path):
+    """A forced call from the embedded base model: right when the expected function is named (its
+    arguments are whatever the model chose, read back from the row), wrong for another function or
+    for arguments it did not give; a free (auto) answer in text scores as no call."""
+    ask = "What is the weather in Paris for the next 3 days?"
+    forced = {"type": "function", "function": {"name": "get_weather"}}
+    lines = [{"id": "named", "prompt": ask, "tools": CALL_TOOLS, "tool_choice": forced,
+              "expected_call": {"name": "get_weather"}},
+             {"id": "other", "prompt": ask, "tools": CALL_TOOLS, "tool_choice": forced,
+              "expected_call": {"name": "get_time"}},
+             {"id": "args", "prompt": ask, "tools": CALL_TOOLS, "tool_choice": forced,
+              "expected_call": {"name": "get_weather", "arguments": {"city": "no such city, surely"}}}]
+    suite = tmp_path / "calls.jsonl"
+    suite.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    done = cli("eval", "--suite", str(suite), "--out", str(tmp_path / "out"), "-n", "48", "-t", "2", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = {r["id"]: r for r in rows(tmp_path)}
+    assert [results[i]["correct"] for i in ("named", "other", "args")] == [True, False, False]
+    (call,) = results["named"]["calls"]
+    arguments = json.loads(call["function"]["arguments"])
+    assert set(arguments) == {"city", "days"}  # the grammar held the base model to the schema
+    assert results["named"]["output"].startswith("get_weather(")
+    again = {**lines[0], "id": "exact", "expected_call": {"name": "get_weather", "arguments": arguments}}
+    suite.write_text(json.dumps(again) + "\n")
+    redo = cli("eval", "--suite", str(suite), "--out", str(tmp_path / "again"), "-n", "48", "-t", "2", "--json")
+    assert redo.returncode == 0 and json.loads(redo.stdout)["systems"][0]["accuracy"] == 1.0
+
+
+def test_call_matching_and_tool_item_errors(tmp_path):
+    call = [{"function": {"name": "f", "arguments": '{"city": "Paris", "days": 3, "units": {"t": "C"}}'}}]
+    assert scorers.call_matches(call, {"name": "f", "arguments": {"city": " paris", "units": {"t": "c"}}})
+    assert not scorers.call_matches(call, {"name": "f", "arguments": {"days": 4}})
+    assert not scorers.call_matches(call, {"name": "g"})
+    assert not scorers.call_matches([{"function": {"name": "f", "arguments": "{cut"}}], {"name": "f"})
+    assert not scorers.call_matches(None, {"name": "f"})
+    assert not scorers.call_matches([{"function": {"name": "f", "arguments": '{"on": 1}'}}],
+                                    {"name": "f", "arguments": {"on": True}})
+    for line, where in [({"prompt": "?", "tools": CALL_TOOLS, "expected_call": {"name": "nope"}}, "expected_call.name"),
+                        ({"prompt": "?", "expected_call": {"name": "f"}}, "tools"),
+                        ({"prompt": "?", "tools": CALL_TOOLS, "tool_choice": "sometimes",
+                          "expected_call": {"name": "get_time"}}, "tool_choice"),
+                        ({"prompt": "?", "tools": CALL_TOOLS, "expected": "x"}, "expected_call")]:
+        suite = tmp_path / "bad.jsonl"
+        suite.write_text(json.dumps(line) + "\n")
+        with pytest.raises(DatasetError) as caught:
+            read_suite(suite)
+        assert f"bad.jsonl:1: {where}" in str(caught.value), str(caught.value)

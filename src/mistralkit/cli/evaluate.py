@@ -55,7 +55,8 @@ def eval_command(
 
     Suite lines: {"id", "prompt"|"messages", "expected"?, "choices"?, "pattern"?, "tags"?}. Items with
     choices are scored by log-probability; pattern by regex; expected by normalized exact match (or
-    --match contains); items with none of these by the --judge model. Greedy decoding by default.
+    --match contains); expected_call (with tools) by the tool call made; items with none of these by
+    the --judge model. Greedy decoding by default.
     Writes OUT/results.jsonl, report.json, report.md and report.png. Exit 1 when --model fails a threshold.
 
     Examples:

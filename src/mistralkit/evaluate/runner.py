@@ -146,6 +146,26 @@ def _generate(loaded, system: System, item: Item) -> dict[str, Any]:
             "tokens_per_s": usage.completion_tokens / usage.total_s if usage.total_s else None}
 
 
+def _call(loaded, system: System, item: Item) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from .. import api
+    from ..engines import complete
+
+    started = time.perf_counter()
+    turn = scorers.tool_turn(loaded.engine, item, system.messages(item.messages))
+    params = replace(api.params_from(loaded.settings), grammar=turn.grammar, json_end=turn.grammar is not None)
+    done = complete(loaded.engine, turn.prompt, params)
+    latency = time.perf_counter() - started
+    calls = turn.calls(done.text, done.token_ids)
+    shown = [f"{c['function']['name']}({c['function']['arguments']})" for c in calls or ()]
+    usage = done.usage
+    return {"output": "\n".join(shown) if calls else done.text.strip(), "calls": calls,
+            "finish_reason": done.finish_reason, "ttft_s": usage.ttft_s, "latency_s": latency,
+            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "tokens_per_s": usage.completion_tokens / usage.total_s if usage.total_s else None}
+
+
 def _choose(loaded, encoder, system: System, item: Item) -> dict[str, Any]:
     started = time.perf_counter()
     logprobs = scorers.choice_logprobs(loaded.engine, encoder, system.messages(item.messages), item.choices)
@@ -169,11 +189,13 @@ def score(item: Item, row: dict[str, Any], judge, config: EvalConfig) -> None:
     output = row["output"]
     if item.scorer == "choice":
         row["correct"] = row["choice"] == item.answer
+    elif item.scorer == "tool_call":
+        row["correct"] = scorers.call_matches(row.get("calls"), item.expected_call or {})
     elif item.scorer == "regex":
         row["correct"] = scorers.regex(output, item.pattern or "")
     elif item.scorer in ("exact", "contains"):
         row["correct"] = getattr(scorers, item.scorer)(output, item.expected or "")
-    if judge is not None and item.scorer != "choice":
+    if judge is not None and item.scorer not in ("choice", "tool_call"):
         verdict = _judge(judge, config, item, output)
         row["judge"] = {"score": verdict.score, "reason": verdict.reason}
         if item.scorer == "judge":
@@ -254,6 +276,7 @@ def run_eval(config: EvalConfig, progress: Callable[[str, int, int], None] | Non
                         if (label, item.id) in done:
                             continue
                         row = (_choose(loaded, encoder, system, item) if item.scorer == "choice"
+                               else _call(loaded, system, item) if item.scorer == "tool_call"
                                else _generate(loaded, system, item))
                         row = {"system": label, "id": item.id, "tags": list(item.tags), "scorer": item.scorer,
                                "expected": item.expected, "engine": engine.kind, **row}

@@ -8,6 +8,10 @@
   chat format as inference). Its score is the sum of the log-probabilities the engine gives its
   answer tokens (the closing EOS left out), as lm-evaluation-harness scores ``acc``; the highest
   wins. No text is generated.
+* ``tool_call``: the item's conversation is prompted with its tools as the server prompts a chat
+  request (``server/tools.py``: Mistral's native layout, the fallback elsewhere, a grammar for
+  ``required`` or a named function); correct when a call in the answer names the expected function
+  and its arguments contain each expected argument (``call_matches``).
 * ``judge``: another model reads a rubric, the question, the reference (if any) and the answer, and
   replies ``Score: N`` (1-5) and ``Reason: ...``; the item counts as correct at ``pass_mark`` or above.
 """
@@ -73,6 +77,54 @@ def choice_logprobs(engine, encoder, messages: Sequence[Message], choices: Seque
         prompt, answer = choice_tokens(encoder, messages, choice)
         out.append(math.fsum(engine.logprobs([*prompt, *answer], len(prompt))))
     return out
+
+
+# --- tool calls -------------------------------------------------------------------------------
+
+def _same(got, want) -> bool:
+    if isinstance(want, str):
+        return isinstance(got, str) and normalize(got) == normalize(want)
+    if isinstance(want, dict):
+        return isinstance(got, dict) and all(k in got and _same(got[k], v) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(got, list) and len(got) == len(want) and all(map(_same, got, want))
+    if isinstance(want, bool) or isinstance(got, bool):
+        return got is want
+    return got == want
+
+
+def call_matches(calls: Sequence[dict] | None, expected: dict) -> bool:
+    """Whether one of ``calls`` (OpenAI's ``{"function": {"name", "arguments"}}``) is ``expected``:
+    the same name, and arguments (a JSON object) holding every expected argument with an equal
+    value (strings after ``normalize``, objects recursively, so extra arguments are allowed).
+
+    >>> call_matches([{"function": {"name": "f", "arguments": '{"city": "Paris", "days": 3}'}}],
+    ...              {"name": "f", "arguments": {"city": "paris"}})
+    True
+    """
+    import json
+
+    for call in calls or ():
+        function = call.get("function", call)
+        if function.get("name") != expected["name"]:
+            continue
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+        except ValueError:
+            continue
+        if _same(arguments, expected.get("arguments", {})):
+            return True
+    return False
+
+
+def tool_turn(engine, item, messages: Sequence[Message]):
+    """The server's prompt, grammar and parser for this item's conversation and tools."""
+    from ..server.schemas import ChatRequest
+    from ..server.tools import prepare
+
+    request = ChatRequest.model_validate({"model": engine.name, "messages": list(messages), "tools": list(item.tools),
+                                          "tool_choice": item.tool_choice})
+    return prepare(request, engine)
 
 
 # --- the judge --------------------------------------------------------------------------------

@@ -6,8 +6,12 @@ One JSON object per line (blank lines skipped)::
     {"id": "mc1", "messages": [{"role": "user", "content": "2 + 2 = ?"}], "choices": ["3", "4"], "expected": "4"}
     {"id": "year", "prompt": "When did it open?", "pattern": "\\b1889\\b"}
     {"id": "open", "prompt": "Summarise: ..."}                      # only with a judge (--judge)
+    {"id": "call", "prompt": "Weather in Paris?", "tools": [...], "expected_call": {"name": "get_weather",
+     "arguments": {"city": "Paris"}}}
 
-How an item is scored follows from its keys: ``choices`` -> multiple choice by log-probability
+How an item is scored follows from its keys: ``expected_call`` -> a tool call (``tools`` as OpenAI
+defines them, optional ``tool_choice``; the answer must call that function with arguments that
+contain the expected ones, see ``scorers.call_matches``); ``choices`` -> multiple choice by log-probability
 (``expected`` is the right choice, or its index); ``pattern`` -> regex search in the output;
 ``expected`` -> normalized exact match, or containment with ``"match": "contains"`` (or
 ``--match contains`` for the whole suite); none of them -> the LLM judge, which must then be
@@ -16,17 +20,20 @@ configured. Every problem names ``FILE:LINE: FIELD``.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import DatasetError, InvalidParameter
 from ..formats.base import ROLES, Message
 from ..text import decode
 from ..tune.data import json_object
 
-SCORERS = ("choice", "regex", "exact", "contains", "judge")
-KEYS = {"id", "prompt", "messages", "system", "expected", "choices", "pattern", "tags", "match"}
+SCORERS = ("tool_call", "choice", "regex", "exact", "contains", "judge")
+KEYS = {"id", "prompt", "messages", "system", "expected", "choices", "pattern", "tags", "match", "tools",
+        "tool_choice", "expected_call"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,9 @@ class Item:
     pattern: str | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
     line: int = 0
+    tools: tuple[dict, ...] = ()  # OpenAI tool definitions (tool_call items)
+    tool_choice: Any = "auto"
+    expected_call: dict | None = None  # {"name": ..., "arguments": {...}}
 
 
 def _messages(obj: dict, fail) -> tuple[Message, ...]:
@@ -64,6 +74,40 @@ def _messages(obj: dict, fail) -> tuple[Message, ...]:
     if out[-1]["role"] != "user":
         fail("the last message must be the user's question", f"messages[{len(out) - 1}]")
     return tuple(out)
+
+
+def _tool_call(obj: dict, fail) -> dict[str, Any]:
+    """The tool_call item's fields, checked as the server checks a request (and the expected call)."""
+    from pydantic import ValidationError
+
+    from ..server.schemas import BadParameter, ChatRequest
+
+    tools = obj.get("tools")
+    if not isinstance(tools, list) or not tools:
+        fail("a tool_call item needs a non-empty list of tools", "tools")
+    tools = [{"type": "function", "function": t} if isinstance(t, dict) and "function" not in t and "name" in t
+             else t for t in tools]  # the Responses API's flat shape too
+    choice = obj.get("tool_choice", "auto")
+    try:
+        request = ChatRequest.model_validate({"model": "eval", "messages": [{"role": "user", "content": "?"}],
+                                              "tools": tools, "tool_choice": choice})
+        _, functions = request.chosen_tools()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "tools"
+        fail(first["msg"], where)
+    except BadParameter as exc:
+        fail(exc.message, exc.param)
+    expected = obj["expected_call"]
+    if not isinstance(expected, dict) or not isinstance(expected.get("name"), str):
+        fail('must be an object {"name": ..., "arguments": {...}}', "expected_call")
+    names = [t["function"]["name"] for t in tools]
+    if expected["name"] not in names:
+        fail(f"names {expected['name']!r}, which is not one of the tools ({', '.join(names)})", "expected_call.name")
+    if not isinstance(expected.get("arguments", {}), dict) or set(expected) - {"name", "arguments"}:
+        fail('must be an object {"name": ..., "arguments": {...}}', "expected_call")
+    return {"tools": tuple(tools), "tool_choice": choice,
+            "expected_call": {"name": expected["name"], "arguments": expected.get("arguments", {})}}
 
 
 def _choices(obj: dict, fail) -> tuple[tuple[str, ...], int]:
@@ -97,6 +141,13 @@ def parse_item(raw: str, *, path: str, line: int, judge: bool, match: str = "exa
         fail("must be a list of strings", "tags")
     messages = _messages(obj, fail)
     common = dict(id=str(item_id), messages=messages, tags=tuple(tags), line=line)
+    if "expected_call" in obj:
+        fields = _tool_call(obj, fail)
+        want = fields["expected_call"]
+        shown = f"{want['name']}({json.dumps(want['arguments'], ensure_ascii=False)})"  # as reports show calls
+        return Item(scorer="tool_call", expected=shown, **common, **fields)
+    if "tools" in obj or "tool_choice" in obj:
+        fail("tools are only used by tool_call items: add expected_call", "expected_call")
     if "choices" in obj:
         choices, answer = _choices(obj, fail)
         return Item(scorer="choice", choices=choices, answer=answer, expected=choices[answer], **common)
