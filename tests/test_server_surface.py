@@ -154,3 +154,21 @@ def test_top_logprobs_without_logprobs_is_a_400(client):
     assert "logprobs" in caught.value.body["message"]
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=MODEL, messages=COUNT, max_tokens=2, logprobs=True, top_logprobs=21)
+
+
+def test_special_tokens_never_leak_into_text(client, engine):
+    """Control tokens and media placeholders forced out of the model (a +100 logit bias) are generated but
+    render as nothing; a user-defined text token (Gemma's ``<table>``) stays text."""
+    controls = [engine.tokenize(text, special=True) for text in ("<start_of_turn>", "<start_of_image>")]
+    assert all(len(ids) == 1 for ids in controls)
+    bias = {str(ids[0]): 100 for ids in controls}
+    chat = client.chat.completions.create(model=MODEL, messages=COUNT, max_tokens=6, temperature=0, logit_bias=bias)
+    raw = client.completions.create(model=MODEL, prompt="1, 2, 3,", max_tokens=6, temperature=0, logit_bias=bias,
+                                    logprobs=0)
+    assert chat.usage.completion_tokens == raw.usage.completion_tokens == 6
+    assert chat.choices[0].message.content == raw.choices[0].text == ""
+    assert raw.choices[0].logprobs.tokens == [""] * 6
+    (table,) = engine.tokenize("<table>", special=True)
+    kept = client.completions.create(model=MODEL, prompt="1, 2, 3,", max_tokens=2, temperature=0,
+                                     logit_bias={str(table): 100})
+    assert kept.choices[0].text == "<table><table>"

@@ -14,6 +14,7 @@ import codecs
 import ctypes
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,8 @@ from .stops import JsonEnd, StopMatcher
 log = logging.getLogger(__name__)
 
 DEFAULT_CTX = 4096
+# Placeholders of images/audio that some GGUFs type as user-defined (so llama.cpp renders them as text).
+MEDIA_PLACEHOLDER = re.compile(rb"^(<(start|end)_of_(image|audio)>|\[multimodal\]|<image_soft_token>|<audio_soft_token>)$")
 # KV cache element type -> GGML type id (llama_cpp.GGML_TYPE_F16, _Q8_0, _Q4_0).
 GGML_KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
 
@@ -274,9 +277,18 @@ class LlamaCppEngine(EngineBase):
         return self._model.detokenize([token_id], special=True).decode("utf-8", errors="replace")
 
     def _piece(self, token: int) -> bytes:
+        """The text a generated token adds: nothing for control tokens (llama.cpp's rendering) and for
+        media placeholders a GGUF marks as user-defined (Gemma 3's ``<start_of_image>``), which
+        unlike user-defined text tokens (Gemma's ``<table>``) are markers, not text."""
         piece = self._pieces.get(token)
         if piece is None:
-            piece = self._pieces[token] = self._model.detokenize([token])
+            import llama_cpp
+
+            piece = self._model.detokenize([token])
+            user_defined = llama_cpp.llama_vocab_get_attr(self._model.vocab, token) & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+            if user_defined and MEDIA_PLACEHOLDER.match(piece):
+                piece = b""
+            self._pieces[token] = piece
         return piece
 
     def check_grammar(self, gbnf: str) -> None:
