@@ -159,3 +159,15 @@ def test_mistral_tool_call_output_is_parsed(version):
     assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris", "days": 3}
     assert parse_mistral("[TOOL_CALLS]" + answer) == [call]
     assert parse_mistral("It is sunny in Paris.") is None
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call():
+    from mistralkit.formats.tools import parse_fallback
+    from mistralkit.server.tools import ToolTurn
+
+    answer = "\n".join(json.dumps({"tool_call": {"name": name, "arguments": {"zone": zone}}})
+                       for name, zone in (("get_time", "UTC"), ("get_time", "CET")))
+    both = ToolTurn([], [], None, None, lambda text, ids: parse_fallback(text)).calls(answer, [])
+    one = ToolTurn([], [], None, None, lambda text, ids: parse_fallback(text), parallel=False).calls(answer, [])
+    assert [json.loads(c["function"]["arguments"])["zone"] for c in both] == ["UTC", "CET"]
+    assert [json.loads(c["function"]["arguments"])["zone"] for c in one] == ["UTC"]

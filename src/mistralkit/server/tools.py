@@ -28,10 +28,12 @@ class ToolTurn:
     grammar: str | None
     named: str | None  # a forced single function: the output is its arguments alone
     parse: Callable[[str, list[int]], list[dict] | None]  # the calls in an answer, or None for text
+    parallel: bool = True  # parallel_tool_calls: false keeps the first call of an answer only
 
     def calls(self, text: str, token_ids: list[int]) -> list[dict] | None:
         """OpenAI ``tool_calls`` for an answer, or None when the model answered with text."""
         found = [{"name": self.named, "arguments": text.strip()}] if self.named else self.parse(text, token_ids)
+        found = found if self.parallel or not found else found[:1]
         return [{"id": new_call_id(), "type": "function", "function": call} for call in found or ()] or None
 
 
@@ -112,4 +114,5 @@ def prepare(body: ChatRequest, engine) -> ToolTurn:
         parse = _parse_required
     elif mode == "none":
         parse = lambda text, token_ids: None  # noqa: E731
-    return ToolTurn(text_turns, prompt, grammar, functions[0].name if mode == "named" else None, parse)
+    return ToolTurn(text_turns, prompt, grammar, functions[0].name if mode == "named" else None, parse,
+                    body.parallel_tool_calls)
