@@ -559,3 +559,50 @@ def resolve_path(folder: Path):
     from mistralkit.models import resolve
 
     return resolve(str(folder))
+
+
+TOOL_TEMPLATE = (  # a Hermes-like template that takes tools (written for this test)
+    "{{ bos_token }}{% if tools %}Tools: {{ tools | tojson }}\n{% endif %}"
+    "{% for m in messages %}{% if m.tool_calls %}{% for c in m.tool_calls %}"
+    "<tool_call>{{ {'name': c.function.name, 'arguments': c.function.arguments} | tojson }}</tool_call>{% endfor %}\n"
+    "{% elif m.role == 'tool' %}Result of {{ m.name }} ({{ m.tool_call_id }}): {{ m.content }}\n"
+    "{% else %}{{ m.role }}: {{ m.content }}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
+def test_a_template_that_takes_tools_gets_them_as_transformers_renders_them(tmp_path, mk_home):
+    """A folder whose chat template reads ``tools``: the server's tool prompt equals transformers'
+    ``apply_chat_template(..., tools=...)`` of the same conversation (a call, its result), and the
+    template's ``<tool_call>`` answers are read back."""
+    from transformers import AutoTokenizer
+    from transformers.integrations.mistral.tokenizer import convert_tekken_tokenizer
+
+    from mistralkit.models import resolve
+    from mistralkit.server.schemas import ChatRequest
+    from mistralkit.server.tools import prepare
+
+    folder = save_tiny(tmp_path / "tiny-tools", vocab=131072, hidden=32)
+    convert_tekken_tokenizer(str(shipped("tekken_240718.json"))).save_pretrained(folder)
+    (folder / "chat_template.jinja").write_text(TOOL_TEMPLATE)
+    tok = AutoTokenizer.from_pretrained(folder)
+    weather = {"name": "get_weather", "description": "Forecast <3 days>, été",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    asked = {"role": "user", "content": "Weather in Paris?"}
+    openai_turns = [asked, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_abc123XYZ", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_abc123XYZ", "content": "sunny"}]
+    hf_turns = [asked, {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_abc123XYZ", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "tool_call_id": "call_abc123XYZ", "name": "get_weather", "content": "sunny"}]
+    with TransformersEngine(resolve(str(folder)), device="cpu") as eng:
+        assert eng.format.name == "jinja" and eng.format.supports_tools
+        body = ChatRequest.model_validate({"model": "m", "messages": openai_turns,
+                                           "tools": [{"type": "function", "function": weather}]})
+        turn = prepare(body, eng)
+        expected = tok.apply_chat_template(hf_turns, tools=[{"type": "function", "function": weather}],
+                                           add_generation_prompt=True, tokenize=True)
+        assert turn.prompt == list(expected["input_ids"])
+        assert "été" in tok.decode(turn.prompt) and "<3 days>" in tok.decode(turn.prompt)
+        (call,) = turn.calls('<tool_call>{"name": "get_weather", "arguments": {"city": "Lyon"}}</tool_call>', [])
+        assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Lyon"}'}
+        assert turn.calls("It is sunny.", []) is None

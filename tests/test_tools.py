@@ -171,3 +171,22 @@ def test_parallel_tool_calls_false_keeps_the_first_call():
     one = ToolTurn([], [], None, None, lambda text, ids: parse_fallback(text), parallel=False).calls(answer, [])
     assert [json.loads(c["function"]["arguments"])["zone"] for c in both] == ["UTC", "CET"]
     assert [json.loads(c["function"]["arguments"])["zone"] for c in one] == ["UTC"]
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ('<tool_call>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>\n'
+     '<tool_call>{"name": "get_time", "arguments": {"zone": "CET"}}</tool_call>', ["UTC", "CET"]),
+    ('{"name": "get_time", "parameters": {"zone": "PST"}}', ["PST"]),
+    ('<|python_tag|>{"name": "get_time", "parameters": {"zone": "UTC"}}; {"name": "get_time", "parameters": {"zone": "CET"}}',
+     ["UTC", "CET"]),
+    ('[TOOL_CALLS][{"name": "get_time", "arguments": {"zone": "UTC"}}]', ["UTC"]),
+    ('{"tool_call": {"name": "get_time", "arguments": {"zone": "CET"}}}', ["CET"]),
+    ("The time is noon.", None),
+    ('{"answer": 42}', None),
+    ('<tool_call>{"name": "get_time", "arguments": {"zo', None),
+])
+def test_template_answers_are_read_as_calls(answer, expected):
+    from mistralkit.formats.tools import parse_template
+
+    calls = parse_template(answer)
+    assert (None if calls is None else [json.loads(c["arguments"])["zone"] for c in calls]) == expected

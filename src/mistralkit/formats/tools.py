@@ -5,8 +5,10 @@ turn that called tools adds ``"tool_calls": [{"id", "name", "arguments"}]`` (arg
 a tool result adds ``"tool_call_id"`` (and ``"name"``). A tool is ``{"name", "description", "parameters"}``.
 
 Mistral models get mistral-common's own tool layout (``MistralFormat.encode_with_tools``) and answer
-``[TOOL_CALLS][{"name": ..., "arguments": {...}}]`` (v2/v3/v7/tekken). Every other model gets the
-documented fallback layout, which only needs system/user/assistant turns:
+``[TOOL_CALLS][{"name": ..., "arguments": {...}}]`` (v2/v3/v7/tekken). A model whose Jinja chat
+template takes ``tools`` (Llama 3.x, Qwen, Hermes, ...) gets its own template, fed as Hugging Face's
+``apply_chat_template`` feeds it (``hf_messages``), and its answers are read by ``parse_template``.
+Every other model gets the documented fallback layout, which only needs system/user/assistant turns:
 
 * the system prompt ends with a block listing the tools as JSON and asking, when a call is wanted,
   for an answer that is exactly ``{"tool_call": {"name": "...", "arguments": {...}}}``;
@@ -129,3 +131,69 @@ def parse_mistral(text: str, starts_with_tool_token: bool = False) -> list[dict]
     items = value if isinstance(value, list) else [value]
     calls = [_call(item) for item in items]
     return calls if calls and all(calls) else None
+
+
+def hf_messages(messages: Sequence[dict]) -> list[dict]:
+    """Messages in the shape chat templates expect (Hugging Face's convention): an assistant turn's
+    ``tool_calls`` as ``{"id", "type": "function", "function": {"name", "arguments": <object>}}``,
+    a tool result with ``tool_call_id`` and ``name``."""
+    names = {c["id"]: c["name"] for m in messages for c in m.get("tool_calls") or ()}
+    out = []
+    for message in messages:
+        turn = {"role": message["role"], "content": message.get("content") or ""}
+        if message.get("tool_calls"):
+            turn["tool_calls"] = [{"id": c["id"], "type": "function",
+                                   "function": {"name": c["name"], "arguments": _json(c["arguments"])}}
+                                  for c in message["tool_calls"]]
+        if message["role"] == "tool":
+            turn["tool_call_id"] = message.get("tool_call_id")
+            turn["name"] = message.get("name") or names.get(message.get("tool_call_id"), "tool")
+        out.append(turn)
+    return out
+
+
+def hf_tools(tools: Sequence[dict]) -> list[dict]:
+    """Tools as chat templates expect them: OpenAI's ``{"type": "function", "function": {...}}``."""
+    return [{"type": "function", "function": {"name": t["name"], "description": t.get("description") or "",
+                                              "parameters": t.get("parameters") or {"type": "object", "properties": {}}}}
+            for t in tools]
+
+
+TAGGED_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+
+
+def parse_template(text: str) -> list[dict] | None:
+    """The calls in an answer to a tool-aware chat template, or None for text. Accepted: Hermes/Qwen
+    ``<tool_call>{"name", "arguments"}</tool_call>`` blocks, Mistral's ``[TOOL_CALLS][...]``, and
+    answers that are only JSON calls (Llama 3.x ``{"name", "parameters"}``, one per line or ``;``
+    separated, or a list), besides the fallback layout's ``{"tool_call": ...}`` lines.
+
+    >>> parse_template('<tool_call>\\n{"name": "add", "arguments": {"a": 1}}\\n</tool_call>')
+    [{'name': 'add', 'arguments': '{"a": 1}'}]
+    >>> parse_template('{"name": "add", "parameters": {"a": 1}}; {"name": "add", "parameters": {"a": 2}}')[1]
+    {'name': 'add', 'arguments': '{"a": 2}'}
+    """
+    body = text.strip()
+    if "<tool_call>" in body:
+        calls = [_call(_leading_json(block)) for block in TAGGED_CALL.findall(body)]
+        return calls if calls and all(calls) else None
+    if body.startswith("[TOOL_CALLS]"):
+        return parse_mistral(body)
+    fallback = parse_fallback(body)
+    if fallback:
+        return fallback
+    calls: list[dict] = []
+    decoder = json.JSONDecoder()
+    rest = body.removeprefix("<|python_tag|>").strip()
+    while rest:
+        try:
+            value, end = decoder.raw_decode(rest)
+        except ValueError:
+            return None
+        items = value if isinstance(value, list) else [value]
+        found = [_call(item) for item in items]
+        if not found or not all(found):
+            return None
+        calls.extend(found)  # type: ignore[arg-type]
+        rest = rest[end:].lstrip().removeprefix(";").lstrip()
+    return calls or None

@@ -1,7 +1,8 @@
 """OpenAI tool calling for ``/v1/chat/completions``: a request in, (prompt, grammar, parser) out.
 
 ``tool_choice``: "none" leaves the tools out of the prompt; "auto" puts them in it (Mistral models in
-mistral-common's layout, others in the fallback layout of ``formats.tools``) and the model decides;
+mistral-common's layout, models whose chat template takes tools through that template, others in
+the fallback layout of ``formats.tools``) and the model decides;
 "required" and a named function constrain the output with a llama.cpp grammar built from the
 functions' ``parameters`` schemas, so even a base model returns arguments that validate. A forced
 call needs an engine with grammars (llama.cpp); others get a 400.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from ..engines import require
 from ..formats.mistral import MistralFormat
-from ..formats.tools import fallback_messages, new_call_id, parse_fallback, parse_mistral
+from ..formats.tools import fallback_messages, new_call_id, parse_fallback, parse_mistral, parse_template
 from .schemas import ChatMessage, ChatRequest, FunctionDefinition
 
 
@@ -103,6 +104,11 @@ def prepare(body: ChatRequest, engine) -> ToolTurn:
 
         def parse(text: str, token_ids: list[int]) -> list[dict] | None:
             return parse_mistral(text, bool(token_ids) and token_ids[0] == marker)
+    elif getattr(chat_format, "supports_tools", False) and engine.capabilities.tokens:
+        prompt = chat_format.encode_with_tools(messages, tools)
+
+        def parse(text: str, token_ids: list[int]) -> list[dict] | None:
+            return parse_template(text)
     else:
         prompt = fallback_messages(messages, tools)
         if engine.capabilities.tokens:
