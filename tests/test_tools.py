@@ -85,6 +85,18 @@ def test_a_conversation_with_a_tool_result_continues_with_text(client):
     assert [c for c in streamed]
 
 
+def test_auto_streams_a_text_answer_as_it_comes(client):
+    """With tools and tool_choice auto, an answer that does not open like a call streams piece by piece
+    (it is not held to the end), and reassembles to the answer given unstreamed."""
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Tell me a story about a dragon."}],
+           "tools": TOOLS, "temperature": 0, "max_tokens": 24, "seed": 1}
+    whole = client.chat.completions.create(**ask).choices[0]
+    assert whole.message.tool_calls is None and not whole.message.content.lstrip().startswith(("{", "["))
+    pieces = [c.choices[0].delta.content for c in client.chat.completions.create(**ask, stream=True)
+              if c.choices and c.choices[0].delta.content]
+    assert "".join(pieces) == whole.message.content and len(pieces) > 5
+
+
 @pytest.mark.parametrize("tools, choice, param", [
     ([{"type": "function", "function": {"description": "no name"}}], None, "tools[0].function.name"),
     ([{"type": "function", "function": {"name": "has space"}}], None, "tools[0].function.name"),

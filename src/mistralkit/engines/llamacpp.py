@@ -355,7 +355,8 @@ class LlamaCppEngine(EngineBase):
         stops = StopMatcher((*params.stop, *self.format.stop_strings))
         json_end = JsonEnd() if params.json_end else None
         usage = Usage(prompt_tokens=len(tokens))
-        pending: list[TokenLogprob] = []  # log-probabilities of tokens whose text is not out yet
+        unsent: list[int] = []  # tokens whose text is held back (a control token, a partial character, a stop)
+        pending: list[TokenLogprob] = []  # their log-probabilities, when asked
         finish: FinishReason = "length"
         started = time.perf_counter()
         self.batcher.submit(seq)
@@ -379,9 +380,11 @@ class LlamaCppEngine(EngineBase):
                 text, hit = stops.feed(piece)
                 if closed and not hit:
                     text, hit = text + stops.flush(), True
+                unsent.append(item)
                 if text:
-                    yield Chunk(text, (item,), logprobs=tuple(pending))
+                    yield Chunk(text, tuple(unsent), logprobs=tuple(pending))
                     pending.clear()
+                    unsent.clear()
                 if hit:
                     finish = "stop"
                     pending.clear()  # the stop string's tokens
@@ -391,7 +394,7 @@ class LlamaCppEngine(EngineBase):
         usage.cached_tokens = seq.cached
         usage.total_s = time.perf_counter() - started
         # After a stop string, flush() is empty: the matcher already dropped the stop and what followed.
-        yield Chunk(stops.flush() + decoder.decode(b"", final=True), (), finish, usage, logprobs=tuple(pending))
+        yield Chunk(stops.flush() + decoder.decode(b"", final=True), tuple(unsent), finish, usage, logprobs=tuple(pending))
 
     def evaluated_tokens(self) -> int:
         """Prompt tokens llama.cpp itself has evaluated in this engine's context (its perf counter)."""

@@ -153,8 +153,9 @@ def text_logprobs(entries: Sequence[TokenLogprob], offset: int = 0) -> dict:
 def _tool_deltas(turn: tools.ToolTurn):
     """OpenAI's streamed tool call: id and name first, then argument fragments; finish "tool_calls".
 
-    A forced single function streams its arguments as they are generated; otherwise the answer is
-    collected first (whether it is a call is only known at the end), then sent as calls or text.
+    A forced single function streams its arguments as they are generated. Otherwise the answer is
+    held while it may still be a call (``ToolTurn.may_be_call``: it opens as calls do); once it
+    cannot, it streams as text; an answer held to the end is sent as its calls (or as text).
     """
     async def deltas(run: Run) -> AsyncIterator[dict]:
         if turn.named:
@@ -166,7 +167,15 @@ def _tool_deltas(turn: tools.ToolTurn):
                     yield {"tool_calls": [{"index": 0, "function": {"arguments": chunk.text}}]}
             run.finish = "tool_calls" if run.finish == "stop" else run.finish
             return
-        await collect(run)
+        chunks = run.chunks().__aiter__()
+        async for _ in chunks:
+            if turn.may_be_call(run.text, run.token_ids):
+                continue
+            yield {"role": "assistant", "content": run.text}  # what was held, then the rest as it comes
+            async for chunk in chunks:
+                if chunk.text:
+                    yield {"content": chunk.text}
+            return
         calls = turn.calls(run.text, run.token_ids)
         if not calls:
             yield {"role": "assistant", "content": run.text}

@@ -20,6 +20,9 @@ from ..formats.tools import fallback_messages, new_call_id, parse_fallback, pars
 from .schemas import ChatMessage, ChatRequest, FunctionDefinition
 
 
+CALL_OPENINGS = ("{", "[", "<tool_call>", "<|python_tag|>")  # how the answers of every layout here open a call
+
+
 @dataclass
 class ToolTurn:
     """How to run a chat request that involves tools, and how to read its answer."""
@@ -30,6 +33,20 @@ class ToolTurn:
     named: str | None  # a forced single function: the output is its arguments alone
     parse: Callable[[str, list[int]], list[dict] | None]  # the calls in an answer, or None for text
     parallel: bool = True  # parallel_tool_calls: false keeps the first call of an answer only
+    mode: str = "auto"  # tool_choice: none, auto, required, named
+    marker: int | None = None  # the token that opens a call ([TOOL_CALLS]), where the format has one
+
+    def may_be_call(self, text: str, token_ids: list[int]) -> bool:
+        """Whether an answer that begins with ``text`` can still turn out to be a call (False: it is
+        text, and can stream as it comes)."""
+        if self.mode in ("required", "named"):
+            return True
+        if self.mode != "auto":
+            return False
+        if self.marker is not None and token_ids[:1] == [self.marker]:
+            return True
+        head = text.lstrip()
+        return any(head.startswith(opening) or opening.startswith(head) for opening in CALL_OPENINGS)
 
     def calls(self, text: str, token_ids: list[int]) -> list[dict] | None:
         """OpenAI ``tool_calls`` for an answer, or None when the model answered with text."""
@@ -121,4 +138,4 @@ def prepare(body: ChatRequest, engine) -> ToolTurn:
     elif mode == "none":
         parse = lambda text, token_ids: None  # noqa: E731
     return ToolTurn(text_turns, prompt, grammar, functions[0].name if mode == "named" else None, parse,
-                    body.parallel_tool_calls)
+                    body.parallel_tool_calls, mode, chat_format.tool_calls_token if mistral else None)
