@@ -98,8 +98,12 @@ def write_synthetic_llama(path: Path, layers: int = 2, embd: int = 2048, heads: 
     return path
 
 
-def child(n_ctx: int, kv_type: str, prompt_tokens: int, gen_tokens: int, model_ref: str | None) -> None:
-    """Runs in the fresh process: load, prompt, generate, print one JSON line."""
+def child(n_ctx: int, kv_type: str, prompt_tokens: int, gen_tokens: int, model_ref: str | None,
+          parallel: int = 1) -> None:
+    """Runs in the fresh process: load, prompt, generate (``parallel`` sequences at once, each its own
+    prompt), print one JSON line."""
+    import threading
+
     from mistralkit.engines import GenerationParams, load_engine
 
     lines: list[str] = []
@@ -111,17 +115,27 @@ def child(n_ctx: int, kv_type: str, prompt_tokens: int, gen_tokens: int, model_r
     native.addHandler(keep)
     model = resolve(model_ref)
     before = status("VmHWM", "VmRSS")
-    engine = load_engine(model, n_ctx=n_ctx, kv_type=kv_type)
+    engine = load_engine(model, n_ctx=n_ctx, kv_type=kv_type, parallel=parallel)
     loaded = status("VmHWM", "VmRSS", "RssAnon", "RssFile")
-    text = "Count upward, one number per line:\n" + "".join(f"{i}\n" for i in range(1, 20000))
     head = [engine.bos_id] if engine.bos_id is not None else []
-    tokens = (head + engine.tokenize(text, special=False))[:prompt_tokens]
-    chunks = list(engine.generate(tokens, GenerationParams(max_tokens=gen_tokens, greedy=True)))
-    usage = chunks[-1].usage
+    usages = []
+
+    def one(index: int) -> None:
+        text = f"Sequence {index}. Count upward, one number per line:\n" + "".join(f"{i}\n" for i in range(1, 20000))
+        tokens = (head + engine.tokenize(text, special=False))[:prompt_tokens]
+        chunks = list(engine.generate(tokens, GenerationParams(max_tokens=gen_tokens, greedy=True, ignore_eos=True)))
+        usages.append(chunks[-1].usage)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(parallel)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     after = status("VmHWM", "VmRSS", "RssAnon", "RssFile")
     engine.close()
     print(json.dumps({
-        "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+        "parallel": parallel, "prompt_tokens": sum(u.prompt_tokens for u in usages),
+        "completion_tokens": sum(u.completion_tokens for u in usages),
         "before_load": before, "after_load": loaded, "after_generate": after,
         "llama_kv_cache_mib": sum(float(m.group(1)) for line in lines if (m := KV_LINE.search(line))),
         "llama_compute_buffer_reserved_mib": max(
@@ -148,6 +162,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--kv-types", nargs="+", default=["f16", "q8_0"])
     ap.add_argument("--prompt-tokens", type=int, default=300, help="tokens of the short prompt")
     ap.add_argument("--gen-tokens", type=int, default=4)
+    ap.add_argument("--parallel", type=int, default=1, help="sequences decoded together (serve --parallel)")
     ap.add_argument("--model", default=None, help="model for resolve() (default: the embedded one)")
     ap.add_argument("--synthetic-llama", type=Path, metavar="PATH",
                     help="write a random llama GGUF at PATH (if missing) and measure it instead")
@@ -160,7 +175,7 @@ def main() -> None:
     args = parse_args()
     if args.child:
         n_ctx, kv_type, prompt = args.child
-        child(int(n_ctx), kv_type, int(prompt), args.gen_tokens, args.model)
+        child(int(n_ctx), kv_type, int(prompt), args.gen_tokens, args.model, args.parallel)
         return
     import llama_cpp
 
@@ -175,13 +190,14 @@ def main() -> None:
         for kv_type in args.kv_types:
             for scenario, prompt in (("short", args.prompt_tokens), ("full", n_ctx - args.gen_tokens - 1)):
                 command = [sys.executable, __file__, "--child", str(n_ctx), kv_type, str(prompt),
-                           "--gen-tokens", str(args.gen_tokens)] + (["--model", args.model] if args.model else [])
+                           "--gen-tokens", str(args.gen_tokens), "--parallel", str(args.parallel)] + (
+                    ["--model", args.model] if args.model else [])
                 out, err, code, maxrss = run_child(command)
                 if code:
                     raise SystemExit(f"child {n_ctx} {kv_type} {scenario} failed:\n{err[-2000:]}")
                 got = json.loads(out.strip().splitlines()[-1])
                 used = got["prompt_tokens"] + got["completion_tokens"]
-                predicted = plan(shape, n_ctx, kv_type, used=used)
+                predicted = plan(shape, n_ctx, kv_type, used=used, parallel=args.parallel)
                 measured = got["after_generate"]["VmHWM"]
                 error = predicted.peak_rss / measured - 1
                 kv_logged = got["llama_kv_cache_mib"] * MIB
@@ -195,7 +211,7 @@ def main() -> None:
                 print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     worst = max(abs(r["error"]) for r in results)
     print(f"model {model.path.name} | llama_cpp {llama_cpp.__version__} | peak RSS in MiB | "
-          f"gen {args.gen_tokens} tok | one fresh process per row\n")
+          f"gen {args.gen_tokens} tok | {args.parallel} sequences | one fresh process per row\n")
     print(table(["n_ctx", "kv", "scenario", "prompt tok", "predicted", "VmHWM", "ru_maxrss", "error",
                  "KV MiB plan / llama.cpp"], rows))
     print(f"\nworst error {worst:.1%} (target <= {TARGET:.0%}): {'met' if worst <= TARGET else 'NOT met'}")
@@ -204,7 +220,7 @@ def main() -> None:
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "processor": platform.processor(), "python": sys.version.split()[0]},
         "llama_cpp_version": llama_cpp.__version__, "model_path": str(model.path),
-        "shape": asdict(shape), "gen_tokens": args.gen_tokens,
+        "shape": asdict(shape), "gen_tokens": args.gen_tokens, "parallel": args.parallel,
         "target": TARGET, "worst_error": worst, "target_met": worst <= TARGET,
         "method": "one fresh child per config; peak = child's VmHWM after generation (ru_maxrss via wait4 too)",
         "results": results,

@@ -348,7 +348,7 @@ def run_xllamacpp(args) -> dict:
     for clients in args.clients:
         wall, records = concurrently(clients, work)
         out[str(clients)] = {"wall_s": wall, "clients": records[:-1], **records[-1]}
-    del server
+    server = None  # the last reference: the server stops
     return {"load_s": load_s, "runs": out, "prompt_tokens": tokenized, "version": xlc.__version__}
 
 

@@ -95,6 +95,24 @@ def test_peak_rss_is_predicted_within_ten_percent(mk_home):
     assert predicted == pytest.approx(measured["after_generate"]["VmHWM"], rel=0.10)
 
 
+def test_peak_rss_with_four_slots_is_predicted_within_ten_percent(mk_home):
+    """serve --parallel 4's memory: four sequences decoded together in one context (a KV cache of
+    4 x n_ctx cells, four logits rows a step), each with its own 300-token prompt."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "memory_plan.py"), "--child", "1024", "f16", "300",
+                          "--parallel", "4", "--gen-tokens", "8"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    measured = json.loads(out.strip().splitlines()[-1])
+    from mistralkit.models import resolve
+
+    used = measured["prompt_tokens"] + measured["completion_tokens"]
+    assert measured["parallel"] == 4 and used == 4 * (300 + 8)
+    shape = ModelShape.from_model(resolve())
+    predicted = plan(shape, 1024, "f16", used=used, parallel=4)
+    assert predicted.peak_rss == pytest.approx(measured["after_generate"]["VmHWM"], rel=0.10)
+    assert predicted.kv_cache == pytest.approx(measured["llama_kv_cache_mib"] * MIB, rel=0.01)
+    assert predicted.kv_cache == 4 * plan(shape, 1024, "f16").kv_cache
+
+
 def write_llama_gguf(path: Path) -> Path:
     """A tiny random model of another architecture that llama.cpp runs: llama, 2 layers, hidden 256,
     8 heads, 2 KV heads (grouped-query attention), no sliding window, 1000-token vocabulary."""

@@ -119,7 +119,7 @@ def fit_report(ref: str | None, ram_bytes: int | None = None, n_ctx: int | None 
             break
     if entry and quant:
         report.options += _smaller_quant(shape, entry, quant, n_ctx, kv_type, fitting)
-    report.options += _smaller_models(entry, wanted.total, n_ctx, kv_type, ram)
+    report.options += _smaller_models(entry, wanted.total, n_ctx, kv_type, ram, parallel)
     return report
 
 
@@ -135,15 +135,16 @@ def _smaller_quant(shape, entry, quant, n_ctx, kv_type, fitting) -> list[Option]
     return []
 
 
-def _smaller_models(entry, total, n_ctx, kv_type, ram, count: int = 2) -> list[Option]:
-    """The ``count`` largest catalog LLMs (default quantization) that fit and need less."""
+def _smaller_models(entry, total, n_ctx, kv_type, ram, parallel: int = 1, count: int = 2) -> list[Option]:
+    """The ``count`` largest catalog LLMs (default quantization) that fit, with ``parallel``
+    sequences, and need less."""
     found = []
     for other in catalog.entries(kind="llm"):
         spec = other.files[other.default_quant]
         if other is entry or other.arch is None or spec.format != "gguf":
             continue
         ctx = min(n_ctx, other.context_length)
-        need = plan(ModelShape.from_catalog(other, other.default_quant), ctx, kv_type).total
+        need = plan(ModelShape.from_catalog(other, other.default_quant), ctx, kv_type, parallel=parallel).total
         if need <= ram and need < total:
             label = f"{other.title} {other.default_quant.upper()}"
             found.append((other.params, Option(other.ref(), label, ctx, kv_type, need, "model")))
