@@ -9,6 +9,12 @@ in its JSON shape: ``x-api-key`` (401), ``anthropic-version`` (400), ``max_token
 model (404). The answer is deterministic: ``echo:`` and the words of the last user message
 (``[SYSTEM]`` first when there is a system prompt), one word per token and per delta.
 
+With ``tools`` and a ``tool_choice`` of ``tool`` (or ``any``: the first tool), the answer is one
+``tool_use`` block calling it with ``{"echo": <the last user text>}`` (streamed as
+``input_json_delta`` parts), ``stop_reason`` ``tool_use``. A ``tool_result`` must answer a
+``tool_use`` id of the assistant turn before it (400 otherwise); the echo of a turn of results is
+their contents.
+
 For the retry and timeout tests, ``script`` holds HTTP codes to answer (with ``retry_after``)
 before answering normally, and ``delay_s`` waits before any answer.
 """
@@ -78,6 +84,9 @@ class Stub:
         refusal = self.refuse(http, body)
         if refusal:
             return self.error(http, *refusal)
+        call = self.tool_call(body)
+        if call is not None:
+            return self.call(http, body, call)
         words, stop_reason, prompt_words = self.answer(body)
         if body.get("stream"):
             return self.stream(http, body, words, stop_reason, prompt_words)
@@ -98,18 +107,62 @@ class Stub:
             if m.get("role") not in ("user", "assistant"):
                 return 400, (f"messages.{i}.role: Input should be 'user' or 'assistant' (a system prompt goes "
                              "in the top-level system parameter)")
+        called: set[str] = set()
+        for i, m in enumerate(messages):
+            blocks = m["content"] if isinstance(m.get("content"), list) else []
+            for block in blocks:
+                if block.get("type") == "tool_result" and block.get("tool_use_id") not in called:
+                    return 400, f"messages.{i}: tool_result {block.get('tool_use_id')!r} answers no tool_use before it"
+            called = {b.get("id") for b in blocks if b.get("type") == "tool_use"}
         if "top_p" in body and "temperature" in body:
             return 400, "temperature and top_p cannot both be specified for this model"
         if body.get("model") not in MODELS:
             return 404, f"model: {body.get('model')}"
         return None
 
+    @staticmethod
+    def text_of(content) -> str:
+        if isinstance(content, list):  # blocks: text, or tool results
+            return " ".join(str(b.get("text") or b.get("content") or "") for b in content)
+        return str(content)
+
+    def tool_call(self, body: dict) -> dict | None:
+        choice, tools = body.get("tool_choice") or {}, body.get("tools") or []
+        if not tools or choice.get("type") not in ("tool", "any"):
+            return None
+        name = choice.get("name") if choice["type"] == "tool" else tools[0]["name"]
+        last = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+        return {"type": "tool_use", "id": "toolu_stub1", "name": name, "input": {"echo": self.text_of(last)}}
+
+    def call(self, http: BaseHTTPRequestHandler, body: dict, call: dict) -> None:
+        if not body.get("stream"):
+            message = {**self.message(body, "", "tool_use", 1, 1), "content": [call]}
+            return self.send(http, 200, "application/json", json.dumps(message).encode())
+        http.send_response(200)
+        http.send_header("content-type", "text/event-stream; charset=utf-8")
+        http.end_headers()
+        arguments = json.dumps(call["input"])
+        parts = [arguments[:5], arguments[5:12], arguments[12:]]
+        events = [("message_start", {"type": "message_start", "message": self.message(body, "", None, 1, 1)}),
+                  ("content_block_start", {"type": "content_block_start", "index": 0,
+                                           "content_block": {**call, "input": {}}})]
+        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "input_json_delta", "partial_json": part}}) for part in parts]
+        events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                   ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                                      "usage": {"output_tokens": len(parts)}}),
+                   ("message_stop", {"type": "message_stop"})]
+        for name, data in events:
+            http.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        http.wfile.flush()
+
     def answer(self, body: dict) -> tuple[list[str], str, int]:
         """The answer's tokens (a word and the spaces after it), its stop_reason, and the prompt's tokens."""
-        last = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+        last = self.text_of(next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user"))
         system = body.get("system")
         text = " ".join(["echo:", *([f"[{system}]"] if system else []), *str(last).split()])
-        prompt_words = sum(len(str(m["content"]).split()) for m in body["messages"]) + len(str(system or "").split())
+        prompt_words = (sum(len(self.text_of(m["content"]).split()) for m in body["messages"])
+                        + len(str(system or "").split()))
         stop_reason = "end_turn"
         for stop in body.get("stop_sequences") or []:
             if stop in text:

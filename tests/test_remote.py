@@ -169,6 +169,35 @@ def test_anthropic_messages_stream():
     assert (result.text, result.finish_reason) == ("echo: alpha beta ", "stop")
 
 
+def test_anthropic_tools_go_as_tools_and_calls_come_back():
+    """Tools as Anthropic's ``tools``/``tool_choice``, the streamed ``tool_use`` block assembled into
+    a call (its id kept), and the call and its result sent back as ``tool_use``/``tool_result``."""
+    weather = {"name": "get_weather", "description": "Forecast", "parameters": {
+        "type": "object", "properties": {"echo": {"type": "string"}}}}
+    with Stub() as stub, open_remote(claude(stub)) as engine:
+        forced = GenerationParams(max_tokens=16, tools=(weather,), tool_choice="get_weather")
+        got = chunks(engine, [{"role": "user", "content": "Paris please"}], forced)
+        body = stub.requests[-1]["body"]
+        (call,) = got[-1].tool_calls
+        follow = [{"role": "user", "content": "Paris please"},
+                  {"role": "assistant", "content": "", "tool_calls": [call]},
+                  {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}]
+        answer = complete(engine, follow, GenerationParams(max_tokens=8, tools=(weather,)))
+        sent = stub.requests[-1]["body"]["messages"]
+        wrong = [*follow[:2], {**follow[2], "tool_call_id": "toolu_other"}]
+        with pytest.raises(RemoteError, match="answers no tool_use"):
+            complete(engine, wrong, GenerationParams(max_tokens=8))
+    assert body["tools"] == [{"name": "get_weather", "description": "Forecast", "input_schema": weather["parameters"]}]
+    assert body["tool_choice"] == {"type": "tool", "name": "get_weather"}
+    assert call == {"id": "toolu_stub1", "name": "get_weather", "arguments": '{"echo": "Paris please"}'}
+    assert got[-1].finish_reason == "stop" and "".join(c.text for c in got) == ""
+    assert sent[1]["content"] == [{"type": "tool_use", "id": "toolu_stub1", "name": "get_weather",
+                                   "input": {"echo": "Paris please"}}]
+    assert sent[2] == {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_stub1",
+                                                    "content": "sunny"}]}
+    assert answer.text == "echo: sunny" and answer.usage.completion_tokens == 2
+
+
 def test_retries_429_and_503_then_ok():
     with Stub() as stub, open_remote(claude(stub)) as engine:
         stub.script, stub.retry_after = [429, 503], "0.1"
@@ -444,8 +473,33 @@ def test_remotes_cli(server, tmp_path, monkeypatch):
     assert "No remotes" in runner.invoke(app, ["list"]).output
 
 
+def check_tools_pass_through(client, server) -> None:
+    """Tools reach the remote as tools (not a prompt layout): a forced call comes back as the upstream
+    made it (its id kept), streamed or not, and a conversation with its result continues."""
+    from test_tools import ASK, TOOLS, _valid
+
+    forced = {"model": "openai", "messages": ASK, "tools": TOOLS, "temperature": 0, "max_tokens": 48, "seed": 1,
+              "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+    upstream = direct(server, ASK, tools=TOOLS, max_tokens=48, seed=1, tool_choice=forced["tool_choice"])
+    expected = upstream["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    choice = client.chat.completions.create(**forced).choices[0]
+    (call,) = choice.message.tool_calls
+    assert choice.finish_reason == "tool_calls" and call.function.name == "get_weather"
+    assert call.function.arguments == expected and _valid(call)
+    streamed = "".join(d.function.arguments or "" for c in client.chat.completions.create(**forced, stream=True)
+                       if c.choices for d in c.choices[0].delta.tool_calls or ())
+    assert streamed == expected
+    required = client.chat.completions.create(**{**forced, "tool_choice": "required"}).choices[0]
+    assert required.message.tool_calls and _valid(required.message.tool_calls[0])
+    result = client.chat.completions.create(model="openai", temperature=0, max_tokens=8, tools=TOOLS, messages=[
+        *ASK, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"forecast": "sunny"}'}], tool_choice="none")
+    assert result.choices[0].message.content and result.choices[0].message.tool_calls is None
+
+
 def test_serve_proxies_a_remote_and_refuses_what_it_cannot_do(server, model, mk_home, tmp_path, cli):
-    """`mistralkit serve` in front of a remote: the seed variables name it, clients ask for "openai"."""
+    """`mistralkit serve` in front of a remote: the seed variables name it, clients ask for "openai";
+    tools pass through to it."""
     import openai
 
     env = {"MODEL_TYPE": "openai", "OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": KEY,
@@ -468,6 +522,7 @@ def test_serve_proxies_a_remote_and_refuses_what_it_cannot_do(server, model, mk_
         with pytest.raises(openai.BadRequestError) as caught:
             client.completions.create(model="openai", prompt="Once upon", max_tokens=4)
         assert caught.value.body["code"] == "unsupported_by_engine"
+        check_tools_pass_through(client, server)
     finally:
         proxy.stop()
     assert KEY not in proxy.output()

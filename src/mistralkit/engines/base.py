@@ -80,6 +80,11 @@ class GenerationParams:
     ignore_eos: bool = False  # generate max_tokens tokens even past end-of-text (benchmarks)
     json_end: bool = False  # stop when the JSON object or array the output opened closes (JSON mode)
     top_logprobs: int | None = None  # report each token's log-probability and this many alternatives (0-20)
+    # Tools for an engine that calls them natively (capability ``tools``: a remote API), in
+    # ``formats.tools``' shape ({"name", "description", "parameters"}); ``tool_choice`` is "auto",
+    # "none", "required" or a function's name. Local engines get tools in the prompt instead.
+    tools: tuple[dict, ...] = ()
+    tool_choice: str = "auto"
 
     def __post_init__(self) -> None:
         check_sampling(self)
@@ -88,6 +93,8 @@ class GenerationParams:
             object.__setattr__(self, "stop", (self.stop,))
         if self.top_logprobs is not None and not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
             raise InvalidParameter(f"top_logprobs={self.top_logprobs}: must be in 0..{MAX_TOP_LOGPROBS}")
+        if isinstance(self.tools, list):
+            object.__setattr__(self, "tools", tuple(self.tools))
         if isinstance(self.logit_bias, dict):
             object.__setattr__(self, "logit_bias", tuple((int(k), float(v)) for k, v in self.logit_bias.items()))
 
@@ -158,6 +165,7 @@ class Chunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     logprobs: tuple[TokenLogprob, ...] = ()  # when asked (``top_logprobs`` set): the tokens of this text
+    tool_calls: tuple[dict, ...] = ()  # the last chunk of an engine with native tools: {"id", "name", "arguments"}
 
 
 @dataclass
@@ -180,6 +188,7 @@ class Capabilities:
     grammar: bool = False  # GBNF-constrained output (JSON mode, JSON schema)
     adapters: bool = False  # a LoRA adapter applied on top of the model
     embeddings: bool = False  # pooled sequence embeddings
+    tools: bool = False  # takes tools and answers with calls itself (GenerationParams.tools; a remote API)
     local: bool = True  # the text stays on this machine
 
 

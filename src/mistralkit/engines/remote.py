@@ -37,7 +37,7 @@ from .stops import StopMatcher
 log = logging.getLogger("mistralkit.remote")
 
 ENGINES = {"openai": ("remote_openai", "OpenAIEngine"), "anthropic": ("remote_anthropic", "AnthropicEngine")}
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 TRUE = ("1", "true", "yes", "on")
 
 _noticed: set[tuple[str, str, str]] = set()
@@ -54,6 +54,7 @@ class Delta:
     completion_tokens: int | None = None
     cached_tokens: int | None = None
     done: bool = False  # the stream's proper end ([DONE], message_stop)
+    call: tuple[int, str | None, str | None, str] | None = None  # a tool call's (index, id, name, arguments part)
 
 
 def open_remote(model: RemoteModel, *, n_ctx: int | None = None) -> RemoteEngine:
@@ -107,7 +108,7 @@ def estimate_tokens(messages: Sequence[Message]) -> int:
 class RemoteEngine(EngineBase):
     """A remote API as an ``Engine``; subclasses build the request and read the events."""
 
-    capabilities = Capabilities(local=False)
+    capabilities = Capabilities(local=False, tools=True)
     format = None
 
     def __init__(self, model: RemoteModel, n_ctx: int | None = None) -> None:
@@ -162,8 +163,12 @@ class RemoteEngine(EngineBase):
             role = ROLES.get(item.get("role", "")) if isinstance(item, Mapping) else None
             if role is None or not isinstance(item.get("content"), str):
                 raise InvalidParameter(f"bad message {item!r:.80}",
-                                       hint="messages are {\"role\": system|user|assistant, \"content\": text}")
-            out.append({"role": role, "content": item["content"]})
+                                       hint="messages are {\"role\": system|user|assistant|tool, \"content\": text}")
+            message = {"role": role, "content": item["content"]}
+            for extra in ("tool_calls", "tool_call_id", "name"):  # tool turns, in formats.tools' shape
+                if item.get(extra):
+                    message[extra] = item[extra]
+            out.append(message)
         return out
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
@@ -185,6 +190,7 @@ class RemoteEngine(EngineBase):
         started = time.perf_counter()
         ttft, pieces, finish = 0.0, 0, None
         counts: dict[str, int] = {}
+        calls: dict[int, dict] = {}  # tool calls by index, as their parts arrive
         stops = StopMatcher(params.stop)
         for attempt in range(self.remote.retries + 1):
             try:
@@ -197,6 +203,13 @@ class RemoteEngine(EngineBase):
                         for field in ("prompt_tokens", "completion_tokens", "cached_tokens"):
                             if getattr(delta, field) is not None:
                                 counts[field] = getattr(delta, field)
+                        if delta.call is not None:
+                            index, call_id, name, part = delta.call
+                            call = calls.setdefault(index, {"id": call_id, "name": name or "", "arguments": ""})
+                            call["id"], call["name"] = call_id or call["id"], name or call["name"]
+                            call["arguments"] += part
+                            pieces += 1
+                            ttft = ttft or time.perf_counter() - started
                         if delta.text:
                             safe, hit = stops.feed(delta.text)
                             pieces += 1
@@ -233,7 +246,8 @@ class RemoteEngine(EngineBase):
         usage = Usage(prompt_tokens=counts.get("prompt_tokens", estimate_tokens(messages)),
                       completion_tokens=counts.get("completion_tokens", pieces),
                       cached_tokens=counts.get("cached_tokens", 0), ttft_s=ttft or total, total_s=total)
-        yield Chunk("", finish_reason=finish or "stop", usage=usage)  # type: ignore[arg-type]
+        found = tuple(calls[i] for i in sorted(calls)) if finish != "cancelled" else ()
+        yield Chunk("", finish_reason=finish or "stop", usage=usage, tool_calls=found)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.http.close()

@@ -3,7 +3,9 @@
 ``POST {base_url}/chat/completions`` with ``stream: true``. What differs between servers is a row of
 ``FLAVORS``: Mistral's API takes ``random_seed`` for ``seed`` and reports usage in its last chunk
 without being asked (it has no ``stream_options``). Only OpenAI's own parameters are sent
-(max_tokens, temperature, top_p, seed, stop, frequency/presence penalties, logit_bias); llama.cpp's top_k, min_p and repeat_penalty are not.
+(max_tokens, temperature, top_p, seed, stop, frequency/presence penalties, logit_bias, tools and
+tool_choice); llama.cpp's top_k, min_p and repeat_penalty are not. Tool calls come back in the last
+chunk, assembled from the streamed fragments.
 """
 
 from __future__ import annotations
@@ -35,8 +37,14 @@ class OpenAIEngine(RemoteEngine):
     def request(self, messages: list[Message], params: GenerationParams,
                 key: str | None) -> tuple[str, dict[str, str], dict]:
         flavor = FLAVORS[self.remote.flavor or "openai"]
-        body: dict = {"model": self.remote.model, "messages": messages, "stream": True,
+        body: dict = {"model": self.remote.model, "messages": [_openai_message(m) for m in messages], "stream": True,
                       "max_tokens": params.max_tokens}
+        if params.tools:
+            body["tools"] = [{"type": "function", "function": {k: v for k, v in tool.items() if v is not None}}
+                             for tool in params.tools]
+            choice = params.tool_choice
+            body["tool_choice"] = (choice if choice in ("auto", "none", "required")
+                                   else {"type": "function", "function": {"name": choice}})
         if params.is_greedy:
             body["temperature"] = 0.0
         else:
@@ -78,8 +86,26 @@ class OpenAIEngine(RemoteEngine):
                             cached_tokens=_int(details.get("cached_tokens")) if isinstance(details, dict) else None)
             for choice in data.get("choices") or []:
                 delta = choice.get("delta") or {}
-                text = delta.get("content") if isinstance(delta, dict) else None
+                delta = delta if isinstance(delta, dict) else {}
+                for call in delta.get("tool_calls") or ():
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict) and isinstance(call.get("index", 0), int):
+                        yield Delta(call=(call.get("index", 0), call.get("id"), function.get("name"),
+                                          str(function.get("arguments") or "")))
+                text = delta.get("content")
                 yield Delta(text=text if isinstance(text, str) else "", finish=choice.get("finish_reason") or None)
+
+
+def _openai_message(message: Message) -> dict:
+    """A message (``formats.tools`` shape for tool turns) as OpenAI's API takes it."""
+    out: dict = {"role": message["role"], "content": message["content"]}
+    if message.get("tool_calls"):
+        out["content"] = message["content"] or None
+        out["tool_calls"] = [{"id": c["id"], "type": "function",
+                              "function": {"name": c["name"], "arguments": c["arguments"]}} for c in message["tool_calls"]]
+    if message["role"] == "tool":
+        out["tool_call_id"] = message.get("tool_call_id")
+    return out
 
 
 def _int(value: object) -> int | None:

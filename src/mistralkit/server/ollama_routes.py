@@ -135,8 +135,9 @@ def _line(data: dict) -> str:
 
 async def _ndjson(run: Run, name: str, piece: Piece, started: float, load_s: float) -> AsyncIterator[str]:
     try:
-        async for text in run.chunks():
-            yield _line({"model": name, "created_at": shapes.now(), **piece(text), "done": False})
+        async for chunk in run.chunks():
+            if chunk.text:
+                yield _line({"model": name, "created_at": shapes.now(), **piece(chunk.text), "done": False})
         yield _line({"model": name, "created_at": shapes.now(), **piece(""), **_final(run, started, load_s)})
     except MistralkitError as exc:  # the 200 is out: Ollama's clients read an error line
         yield _line({"error": str(exc)})

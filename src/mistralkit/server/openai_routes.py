@@ -10,7 +10,7 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 from fastapi import APIRouter, Request
@@ -74,11 +74,15 @@ def _check_fits(tokens: list[int], n_ctx: int) -> None:
                               f"tokens", hint="shorten the messages or start the server with a larger --ctx")
 
 
-async def _start(request: Request, body: Sampling, slot: Slot, prompt: list, grammar: str | None) -> Job:
-    """Queue the generation of ``prompt`` (token ids, or messages for an engine without tokens)."""
+async def _start(request: Request, body: Sampling, slot: Slot, prompt: list, grammar: str | None,
+                 native: tools.NativeTools | None = None) -> Job:
+    """Queue the generation of ``prompt`` (token ids, or messages for an engine without tokens);
+    ``native``: the tools an engine that calls them itself is given."""
     if slot.worker.engine.capabilities.tokens:
         _check_fits(prompt, slot.worker.engine.n_ctx)
     params = body.params(request.app.state.config.settings.max_tokens, grammar)
+    if native is not None:
+        params = replace(params, tools=native.tools, tool_choice=native.choice)
     job = Job(prompt, params, asyncio.get_running_loop())
     slot.worker.submit(job)
     return job
@@ -92,6 +96,7 @@ class Run:
         self.text, self.finish, self.usage = "", "stop", None
         self.token_ids: list[int] = []
         self.logprobs: list[TokenLogprob] = []  # when asked
+        self.tool_calls: list[dict] = []  # calls an engine with native tools made
         self.offset = 0  # characters of token text streamed with log-probabilities (text_offset)
         self.id = f"{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
@@ -105,6 +110,7 @@ class Run:
             self.text += chunk.text
             self.token_ids.extend(chunk.token_ids)
             self.logprobs.extend(chunk.logprobs)
+            self.tool_calls.extend(chunk.tool_calls)
             if chunk.finish_reason:
                 self.finish = "stop" if chunk.finish_reason == "cancelled" else chunk.finish_reason
                 self.usage = chunk.usage
@@ -168,22 +174,27 @@ def _tool_deltas(turn: tools.ToolTurn):
             run.finish = "tool_calls" if run.finish == "stop" else run.finish
             return
         chunks = run.chunks().__aiter__()
+        said = False  # text went out
         async for _ in chunks:
             if turn.may_be_call(run.text, run.token_ids):
                 continue
             yield {"role": "assistant", "content": run.text}  # what was held, then the rest as it comes
+            said = True
             async for chunk in chunks:
                 if chunk.text:
                     yield {"content": chunk.text}
-            return
-        calls = turn.calls(run.text, run.token_ids)
+            if turn.native is None:  # text is the whole answer; an API with native tools may call after it
+                return
+        calls = turn.calls(run.text, run.token_ids, run.tool_calls)
         if not calls:
-            yield {"role": "assistant", "content": run.text}
+            if not said:
+                yield {"role": "assistant", "content": run.text}
             return
         for index, call in enumerate(calls):
             head = {"index": index, "id": call["id"], "type": "function",
                     "function": {"name": call["function"]["name"], "arguments": ""}}
-            yield {"role": "assistant", "content": None, "tool_calls": [head]} if index == 0 else {"tool_calls": [head]}
+            first = index == 0 and not said
+            yield {"role": "assistant", "content": None, "tool_calls": [head]} if first else {"tool_calls": [head]}
             yield {"tool_calls": [{"index": index, "function": {"arguments": call["function"]["arguments"]}}]}
         run.finish = "tool_calls" if run.finish == "stop" else run.finish
     return deltas
@@ -277,7 +288,7 @@ class ChatRun:
 
     def calls(self) -> list[dict] | None:
         """The tool calls of the finished answer (None: a text answer); finish becomes "tool_calls"."""
-        calls = self.turn.calls(self.run.text, self.run.token_ids) if self.turn is not None else None
+        calls = self.turn.calls(self.run.text, self.run.token_ids, self.run.tool_calls) if self.turn is not None else None
         if calls:
             self.run.finish = "tool_calls" if self.run.finish == "stop" else self.run.finish
         return calls
@@ -313,7 +324,7 @@ async def start_chat(body: ChatRequest, request: Request) -> ChatRun:
         session = await run_in_threadpool(history.open_session, body.session_id, slot.model.name, messages)
         if body.max_completion_tokens and not body.max_tokens:
             body.max_tokens = body.max_completion_tokens
-        job = await _start(request, body, slot, prompt, grammar)
+        job = await _start(request, body, slot, prompt, grammar, turn.native if turn is not None else None)
     run = Run(request, job, body.model if "+" in body.model else slot.model.name)
 
     def on_end(text: str, partial: bool) -> None:

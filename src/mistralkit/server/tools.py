@@ -5,13 +5,15 @@ mistral-common's layout, models whose chat template takes tools through that tem
 the fallback layout of ``formats.tools``) and the model decides;
 "required" and a named function constrain the output with a llama.cpp grammar built from the
 functions' ``parameters`` schemas, so even a base model returns arguments that validate. A forced
-call needs an engine with grammars (llama.cpp); others get a 400.
+call needs an engine with grammars (llama.cpp); others get a 400, except an engine that calls tools
+itself (a remote API, capability ``tools``), which gets the tools, the choice and the tool turns as
+they are and returns its calls.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..engines import require
@@ -21,6 +23,15 @@ from .schemas import ChatMessage, ChatRequest, FunctionDefinition
 
 
 CALL_OPENINGS = ("{", "[", "<tool_call>", "<|python_tag|>")  # how the answers of every layout here open a call
+
+
+@dataclass(frozen=True)
+class NativeTools:
+    """Tools for an engine that calls them itself, and its ``tool_choice`` ("auto", "none",
+    "required" or a function's name)."""
+
+    tools: tuple[dict, ...]
+    choice: str
 
 
 @dataclass
@@ -35,10 +46,13 @@ class ToolTurn:
     parallel: bool = True  # parallel_tool_calls: false keeps the first call of an answer only
     mode: str = "auto"  # tool_choice: none, auto, required, named
     marker: int | None = None  # the token that opens a call ([TOOL_CALLS]), where the format has one
+    native: NativeTools | None = None  # the engine calls tools itself (a remote API): what it is given
 
     def may_be_call(self, text: str, token_ids: list[int]) -> bool:
         """Whether an answer that begins with ``text`` can still turn out to be a call (False: it is
         text, and can stream as it comes)."""
+        if self.native is not None:
+            return False  # its calls come apart from its text
         if self.mode in ("required", "named"):
             return True
         if self.mode != "auto":
@@ -48,11 +62,17 @@ class ToolTurn:
         head = text.lstrip()
         return any(head.startswith(opening) or opening.startswith(head) for opening in CALL_OPENINGS)
 
-    def calls(self, text: str, token_ids: list[int]) -> list[dict] | None:
-        """OpenAI ``tool_calls`` for an answer, or None when the model answered with text."""
-        found = [{"name": self.named, "arguments": text.strip()}] if self.named else self.parse(text, token_ids)
+    def calls(self, text: str, token_ids: list[int], native: Sequence[dict] = ()) -> list[dict] | None:
+        """OpenAI ``tool_calls`` for an answer, or None when the model answered with text; ``native``:
+        the calls an engine with native tools made (their ids are kept: the remote chose them)."""
+        if self.native is not None:
+            found = [{"name": c["name"], "arguments": c["arguments"] or "{}"} for c in native]
+            ids = [c.get("id") or new_call_id() for c in native]
+        else:
+            found = [{"name": self.named, "arguments": text.strip()}] if self.named else self.parse(text, token_ids)
+            ids = [new_call_id() for _ in found or ()]
         found = found if self.parallel or not found else found[:1]
-        return [{"id": new_call_id(), "type": "function", "function": call} for call in found or ()] or None
+        return [{"id": i, "type": "function", "function": call} for i, call in zip(ids, found or ())] or None
 
 
 def message_dict(m: ChatMessage) -> dict:
@@ -106,6 +126,11 @@ def _parse_required(text: str, token_ids: list[int]) -> list[dict] | None:
 def prepare(body: ChatRequest, engine) -> ToolTurn:
     """The prompt, grammar and answer parser for a request with tools or tool turns."""
     mode, functions = body.chosen_tools()
+    if engine.capabilities.tools:  # a remote API: tools and tool turns go as they are, calls come back
+        messages = [message_dict(m) for m in body.messages]
+        choice = functions[0].name if mode == "named" else mode
+        return ToolTurn(fallback_messages(messages, []), messages, None, None, lambda text, ids: None,
+                        body.parallel_tool_calls, mode, None, NativeTools(tuple(_tool(f) for f in functions), choice))
     grammar = grammar_for(mode, functions)
     if grammar is not None:
         require(engine, "grammar", f"tool_choice={mode!r}")
