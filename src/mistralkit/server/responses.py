@@ -144,8 +144,8 @@ class ResponsesRequest(Sampling):
         return messages
 
     @staticmethod
-    def _part(part: dict[str, Any], where: str) -> dict[str, Any]:
-        kind = part.get("type")
+    def _part(part: Any, where: str) -> dict[str, Any]:
+        kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("input_text", "output_text", "text"):
             return {"type": "text", "text": part.get("text", "")}
         if kind in ("input_image", "image_url"):
