@@ -4,6 +4,7 @@ checked token by token against mistral-common (no weights needed)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
 import openai
@@ -202,3 +203,52 @@ def test_template_answers_are_read_as_calls(answer, expected):
 
     calls = parse_template(answer)
     assert (None if calls is None else [json.loads(c["arguments"])["zone"] for c in calls]) == expected
+
+
+def _tekken_with_named_calls(version: str, tmp_path):
+    """mistral-common's tokenizer of ``version`` (v11, v13) on the shipped tekken vocabulary, with the
+    ``[ARGS]`` and ``[CALL_ID]`` control tokens those versions add (no such file ships here)."""
+    import mistral_common
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+    from mistral_common.tokens.tokenizers.tekken import Tekkenizer
+
+    spec = json.loads((Path(mistral_common.__file__).parent / "data" / "tekken_240911.json").read_text())
+    specials = [{"rank": t["rank"], "token_str": str(t["token_str"]), "is_control": True}
+                for t in Tekkenizer.DEPRECATED_SPECIAL_TOKENS]
+    specials += [{"rank": len(specials) + i, "token_str": s, "is_control": True} for i, s in enumerate(("[ARGS]", "[CALL_ID]"))]
+    path = tmp_path / f"tekken_{version}.json"
+    path.write_text(json.dumps(spec | {"config": spec["config"] | {"version": version}, "special_tokens": specials}))
+    return MistralTokenizer.from_file(str(path))
+
+
+@pytest.mark.parametrize("version", ["v11", "v13"])
+def test_named_call_answers_are_parsed_as_mistral_common_writes_them(version, tmp_path):
+    """v11/v13 write ``[TOOL_CALLS]name[CALL_ID]id[ARGS]{...}`` per call; llama.cpp's text drops the
+    control tokens, so calls are read from the token ids with them written out."""
+    from mistral_common.protocol.instruct.messages import AssistantMessage
+    from mistral_common.protocol.instruct.tool_calls import FunctionCall, ToolCall
+    from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
+
+    from mistralkit.formats.tools import parse_mistral, parse_template, with_control_tokens
+    from mistralkit.server.tools import ToolTurn
+
+    tokenizer = _tekken_with_named_calls(version, tmp_path)
+    instruct = tokenizer.instruct_tokenizer
+    wanted = [("get_weather", "k3Xp9Qz1b", {"city": "Paris", "days": 3}), ("get_time", "Zz0aB1cC2", {"zone": "CET"})]
+    message = AssistantMessage(tool_calls=[ToolCall(id=i, function=FunctionCall(name=n, arguments=json.dumps(a)))
+                                           for n, i, a in wanted])
+    tokens = instruct._encode_tool_calls_in_assistant_message(message)  # the answer as the model writes it
+    vocab = instruct.tokenizer
+
+    def token_text(token: int) -> str:
+        return vocab.decode([token], special_token_policy=SpecialTokenPolicy.KEEP)
+
+    text = with_control_tokens(tokens, token_text)
+    for calls in (parse_template(text), parse_mistral(text)):
+        assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [(n, a) for n, _, a in wanted]
+        assert [c.get("id") for c in calls] == ([i for _, i, _ in wanted] if version == "v11" else [None, None])
+    answered = ToolTurn([], [], None, None, lambda answer, ids: parse_template(answer)).calls(text, tokens)
+    if version == "v11":  # the model's own ids are kept (the next turn sends them back)
+        assert [c["id"] for c in answered] == [i for _, i, _ in wanted]
+    assert parse_template(vocab.decode(tokens, special_token_policy=SpecialTokenPolicy.IGNORE)) is None
+    assert parse_template(text[:-4]) is None  # cut short inside the last call's arguments

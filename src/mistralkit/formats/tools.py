@@ -5,7 +5,9 @@ turn that called tools adds ``"tool_calls": [{"id", "name", "arguments"}]`` (arg
 a tool result adds ``"tool_call_id"`` (and ``"name"``). A tool is ``{"name", "description", "parameters"}``.
 
 Mistral models get mistral-common's own tool layout (``MistralFormat.encode_with_tools``) and answer
-``[TOOL_CALLS][{"name": ..., "arguments": {...}}]`` (v2/v3/v7/tekken). A model whose Jinja chat
+``[TOOL_CALLS][{"name": ..., "arguments": {...}}]`` (v2/v3/v7/tekken); newer ones (tokenizer v11,
+v13: Mistral Small 3.2, Devstral, Magistral) answer ``[TOOL_CALLS]name[CALL_ID]id[ARGS]{...}`` per
+call (v13 without the id), with ``[ARGS]`` and ``[CALL_ID]`` control tokens. A model whose Jinja chat
 template takes ``tools`` (Llama 3.x, Qwen, Hermes, ...) gets its own template, fed as Hugging Face's
 ``apply_chat_template`` feeds it (``hf_messages``), and its answers are read by ``parse_template``.
 Every other model gets the documented fallback layout, which only needs system/user/assistant turns:
@@ -113,16 +115,48 @@ def parse_fallback(text: str) -> list[dict] | None:
     return calls
 
 
+NAMED_CALL = re.compile(r"\[TOOL_CALLS\]\s*([^\[\]\s]+?)\s*(?:\[CALL_ID\]\s*([^\[\]\s]*?)\s*)?\[ARGS\]")
+
+
+def parse_named_calls(text: str) -> list[dict] | None:
+    """The calls in a v11/v13 answer, ``[TOOL_CALLS]name[CALL_ID]id[ARGS]{...}`` per call (the
+    ``[CALL_ID]`` part only in v11; its id is kept as ``"id"``), or None when it is not one.
+
+    >>> parse_named_calls('[TOOL_CALLS]add[ARGS]{"a": 1}[TOOL_CALLS]neg[CALL_ID]k3Xp9Qz1b[ARGS]{"b": 2}')
+    [{'name': 'add', 'arguments': '{"a": 1}'}, {'name': 'neg', 'arguments': '{"b": 2}', 'id': 'k3Xp9Qz1b'}]
+    """
+    body, calls = text.strip(), []
+    decoder = json.JSONDecoder()
+    while body:
+        head = NAMED_CALL.match(body)
+        if head is None:
+            return None
+        try:
+            arguments, end = decoder.raw_decode(body, head.end())
+        except ValueError:
+            return None
+        call = {"name": head.group(1), "arguments": json.dumps(arguments, ensure_ascii=False)}
+        if head.group(2):
+            call["id"] = head.group(2)
+        calls.append(call)
+        body = body[end:].strip()
+    return calls or None
+
+
 def parse_mistral(text: str, starts_with_tool_token: bool = False) -> list[dict] | None:
-    """The calls in a Mistral answer: ``[TOOL_CALLS]`` then a JSON list of ``{"name", "arguments"}``.
+    """The calls in a Mistral answer: ``[TOOL_CALLS]`` then a JSON list of ``{"name", "arguments"}``,
+    or v11/v13's ``[TOOL_CALLS]name[ARGS]{...}`` calls (``parse_named_calls``).
 
     llama.cpp leaves control tokens out of the text, so ``starts_with_tool_token`` says whether the
-    answer's first token was ``[TOOL_CALLS]``; the JSON list alone is accepted too.
+    answer's first token was ``[TOOL_CALLS]``; the JSON list alone is accepted too. (v11/v13 answers
+    need their control tokens: render them with ``with_control_tokens``.)
 
     >>> parse_mistral('[TOOL_CALLS][{"name": "add", "arguments": {"a": 1}}]')
     [{'name': 'add', 'arguments': '{"a": 1}'}]
     """
     body = text.strip()
+    if "[ARGS]" in body:
+        return parse_named_calls(body)
     marked = starts_with_tool_token or body.startswith("[TOOL_CALLS]")
     body = body.removeprefix("[TOOL_CALLS]").strip()
     if not marked and not body.startswith('[{"name"'):
@@ -164,7 +198,8 @@ TAGGED_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 def parse_template(text: str) -> list[dict] | None:
     """The calls in an answer to a tool-aware chat template, or None for text. Accepted: Hermes/Qwen
-    ``<tool_call>{"name", "arguments"}</tool_call>`` blocks, Mistral's ``[TOOL_CALLS][...]``, and
+    ``<tool_call>{"name", "arguments"}</tool_call>`` blocks, Mistral's ``[TOOL_CALLS][...]`` and
+    ``[TOOL_CALLS]name[ARGS]{...}``, and
     answers that are only JSON calls (Llama 3.x ``{"name", "parameters"}``, one per line or ``;``
     separated, or a list), besides the fallback layout's ``{"tool_call": ...}`` lines.
 
@@ -174,6 +209,8 @@ def parse_template(text: str) -> list[dict] | None:
     {'name': 'add', 'arguments': '{"a": 2}'}
     """
     body = text.strip()
+    if "[ARGS]" in body:
+        return parse_named_calls(body)
     if "<tool_call>" in body:
         calls = [_call(_leading_json(block)) for block in TAGGED_CALL.findall(body)]
         return calls if calls and all(calls) else None
@@ -197,3 +234,9 @@ def parse_template(text: str) -> list[dict] | None:
         calls.extend(found)  # type: ignore[arg-type]
         rest = rest[end:].lstrip().removeprefix(";").lstrip()
     return calls or None
+
+
+def with_control_tokens(token_ids: Sequence[int], token_text) -> str:
+    """An answer's text with its control tokens written out (``token_text``: one token's text,
+    control tokens included), for layouts whose calls are delimited by them (v11's ``[ARGS]``)."""
+    return "".join(token_text(t) for t in token_ids)

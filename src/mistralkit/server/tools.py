@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from ..engines import require
 from ..formats.mistral import MistralFormat
-from ..formats.tools import fallback_messages, new_call_id, parse_fallback, parse_mistral, parse_template
+from ..formats.tools import (fallback_messages, new_call_id, parse_fallback, parse_mistral, parse_template,
+                             with_control_tokens)
 from .schemas import ChatMessage, ChatRequest, FunctionDefinition
 
 
@@ -70,7 +71,7 @@ class ToolTurn:
             ids = [c.get("id") or new_call_id() for c in native]
         else:
             found = [{"name": self.named, "arguments": text.strip()}] if self.named else self.parse(text, token_ids)
-            ids = [new_call_id() for _ in found or ()]
+            ids = [call.pop("id", None) or new_call_id() for call in found or ()]  # v11 answers carry ids
         found = found if self.parallel or not found else found[:1]
         return [{"id": i, "type": "function", "function": call} for i, call in zip(ids, found or ())] or None
 
@@ -140,6 +141,7 @@ def prepare(body: ChatRequest, engine) -> ToolTurn:
     chat_format = getattr(engine, "format", None)
     mistral = isinstance(chat_format, MistralFormat) and chat_format.tool_calls_token is not None
     text_turns = fallback_messages(messages, [])
+    marker = None
     if mistral:
         prompt = chat_format.encode_with_tools(messages, tools)
         marker = chat_format.tool_calls_token
@@ -148,8 +150,11 @@ def prepare(body: ChatRequest, engine) -> ToolTurn:
             return parse_mistral(text, bool(token_ids) and token_ids[0] == marker)
     elif getattr(chat_format, "supports_tools", False) and engine.capabilities.tokens:
         prompt = chat_format.encode_with_tools(messages, tools)
+        marker = _single_token(engine, "[TOOL_CALLS]")
 
         def parse(text: str, token_ids: list[int]) -> list[dict] | None:
+            if marker is not None and marker in token_ids:  # Mistral's layouts: read with the control tokens
+                return parse_template(with_control_tokens(token_ids, engine.token_text))
             return parse_template(text)
     else:
         prompt = fallback_messages(messages, tools)
@@ -163,4 +168,10 @@ def prepare(body: ChatRequest, engine) -> ToolTurn:
     elif mode == "none":
         parse = lambda text, token_ids: None  # noqa: E731
     return ToolTurn(text_turns, prompt, grammar, functions[0].name if mode == "named" else None, parse,
-                    body.parallel_tool_calls, mode, chat_format.tool_calls_token if mistral else None)
+                    body.parallel_tool_calls, mode, marker)
+
+
+def _single_token(engine, text: str) -> int | None:
+    """The id of the one control token that ``text`` is in this engine's vocabulary, or None."""
+    ids = engine.tokenize(text, special=True)
+    return ids[0] if len(ids) == 1 and engine.token_text(ids[0]) == text else None
