@@ -73,6 +73,36 @@ def test_required_picks_one_of_the_tools(client):
     _valid(call)
 
 
+def test_a_streamed_required_call_streams_its_arguments_and_reassembles(client):
+    """tool_choice required streams as OpenAI does: the call's id and name once written, then argument
+    fragments as they are generated; they join to the call the same request gets unstreamed."""
+    whole = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required",
+                                           **FAST).choices[0].message.tool_calls[0]
+    heads, fragments, finish = [], [], None
+    for chunk in client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required",
+                                                stream=True, **FAST):
+        for choice in chunk.choices:
+            assert choice.delta.content is None
+            for delta in choice.delta.tool_calls or ():
+                heads += [(delta.id, delta.function.name)] if delta.id else []
+                fragments += [delta.function.arguments] if delta.function.arguments else []
+            finish = choice.finish_reason or finish
+    assert [name for _, name in heads] == [whole.function.name] and finish == "tool_calls"
+    assert len(fragments) > 1 and json.loads("".join(fragments)) == json.loads(whole.function.arguments)
+
+
+@pytest.mark.parametrize("size", [1, 3, 1000])
+def test_a_required_call_is_read_piece_by_piece(size):
+    from mistralkit.server.tools import RequiredCall
+
+    arguments = '{"q": "a \\"}{[\\" b", "n": [1, {"m": "}"}]}'
+    answer = f' {{ "name" : "search\\u00e9", "arguments" :  {arguments} \n}}'
+    reader = RequiredCall()
+    streamed = "".join(reader.feed(answer[i:i + size]) for i in range(0, len(answer), size))
+    assert reader.name == "searché" and reader.done and streamed == arguments
+    assert json.loads(streamed) == json.loads(answer)["arguments"]
+
+
 def test_a_conversation_with_a_tool_result_continues_with_text(client):
     messages = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
         {"id": "call_abc123XYZ", "type": "function",

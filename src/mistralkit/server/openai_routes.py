@@ -159,7 +159,8 @@ def text_logprobs(entries: Sequence[TokenLogprob], offset: int = 0) -> dict:
 def _tool_deltas(turn: tools.ToolTurn):
     """OpenAI's streamed tool call: id and name first, then argument fragments; finish "tool_calls".
 
-    A forced single function streams its arguments as they are generated. Otherwise the answer is
+    A forced single function streams its arguments as they are generated, and so does a ``required``
+    call once its name is written (``tools.RequiredCall``). Otherwise the answer is
     held while it may still be a call (``ToolTurn.may_be_call``: it opens as calls do); once it
     cannot, it streams as text; an answer held to the end is sent as its calls (or as text).
     """
@@ -171,6 +172,22 @@ def _tool_deltas(turn: tools.ToolTurn):
             async for chunk in run.chunks():
                 if chunk.text:
                     yield {"tool_calls": [{"index": 0, "function": {"arguments": chunk.text}}]}
+            run.finish = "tool_calls" if run.finish == "stop" else run.finish
+            return
+        if turn.mode == "required" and turn.native is None:
+            reader = tools.RequiredCall()
+            async for chunk in run.chunks():
+                had_name = reader.name is not None
+                fragment = reader.feed(chunk.text)
+                if reader.name is not None and not had_name:
+                    yield {"role": "assistant", "content": None, "tool_calls": [
+                        {"index": 0, "id": tools.new_call_id(), "type": "function",
+                         "function": {"name": reader.name, "arguments": ""}}]}
+                if fragment:
+                    yield {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}
+            if reader.name is None:  # cut short before the name: what was written, as text
+                yield {"role": "assistant", "content": run.text}
+                return
             run.finish = "tool_calls" if run.finish == "stop" else run.finish
             return
         chunks = run.chunks().__aiter__()

@@ -13,6 +13,7 @@ they are and returns its calls.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -114,6 +115,59 @@ def grammar_for(mode: str, functions: list[FunctionDefinition]) -> str | None:
         return json_schema_to_gbnf(json.dumps(schema))
     except Exception as exc:  # noqa: BLE001 - the converter raises plain exceptions for bad schemas
         raise BadParameter(f"tools: a function's parameters cannot be enforced: {exc}", "tools") from exc
+
+
+REQUIRED_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*')
+
+
+class RequiredCall:
+    """A ``required`` call read as it is generated: the grammar writes ``{"name": ..., "arguments":
+    {...}}``, so the name is known once its string closes and the arguments are every character
+    after ``"arguments":`` up to the end of their object (``feed`` returns each new fragment)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.name: str | None = None
+        self.done = False  # the arguments' object closed
+        self._start = -1  # where the arguments begin in ``text``
+        self._sent = 0  # characters of the arguments returned
+        self._seen = 0  # characters of the arguments scanned
+        self._depth = 0
+        self._in_string = self._escaped = False
+
+    def feed(self, piece: str) -> str:
+        """Take the next piece of the answer; the arguments' new characters (after the name is known)."""
+        self.text += piece
+        if self.name is None:
+            head = REQUIRED_HEAD.match(self.text)
+            if head is None or head.end() == len(self.text):
+                return ""  # the whitespace after "arguments": may go on
+            self.name, self._start = json.loads(head.group(1)), head.end()
+        if self.done:
+            return ""
+        arguments = self.text[self._start:]
+        end = self._scan(arguments)
+        upto = len(arguments) if end is None else end
+        fragment, self._sent = arguments[self._sent:upto], upto
+        return fragment
+
+    def _scan(self, arguments: str) -> int | None:
+        """Advance the brace count over the new characters; the end of the object, once it closed."""
+        for i in range(self._seen, len(arguments)):
+            ch = arguments[i]
+            self._seen = i + 1
+            if self._in_string:
+                self._escaped, self._in_string = (False, True) if self._escaped else (ch == "\\", ch != '"')
+            elif ch == '"':
+                self._in_string = True
+            elif ch in "{[":
+                self._depth += 1
+            elif ch in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    self.done = True
+                    return i + 1
+        return None
 
 
 def _parse_required(text: str, token_ids: list[int]) -> list[dict] | None:
