@@ -145,6 +145,16 @@ def test_bad_tool_requests_are_400(client, tools, choice, param):
     assert body.get("param") == param
 
 
+def test_unparsable_arguments_in_history_are_400(client):
+    messages = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{city: Paris"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, max_tokens=4)
+    assert info.value.body.get("param") == "messages[1].tool_calls[0].function.arguments"
+    assert "JSON object" in info.value.body["message"]
+
+
 # --- Mistral's own layout, token-exact against mistral-common -------------------------------------------
 
 HISTORY = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"},

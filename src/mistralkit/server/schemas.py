@@ -74,6 +74,17 @@ class FunctionCall(_Body):
     name: str
     arguments: str = "{}"  # JSON text, as OpenAI sends it
 
+    @field_validator("arguments")
+    @classmethod
+    def _json_object(cls, value: str) -> str:
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise ValueError(f"must be a JSON object as text, got {value[:40]!r}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"must be a JSON object as text, got {type(parsed).__name__}")
+        return value
+
 
 class ToolCall(_Body):
     id: str = Field(min_length=1, max_length=128)
