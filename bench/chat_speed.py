@@ -1,6 +1,6 @@
 """Chat speed: the mistralkit engine against raw llama-cpp-python, on the same GGUF and threads.
 
-Measures, in one process:
+Measures (raw llama-cpp-python in child processes: two llama.cpp contexts in one process slow each other, see ``raw_child``):
 1. prompt processing (pp) tokens/s, generation (tg) tokens/s and time to first token (TTFT)
    of ``LlamaCppEngine.generate`` vs ``llama_cpp.Llama.create_completion(stream=True)`` on the
    same ~256-token prompt (a counting list, so the base model keeps going to the token budget),
@@ -13,7 +13,8 @@ Measures, in one process:
 
 3. with llama.cpp's own ``llama-bench`` (built by ``bench/build_llama_server.sh`` from the same
    llama.cpp source; found in its cache folder, or ``--llama-bench PATH``): its pp (prompt of the
-   same length) and tg (the same number of new tokens) on the same GGUF and threads, as the
+   same length) and tg (the same number of new tokens, after as many cached tokens as our prompt:
+   ``-d``) on the same GGUF and threads, as the
    reference for issue 15's "single-stream decode >= 0.95x llama-bench tg".
 
 Run:   MISTRALKIT_HOME=/tmp/mk-bench .venv/bin/python bench/chat_speed.py
@@ -45,11 +46,10 @@ TOPICS = ["the ocean", "volcanoes", "bees", "the moon", "bread", "glaciers", "ow
 FILLER = "Please answer in one short and clear sentence for a curious young reader today".split()
 
 
-def counting_prompt(llm: llama_cpp.Llama, n: int) -> list[int]:
+def counting_prompt(engine, n: int) -> list[int]:
     """BOS + a counting list cut to exactly ``n`` tokens: greedy decoding just keeps counting."""
     text = "Count upward, one number per line:\n" + "".join(f"{i}\n" for i in range(1, 400))
-    tokens = llm.tokenize(text.encode(), add_bos=False, special=False)
-    return ([llm.token_bos()] + tokens)[:n]
+    return ([engine.bos_id] + engine.tokenize(text, special=False))[:n]
 
 
 def user_turns(engine, n_tokens: int) -> list[str]:
@@ -78,6 +78,28 @@ def raw_rep(llm: llama_cpp.Llama, tokens: list[int], gen: int, repeat_penalty: f
     # break the last token was never evaluated; after EOS every kept token was.
     completion = llm.n_tokens - len(tokens) + (finish == "length")
     return rates(len(tokens), completion, t0, first, end, text="".join(text), finish=finish)
+
+
+def raw_child(model_path: str, n_ctx: int, threads: int, tokens: list[int], gen: int, repeat_penalty: float) -> dict:
+    """One warm-up and one timed rep of raw llama-cpp-python, in a process of its own.
+
+    Two llama.cpp contexts driven from two threads of one process make two OpenMP teams on our
+    2 cores; libgomp then throttles its spin-waits and both run ~35% slower (measured: the
+    engine's tg 70 -> 44 tok/s with an idle ``Llama`` loaded beside it). So the reference runs apart."""
+    spec = json.dumps({"model": model_path, "n_ctx": n_ctx, "threads": threads, "tokens": tokens, "gen": gen,
+                       "repeat_penalty": repeat_penalty})
+    done = subprocess.run([sys.executable, __file__, "--raw-child"], input=spec, capture_output=True, text=True,
+                          timeout=600, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def raw_child_main() -> None:
+    spec = json.loads(sys.stdin.read())
+    llm = llama_cpp.Llama(model_path=spec["model"], n_ctx=spec["n_ctx"], n_threads=spec["threads"],
+                          n_threads_batch=spec["threads"], n_gpu_layers=0, swa_full=True, verbose=False)
+    raw_rep(llm, spec["tokens"], spec["gen"], spec["repeat_penalty"])  # warm-up
+    print(json.dumps(raw_rep(llm, spec["tokens"], spec["gen"], spec["repeat_penalty"])))
+    llm.close()
 
 
 def mk_rep(engine, request, params: GenerationParams, reset: bool = True) -> dict:
@@ -115,14 +137,21 @@ def llama_bench_binary(given: Path | None) -> Path | None:
 
 
 def llama_bench(binary: Path, model: Path, threads: int, pp: int, tg: int, reps: int) -> dict:
-    """llama-bench's own pp/tg tokens/s (its averages over ``reps``) for the same model and threads."""
+    """llama-bench's own pp/tg tokens/s (its averages over ``reps``) for the same model and threads:
+    pp from an empty cache, tg after ``pp`` tokens (``-d``: the depth our tg runs at, after the
+    prompt) and, for reference, from an empty cache (what ``tg128`` alone reports). Flash attention
+    on, as the engine runs (llama-bench's "auto" measured between on and off here)."""
     done = subprocess.run([str(binary), "-m", str(model), "-t", str(threads), "-p", str(pp), "-n", str(tg),
-                           "-r", str(reps), "-o", "json"], capture_output=True, text=True, timeout=1800, check=True)
+                           "-d", f"0,{pp}", "-fa", "on", "-r", str(reps), "-o", "json"],
+                          capture_output=True, text=True, timeout=1800, check=True)
     rows = json.loads(done.stdout)
     out = {"build": rows[0].get("build_commit"), "rows": rows}
     for row in rows:
-        key = "pp_tps" if row["n_prompt"] and not row["n_gen"] else "tg_tps"
-        out[key] = row["avg_ts"]
+        depth = row.get("n_depth", 0)
+        if row["n_prompt"] and not row["n_gen"] and depth == 0:
+            out["pp_tps"] = row["avg_ts"]
+        elif row["n_gen"] and not row["n_prompt"]:
+            out["tg_tps" if depth == pp else "tg_empty_tps"] = row["avg_ts"]
     return out
 
 
@@ -147,25 +176,24 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--raw-child"]:
+        return raw_child_main()
     args = parse_args()
-    # Both models stay loaded and the reps are interleaved (order alternating each rep), so drift
-    # on a shared machine hits both sides alike; each gets one untimed warm-up rep first.
+    # The reps are interleaved (order alternating each rep), so drift on a shared machine hits both
+    # sides alike; raw llama-cpp-python runs in a child process (see ``raw_child``).
     model = resolve(args.model)
     engine = load_engine(model, n_ctx=4096, threads=args.threads)
-    llm = llama_cpp.Llama(model_path=str(model.path), n_ctx=engine.n_ctx, n_threads=args.threads,
-                          n_threads_batch=args.threads, n_gpu_layers=0, swa_full=True,
-                          verbose=False)
-    tokens = counting_prompt(llm, args.prompt_tokens)
+    tokens = counting_prompt(engine, args.prompt_tokens)
     params = GenerationParams(max_tokens=args.gen_tokens, greedy=True)
     # Same sampler chain on both sides: penalties (the engine's default 1.1) + greedy.
-    run_raw = lambda: raw_rep(llm, tokens, args.gen_tokens, params.repeat_penalty)  # noqa: E731
+    run_raw = lambda: raw_child(str(model.path), engine.n_ctx, args.threads, tokens, args.gen_tokens,  # noqa: E731
+                                params.repeat_penalty)
     run_mk = lambda: mk_rep(engine, tokens, params)  # noqa: E731
-    run_raw(), run_mk()
+    run_mk()
     raw, mk = [], []
     for i in range(args.reps):
         for run, reps in ((run_raw, raw), (run_mk, mk))[:: 1 if i % 2 == 0 else -1]:
             reps.append(run())
-    llm.close()
 
     # Multi-turn: one conversation per rep, cache reset at its start; turn 10 is then re-run cold.
     chat = GenerationParams(max_tokens=args.answer_tokens, greedy=True)
@@ -212,6 +240,9 @@ def main() -> None:
         ["completion tokens", f"{r['completion_tokens']:g}", f"{m['completion_tokens']:g}", "-",
          f"{args.gen_tokens} (same text: {'yes' if same_text else 'NO'})", "-", "-"],
     ]))
+    if lb:
+        print(f"llama-bench: pp{len(tokens)} from an empty cache; tg{args.gen_tokens} @ d{len(tokens)} (after the"
+              f" prompt, as ours); tg{args.gen_tokens} from an empty cache: {lbc('tg_empty_tps')} tok/s")
     print()
     print(table(["multi-turn (mistralkit)", "turn 1", "turn 10", "turn 10, cache reset",
                  "turn10/turn1", "target"], [
@@ -228,7 +259,8 @@ def main() -> None:
         "threads": args.threads, "reps": args.reps, "prompt_tokens": len(tokens),
         "gen_tokens": args.gen_tokens, "turn_tokens": args.turn_tokens,
         "answer_tokens": args.answer_tokens, "same_text": same_text,
-        "method": "both models loaded, reps interleaved with alternating order, 1 warm-up each",
+        "method": "reps interleaved with alternating order; raw llama-cpp-python in a child process per rep"
+                  " (its own warm-up rep first); the engine warmed up once",
         "raw_reps": raw, "mistralkit_reps": mk, "conversations": convs, "llama_bench": lb,
         "medians": {"raw": r, "mistralkit": m, "turn1": a, "turn10": b, "turn10_cold": c,
                     "ratio": ratio},
