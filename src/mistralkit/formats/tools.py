@@ -199,7 +199,7 @@ TAGGED_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 def parse_template(text: str) -> list[dict] | None:
     """The calls in an answer to a tool-aware chat template, or None for text. Accepted: Hermes/Qwen
     ``<tool_call>{"name", "arguments"}</tool_call>`` blocks, Mistral's ``[TOOL_CALLS][...]`` and
-    ``[TOOL_CALLS]name[ARGS]{...}``, and
+    ``[TOOL_CALLS]name[ARGS]{...}`` (``parse_mistral``), and
     answers that are only JSON calls (Llama 3.x ``{"name", "parameters"}``, one per line or ``;``
     separated, or a list), besides the fallback layout's ``{"tool_call": ...}`` lines.
 
@@ -209,8 +209,6 @@ def parse_template(text: str) -> list[dict] | None:
     {'name': 'add', 'arguments': '{"a": 2}'}
     """
     body = text.strip()
-    if "[ARGS]" in body:
-        return parse_named_calls(body)
     if "<tool_call>" in body:
         calls = [_call(_leading_json(block)) for block in TAGGED_CALL.findall(body)]
         return calls if calls and all(calls) else None
