@@ -125,6 +125,42 @@ def test_turn_ten_of_a_chat_reuses_turn_nine(batched):
     assert done.usage.cached_tokens >= prompt_10 - 40
 
 
+def test_prompts_arriving_together_are_prefilled_one_at_a_time(model):
+    """Three prompts that fit one step together: the first one's answer starts after its own
+    prefill, not after all three (TTFT). Observed from llama.cpp's count of evaluated prompt
+    tokens when the first stream's first token arrives."""
+    engine = load_engine(model, n_ctx=2048, parallel=3, n_batch=512)
+    try:
+        prompts = [" ".join(f"word{k}x{i}" for i in range(30)) for k in range(3)]
+        sizes = [len(engine.encode_text(p)) for p in prompts]
+        assert sum(sizes) <= 512 and min(sizes) > 64, sizes  # one step could hold them all
+        before = engine.evaluated_tokens()
+        seen: dict[int, int] = {}
+        params = GenerationParams(max_tokens=4, greedy=True, ignore_eos=True)
+        tokens = [engine.encode_text(p) for p in prompts]
+
+        def run(k: int) -> None:
+            for chunk in engine.generate(tokens[k], params):
+                if chunk.token_ids and k not in seen:
+                    seen[k] = engine.evaluated_tokens() - before
+
+        batcher = engine.batcher
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+        with batcher.step_lock:  # the loop waits: all three are waiting when its next step begins
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 60
+            while batcher.queued < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            order = [tokens.index(seq.tokens) for seq in batcher.waiting]  # admission order
+        for t in threads:
+            t.join(timeout=300)
+        assert len(order) == 3 and set(seen) == {0, 1, 2}
+        assert seen[order[0]] < sum(sizes) - min(sizes), (seen, order, sizes)  # not everyone's prefill first
+    finally:
+        engine.close()
+
+
 def test_scoring_beside_generation_agrees_with_scoring_alone(batched):
     tokens = batched.encode_text("The capital of France is Paris. The capital of Italy is Rome.")
     alone = batched.logprobs(tokens, 4)

@@ -42,10 +42,14 @@ async def generate(slot, loop) -> str:
     job = Job(slot.worker.engine.prompt_tokens([{"role": "user", "content": "Hi"}]), PARAMS, loop)
     slot.worker.submit(job)
     parts = []
-    while (item := await asyncio.wait_for(job.out.get(), timeout=60)) is not None:
-        assert not isinstance(item, Exception), item
-        parts.append(item.text)
-    return "".join(parts)
+    while True:
+        items = await job.take(timeout=60)
+        assert items, "no chunk in 60 s"
+        for item in items:
+            if item is None:
+                return "".join(parts)
+            assert not isinstance(item, Exception), item
+            parts.append(item.text)
 
 
 def test_a_held_model_is_not_unloaded_while_another_loads(model, tmp_path):

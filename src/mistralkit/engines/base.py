@@ -167,6 +167,12 @@ class Chunk:
     logprobs: tuple[TokenLogprob, ...] = ()  # when asked (``top_logprobs`` set): the tokens of this text
     tool_calls: tuple[dict, ...] = ()  # the last chunk of an engine with native tools: {"id", "name", "arguments"}
 
+    def then(self, later: Chunk) -> Chunk:
+        """This chunk and the one after it as one (a reader that fell behind takes them together)."""
+        return Chunk(self.text + later.text, self.token_ids + later.token_ids,
+                     later.finish_reason or self.finish_reason, later.usage or self.usage,
+                     self.logprobs + later.logprobs, self.tool_calls + later.tool_calls)
+
 
 @dataclass
 class Completion:

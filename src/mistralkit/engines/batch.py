@@ -198,6 +198,9 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+MIX_TOKENS = 64  # a step of at most this many tokens costs about one decode step: prompts share it
+
+
 class Batcher:
     """The scheduler: a loop thread that owns ``ctx`` and decodes every running sequence each step."""
 
@@ -339,12 +342,18 @@ class Batcher:
                 token, seq.next_token = seq.next_token, None
                 samples.append((self._add(token, seq, True), seq))
         prompt_tokens = 0
+        prefills = 0  # prompts given tokens this step
         for seq in self.running:
             room = self.n_batch - self.batch.n_tokens
             if room <= 0:
                 break
             if not seq.prefilling:
                 continue
+            # One prompt a step, in arrival order: the first one's answer starts after its own
+            # prefill, not after everyone's (TTFT). A short prompt rides along while the step is small.
+            if prefills and self.batch.n_tokens + seq._prompt_end - seq.n_past > MIX_TOKENS:
+                continue
+            prefills += 1
             end = min(seq._prompt_end, seq.n_past + room)
             if seq.sampler is None:  # rows from position score_from - 1 on, a bounded number a step
                 end = min(end, max(seq.n_past, seq.score_from - 1) + self.rows_per_step - len(scores))

@@ -79,12 +79,14 @@ def _through_worker(slot, loop: asyncio.AbstractEventLoop):
 
     async def collect(job: Job) -> str:
         line = FirstLine()
-        while (item := await job.out.get()) is not None:
-            if isinstance(item, MistralkitError):
-                raise item
-            if line.feed(item.text):
-                job.cancel.set()  # the worker stops before its next token
-        return line.text
+        while True:
+            for item in await job.take():
+                if item is None:
+                    return line.text
+                if isinstance(item, MistralkitError):
+                    raise item
+                if line.feed(item.text):
+                    job.cancel.set()  # the worker stops before its next token
 
     def generate(messages, params) -> str:
         prompt = engine.prompt_tokens(messages) if engine.capabilities.tokens else messages

@@ -39,18 +39,54 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Job:
+    """One generation: the worker thread ``send``s its chunks, the request ``take``s them.
+
+    Sent items wait in a list; the event loop is woken only when the request is waiting for one
+    (one wake per wait, not one per token), and a request that fell behind takes all that came.
+    """
+
     request: Request
     params: GenerationParams
     loop: asyncio.AbstractEventLoop
-    out: asyncio.Queue = field(default_factory=asyncio.Queue)  # Chunk, MistralkitError, or None (end)
     cancel: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.perf_counter)
     started: bool = False  # the worker picked it up
     released: bool = False  # its place in the queue is given back
     worker: Worker | None = None
+    _sent: list = field(default_factory=list)  # Chunk, MistralkitError, or None (the end), not yet taken
+    _waiter: asyncio.Future | None = None  # the request's wait, while it waits
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, item) -> None:
-        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        """From the worker thread: a chunk, an error, or None (the end)."""
+        with self._lock:
+            self._sent.append(item)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self.loop.call_soon_threadsafe(_wake, waiter)
+
+    async def take(self, timeout: float | None = None) -> list:
+        """What was sent since the last take, waiting up to ``timeout`` seconds for something ([] if nothing came)."""
+        with self._lock:
+            if self._sent:
+                items, self._sent = self._sent, []
+                return items
+            waiter = self._waiter = self.loop.create_future()
+        timer = self.loop.call_later(timeout, _wake, waiter) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with self._lock:
+                self._waiter = None
+                items, self._sent = self._sent, []
+        return items
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Worker:
@@ -332,7 +368,8 @@ def _planned(model: LocalModel, ctx: int | None, kv_type: str, parallel: int = 1
 
 
 async def stream(job: Job, is_disconnected, every_s: float = 0.25) -> AsyncIterator[Chunk]:
-    """Yield the job's chunks; cancel it when the client goes away (checked every ``every_s``).
+    """Yield the job's chunks (those that came while the caller was busy, as one); cancel the job
+    when the client goes away (checked every ``every_s``).
 
     The check runs on a clock, not only when the chunks pause: a non-streaming request whose
     client left mid-generation would otherwise hold its model until ``max_tokens``.
@@ -346,16 +383,19 @@ async def stream(job: Job, is_disconnected, every_s: float = 0.25) -> AsyncItera
                 if await is_disconnected():
                     return  # finally: cancel, and give a waiting job's place back now
                 check_at = loop.time() + every_s
-            try:
-                item = await asyncio.wait_for(job.out.get(), timeout=check_at - loop.time())
-            except TimeoutError:
-                continue
-            if item is None:
-                finished = True
-                return
-            if isinstance(item, MistralkitError):
+            ready: Chunk | None = None  # the chunks that came since the last look, as one
+            for item in await job.take(max(0.0, check_at - loop.time())):
+                if isinstance(item, Chunk):
+                    ready = item if ready is None else ready.then(item)
+                    continue
+                if ready is not None:
+                    yield ready
+                if item is None:
+                    finished = True
+                    return
                 raise item
-            yield item
+            if ready is not None:
+                yield ready
     finally:
         if not finished:
             job.cancel.set()
