@@ -131,13 +131,12 @@ def test_prompts_arriving_together_are_prefilled_one_at_a_time(model):
     tokens when the first stream's first token arrives."""
     engine = load_engine(model, n_ctx=2048, parallel=3, n_batch=512)
     try:
-        prompts = [" ".join(f"word{k}x{i}" for i in range(30)) for k in range(3)]
-        sizes = [len(engine.encode_text(p)) for p in prompts]
+        tokens = [engine.encode_text(" ".join(f"word{k}x{i}" for i in range(30))) for k in range(3)]
+        sizes = [len(t) for t in tokens]
         assert sum(sizes) <= 512 and min(sizes) > 64, sizes  # one step could hold them all
         before = engine.evaluated_tokens()
         seen: dict[int, int] = {}
         params = GenerationParams(max_tokens=4, greedy=True, ignore_eos=True)
-        tokens = [engine.encode_text(p) for p in prompts]
 
         def run(k: int) -> None:
             for chunk in engine.generate(tokens[k], params):

@@ -16,8 +16,8 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from ..corrector.llm import FirstLine
-from ..errors import InvalidParameter, MistralkitError
-from .pool import Job
+from ..errors import InvalidParameter
+from .pool import Job, stream
 from .schemas import _Request
 
 router = APIRouter(prefix="/v1", tags=["correct"])
@@ -79,14 +79,10 @@ def _through_worker(slot, loop: asyncio.AbstractEventLoop):
 
     async def collect(job: Job) -> str:
         line = FirstLine()
-        while True:
-            for item in await job.take():
-                if item is None:
-                    return line.text
-                if isinstance(item, MistralkitError):
-                    raise item
-                if line.feed(item.text):
-                    job.cancel.set()  # the worker stops before its next token
+        async for chunk in stream(job, _connected):
+            if line.feed(chunk.text):
+                job.cancel.set()  # the worker stops before its next token
+        return line.text
 
     def generate(messages, params) -> str:
         prompt = engine.prompt_tokens(messages) if engine.capabilities.tokens else messages
@@ -95,6 +91,11 @@ def _through_worker(slot, loop: asyncio.AbstractEventLoop):
         return asyncio.run_coroutine_threadsafe(collect(job), loop).result()
 
     return generate
+
+
+async def _connected() -> bool:
+    """The rewrites' client is the correction request itself, which waits for them all."""
+    return False
 
 
 async def _submit(slot, job: Job) -> None:
