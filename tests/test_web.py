@@ -16,6 +16,10 @@ import pytest
 
 KEY = "web-page-test-key"
 MODEL = "gemma-3-270m:q4_k_m"
+# Greedy replies of the embedded base model: the second runs long (to be stopped); others tried
+# ("Once upon a time, a small cat", then any request) loop on a ten-character answer.
+FIRST = "Write a short story about a dragon."
+SECOND = "Tell me the whole story, chapter by chapter. Chapter 1:"
 STREAMING_REPLY = ".message.assistant[data-streaming] .content"
 
 # Records the live reply's length at every change, to prove the text arrives in pieces.
@@ -119,7 +123,7 @@ def test_chat_page_streams_stops_and_reopens_a_session(server, browser):
     # First turn: the reply arrives piece by piece.
     page.evaluate(RECORD_GROWTH)
     prompt = page.get_by_label("Message")
-    prompt.fill("Once upon a time, a small cat")
+    prompt.fill(FIRST)
     prompt.press("Enter")
     expect(page.locator(".message.assistant")).to_have_count(1)
     expect(page.locator(".message.assistant[data-streaming]")).to_have_count(0)
@@ -133,7 +137,7 @@ def test_chat_page_streams_stops_and_reopens_a_session(server, browser):
 
     # Second turn in the same session, long: Stop cuts it short.
     page.get_by_label("Max tokens").fill("2000")
-    prompt.fill("Tell me the whole story, chapter by chapter.")
+    prompt.fill(SECOND)
     prompt.press("Enter")
     stop = page.get_by_role("button", name="Stop")
     expect(stop).to_be_enabled()
@@ -156,15 +160,15 @@ def test_chat_page_streams_stops_and_reopens_a_session(server, browser):
     # Reload: the key is remembered, the session is in the sidebar, and opening it shows the turns.
     page.reload()
     entry = page.locator(f'#sessions .session[data-id="{session_id}"]')
-    expect(entry).to_contain_text("Once upon a time, a small cat")
+    expect(entry).to_contain_text(FIRST)
     expect(dialog).to_be_hidden()
     entry.click()
     messages = page.locator("#messages .message .content")
     expect(messages).to_have_count(4)
     texts = messages.all_inner_texts()
-    assert texts[0] == "Once upon a time, a small cat"
+    assert texts[0] == FIRST
     assert texts[1] == first_reply
-    assert texts[2] == "Tell me the whole story, chapter by chapter."
+    assert texts[2] == SECOND
     assert texts[3].startswith(shown_partial.rstrip())
     expect(page.locator(".message.assistant .note")).to_have_text("stopped")
 
