@@ -4,6 +4,7 @@ checked token by token against mistral-common (no weights needed)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -101,6 +102,46 @@ def test_a_required_call_is_read_piece_by_piece(size):
     streamed = "".join(reader.feed(answer[i:i + size]) for i in range(0, len(answer), size))
     assert reader.name == "searché" and reader.done and streamed == arguments
     assert json.loads(streamed) == json.loads(answer)["arguments"]
+
+
+def _gbnf_regex(alternation: str) -> re.Pattern:
+    """The integer rules' GBNF subset (literals, classes, groups, |) as a Python regex: an oracle
+    for which digit strings the rule lets through."""
+    out = []
+    for token in re.findall(r'"(?:[^"\\]|\\.)*"|\[[^\]]*\]|[()|]', alternation):
+        out.append(re.escape(json.loads(token)) if token.startswith('"') else "(?:" if token == "(" else token)
+    return re.compile("(?:" + "".join(out) + ")")
+
+
+@pytest.mark.parametrize(("low", "high"), [(1, 7), (0, 0), (-5, 5), (10, 99), (7, 1234), (-1234, -7), (None, 7),
+                                           (3, None), (99, 101), (19, 20), (1000, 1999), (-100, 0), (123, 4567)])
+def test_integer_bounds_become_a_grammar_of_exactly_those_numbers(low, high):
+    """llama-cpp-python's converter lets any 16 digits through for an integer; ours spells the range."""
+    from mistralkit.server.json_grammar import integer_rule
+
+    pattern = _gbnf_regex(integer_rule(low, high))
+    for n in range((low if low is not None else -3000) - 300, (high if high is not None else 3000) + 300):
+        inside = (low is None or n >= low) and (high is None or n <= high)
+        assert bool(pattern.fullmatch(str(n))) == inside, (low, high, n)
+    for written in ("01", "-0", "00", "+1", " 1", "1.0"):
+        assert not pattern.fullmatch(written), written
+
+
+def test_a_schema_with_bounds_keeps_everything_else_as_the_converter_writes_it():
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    from mistralkit.server.json_grammar import schema_to_gbnf
+
+    assert schema_to_gbnf(TIME) == json_schema_to_gbnf(json.dumps(TIME))  # nothing bounded: unchanged
+    gbnf = schema_to_gbnf({**WEATHER, "properties": {**WEATHER["properties"], "hours": {
+        "type": "array", "items": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 25}}}})
+    rules = dict(line.split(" ::= ", 1) for line in gbnf.splitlines())
+    assert rules["days"] == "([1-7]) space"
+    assert _gbnf_regex(rules["hours-item"].removesuffix(" space")).fullmatch("24")
+    assert not _gbnf_regex(rules["hours-item"].removesuffix(" space")).fullmatch("25")
+    assert "placeholder" not in gbnf
+    with pytest.raises(ValueError, match="no integer"):
+        schema_to_gbnf({"type": "integer", "minimum": 3, "maximum": 2})
 
 
 def test_a_conversation_with_a_tool_result_continues_with_text(client):

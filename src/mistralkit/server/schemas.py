@@ -285,12 +285,14 @@ class ChatRequest(Sampling):
         fmt = self.response_format
         if fmt is None or fmt.type == "text":
             return None
-        from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+        from llama_cpp.llama_grammar import JSON_GBNF
+
+        from .json_grammar import schema_to_gbnf
 
         if fmt.type == "json_object" or fmt.json_schema is None or not fmt.json_schema.schema_:
             return JSON_GBNF
         try:
-            return json_schema_to_gbnf(json.dumps(fmt.json_schema.schema_))
+            return schema_to_gbnf(fmt.json_schema.schema_)
         except Exception as exc:  # noqa: BLE001 - the converter raises plain exceptions for bad schemas
             raise InvalidParameter(f"response_format.json_schema cannot be enforced: {exc}") from exc
 

@@ -102,8 +102,7 @@ def grammar_for(mode: str, functions: list[FunctionDefinition]) -> str | None:
     """GBNF for a forced call: the one function's arguments, or a choice of ``{"name", "arguments"}``."""
     if mode not in ("named", "required"):
         return None
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
+    from .json_grammar import schema_to_gbnf
     from .schemas import BadParameter
 
     if mode == "named":
@@ -112,7 +111,7 @@ def grammar_for(mode: str, functions: list[FunctionDefinition]) -> str | None:
         schema = {"oneOf": [{"type": "object", "properties": {"name": {"const": f.name}, "arguments": f.schema()},
                              "required": ["name", "arguments"]} for f in functions]}
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
+        return schema_to_gbnf(schema)
     except Exception as exc:  # noqa: BLE001 - the converter raises plain exceptions for bad schemas
         raise BadParameter(f"tools: a function's parameters cannot be enforced: {exc}", "tools") from exc
 
