@@ -13,8 +13,9 @@ moment. Two workloads (issue 15 found llama-server behaves very differently unde
 
 Per level and rep: aggregate tokens/s = all completion tokens (from ``usage``) / wall time from the
 first request sent to the last one finished; TTFT (first text event; streamed workload only) and
-latency per request, p50 and p95 over all requests of all reps. Medians over --reps (one untimed
-warm-up request first). The two servers run one after the other, never at once.
+latency per request, p50 and p95 over all requests of all reps; the server process's CPU time per
+completion token, and for mistralkit its main thread's (the event loop: HTTP, SSE, JSON; llama.cpp
+decodes on other threads). Medians over --reps (one untimed warm-up request first). The two servers run one after the other, never at once.
 
 llama-server: ``--llama-server PATH``, or the binary ``bench/build_llama_server.sh`` built and
 cached (found automatically); without one, the reference column is mistralkit with one client.
@@ -56,7 +57,7 @@ def free_port() -> int:
 
 @contextmanager
 def running(command: list[str], port: int, what: str, timeout: float = 120):
-    """Start a server, wait until its /health answers 200, yield its base URL, stop it."""
+    """Start a server, wait until its /health answers 200, yield its base URL and pid, stop it."""
     log = tempfile.NamedTemporaryFile("w+", prefix="serve-throughput-", suffix=".log", delete=False)
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -73,7 +74,7 @@ def running(command: list[str], port: int, what: str, timeout: float = 120):
             if time.monotonic() > deadline:
                 raise SystemExit(f"{what} did not answer /health in {timeout:.0f} s; its log: {log.name}")
             time.sleep(0.2)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         try:
@@ -134,8 +135,23 @@ def one_request(url: str, body: dict, go: threading.Barrier) -> dict:
             "completion_tokens": tokens}
 
 
-def load_level(url: str, model: str, workload: str, clients: int, args: argparse.Namespace, offset: int) -> dict:
-    """``clients`` requests at once; aggregate tokens/s over the wall time they took together."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user + system, seconds) of process ``pid`` and of its main thread (mistralkit's
+    event loop: the HTTP side; llama.cpp decodes on other threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read(path: str) -> float:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15 of stat)
+
+    return read(f"/proc/{pid}/stat"), read(f"/proc/{pid}/task/{pid}/stat")
+
+
+def load_level(url: str, model: str, workload: str, clients: int, args: argparse.Namespace, offset: int,
+               pid: int) -> dict:
+    """``clients`` requests at once; aggregate tokens/s over the wall time they took together, and the
+    server's CPU time over the level."""
+    cpu_before = cpu_seconds(pid)
     go = threading.Barrier(clients)
     results: list[dict] = [{}] * clients
 
@@ -147,9 +163,11 @@ def load_level(url: str, model: str, workload: str, clients: int, args: argparse
         thread.start()
     for thread in threads:
         thread.join()
+    cpu_after = cpu_seconds(pid)
     wall = max(r["end"] for r in results) - min(r["sent"] for r in results)
     tokens = sum(r["completion_tokens"] for r in results)
     return {"clients": clients, "wall_s": wall, "completion_tokens": tokens, "tps": tokens / wall,
+            "cpu_s": cpu_after[0] - cpu_before[0], "main_thread_cpu_s": cpu_after[1] - cpu_before[1],
             "requests": [{k: r[k] for k in ("ttft_s", "latency_s", "completion_tokens")} for r in results]}
 
 
@@ -159,14 +177,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
-def measure(url: str, model: str, args: argparse.Namespace) -> dict[str, dict[int, dict]]:
+def measure(url: str, pid: int, model: str, args: argparse.Namespace) -> dict[str, dict[int, dict]]:
     out: dict[str, dict[int, dict]] = {}
     for workload in args.workloads:
-        load_level(url, model, workload, 1, args, offset=7)  # warm-up, untimed
+        load_level(url, model, workload, 1, args, offset=7, pid=pid)  # warm-up, untimed
         out[workload] = {}
         for clients in args.clients:
-            reps = [load_level(url, model, workload, clients, args, offset=100_000 * (rep + 1) + 10 * clients)
-                    for rep in range(args.reps)]
+            reps = [load_level(url, model, workload, clients, args, offset=100_000 * (rep + 1) + 10 * clients,
+                               pid=pid) for rep in range(args.reps)]
             requests = [r for rep in reps for r in rep["requests"]]
             ttfts = [r["ttft_s"] for r in requests if r["ttft_s"] is not None]
             latencies = [r["latency_s"] for r in requests]
@@ -174,7 +192,10 @@ def measure(url: str, model: str, args: argparse.Namespace) -> dict[str, dict[in
                 "reps": reps, "tps": median(r["tps"] for r in reps), "tps_runs": [r["tps"] for r in reps],
                 "ttft_p50_s": median(ttfts) if ttfts else None, "ttft_p95_s": percentile(ttfts, 95) if ttfts else None,
                 "latency_p50_s": median(latencies), "latency_p95_s": percentile(latencies, 95),
-                "completion_tokens_p50": median(r["completion_tokens"] for r in requests)}
+                "completion_tokens_p50": median(r["completion_tokens"] for r in requests),
+                "cpu_ms_per_token": median(1e3 * r["cpu_s"] / r["completion_tokens"] for r in reps),
+                "main_thread_cpu_ms_per_token": median(1e3 * r["main_thread_cpu_s"] / r["completion_tokens"]
+                                                       for r in reps)}
             print(f"  {workload}, {clients} client(s): {out[workload][clients]['tps']:.1f} tok/s", file=sys.stderr)
     return out
 
@@ -219,8 +240,8 @@ def main() -> None:
                   "--parallel", str(args.parallel),
                   "--log-level", "warning"]
     print(f"mistralkit serve ({model.name}, {args.threads} threads, --parallel {args.parallel})", file=sys.stderr)
-    with running(mk_command, port, "mistralkit serve") as url:
-        mk = measure(url, model.name, args)
+    with running(mk_command, port, "mistralkit serve") as (url, pid):
+        mk = measure(url, pid, model.name, args)
 
     ref, ref_name, ref_version = None, "mistralkit, 1 client", __version__
     args.llama_server = find_llama_server(args.llama_server)
@@ -232,8 +253,8 @@ def main() -> None:
         probe = subprocess.run([str(args.llama_server), "--version"], capture_output=True, text=True, timeout=30)
         ref_version = (probe.stdout + probe.stderr).strip()
         print(f"llama-server ({args.llama_server})", file=sys.stderr)
-        with running(command, port, "llama-server") as url:
-            ref = measure(url, model.name, args)
+        with running(command, port, "llama-server") as (url, pid):
+            ref = measure(url, pid, model.name, args)
         ref_name = "llama-server"
 
     def reference(workload: str, clients: int) -> dict:
@@ -249,10 +270,13 @@ def main() -> None:
             rows.append([str(clients), f"{m['tps']:.1f}", f"{r['tps']:.1f}", f"{m['tps'] / r['tps']:.2f}",
                          f"{ms(m['ttft_p50_s'])} / {ms(m['ttft_p95_s'])}", f"{ms(r['ttft_p50_s'])} / {ms(r['ttft_p95_s'])}",
                          f"{m['latency_p50_s']:.2f} / {m['latency_p95_s']:.2f}",
-                         f"{r['latency_p50_s']:.2f} / {r['latency_p95_s']:.2f}"])
+                         f"{r['latency_p50_s']:.2f} / {r['latency_p95_s']:.2f}",
+                         f"{m['cpu_ms_per_token']:.1f} ({m['main_thread_cpu_ms_per_token']:.1f})",
+                         f"{r['cpu_ms_per_token']:.1f}"])
         print(f"workload: {workload}")
         print(table(["clients", "mistralkit tok/s", f"{ref_name} tok/s", "ratio", "mk TTFT p50/p95 (ms)",
-                     "ref TTFT p50/p95 (ms)", "mk latency p50/p95 (s)", "ref latency p50/p95 (s)"], rows))
+                     "ref TTFT p50/p95 (ms)", "mk latency p50/p95 (s)", "ref latency p50/p95 (s)",
+                     "mk CPU ms/token (loop)", "ref CPU ms/token"], rows))
         one, four = mk[workload].get(1), mk[workload].get(4)
         if one and four and one["ttft_p50_s"]:
             print(f"mistralkit TTFT p50 at 4 clients / 1 client: {four['ttft_p50_s'] / one['ttft_p50_s']:.2f}"

@@ -134,6 +134,7 @@ def _line(data: dict) -> str:
 
 
 async def _ndjson(run: Run, name: str, piece: Piece, started: float, load_s: float) -> AsyncIterator[str]:
+    run.streamed = True  # the StreamingResponse cancels this when the client leaves
     try:
         async for chunk in run.chunks():
             if chunk.text:

@@ -98,13 +98,16 @@ class Run:
         self.logprobs: list[TokenLogprob] = []  # when asked
         self.tool_calls: list[dict] = []  # calls an engine with native tools made
         self.offset = 0  # characters of token text streamed with log-probabilities (text_offset)
+        self.streamed = False  # sent as an EventStream, whose own disconnect listener cancels it
         self.id = f"{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """The chunks that carry text (or log-probabilities), as they come."""
         metrics = self.request.app.state.metrics
-        async for chunk in stream(self.job, self.request.is_disconnected):
+        # A streamed answer is cancelled by its response when the client leaves; polling for that
+        # here too would cost an await per stream four times a second, for nothing.
+        async for chunk in stream(self.job, None if self.streamed else self.request.is_disconnected):
             if chunk.text and not self.text:
                 metrics.ttft.labels(self.model).observe(time.perf_counter() - self.job.queued_at)
             self.text += chunk.text
@@ -217,41 +220,59 @@ def _tool_deltas(turn: tools.ToolTurn):
     return deltas
 
 
-async def _paced(items: AsyncIterator, every_s: float) -> AsyncIterator:
-    """``items``, with a None whenever none came for ``every_s`` seconds (a long prompt being evaluated)."""
-    it = items.__aiter__()
-    pending = asyncio.ensure_future(it.__anext__())
-    try:
-        while True:
-            done, _ = await asyncio.wait({pending}, timeout=every_s)
-            if not done:
-                yield None
-                continue
+KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients ignore it, proxies see the connection is alive
+
+
+class EventStream(StreamingResponse):
+    """A ``text/event-stream`` response that writes an SSE comment (``KEEPALIVE``) whenever nothing
+    was sent for ``keepalive_s`` seconds (a long prompt being evaluated, a queue).
+
+    The comment comes from a timer beside the body, not from a wrapper around the body's iterator:
+    such a wrapper costs a task and a timed wait per event, on the event loop that every stream's
+    tokens pass through. The body's generator runs in the response's own task, so a client that
+    leaves cancels it there (Starlette listens for the disconnect) and its clean-up runs.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[str], keepalive_s: float) -> None:
+        super().__init__(content, headers={"Cache-Control": "no-cache"})
+        self.keepalive_s = keepalive_s
+
+    async def stream_response(self, send) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+
+        async def beat() -> None:
+            nonlocal last
             try:
-                item = pending.result()
-            except StopAsyncIteration:
-                return
-            yield item
-            pending = asyncio.ensure_future(it.__anext__())
-    finally:
-        if not pending.done():
-            pending.cancel()  # the generation's own clean-up (cancel the job) runs in that task
+                while True:
+                    await asyncio.sleep(last + self.keepalive_s - loop.time())
+                    if loop.time() - last >= self.keepalive_s:
+                        last = loop.time()
+                        await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+            except OSError:  # the client is gone: the body's next send says so
+                pass
 
-
-KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: clients ignore it, proxies see the connection is alive
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        beating = loop.create_task(beat())
+        try:
+            async for event in self.body_iterator:
+                await send({"type": "http.response.body", "body": event.encode(), "more_body": True})
+                last = loop.time()
+        finally:
+            beating.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_end,
                         deltas=_text_deltas) -> AsyncIterator[str]:
-    """SSE: one event per delta (text by default), then the finish event, usage (if asked) and ``[DONE]``;
-    a comment line every ``--keepalive`` seconds while nothing else comes (a long prefill, a queue)."""
+    """SSE (sent as an ``EventStream``): one event per delta (text by default), then the finish event,
+    usage (if asked) and ``[DONE]``."""
     complete = False
-    every_s = run.request.app.state.config.keepalive_s
+    run.streamed = True
     try:
-        async for delta in _paced(deltas(run), every_s):
-            if delta is None:
-                yield KEEPALIVE
-                continue
+        async for delta in deltas(run):
             yield _sse(shape(run, delta, None, extra))
         yield _sse(shape(run, {}, run.finish, extra))
         if include_usage:
@@ -358,9 +379,8 @@ async def chat_completions(body: ChatRequest, request: Request):
     run, extra = chat.run, chat.extra
     if body.stream:
         usage_extra = {**extra, "usage": None} if body.include_usage else extra
-        return StreamingResponse(_event_stream(run, _chat_chunk, body.include_usage, usage_extra, chat.on_end,
-                                               chat.deltas()),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return EventStream(_event_stream(run, _chat_chunk, body.include_usage, usage_extra, chat.on_end, chat.deltas()),
+                           request.app.state.config.keepalive_s)
     try:
         await collect(run)
     finally:
@@ -390,8 +410,8 @@ async def completions(body: CompletionRequest, request: Request):
 
     if body.stream:
         extra = {"usage": None} if body.include_usage else {}
-        return StreamingResponse(_event_stream(run, _text_chunk, body.include_usage, extra, on_end),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return EventStream(_event_stream(run, _text_chunk, body.include_usage, extra, on_end),
+                           request.app.state.config.keepalive_s)
     await collect(run)
     return {"id": f"cmpl-{run.id}", "object": "text_completion", "created": run.created, "model": run.model,
             "choices": [{"index": 0, "text": run.text, "finish_reason": run.finish,

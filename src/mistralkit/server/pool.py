@@ -369,14 +369,15 @@ def _planned(model: LocalModel, ctx: int | None, kv_type: str, parallel: int = 1
 
 async def stream(job: Job, is_disconnected, every_s: float = 0.25) -> AsyncIterator[Chunk]:
     """Yield the job's chunks (those that came while the caller was busy, as one); cancel the job
-    when the client goes away (checked every ``every_s``).
+    when the client goes away (``is_disconnected``, checked every ``every_s``; None: the caller
+    learns it otherwise and cancels this generator) or this generator is closed early.
 
     The check runs on a clock, not only when the chunks pause: a non-streaming request whose
     client left mid-generation would otherwise hold its model until ``max_tokens``.
     """
     finished = False
     loop = asyncio.get_running_loop()
-    check_at = loop.time() + every_s
+    check_at = loop.time() + every_s if is_disconnected is not None else float("inf")
     try:
         while True:
             if loop.time() >= check_at:
@@ -384,7 +385,8 @@ async def stream(job: Job, is_disconnected, every_s: float = 0.25) -> AsyncItera
                     return  # finally: cancel, and give a waiting job's place back now
                 check_at = loop.time() + every_s
             ready: Chunk | None = None  # the chunks that came since the last look, as one
-            for item in await job.take(max(0.0, check_at - loop.time())):
+            wait = max(0.0, check_at - loop.time()) if is_disconnected is not None else None
+            for item in await job.take(wait):
                 if isinstance(item, Chunk):
                     ready = item if ready is None else ready.then(item)
                     continue

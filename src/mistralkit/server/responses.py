@@ -22,12 +22,11 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from pydantic import Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import MistralkitError
-from .openai_routes import KEEPALIVE, ChatRun, _paced, collect, start_chat
+from .openai_routes import ChatRun, EventStream, collect, start_chat
 from .schemas import BadParameter, ChatRequest, Sampling, _Body
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -238,8 +237,7 @@ async def responses(body: ResponsesRequest, request: Request):
     chat = await start_chat(body.chat(), request)
     response = Response(body, chat)
     if body.stream:
-        return StreamingResponse(_events(response), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return EventStream(_events(response), request.app.state.config.keepalive_s)
     run = chat.run
     try:
         await collect(run)
@@ -303,11 +301,8 @@ async def _events(response: Response) -> AsyncIterator[str]:
     try:
         yield event("response.created", response=response.shape("in_progress"))
         yield event("response.in_progress", response=response.shape("in_progress"))
-        every_s = run.request.app.state.config.keepalive_s
-        async for delta in _paced(chat.deltas()(run), every_s):
-            if delta is None:
-                yield KEEPALIVE
-                continue
+        run.streamed = True
+        async for delta in chat.deltas()(run):
             for call in delta.get("tool_calls") or ():
                 function = call.get("function", {})
                 if "id" in call:
