@@ -96,8 +96,7 @@ def raw_child(model_path: str, n_ctx: int, threads: int, tokens: list[int], gen:
 def raw_child_main() -> None:
     spec = json.loads(sys.stdin.read())
     llm = llama_cpp.Llama(model_path=spec["model"], n_ctx=spec["n_ctx"], n_threads=spec["threads"],
-                          n_threads_batch=spec["threads"], n_gpu_layers=0, swa_full=True, flash_attn=True,
-                          verbose=False)
+                          n_threads_batch=spec["threads"], n_gpu_layers=0, swa_full=True, verbose=False)
     raw_rep(llm, spec["tokens"], spec["gen"], spec["repeat_penalty"])  # warm-up
     print(json.dumps(raw_rep(llm, spec["tokens"], spec["gen"], spec["repeat_penalty"])))
     llm.close()
@@ -141,9 +140,9 @@ def llama_bench(binary: Path, model: Path, threads: int, pp: int, tg: int, reps:
     """llama-bench's own pp/tg tokens/s (its averages over ``reps``) for the same model and threads:
     pp from an empty cache, tg after ``pp`` tokens (``-d``: the depth our tg runs at, after the
     prompt) and, for reference, from an empty cache (what ``tg128`` alone reports). Flash attention
-    on, as the engine runs (llama-bench's "auto" measured between on and off)."""
+    off, as the engine runs with an f16 KV cache (llama-bench's "auto" measured between on and off)."""
     done = subprocess.run([str(binary), "-m", str(model), "-t", str(threads), "-p", str(pp), "-n", str(tg),
-                           "-d", f"0,{pp}", "-fa", "on", "-r", str(reps), "-o", "json"],
+                           "-d", f"0,{pp}", "-fa", "off", "-r", str(reps), "-o", "json"],
                           capture_output=True, text=True, timeout=1800, check=True)
     rows = json.loads(done.stdout)
     out = {"build": rows[0].get("build_commit"), "rows": rows}

@@ -86,8 +86,7 @@ def test_choice_scores_equal_log_probabilities_computed_directly_with_llama_cpp(
     row = next(r for r in rows(evaluated) if r["system"] == TUNED and r["id"] == "mc-moons")
     item = next(i for i in read_suite(evaluated / "suite.jsonl") if i.id == "mc-moons")
     llm = llama_cpp.Llama(str(model.path), n_ctx=256, logits_all=True, verbose=False, n_threads=2,
-                          lora_path=str(resolve_adapter(facts_adapter)[0]), swa_full=True,
-                          flash_attn=True)  # as the engine runs
+                          lora_path=str(resolve_adapter(facts_adapter)[0]), swa_full=True)
     try:
         with open_encoder(None) as encoder:
             direct = []

@@ -3,9 +3,9 @@
 Prompt tokens from the model's ChatFormat go to the context's ``Batcher`` (``engines/batch.py``):
 several sequences decoded together, each slot keeping the KV cache of what it last held, so turn 10
 of a chat evaluates only its new part. ``swa_full`` keeps the whole cache of sliding-window layers
-(Gemma 3), without which llama.cpp cannot roll such a cache back to a shared prefix. Flash
-attention is on for every context: decode is ~15% faster with it on a CPU, and a quantized KV cache
-(``kv_type`` q8_0 or q4_0) needs it.
+(Gemma 3), without which llama.cpp cannot roll such a cache back to a shared prefix. A quantized
+KV cache (``kv_type`` q8_0 or q4_0) turns flash attention on: llama.cpp refuses a quantized V cache
+without it.
 """
 
 from __future__ import annotations
@@ -249,10 +249,12 @@ class LlamaCppEngine(EngineBase):
         params.swa_full = True  # sliding-window layers keep every position, so a slot can roll back
         params.n_threads = params.n_threads_batch = self.threads
         params.type_k = params.type_v = GGML_KV_TYPES[kv_type]
-        # Flash attention: decode ~15% faster on this CPU (llama-bench tg128 @ d256, 2 threads: 68 vs
-        # 58 tok/s), no score matrices in the compute buffer, and required by a quantized V cache.
-        # "auto" leaves it off in a context made this way, so it is asked for.
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        # Flash attention makes decode ~15% faster on this CPU (llama-bench tg128 @ d256, 2 threads: 68
+        # vs 58 tok/s), but it changes the KV allocation the memory plan counts and the numbers that
+        # eval/perplexity are checked against (llama-cpp-python's Llama runs without it): on for a
+        # quantized KV cache only (llama.cpp requires it there) until those follow (docs/batching.md).
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if kv_type != "f16"
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         params.no_perf = False  # llama.cpp counts evaluated prompt tokens (tests read it)
         try:
             return LlamaContext(model=self._model, params=params, verbose=False)

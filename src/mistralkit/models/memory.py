@@ -10,9 +10,9 @@ A plan adds up what the process really touches (peak RSS), part by part:
   q8_0 = 34/32, q4_0 = 18/32). The engine keeps full-size sliding-window caches (``swa_full``),
   so every layer holds ``n_ctx`` cells, rounded up to 256 as llama.cpp does.
 - **compute**: the part of llama.cpp's compute buffer a full micro-batch (512 tokens) at a full
-  context really writes: activations, the attention masks and, without flash attention, the
-  attention scores; plus the last token's logits. The engine runs every context with flash
-  attention (a quantized V cache needs it, and it is faster), so plans have no score matrices.
+  context really writes: activations, the attention masks and, without flash attention (the f16
+  cache), the attention scores; plus the last token's logits. A quantized V cache needs flash
+  attention, so q8_0/q4_0 plans drop the scores.
 - **overhead**: Python with mistralkit and llama.cpp loaded, llama.cpp's vocabulary tables, and
   mistral-common's tokenizer for Mistral models.
 
@@ -242,7 +242,7 @@ def plan(shape: ModelShape, n_ctx: int, kv_type: str = "f16", used: int | None =
         raise InvalidParameter(f"context size {n_ctx}: must be at least 1 token", hint="pass --ctx 512 or more")
     if parallel < 1:
         raise InvalidParameter(f"parallel {parallel}: must be at least 1")
-    flash_attn = True  # as the engine sets every context (engines/llamacpp.py)
+    flash_attn = kv_type != "f16"  # as the engine sets it: a quantized V cache needs it
     cells = n_ctx * parallel  # one unified cache for all the sequences
     return Plan(n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, weights=shape.weights,
                 repacked=shape.repacked, kv_cache=kv_cache_bytes(shape, cells, kv_type),
