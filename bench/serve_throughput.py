@@ -248,7 +248,7 @@ def main() -> None:
     if args.llama_server:
         slots, port = args.parallel, free_port()
         command = [str(args.llama_server), "-m", str(model.path), "-t", str(args.threads), "-tb", str(args.threads),
-                   "-c", str(args.ctx * slots), "-np", str(slots), "-fa", "off",  # as mistralkit runs (f16 KV)
+                   "-c", str(args.ctx * slots), "-np", str(slots), "-fa", "on",  # as mistralkit runs several slots
                    "--port", str(port), "--host", "127.0.0.1"]
         probe = subprocess.run([str(args.llama_server), "--version"], capture_output=True, text=True, timeout=30)
         ref_version = (probe.stdout + probe.stderr).strip()

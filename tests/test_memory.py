@@ -75,6 +75,7 @@ def test_plan_parts_add_up(shape):
     assert f16.total == f16.weights + f16.kv_cache + f16.compute + f16.overhead
     assert f16.peak_rss == f16.total + f16.repacked
     assert not f16.flash_attn and q8.flash_attn  # a quantized V cache needs flash attention
+    assert plan(shape, 2048, "f16", parallel=4).flash_attn  # so do several sequences in one cache
     assert q8.kv_cache < f16.kv_cache and q8.compute < f16.compute  # no attention score matrices
     assert plan(shape, 8192, used=300).compute < f16.compute  # a short prompt attends to fewer cells
     assert set(f16.to_dict()) >= {"weights", "kv_cache", "compute", "overhead", "total", "peak_rss"}

@@ -4,8 +4,8 @@ Prompt tokens from the model's ChatFormat go to the context's ``Batcher`` (``eng
 several sequences decoded together, each slot keeping the KV cache of what it last held, so turn 10
 of a chat evaluates only its new part. ``swa_full`` keeps the whole cache of sliding-window layers
 (Gemma 3), without which llama.cpp cannot roll such a cache back to a shared prefix. A quantized
-KV cache (``kv_type`` q8_0 or q4_0) turns flash attention on: llama.cpp refuses a quantized V cache
-without it.
+KV cache (``kv_type`` q8_0 or q4_0) or more than one slot turns flash attention on
+(``models.memory.flash_attention`` says why).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .. import formats
 from ..errors import ContextOverflow, InvalidModelFile, InvalidParameter
 from ..formats.base import Message
 from ..models.checks import check_loadable
+from ..models.memory import flash_attention
 from ..models.store import LocalModel
 from ..text import check
 from .base import (Capabilities, Chunk, EngineBase, FinishReason, GenerationParams, Request, TokenLogprob, Usage,
@@ -249,12 +250,8 @@ class LlamaCppEngine(EngineBase):
         params.swa_full = True  # sliding-window layers keep every position, so a slot can roll back
         params.n_threads = params.n_threads_batch = self.threads
         params.type_k = params.type_v = GGML_KV_TYPES[kv_type]
-        # Flash attention makes decode ~15% faster on this CPU (llama-bench tg128 @ d256, 2 threads: 68
-        # vs 58 tok/s), but it changes the KV allocation the memory plan counts and the numbers that
-        # eval/perplexity are checked against (llama-cpp-python's Llama runs without it): on for a
-        # quantized KV cache only (llama.cpp requires it there) until those follow (docs/batching.md).
-        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if kv_type != "f16"
-                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attention(kv_type, self.parallel)
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)  # why: memory.flash_attention
         params.no_perf = False  # llama.cpp counts evaluated prompt tokens (tests read it)
         try:
             return LlamaContext(model=self._model, params=params, verbose=False)

@@ -10,9 +10,9 @@ A plan adds up what the process really touches (peak RSS), part by part:
   q8_0 = 34/32, q4_0 = 18/32). The engine keeps full-size sliding-window caches (``swa_full``),
   so every layer holds ``n_ctx`` cells, rounded up to 256 as llama.cpp does.
 - **compute**: the part of llama.cpp's compute buffer a full micro-batch (512 tokens) at a full
-  context really writes: activations, the attention masks and, without flash attention (the f16
-  cache), the attention scores; plus the last token's logits. A quantized V cache needs flash
-  attention, so q8_0/q4_0 plans drop the scores.
+  context really writes: activations, the attention masks and, without flash attention (one slot
+  with an f16 cache), the attention scores; plus the last token's logits. Flash attention is on
+  for a quantized cache and for several slots (``flash_attention``), whose plans drop the scores.
 - **overhead**: Python with mistralkit and llama.cpp loaded, llama.cpp's vocabulary tables, and
   mistral-common's tokenizer for Mistral models.
 
@@ -203,6 +203,20 @@ def kv_cache_bytes(shape: ModelShape, n_ctx: int, kv_type: str = "f16",
     return int(per_cell * (full_layers * cells + shape.swa_layers * swa_cells))
 
 
+def flash_attention(kv_type: str, parallel: int) -> bool:
+    """Whether the engine's context runs flash attention (the plan counts its layout).
+
+    A quantized V cache needs it (llama.cpp refuses one without). Several sequences need it too:
+    they share one unified cache, and ggml's CPU flash-attention kernel skips the cells a query's
+    mask hides (the other sequences'), where the plain path multiplies every query by every cell
+    (`bench/serve_throughput.py`, 4 clients, counting: 0.86x llama-server without, 1.00-1.02x
+    with). For one sequence it saves nothing and was slower on short prompts at depth
+    (docs/batching.md), and llama-cpp-python's ``Llama``, which eval is checked against, runs
+    without it.
+    """
+    return kv_type != "f16" or parallel > 1
+
+
 def compute_bytes(shape: ModelShape, n_ctx: int, flash_attn: bool, used: int | None = None,
                   outputs: int = 1) -> int:
     """Compute memory written at the peak: a full micro-batch once ``used`` cells are filled;
@@ -242,7 +256,7 @@ def plan(shape: ModelShape, n_ctx: int, kv_type: str = "f16", used: int | None =
         raise InvalidParameter(f"context size {n_ctx}: must be at least 1 token", hint="pass --ctx 512 or more")
     if parallel < 1:
         raise InvalidParameter(f"parallel {parallel}: must be at least 1")
-    flash_attn = kv_type != "f16"  # as the engine sets it: a quantized V cache needs it
+    flash_attn = flash_attention(kv_type, parallel)
     cells = n_ctx * parallel  # one unified cache for all the sequences
     return Plan(n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, weights=shape.weights,
                 repacked=shape.repacked, kv_cache=kv_cache_bytes(shape, cells, kv_type),
