@@ -54,20 +54,23 @@ def test_catalog_shapes_agree_with_the_bundled_file(shape):
     assert from_catalog.weights == catalog.find("gemma-3-270m").files["q4_k_m"].size
 
 
-@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
-def test_kv_cache_matches_what_llama_cpp_allocates(model, shape, caplog, kv_type):
-    """llama.cpp logs each cache it creates at debug level ("llama_kv_cache: size = X MiB")."""
+@pytest.mark.parametrize(("kv_type", "parallel"), [("f16", 1), ("q8_0", 1), ("f16", 2)])
+def test_kv_cache_matches_what_llama_cpp_allocates(model, shape, caplog, kv_type, parallel):
+    """llama.cpp logs each cache it creates at debug level ("llama_kv_cache: size = X MiB"), and
+    whether flash attention is on: as the plan says (a quantized cache or several sequences)."""
     from mistralkit.engines import load_engine
 
     with caplog.at_level(logging.DEBUG, logger="llama.cpp"):
-        engine = load_engine(model, n_ctx=1000, kv_type=kv_type)
+        engine = load_engine(model, n_ctx=1000 // parallel, kv_type=kv_type, parallel=parallel)
         engine.close()
     sizes = [float(r.getMessage().split("size =")[1].split("MiB")[0]) for r in caplog.records
              if r.name == "llama.cpp" and "llama_kv_cache: size =" in r.getMessage()]
     assert len(sizes) == 2  # the full-attention cache (3 layers) and the sliding-window one (15)
-    assert sum(sizes) * MIB == pytest.approx(plan(shape, 1000, kv_type).kv_cache, abs=0.01 * MIB)
-    assert any("flash_attn" in r.getMessage() and ("enabled" if kv_type != "f16" else "disabled") in r.getMessage()
-               for r in caplog.records)
+    expected = plan(shape, 1000 // parallel, kv_type, parallel=parallel)
+    assert sum(sizes) * MIB == pytest.approx(expected.kv_cache, abs=0.01 * MIB)
+    state = "enabled" if expected.flash_attn else "disabled"
+    assert expected.flash_attn == (kv_type != "f16" or parallel > 1)
+    assert any("flash_attn" in r.getMessage() and state in r.getMessage() for r in caplog.records)
 
 
 def test_plan_parts_add_up(shape):
