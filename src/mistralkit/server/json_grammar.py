@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any
 
 MAX_DIGITS = 16  # as long as the converter's own unbounded integers may run
@@ -45,24 +46,17 @@ def _placeholder(index: int) -> str:
 
 def _bounds(node: dict[str, Any]) -> tuple[int | None, int | None]:
     """The inclusive (low, high) an integer schema allows (None: unbounded)."""
-    low = high = None
-    if isinstance(node.get("minimum"), int | float):
-        low = _ceil(node["minimum"])
-    if isinstance(node.get("exclusiveMinimum"), int | float) and not isinstance(node["exclusiveMinimum"], bool):
-        low = max(low if low is not None else -(10**MAX_DIGITS), _floor(node["exclusiveMinimum"]) + 1)
-    if isinstance(node.get("maximum"), int | float):
-        high = _floor(node["maximum"])
-    if isinstance(node.get("exclusiveMaximum"), int | float) and not isinstance(node["exclusiveMaximum"], bool):
-        high = min(high if high is not None else 10**MAX_DIGITS, _ceil(node["exclusiveMaximum"]) - 1)
-    return low, high
+    lows = [math.ceil(v) for v in (_number(node, "minimum"),) if v is not None]
+    lows += [math.floor(v) + 1 for v in (_number(node, "exclusiveMinimum"),) if v is not None]
+    highs = [math.floor(v) for v in (_number(node, "maximum"),) if v is not None]
+    highs += [math.ceil(v) - 1 for v in (_number(node, "exclusiveMaximum"),) if v is not None]
+    return (max(lows) if lows else None), (min(highs) if highs else None)
 
 
-def _floor(x: float) -> int:
-    return int(x) if x >= 0 or x == int(x) else int(x) - 1
-
-
-def _ceil(x: float) -> int:
-    return -_floor(-x)
+def _number(node: dict[str, Any], key: str) -> float | None:
+    """``node[key]`` when it is a number (draft 4's boolean ``exclusiveMinimum`` is not)."""
+    value = node.get(key)
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def integer_rule(low: int | None, high: int | None) -> str:
@@ -92,25 +86,19 @@ def _naturals(low: int, high: int) -> str:
 
 
 def _same_length(a: str, b: str) -> list[str]:
-    """Sequences matching the numbers from ``a`` to ``b``, two digit strings of one length."""
-    if not a:
-        return ['""']
+    """Sequences matching the numbers from ``a`` to ``b``, two digit strings of one length: ``a``'s
+    first digit with the tails from ``a``'s up, the first digits between with any tail, ``b``'s
+    first digit with the tails up to ``b``'s."""
+    if len(a) == 1:
+        return [_digits(a, b)]
     if a[0] == b[0]:
-        return [f'"{a[0]}" ({" | ".join(_same_length(a[1:], b[1:]))})' if len(a) > 1 else f'"{a[0]}"']
-    rest = len(a) - 1
-    if a[1:] == "0" * rest and b[1:] == "9" * rest:  # every tail: one class and free digits
-        return [_digits(a[0], b[0]) + " [0-9]" * rest]
-    out = []
-    low_first, high_first = a[0], b[0]
-    if a[1:] != "0" * rest:
-        out.append(f'"{a[0]}" ({" | ".join(_same_length(a[1:], "9" * rest))})')
-        low_first = chr(ord(a[0]) + 1)
-    if b[1:] != "9" * rest:
-        out.append(f'"{b[0]}" ({" | ".join(_same_length("0" * rest, b[1:]))})')
-        high_first = chr(ord(b[0]) - 1)
-    if low_first <= high_first:
-        out.insert(1 if a[1:] != "0" * rest else 0, _digits(low_first, high_first) + " [0-9]" * rest)
-    return out
+        return [f'"{a[0]}" ({" | ".join(_same_length(a[1:], b[1:]))})']
+    zeros, nines = "0" * (len(a) - 1), "9" * (len(a) - 1)
+    head = [f'"{a[0]}" ({" | ".join(_same_length(a[1:], nines))})'] if a[1:] != zeros else []
+    tail = [f'"{b[0]}" ({" | ".join(_same_length(zeros, b[1:]))})'] if b[1:] != nines else []
+    low, high = chr(ord(a[0]) + len(head)), chr(ord(b[0]) - len(tail))
+    middle = [_digits(low, high) + " [0-9]" * len(zeros)] if low <= high else []
+    return head + middle + tail
 
 
 def _digits(a: str, b: str) -> str:

@@ -377,7 +377,8 @@ async def stream(job: Job, is_disconnected, every_s: float = 0.25) -> AsyncItera
     """
     finished = False
     loop = asyncio.get_running_loop()
-    check_at = loop.time() + every_s if is_disconnected is not None else float("inf")
+    watching = is_disconnected is not None
+    check_at = loop.time() + every_s if watching else float("inf")
     try:
         while True:
             if loop.time() >= check_at:
@@ -385,8 +386,7 @@ async def stream(job: Job, is_disconnected, every_s: float = 0.25) -> AsyncItera
                     return  # finally: cancel, and give a waiting job's place back now
                 check_at = loop.time() + every_s
             ready: Chunk | None = None  # the chunks that came since the last look, as one
-            wait = max(0.0, check_at - loop.time()) if is_disconnected is not None else None
-            for item in await job.take(wait):
+            for item in await job.take(max(0.0, check_at - loop.time()) if watching else None):
                 if isinstance(item, Chunk):
                     ready = item if ready is None else ready.then(item)
                     continue
