@@ -209,6 +209,17 @@ def test_json_schema_reply_validates(client):
     assert set(data) == {"color", "age"} and isinstance(data["age"], int)
 
 
+def test_json_schema_number_bounds_hold_against_the_prompt(client):
+    """The prompt asks for 250.75; the schema's bounds, enforced by the grammar, win."""
+    schema = {"type": "object", "additionalProperties": False, "required": ["score"],
+              "properties": {"score": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}}}
+    reply = chat(client, [{"role": "user", "content": 'Copy this JSON exactly: {"score": 250.75}'}], max_tokens=32,
+                 response_format={"type": "json_schema", "json_schema": {"name": "score", "schema": schema}})
+    data = json.loads(reply.choices[0].message.content)
+    jsonschema.validate(data, schema)
+    assert 0 <= data["score"] < 1
+
+
 def test_schema_llama_cpp_cannot_compile_is_a_400_not_a_crash(client, server):
     """An empty enum once turned into a grammar that crashed llama.cpp while sampling."""
     with pytest.raises(openai.BadRequestError) as info:

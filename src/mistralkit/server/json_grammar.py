@@ -1,10 +1,12 @@
-"""JSON schema to a llama.cpp grammar (GBNF), with integer bounds enforced.
+"""JSON schema to a llama.cpp grammar (GBNF), with integer and number bounds enforced.
 
 llama-cpp-python's converter (``json_schema_to_gbnf``) writes every ``integer`` as any run of up to
-16 digits and ignores ``minimum``/``maximum``: a schema's ``"days": {"maximum": 7}`` could come
-back as 3000000000000000. Here each bounded integer is swapped for a placeholder string constant
-before conversion, and the placeholder's rule is then replaced by one that spells the allowed
-numbers digit by digit (no leading zeros, as JSON writes them).
+16 digits and every ``number`` as any decimal, and ignores ``minimum``/``maximum``: a schema's
+``"days": {"maximum": 7}`` could come back as 3000000000000000, ``"confidence": {"maximum": 1}`` as
+87.5. Here each bounded integer or number is swapped for a placeholder string constant before
+conversion, and the placeholder's rule is then replaced by one that spells the allowed numbers
+digit by digit (no leading zeros, as JSON writes them). A bounded number is written without an
+exponent.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from decimal import Decimal
 from typing import Any
 
 MAX_DIGITS = 16  # as long as the converter's own unbounded integers may run
@@ -31,6 +34,9 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
         if node.get("type") == "integer" and _bounds(node) != (None, None):
             ranges.append(integer_rule(*_bounds(node)))
             return {"const": _placeholder(len(ranges) - 1)}
+        if node.get("type") == "number" and any(_number(node, key) is not None for key in _BOUNDS):
+            ranges.append(number_rule(**{key: _number(node, key) for key in _BOUNDS}))
+            return {"const": _placeholder(len(ranges) - 1)}
         return {key: swap(value) if key not in ("const", "enum", "default", "examples") else value
                 for key, value in node.items()}
 
@@ -40,8 +46,11 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
     return gbnf
 
 
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
 def _placeholder(index: int) -> str:
-    return f"mistralkit-integer-{index}-placeholder"
+    return f"mistralkit-range-{index}-placeholder"
 
 
 def _bounds(node: dict[str, Any]) -> tuple[int | None, int | None]:
@@ -103,3 +112,109 @@ def _same_length(a: str, b: str) -> list[str]:
 
 def _digits(a: str, b: str) -> str:
     return f'"{a}"' if a == b else f"[{a}-{b}]"
+
+
+# Numbers. A decimal is a sign, a whole part (as above) and a fraction: the digits after the point,
+# compared with a bound's digit by digit as if both ran on with zeros. A fraction's rule below is a
+# list of alternatives, each a non-empty run of digits, and whether no digits at all also qualify.
+
+Fraction = tuple[list[str], bool]
+ANY: Fraction = (["[0-9]+"], True)
+
+
+def number_rule(minimum: float | None = None, maximum: float | None = None,
+                exclusiveMinimum: float | None = None, exclusiveMaximum: float | None = None) -> str:
+    """A GBNF alternation matching the decimals (no exponent) a ``number`` schema's bounds allow."""
+    low, low_open = _tightest([(minimum, False), (exclusiveMinimum, True)], max)
+    high, high_open = _tightest([(maximum, False), (exclusiveMaximum, True)], min)
+    if low is not None and high is not None and (low > high or (low == high and (low_open or high_open))):
+        raise ValueError(f"no number lies between minimum {low} and maximum {high}")
+    parts = []
+    if low is None or low < 0:  # negatives: "-" and a magnitude in (max(0, -high), -low]
+        top = None if low is None else -low
+        bottom, bottom_open = (Decimal(0), True) if high is None or high >= 0 else (-high, high_open)
+        parts.append(f'"-" ({_magnitudes(bottom, bottom_open, top, low_open)})')
+    if high is None or high >= 0:
+        bottom, bottom_open = (Decimal(0), False) if low is None or low < 0 else (low, low_open)
+        if not (bottom == 0 and bottom_open and high == 0):
+            parts.append(_magnitudes(bottom, bottom_open, high, high_open))
+    return " | ".join(parts)
+
+
+def _tightest(bounds: list[tuple[float | None, bool]], pick) -> tuple[Decimal | None, bool]:
+    """The binding bound of several (value, exclusive) and whether it is exclusive."""
+    given = [(Decimal(repr(value)), is_open) for value, is_open in bounds if value is not None]
+    if not given:
+        return None, False
+    best = pick(value for value, _ in given)
+    return best, any(is_open for value, is_open in given if value == best)
+
+
+def _split(value: Decimal) -> tuple[int, str]:
+    """A non-negative decimal's whole part and its fraction's digits, trailing zeros dropped."""
+    whole, _, fraction = format(value, "f").partition(".")
+    return int(whole), fraction.rstrip("0")
+
+
+def _magnitudes(low: Decimal, low_open: bool, high: Decimal | None, high_open: bool) -> str:
+    """Alternatives for the decimals from ``low`` to ``high`` (0 <= low; None: up to 16 digits)."""
+    a, fa = _split(low)
+    b, fb = (10**MAX_DIGITS, "") if high is None else _split(high)
+    if a == b:
+        return f"({_naturals(a, a)}) {_point(_between(fa, low_open, fb, high_open))}"
+    out = [f"({_naturals(a, a)}) {_point(_above(fa, low_open))}"]
+    if a + 1 <= b - 1:
+        out.append(f"({_naturals(a + 1, b - 1)}) {_point(ANY)}")
+    last = None if high is None else _below(fb, high_open)
+    if last is not None:
+        out.append(f"({_naturals(b, b)}) {_point(last)}")
+    return " | ".join(out)
+
+
+def _point(fraction: Fraction) -> str:
+    """A fraction's rule behind the decimal point: optional where no digits qualify too."""
+    alternatives, empty = fraction
+    return f'("." ({" | ".join(alternatives)})){"?" if empty else ""}'
+
+
+def _then(digit: str, rest: Fraction | None) -> list[str]:
+    """``digit`` followed by the digits ``rest`` allows (nothing when ``rest`` allows nothing)."""
+    if rest is None:
+        return []
+    alternatives, empty = rest
+    return [f'"{digit}" ({" | ".join(alternatives)}){"?" if empty else ""}']
+
+
+def _above(bound: str, strict: bool) -> Fraction:
+    """Fractions >= ``bound`` (> when ``strict``)."""
+    if not bound:
+        return (['"0"* [1-9] [0-9]*'], False) if strict else ANY
+    digit, rest = bound[0], bound[1:]
+    higher = [f"[{chr(ord(digit) + 1)}-9] [0-9]*"] if digit < "9" else []
+    return higher + _then(digit, _above(rest, strict)), False
+
+
+def _below(bound: str, strict: bool) -> Fraction | None:
+    """Fractions <= ``bound`` (< when ``strict``); None where none is (below zero)."""
+    if not bound:
+        return None if strict else (['"0"+'], True)
+    digit, rest = bound[0], bound[1:]
+    lower = [f"[0-{chr(ord(digit) - 1)}] [0-9]*"] if digit > "0" else []
+    return lower + _then(digit, _below(rest, strict)), True
+
+
+def _between(low: str, low_open: bool, high: str, high_open: bool) -> Fraction | None:
+    """Fractions from ``low`` to ``high``, ``low`` <= ``high``."""
+    if not low:
+        if not low_open:
+            return _below(high, high_open)
+        if not high:
+            return None
+    first_low, first_high = (low or "0")[0], (high or "0")[0]
+    if first_low == first_high:
+        return _then(first_low, _between(low[1:], low_open, high[1:], high_open)), False
+    out = _then(first_low, _above(low[1:], low_open))
+    if ord(first_high) - ord(first_low) > 1:
+        out.append(f"[{chr(ord(first_low) + 1)}-{chr(ord(first_high) - 1)}] [0-9]*")
+    out += _then(first_high, _below(high[1:], high_open))
+    return out, False
