@@ -10,6 +10,7 @@ import jsonschema
 import numpy as np
 import ollama
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from test_server_api import KEY, MODEL, ONE_THREAD, Serve
 
 from mistralkit import __version__
@@ -168,6 +169,14 @@ def test_what_we_do_not_do_is_refused_clearly(client, server):
     assert info.value.status_code == 501 and "mistralkit models pull" in info.value.error
     too_big = httpx.post(f"{server.url}/api/chat", content=b"x" * 70_000, headers=AUTH)
     assert too_big.status_code == 413 and "limit" in too_big.json()["error"]
+    invalid = httpx.post(f"{server.url}/api/chat", json={"model": MODEL, "messages": "hi"}, headers=AUTH)
+    assert invalid.status_code == 400  # FastAPI's 422, as Ollama answers it
+    metrics = {(s.name, s.labels.get("route"), s.labels.get("status")): s.value for family in
+               text_string_to_metric_families(httpx.get(f"{server.url}/metrics", headers=AUTH).text)
+               for s in family.samples}
+    assert metrics[("mistralkit_requests_total", "/api/chat", "400")] >= 1  # what the client got
+    assert ("mistralkit_requests_total", "/api/chat", "422") not in metrics
+    assert metrics[("mistralkit_errors_total", None, "413")] >= 1  # the body limit's answer is counted
 
 
 def test_the_api_key_guards_api_as_v1(server, monkeypatch):

@@ -188,14 +188,15 @@ class Measure:
 
 
 def _middleware(app: FastAPI, config: ServerConfig) -> None:
-    app.add_middleware(Measure, metrics=app.state.metrics)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout_s=config.body_timeout_s)
-    app.add_middleware(OllamaWire)  # outermost: /api/* errors (the body limit's too) in Ollama's shape
+    app.add_middleware(OllamaWire)  # /api/* errors (the body limit's too) in Ollama's shape
+    # Outermost: counts the status the client got (the body limit's 413, Ollama's 400 for a 422).
+    app.add_middleware(Measure, metrics=app.state.metrics)
 
 
 def _routes(app: FastAPI) -> None:

@@ -24,7 +24,7 @@ from .. import __version__
 from ..engines import Usage, require
 from ..errors import InvalidParameter, MistralkitError
 from . import ollama_shapes as shapes
-from .openai_routes import Run, _embed_lock, _start
+from .openai_routes import EMBED_LOCK, Run, queue_job
 from .pool import Slot
 from .schemas import ChatRequest
 
@@ -100,7 +100,7 @@ async def _queue(request: Request, body: ChatRequest, num_predict: int | None,
         if grammar is not None:  # a bad one is a 400 now, not an error inside a 200 stream
             require(engine, "grammar", "format")
             await run_in_threadpool(engine.check_grammar, grammar)
-        job = await _start(request, body, slot, prompt, grammar)
+        job = await queue_job(request, body, slot, prompt, grammar)
     return Run(request, job, slot.model.name), load_s
 
 
@@ -202,7 +202,7 @@ async def generate(body: shapes.OllamaGenerateRequest, request: Request):
 async def _embed(request: Request, ref: str, texts: list[str], truncate: bool):
     """The embedder ``/v1/embeddings`` uses, under the same lock; (result, load seconds)."""
     pool = request.app.state.pool
-    async with _embed_lock:  # one embedding model call at a time: the engines are not thread-safe
+    async with EMBED_LOCK:  # one embedding model call at a time: the engines are not thread-safe
         before = time.perf_counter()
         embedder = await run_in_threadpool(pool.embedder, shapes.model_ref(ref))
         load_s = time.perf_counter() - before

@@ -305,7 +305,7 @@ class OllamaWire:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             return await self.app(scope, receive, send)
         headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
-        scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        scope["headers"] = [*headers, (b"content-type", b"application/json")]  # in place: Measure reads the route
         start: dict | None = None
         body = b""
 

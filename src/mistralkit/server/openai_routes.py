@@ -74,7 +74,7 @@ def _check_fits(tokens: list[int], n_ctx: int) -> None:
                               f"tokens", hint="shorten the messages or start the server with a larger --ctx")
 
 
-async def _start(request: Request, body: Sampling, slot: Slot, prompt: list, grammar: str | None,
+async def queue_job(request: Request, body: Sampling, slot: Slot, prompt: list, grammar: str | None,
                  native: tools.NativeTools | None = None) -> Job:
     """Queue the generation of ``prompt`` (token ids, or messages for an engine without tokens);
     ``native``: the tools an engine that calls them itself is given."""
@@ -362,7 +362,7 @@ async def start_chat(body: ChatRequest, request: Request) -> ChatRun:
         session = await run_in_threadpool(history.open_session, body.session_id, slot.model.name, messages)
         if body.max_completion_tokens and not body.max_tokens:
             body.max_tokens = body.max_completion_tokens
-        job = await _start(request, body, slot, prompt, grammar, turn.native if turn is not None else None)
+        job = await queue_job(request, body, slot, prompt, grammar, turn.native if turn is not None else None)
     run = Run(request, job, body.model if "+" in body.model else slot.model.name)
 
     def on_end(text: str, partial: bool) -> None:
@@ -402,7 +402,7 @@ async def completions(body: CompletionRequest, request: Request):
         if body.logprobs is not None:
             require(slot.worker.engine, "logprobs", "logprobs")
         tokens = await run_in_threadpool(slot.worker.engine.encode_text, body.text())
-        job = await _start(request, body, slot, tokens, None)
+        job = await queue_job(request, body, slot, tokens, None)
     run = Run(request, job, slot.model.name)
 
     def on_end(text: str, partial: bool) -> None:
@@ -419,14 +419,14 @@ async def completions(body: CompletionRequest, request: Request):
             "usage": _usage(run.usage)}
 
 
-_embed_lock = asyncio.Lock()
+EMBED_LOCK = asyncio.Lock()
 
 
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
     """Embedding vectors (normalized) from a sentence-transformers or GGUF embedding model."""
     pool = request.app.state.pool
-    async with _embed_lock:  # one embedding model call at a time: the engines are not thread-safe
+    async with EMBED_LOCK:  # one embedding model call at a time: the engines are not thread-safe
         embedder = await run_in_threadpool(pool.embedder, body.model)
         texts = body.texts()
         if body.dimensions is not None and body.dimensions != embedder.dimensions:
