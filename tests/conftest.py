@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,22 @@ def engine(model):
 @pytest.fixture
 def greedy() -> GenerationParams:
     return GenerationParams(max_tokens=24, greedy=True)
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian Chromium, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Chromium is missing: install it with `apt-get install chromium` "
+                    "(`make setup` does this)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                             args=["--no-sandbox"])  # tests may run as root
+        yield browser
+        browser.close()
 
 
 def run_cli(*args: str, home: Path, stdin: str | bytes | None = None, env: dict | None = None,

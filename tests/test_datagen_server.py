@@ -168,6 +168,29 @@ def test_stats_and_dashboard_show_progress_coverage_and_agents(served):
     assert "http://" not in page.text.replace(served.url, "") and "<script" not in page.text  # nothing fetched
 
 
+@pytest.mark.parametrize("width", [1280, 420])
+def test_the_dashboard_fits_the_window_and_draws_each_count(served, browser, width):
+    """In Chromium: no chart runs out of its card or the window, and each coverage bar's filled
+    share of its track, as drawn, is that value's count over its quota in /stats."""
+    coverage = httpx.get(served.url + "/stats").json()["coverage"]
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(served.url + "/dashboard")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    drawn = page.evaluate("""Array.from(document.querySelectorAll('.card')).map(card => ({
+        overflows: card.scrollWidth > card.clientWidth,
+        bars: Array.from(card.querySelectorAll('svg[aria-label]')).map(svg => {
+            const [track, fill] = Array.from(svg.querySelectorAll('rect')).map(r => r.getBoundingClientRect());
+            return {share: fill.width / track.width,
+                    inside: svg.getBoundingClientRect().right <= card.getBoundingClientRect().right};
+        })}))""")
+    assert not [card for card in drawn if card["overflows"]]
+    bars = [bar for card in drawn for bar in card["bars"]]
+    expected = [min(1.0, cell["count"] / cell["quota"]) for values in coverage.values() for cell in values.values()]
+    assert len(bars) == len(expected) and all(bar["inside"] for bar in bars)
+    assert [round(bar["share"], 2) for bar in bars] == [round(share, 2) for share in expected]
+    assert any(share > 0 for share in expected)
+
+
 def test_a_token_is_required_when_set_and_off_loopback(tmp_path, mk_home, cli):
     spec = small_spec(tmp_path, 10)
     refused = cli("datagen", "serve", str(spec), "--host", "0.0.0.0", "--port", str(free_port()))

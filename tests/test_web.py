@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -79,21 +78,6 @@ def server(model, mk_home, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("Chromium is missing: install it with `apt-get install chromium` "
-                    "(`make setup` does this)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, headless=True,
-                                             args=["--no-sandbox"])  # tests may run as root
-        yield browser
-        browser.close()
 
 
 def test_chat_page_streams_stops_and_reopens_a_session(server, browser):

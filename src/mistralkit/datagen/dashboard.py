@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 BAR_W, BAR_H = 360, 16
+CARD_BAR_W, LABEL_W = 180, 90  # a card is at least 330 px wide: a bar and its label fit in it
 STYLE = """
 body{font:14px system-ui,sans-serif;margin:1.5rem;color:#1b1b1b;max-width:1100px}
 h1{font-size:1.3rem}h2{font-size:1.05rem;margin-top:1.6rem}
@@ -25,12 +26,19 @@ def render(stats: dict, refresh_s: int = 5) -> str:
     return "".join(parts)
 
 
-def _bar(done: float, goal: float, label: str, colour: str = "#2f6fb0") -> str:
+def _svg(width: int, height: int, body: str, label: str | None = None) -> str:
+    """An inline chart at its own size, scaled down (never up) where the page is narrower."""
+    named = f' aria-label="{escape(label)}"' if label is not None else ""
+    return (f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img"{named} '
+            f'style="max-width:100%;height:auto">{body}</svg>')
+
+
+def _bar(done: float, goal: float, label: str, colour: str = "#2f6fb0", width: int = BAR_W) -> str:
     share = 0.0 if goal <= 0 else min(1.0, done / goal)
-    return (f'<svg width="{BAR_W + 150}" height="{BAR_H + 4}" role="img" aria-label="{escape(label)}">'
-            f'<rect x="0" y="2" width="{BAR_W}" height="{BAR_H}" fill="#eee"/>'
-            f'<rect x="0" y="2" width="{share * BAR_W:.1f}" height="{BAR_H}" fill="{colour}"/>'
-            f'<text x="{BAR_W + 6}" y="{BAR_H}" font-size="12">{escape(label)}</text></svg>')
+    return _svg(width + (LABEL_W if label else 0), BAR_H + 4,
+                f'<rect x="0" y="2" width="{width}" height="{BAR_H}" fill="#eee"/>'
+                f'<rect x="0" y="2" width="{share * width:.1f}" height="{BAR_H}" fill="{colour}"/>'
+                f'<text x="{width + 6}" y="{BAR_H}" font-size="12">{escape(label)}</text>', label)
 
 
 def _progress(stats: dict) -> str:
@@ -46,7 +54,8 @@ def _dimensions(stats: dict) -> str:
     cards = []
     for name, values in stats.get("coverage", {}).items():
         rows = "".join(
-            f"<div>{escape(value)}<br>{_bar(cell.get('count', 0), cell.get('quota', 0), _count_label(cell))}</div>"
+            f"<div>{escape(value)}<br>"
+            f"{_bar(cell.get('count', 0), cell.get('quota', 0), _count_label(cell), width=CARD_BAR_W)}</div>"
             for value, cell in values.items())
         cards.append(f'<div class="card"><h3>{escape(name)}</h3>{rows}</div>')
     balance = stats.get("balance", {})
@@ -80,7 +89,7 @@ def _heatmap(pair: dict) -> str:
         return ""
     size, left, top = 14, 120, 4
     top_count = max([c for c in cells.values() if isinstance(c, (int, float))] or [1]) or 1
-    out = [f'<svg width="{left + size * len(cols) + 4}" height="{top + size * len(rows) + 4}" role="img">']
+    out = []
     for r, row in enumerate(rows):
         y = top + r * size
         out.append(f'<text x="{left - 4}" y="{y + size - 3}" font-size="10" text-anchor="end">{escape(row[:18])}</text>')
@@ -93,8 +102,7 @@ def _heatmap(pair: dict) -> str:
             shade = 0.08 + 0.92 * (count / top_count)
             out.append(f'<rect x="{x}" y="{y}" width="{size - 1}" height="{size - 1}" fill="#2f6fb0" '
                        f'fill-opacity="{shade:.2f}"><title>{escape(row)} × {escape(col)}: {count}</title></rect>')
-    out.append("</svg>")
-    return "".join(out)
+    return _svg(left + size * len(cols) + 4, top + size * len(rows) + 4, "".join(out))
 
 
 def _outcomes(stats: dict) -> str:
