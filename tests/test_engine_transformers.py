@@ -210,6 +210,48 @@ def test_cancel_stops_within_a_token(engine):
     assert done.finish_reason == "cancelled" and done.usage.completion_tokens == 1
 
 
+class ForwardSizes(list):
+    """How many tokens each forward pass of the engine's model is given, while in a ``with``."""
+
+    def __init__(self, engine) -> None:
+        super().__init__()
+        self.net = engine._net
+
+    def __enter__(self) -> "ForwardSizes":
+        self.handle = self.net.register_forward_pre_hook(
+            lambda _module, _args, kwargs: self.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
+def test_a_chat_turn_evaluates_only_what_the_last_one_did_not(engine, reference):
+    first = engine.prompt_tokens(MESSAGES)
+    answer = complete(engine, first, GREEDY)
+    turn = engine.prompt_tokens([*MESSAGES, {"role": "assistant", "content": answer.text},
+                                 {"role": "user", "content": "Merci ! Et celle-ci : nous avons manger."}])
+    assert turn[:len(first)] == first
+    with ForwardSizes(engine) as sizes:
+        done = complete(engine, turn, GREEDY)
+    assert sizes[0] <= len(turn) - len(first) and sizes[1:] == [1] * (GREEDY.max_tokens - 1)
+    assert done.usage.cached_tokens == len(turn) - sizes[0]
+    assert done.token_ids == generate_greedy(reference, turn, GREEDY.max_tokens)  # as if from scratch
+
+
+def test_a_prompt_that_parts_from_the_last_one_crops_the_cache_there(engine, reference):
+    first = engine.prompt_tokens(MESSAGES)
+    complete(engine, first, GREEDY)
+    parted = first[:9] + [first[9] + 1] + first[10:]  # one token changed: the cache is kept up to it
+    with ForwardSizes(engine) as sizes:
+        done = complete(engine, parted, GREEDY)
+    assert sizes[0] == len(parted) - 9 and done.usage.cached_tokens == 9
+    assert done.token_ids == generate_greedy(reference, parted, GREEDY.max_tokens)
+    with ForwardSizes(engine) as sizes:  # the same prompt again: only its last token is evaluated
+        again = complete(engine, parted, GREEDY)
+    assert sizes[0] == 1 and again.token_ids == done.token_ids
+
+
 def test_logprobs_are_a_forward_pass(engine, reference, monkeypatch):
     tokens = engine.prompt_tokens(MESSAGES) + complete(engine, MESSAGES, GREEDY).token_ids
     expected = forward_logprobs(reference, tokens, 3)

@@ -3,7 +3,9 @@
 Prompts are the tokens every engine sends (``hf_vocab``: mistral-common for Mistral tokenizers,
 the folder's template otherwise). Generation is a token loop in the calling thread over the
 model's KV cache, so Ctrl-C and ``cancel`` stop it within a token and no thread is left behind;
-sampling follows llama.cpp (``hf_sample``). Log-probabilities come from one forward pass per
+sampling follows llama.cpp (``hf_sample``). The KV cache of the last generation is kept: a prompt
+that starts with what it held (turn N of a chat after turn N-1) crops it to the shared prefix and
+evaluates only the rest, as llama.cpp's slots do. Log-probabilities come from one forward pass per
 chunk of positions, log-softmaxed in float64. A PEFT adapter attaches on top (``--adapter`` or
 the run's own); ``--quant 4|8`` loads a CUDA model through bitsandbytes.
 
@@ -49,6 +51,7 @@ from .hf_load import (
     read_config,
     require_torch,
 )
+from .batch import common_prefix
 from .hf_run import RUN_FORMAT, run_parts
 from .hf_sample import Sampler
 from .hf_vocab import IncrementalDecoder, chat_format, mistral_version_of, open_vocab
@@ -105,6 +108,7 @@ class TransformersEngine(EngineBase):
             torch.set_num_threads(threads)
         version = version or mistral_version_of(source)
         self._net = None
+        self._kept: tuple[list[int], object] | None = None  # the last generation's tokens and KV cache
         self._vocab = open_vocab(source, version)
         started = time.perf_counter()
         try:
@@ -236,7 +240,9 @@ class TransformersEngine(EngineBase):
         pending: list[TokenLogprob] = []  # their log-probabilities, when asked
         hit = False
         started = time.perf_counter()
-        logits, cache = self._forward(tokens, None)
+        usage.cached_tokens, cache = self._reuse(tokens)
+        logits, cache = self._forward(tokens[usage.cached_tokens:], cache)
+        held = list(tokens)  # the tokens whose keys and values the cache holds
         while True:
             token = sampler.pick(logits[-1], generated)
             if not usage.ttft_s:
@@ -263,7 +269,9 @@ class TransformersEngine(EngineBase):
                 finish = "cancelled"
                 break
             logits, cache = self._forward([token], cache)
-        del cache, logits
+            held.append(token)
+        self._kept = (held, cache) if cache is not None else None
+        del logits
         usage.total_s = time.perf_counter() - started
         tail = ""
         if not hit:  # after a stop string the rest is dropped; else what the decoder held is due now
@@ -271,6 +279,23 @@ class TransformersEngine(EngineBase):
             tail += "" if hit else stops.flush()
             finish = "stop" if hit else finish
         yield Chunk(tail, tuple(unsent), finish, usage, tuple(pending))
+
+    def _reuse(self, tokens: list[int]) -> tuple[int, object]:
+        """(prompt tokens the kept cache already holds, that cache cropped to them) or (0, None).
+        The kept cache is taken either way: a generation updates it in place."""
+        kept, self._kept = self._kept, None
+        if kept is None:
+            return 0, None
+        held, cache = kept
+        shared = min(common_prefix(held, tokens), len(tokens) - 1)  # one token left to give the logits
+        if shared <= 0 or getattr(cache, "get_seq_length", lambda: -1)() != len(held):
+            return 0, None
+        try:
+            cache.crop(shared - len(held))  # transformers 5: a negative count of positions to drop
+        except (RuntimeError, ValueError, TypeError, NotImplementedError, AttributeError) as exc:
+            log.debug("no prefix reuse for %s: %s", self.name, exc)  # e.g. a sliding window past its size
+            return 0, None
+        return shared, cache
 
     def _token_logprob(self, logits, token: int, n_top: int) -> TokenLogprob:
         import torch
@@ -280,6 +305,7 @@ class TransformersEngine(EngineBase):
         return TokenLogprob(piece(token), logprob, tuple((piece(t), v) for t, v in top))
 
     def close(self) -> None:
+        self._kept = None
         net, self._net = getattr(self, "_net", None), None
         vocab = getattr(self, "_vocab", None)
         if vocab is not None:
