@@ -6,6 +6,7 @@ cancels stop only their own stream, prefixes are reused (counted by llama.cpp it
 """
 
 import json
+import re
 import threading
 import time
 
@@ -55,6 +56,17 @@ def run_streams(engine, jobs: dict[str, tuple], cancel_when: dict[str, object]) 
     for t in threads:
         t.join(timeout=300)
     return results
+
+
+@pytest.mark.parametrize("sampling", [{"greedy": True}, {"temperature": 0.9, "seed": 3}, {"temperature": 1.5, "seed": 4}])
+def test_a_grammar_holds_where_the_model_would_write_something_else(batched, sampling):
+    """The grammar is asked about each picked token; one it refuses is drawn again from what it
+    allows. Here it refuses the model's own first choices (a town, not yes/no and digits)."""
+    grammar = 'root ::= ("yes" | "no") ", " [0-9] [0-9] " times."'
+    params = GenerationParams(max_tokens=16, grammar=grammar, repeat_penalty=1.0, **sampling)
+    done = complete(batched, "The capital of France is", params)
+    assert re.fullmatch(r"(yes|no), [0-9]{2} times\.", done.text), done.text
+    assert done.finish_reason == "stop"
 
 
 def test_concurrent_streams_each_end_by_their_own_rules(batched):

@@ -23,6 +23,7 @@ The spike and the reasons for writing this rather than using llama-server: docs/
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import queue
 import threading
@@ -51,9 +52,15 @@ class Sampler:
 
     Logit bias and the repeat/frequency/presence penalties are applied in place to the sequence's
     logits row (they touch a few dozen entries; llama.cpp's own samplers walk the whole vocabulary,
-    262k entries for Gemma 3, about a millisecond a token). Then greedy without a grammar is a numpy
-    argmax; everything else (grammar, top-k, top-p, min-p, temperature, seeded dist) is a llama.cpp
-    sampler chain, in the order llama-cpp-python's ``Llama`` uses.
+    262k entries for Gemma 3, about a millisecond a token). Then greedy is a numpy argmax; the rest
+    (top-k, top-p, min-p, temperature, seeded dist) a llama.cpp sampler chain, in the order
+    llama-cpp-python's ``Llama`` uses.
+
+    A grammar is checked after the pick, as llama.cpp's own server does: its sampler is asked about
+    the one token picked; only if it refuses that token is it applied to the whole vocabulary and
+    the token sampled again from what it allows (a second chain, grammar first). Most tokens of a
+    JSON answer pass the check, and matching 262k token texts against the grammar is the costly
+    part. Greedy gives the same token either way; sampling draws from the allowed tokens.
     """
 
     def __init__(self, L, vocab, n_vocab: int, params: GenerationParams) -> None:
@@ -69,30 +76,42 @@ class Sampler:
         self.window: deque[int] = deque(maxlen=PENALTY_WINDOW)  # the last sampled tokens (not the prompt's)
         self.top_logprobs = params.top_logprobs  # None: not asked
         self.last: tuple[float, list[tuple[int, float]]] | None = None  # the last token's, when asked
-        self.argmax = params.is_greedy and params.grammar is None
-        self.chain = None
-        if self.argmax:
-            return
-        self.chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-        add = lambda sampler: L.llama_sampler_chain_add(self.chain, sampler)  # noqa: E731 - the chain owns it
+        self.argmax = params.is_greedy
+        self.chain = self.check = self.constrained = None  # llama.cpp samplers, freed by free()
         try:
+            if not self.argmax:
+                self.chain = self._chain(params, None)
             if params.grammar is not None:
-                grammar = L.llama_sampler_init_grammar(vocab, params.grammar.encode("utf-8"), b"root")
-                if not grammar:
-                    raise InvalidParameter("the output grammar does not parse")
-                add(grammar)
-            if params.is_greedy:
-                add(L.llama_sampler_init_greedy())
-            else:
-                add(L.llama_sampler_init_top_k(params.top_k))
-                add(L.llama_sampler_init_top_p(params.top_p, 1))
-                add(L.llama_sampler_init_min_p(params.min_p, 1))
-                add(L.llama_sampler_init_temp(params.temperature))
-                seed = params.seed if params.seed is not None else L.LLAMA_DEFAULT_SEED  # default: random
-                add(L.llama_sampler_init_dist(seed))
+                self.check = self._grammar(vocab, params.grammar)
+                self.constrained = self._chain(params, self._grammar(vocab, params.grammar))
+                self.one = (L.llama_token_data * 1)()  # the picked token, as the check is shown it
+                self.picked = L.llama_token_data_array(self.one, 1, -1, False)
         except BaseException:
             self.free()
             raise
+
+    def _grammar(self, vocab, gbnf: str):
+        grammar = self.L.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+        if not grammar:
+            raise InvalidParameter("the output grammar does not parse")
+        return grammar
+
+    def _chain(self, params: GenerationParams, grammar):
+        """A sampler chain: ``grammar`` (when given, which the chain then owns), then the pick."""
+        L = self.L
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if grammar is not None:
+            L.llama_sampler_chain_add(chain, grammar)
+        if params.is_greedy:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            return chain
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(params.top_k))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_min_p(params.min_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(params.temperature))
+        seed = params.seed if params.seed is not None else L.LLAMA_DEFAULT_SEED  # default: random
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))
+        return chain
 
     def sample(self, ctx, index: int) -> int:
         """Sample from the logits of batch position ``index`` (which this may change in place)."""
@@ -110,6 +129,12 @@ class Sampler:
             token = int(row.argmax())  # the first of equal maxima, as llama.cpp's greedy sampler
         else:
             token = int(self.L.llama_sampler_sample(self.chain, ctx, index))  # the chain accepts it too
+        if self.check is not None:
+            if self._allowed(token):
+                self.L.llama_sampler_accept(self.constrained, token)
+            else:  # the grammar over every token, then the pick among those it allows
+                token = int(self.L.llama_sampler_sample(self.constrained, ctx, index))
+            self.L.llama_sampler_accept(self.check, token)
         self.window.append(token)
         if raw is not None:
             from .base import row_logprobs
@@ -131,10 +156,19 @@ class Sampler:
             logit = logit / self.repeat if logit > 0 else logit * self.repeat
             row[token] = logit - count * self.frequency - self.presence
 
+    def _allowed(self, token: int) -> bool:
+        """Whether the grammar, in its state now, lets ``token`` come next."""
+        self.one[0].id, self.one[0].logit, self.one[0].p = token, 0.0, 0.0
+        self.picked.selected, self.picked.sorted = -1, False
+        self.L.llama_sampler_apply(self.check, ctypes.byref(self.picked))
+        return self.one[0].logit != float("-inf")
+
     def free(self) -> None:
-        if self.chain is not None:
-            self.L.llama_sampler_free(self.chain)
-            self.chain = None
+        for name in ("chain", "check", "constrained"):
+            sampler = getattr(self, name, None)
+            if sampler is not None:
+                self.L.llama_sampler_free(sampler)
+                setattr(self, name, None)
 
 
 @dataclass(eq=False)
