@@ -158,13 +158,24 @@ def test_host_header_and_body_limits_guard_the_server(served):
     assert too_big.status_code == 413
 
 
+def accept_one(server: Server, agent: str, salt: int) -> None:
+    """An agent takes an instruction and has a case for it accepted."""
+    instruction = post(server, "/next-instruction", {"agent_id": agent}).json()
+    done = post(server, "/submit-case", {"instruction_id": instruction["instruction_id"], "agent_id": agent,
+                                         "case_text": case_for(instruction, salt)})
+    assert done.json()["status"] == "accepted", done.text
+
+
 def test_stats_and_dashboard_show_progress_coverage_and_agents(served):
+    before = httpx.get(served.url + "/stats").json()["accepted"]
+    for salt, agent in enumerate(("dora", "erin"), start=100):
+        accept_one(served, agent, salt)
     stats = httpx.get(served.url + "/stats").json()
-    assert stats["accepted"] >= 2 and stats["goal"] == 40
-    assert "alice" in stats["agents"] and "carol" in stats["agents"]
+    assert stats["accepted"] == before + 2 and stats["goal"] == 40
+    assert stats["agents"]["dora"]["accepted"] == stats["agents"]["erin"]["accepted"] == 1
     page = httpx.get(served.url + "/dashboard")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert page.text.count("<svg") > len(stats["coverage"]) and "alice" in page.text
+    assert page.text.count("<svg") > len(stats["coverage"]) and "dora" in page.text and "erin" in page.text
     assert "http://" not in page.text.replace(served.url, "") and "<script" not in page.text  # nothing fetched
 
 
