@@ -200,6 +200,11 @@ def test_the_dashboard_fits_the_window_and_draws_each_count(served, browser, wid
     assert len(bars) == len(expected) and all(bar["inside"] for bar in bars)
     assert [round(bar["share"], 2) for bar in bars] == [round(share, 2) for share in expected]
     assert any(share > 0 for share in expected)
+    clipped = page.evaluate("""Array.from(document.querySelectorAll('svg text')).filter(text => {
+        const box = text.getBoundingClientRect(), frame = text.closest('svg').getBoundingClientRect();
+        return box.left < frame.left - 1 || box.right > frame.right + 1 || box.top < frame.top - 1
+            || box.bottom > frame.bottom + 1; }).map(text => text.textContent)""")
+    assert clipped == []  # every label, the heatmaps' slanted column names too, is inside its chart
 
 
 def test_a_token_is_required_when_set_and_off_loopback(tmp_path, mk_home, cli):

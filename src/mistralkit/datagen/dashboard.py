@@ -6,6 +6,7 @@ from html import escape
 
 BAR_W, BAR_H = 360, 16
 CARD_BAR_W, LABEL_W = 180, 90  # a card is at least 330 px wide: a bar and its label fit in it
+LABEL_CHARS, LABEL_CHAR_W = 24, 7  # heatmap labels: at most this many characters, about this wide at 10 px
 STYLE = """
 body{font:14px system-ui,sans-serif;margin:1.5rem;color:#1b1b1b;max-width:1100px}
 h1{font-size:1.3rem}h2{font-size:1.05rem;margin-top:1.6rem}
@@ -87,22 +88,34 @@ def _heatmap(pair: dict) -> str:
     rows, cols, cells = pair.get("rows", []), pair.get("cols", []), pair.get("cells", {})
     if not rows or not cols:
         return ""
-    size, left, top = 14, 120, 4
+    size = 14
+    left = 8 + LABEL_CHAR_W * max(len(_short(row)) for row in rows)
+    slant = LABEL_CHAR_W * max(len(_short(col)) for col in cols)  # column labels at 60 degrees
+    top, right = 8 + slant * 0.87, 4 + slant * 0.5
     top_count = max([c for c in cells.values() if isinstance(c, (int, float))] or [1]) or 1
     out = []
+    for c, col in enumerate(cols):  # column names above the columns, slanted
+        x = left + c * size + size / 2
+        out.append(f'<text x="{x:.0f}" y="{top - 4:.0f}" font-size="10" transform="rotate(-60 {x:.0f} {top - 4:.0f})">'
+                   f"{escape(_short(col))}</text>")
     for r, row in enumerate(rows):
         y = top + r * size
-        out.append(f'<text x="{left - 4}" y="{y + size - 3}" font-size="10" text-anchor="end">{escape(row[:18])}</text>')
+        out.append(f'<text x="{left - 4}" y="{y + size - 3:.0f}" font-size="10" text-anchor="end">'
+                   f"{escape(_short(row))}</text>")
         for c, col in enumerate(cols):
             count = cells.get(f"{row}|{col}")
             x = left + c * size
             if count is None:  # not an allowed pair
-                out.append(f'<text x="{x + 3}" y="{y + size - 3}" font-size="10" fill="#bbb">×</text>')
+                out.append(f'<text x="{x + 3}" y="{y + size - 3:.0f}" font-size="10" fill="#bbb">×</text>')
                 continue
             shade = 0.08 + 0.92 * (count / top_count)
-            out.append(f'<rect x="{x}" y="{y}" width="{size - 1}" height="{size - 1}" fill="#2f6fb0" '
+            out.append(f'<rect x="{x}" y="{y:.0f}" width="{size - 1}" height="{size - 1}" fill="#2f6fb0" '
                        f'fill-opacity="{shade:.2f}"><title>{escape(row)} × {escape(col)}: {count}</title></rect>')
-    return _svg(left + size * len(cols) + 4, top + size * len(rows) + 4, "".join(out))
+    return _svg(round(left + size * len(cols) + right), round(top + size * len(rows) + 4), "".join(out))
+
+
+def _short(label: str) -> str:
+    return label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
 
 
 def _outcomes(stats: dict) -> str:
