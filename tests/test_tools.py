@@ -184,6 +184,11 @@ def test_a_schema_with_bounds_keeps_everything_else_as_the_converter_writes_it()
     score = schema_to_gbnf({"type": "object", "properties": {"score": {"type": "number", "maximum": 1}}})
     rule = _gbnf_regex(dict(line.split(" ::= ", 1) for line in score.splitlines())["score"].removesuffix(" space"))
     assert "placeholder" not in score and rule.fullmatch("-3.5") and not rule.fullmatch("1.5")
+    optional = dict(line.split(" ::= ", 1) for line in schema_to_gbnf(
+        {"type": ["number", "null"], "minimum": 0, "maximum": 1}).splitlines())  # a bounded number, or null
+    [numeric] = [rule for name, rule in optional.items() if name not in ("root", "null", "space")]
+    assert _gbnf_regex(numeric.removesuffix(" space")).fullmatch("0.5")
+    assert not _gbnf_regex(numeric.removesuffix(" space")).fullmatch("1.5") and "null" in optional["root"]
 
 
 def test_a_conversation_with_a_tool_result_continues_with_text(client):

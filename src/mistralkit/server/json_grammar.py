@@ -31,6 +31,9 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
             return [swap(item) for item in node]
         if not isinstance(node, dict):
             return node
+        types = node.get("type")
+        if isinstance(types, list) and {"integer", "number"} & set(types) and any(key in node for key in _BOUNDS):
+            return {"anyOf": [swap({**node, "type": one}) for one in types]}  # each type on its own
         if node.get("type") == "integer" and _bounds(node) != (None, None):
             ranges.append(integer_rule(*_bounds(node)))
             return {"const": _placeholder(len(ranges) - 1)}
