@@ -65,11 +65,13 @@ def user_turns(engine, n_tokens: int) -> list[str]:
     return turns
 
 
-def raw_rep(llm: llama_cpp.Llama, tokens: list[int], gen: int, repeat_penalty: float) -> dict:
+def raw_rep(llm: llama_cpp.Llama, tokens: list[int], gen: int, repeat_penalty: float, gbnf: str | None = None) -> dict:
+    """One greedy completion, timed; ``gbnf``: under that grammar (a fresh one each rep)."""
     llm.reset()  # n_tokens = 0: the whole prompt is evaluated again
+    grammar = None if gbnf is None else llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
     t0, first, finish, text = time.perf_counter(), None, None, []
     for chunk in llm.create_completion(tokens, max_tokens=gen, temperature=0.0,
-                                       repeat_penalty=repeat_penalty, stream=True):
+                                       repeat_penalty=repeat_penalty, grammar=grammar, stream=True):
         first = first or time.perf_counter()
         finish = chunk["choices"][0]["finish_reason"] or finish
         text.append(chunk["choices"][0]["text"])
@@ -80,14 +82,15 @@ def raw_rep(llm: llama_cpp.Llama, tokens: list[int], gen: int, repeat_penalty: f
     return rates(len(tokens), completion, t0, first, end, text="".join(text), finish=finish)
 
 
-def raw_child(model_path: str, n_ctx: int, threads: int, tokens: list[int], gen: int, repeat_penalty: float) -> dict:
+def raw_child(model_path: str, n_ctx: int, threads: int, tokens: list[int], gen: int, repeat_penalty: float,
+              gbnf: str | None = None) -> dict:
     """One warm-up and one timed rep of raw llama-cpp-python, in a process of its own.
 
     Two llama.cpp contexts driven from two threads of one process make two OpenMP teams on our
     2 cores; libgomp then throttles its spin-waits and both run ~35% slower (measured: the
     engine's tg 70 -> 44 tok/s with an idle ``Llama`` loaded beside it). So the reference runs apart."""
     spec = json.dumps({"model": model_path, "n_ctx": n_ctx, "threads": threads, "tokens": tokens, "gen": gen,
-                       "repeat_penalty": repeat_penalty})
+                       "repeat_penalty": repeat_penalty, "gbnf": gbnf})
     done = subprocess.run([sys.executable, __file__, "--raw-child"], input=spec, capture_output=True, text=True,
                           timeout=600, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -97,8 +100,9 @@ def raw_child_main() -> None:
     spec = json.loads(sys.stdin.read())
     llm = llama_cpp.Llama(model_path=spec["model"], n_ctx=spec["n_ctx"], n_threads=spec["threads"],
                           n_threads_batch=spec["threads"], n_gpu_layers=0, swa_full=True, verbose=False)
-    raw_rep(llm, spec["tokens"], spec["gen"], spec["repeat_penalty"])  # warm-up
-    print(json.dumps(raw_rep(llm, spec["tokens"], spec["gen"], spec["repeat_penalty"])))
+    args = spec["tokens"], spec["gen"], spec["repeat_penalty"], spec.get("gbnf")
+    raw_rep(llm, *args)  # warm-up
+    print(json.dumps(raw_rep(llm, *args)))
     llm.close()
 
 

@@ -9,8 +9,8 @@ engine without a grammar on the same prompt (``ignore_eos``), the ceiling. Greed
 picks the same tokens either way, so the texts are compared too.
 
 Timed as ``bench/chat_speed.py`` times (perf_counter around the stream; tg = (completion - 1) /
-(end - first chunk)); raw llama-cpp-python runs in a child process (two llama.cpp contexts in one
-process slow each other, see ``chat_speed.raw_child``); reps interleaved; medians of --reps.
+(end - first chunk)); raw llama-cpp-python runs in a child process through ``chat_speed.raw_child``
+(two llama.cpp contexts in one process slow each other); reps interleaved; medians of --reps.
 
 Run:   MISTRALKIT_HOME=/tmp/mk-bench .venv/bin/python bench/grammar_speed.py --threads 2
 Writes bench/results/grammar_speed.json.
@@ -21,14 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import llama_cpp
 
-from chat_speed import med, mk_rep, rates
+from chat_speed import med, mk_rep, raw_child
 from report import table  # bench/report.py; a script's own folder is on sys.path
 from mistralkit.engines import GenerationParams, load_engine
 from mistralkit.engines.llamacpp import default_threads
@@ -46,37 +43,6 @@ ASK = [{"role": "user", "content": "List six classic novels of a small town libr
                                    "title, year of publication and a rating out of 5."}]
 
 
-def raw_rep(llm: llama_cpp.Llama, tokens: list[int], gen: int, gbnf: str) -> dict:
-    llm.reset()
-    grammar = llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
-    t0, first, finish, text = time.perf_counter(), None, None, []
-    for chunk in llm.create_completion(tokens, max_tokens=gen, temperature=0.0, repeat_penalty=1.0,
-                                       grammar=grammar, stream=True):
-        first = first or time.perf_counter()
-        finish = chunk["choices"][0]["finish_reason"] or finish
-        text.append(chunk["choices"][0]["text"])
-    end = time.perf_counter()
-    completion = llm.n_tokens - len(tokens) + (finish == "length")  # as chat_speed.raw_rep counts
-    return rates(len(tokens), completion, t0, first, end, text="".join(text), finish=finish)
-
-
-def raw_child_main() -> None:
-    spec = json.loads(sys.stdin.read())
-    llm = llama_cpp.Llama(model_path=spec["model"], n_ctx=spec["n_ctx"], n_threads=spec["threads"],
-                          n_threads_batch=spec["threads"], n_gpu_layers=0, swa_full=True, verbose=False)
-    raw_rep(llm, spec["tokens"], spec["gen"], spec["gbnf"])  # warm-up
-    print(json.dumps(raw_rep(llm, spec["tokens"], spec["gen"], spec["gbnf"])))
-    llm.close()
-
-
-def raw_child(model_path: str, n_ctx: int, threads: int, tokens: list[int], gen: int, gbnf: str) -> dict:
-    spec = json.dumps({"model": model_path, "n_ctx": n_ctx, "threads": threads, "tokens": tokens, "gen": gen,
-                       "gbnf": gbnf})
-    done = subprocess.run([sys.executable, __file__, "--raw-child"], input=spec, capture_output=True, text=True,
-                          timeout=900, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -91,8 +57,6 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--raw-child"]:
-        return raw_child_main()
     args = parse_args()
     model = resolve(args.model)
     engine = load_engine(model, n_ctx=2048, threads=args.threads)
@@ -101,7 +65,7 @@ def main() -> None:
     constrained = GenerationParams(max_tokens=args.gen_tokens, greedy=True, repeat_penalty=1.0, grammar=gbnf)
     free = GenerationParams(max_tokens=args.gen_tokens, greedy=True, repeat_penalty=1.0, ignore_eos=True)
     runs = {"mk": lambda: mk_rep(engine, tokens, constrained),
-            "raw": lambda: raw_child(str(model.path), engine.n_ctx, args.threads, tokens, args.gen_tokens, gbnf),
+            "raw": lambda: raw_child(str(model.path), engine.n_ctx, args.threads, tokens, args.gen_tokens, 1.0, gbnf),
             "mk_free": lambda: mk_rep(engine, tokens, free)}
     runs["mk"]()  # warm-up
     reps: dict[str, list[dict]] = {name: [] for name in runs}
