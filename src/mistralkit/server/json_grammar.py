@@ -139,8 +139,7 @@ def number_rule(minimum: float | None = None, maximum: float | None = None,
         parts.append(f'"-" ({_magnitudes(bottom, bottom_open, top, low_open)})')
     if high is None or high >= 0:
         bottom, bottom_open = (Decimal(0), False) if low is None or low < 0 else (low, low_open)
-        if not (bottom == 0 and bottom_open and high == 0):
-            parts.append(_magnitudes(bottom, bottom_open, high, high_open))
+        parts.append(_magnitudes(bottom, bottom_open, high, high_open))
     return " | ".join(parts)
 
 
