@@ -1,7 +1,7 @@
 """JSON-constrained decoding: the mistralkit engine against raw llama-cpp-python, same grammar.
 
 A JSON schema (an object with an array of bounded records) becomes a GBNF grammar
-(``server.json_grammar.schema_to_gbnf``); both sides decode greedily under it from the same prompt
+(``grammar.schema_grammar``); both sides decode greedily under it from the same prompt
 tokens. mistralkit's sampler asks the grammar about the picked token only, and applies it to the
 whole vocabulary when it refuses that one (``engines/batch.py``, ``Sampler``); llama-cpp-python's
 ``Llama`` applies it to every token of the vocabulary at every step (Gemma 3: 262 144). Also: the
@@ -30,7 +30,7 @@ from report import table  # bench/report.py; a script's own folder is on sys.pat
 from mistralkit.engines import GenerationParams, load_engine
 from mistralkit.engines.llamacpp import default_threads
 from mistralkit.models import resolve
-from mistralkit.server.json_grammar import schema_to_gbnf
+from mistralkit.grammar import schema_grammar
 
 SCHEMA = {"type": "object", "required": ["library", "books"], "properties": {
     "library": {"type": "string", "maxLength": 40},
@@ -61,7 +61,7 @@ def main() -> None:
     model = resolve(args.model)
     engine = load_engine(model, n_ctx=2048, threads=args.threads)
     tokens = engine.prompt_tokens(ASK)
-    gbnf = schema_to_gbnf(SCHEMA)
+    gbnf = schema_grammar(SCHEMA)
     constrained = GenerationParams(max_tokens=args.gen_tokens, greedy=True, repeat_penalty=1.0, grammar=gbnf)
     free = GenerationParams(max_tokens=args.gen_tokens, greedy=True, repeat_penalty=1.0, ignore_eos=True)
     runs = {"mk": lambda: mk_rep(engine, tokens, constrained),

@@ -166,7 +166,9 @@ def test_json_mode_ends_at_the_closing_brace(engine):
     """llama.cpp's JSON grammar allows whitespace after the object; the answer must not run on in it."""
     import json
 
-    from llama_cpp.llama_grammar import JSON_GBNF
+    from mistralkit.grammar import json_object_grammar
+
+    JSON_GBNF = json_object_grammar()
 
     ask = [{"role": "user", "content": "Give me a JSON object describing a cat."}]
     free = complete(engine, ask, GenerationParams(max_tokens=96, greedy=True, grammar=JSON_GBNF))

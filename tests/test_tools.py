@@ -4,7 +4,6 @@ checked token by token against mistral-common (no weights needed)."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import jsonschema
@@ -102,93 +101,6 @@ def test_a_required_call_is_read_piece_by_piece(size):
     streamed = "".join(reader.feed(answer[i:i + size]) for i in range(0, len(answer), size))
     assert reader.name == "searché" and reader.done and streamed == arguments
     assert json.loads(streamed) == json.loads(answer)["arguments"]
-
-
-def _gbnf_regex(alternation: str) -> re.Pattern:
-    """The range rules' GBNF subset (literals, classes, groups, |, *, +, ?) as a Python regex: an
-    oracle for which number strings the rule lets through."""
-    out = []
-    for token in re.findall(r'"(?:[^"\\]|\\.)*"|\[[^\]]*\]|[()|*+?]', alternation):
-        out.append(re.escape(json.loads(token)) if token.startswith('"') else "(?:" if token == "(" else token)
-    return re.compile("(?:" + "".join(out) + ")")
-
-
-@pytest.mark.parametrize(("low", "high"), [(1, 7), (0, 0), (-5, 5), (10, 99), (7, 1234), (-1234, -7), (None, 7),
-                                           (3, None), (99, 101), (19, 20), (1000, 1999), (-100, 0), (123, 4567)])
-def test_integer_bounds_become_a_grammar_of_exactly_those_numbers(low, high):
-    """llama-cpp-python's converter lets any 16 digits through for an integer; ours spells the range."""
-    from mistralkit.server.json_grammar import integer_rule
-
-    pattern = _gbnf_regex(integer_rule(low, high))
-    for n in range((low if low is not None else -3000) - 300, (high if high is not None else 3000) + 300):
-        inside = (low is None or n >= low) and (high is None or n <= high)
-        assert bool(pattern.fullmatch(str(n))) == inside, (low, high, n)
-    for written in ("01", "-0", "00", "+1", " 1", "1.0"):
-        assert not pattern.fullmatch(written), written
-
-
-NUMBER_BOUNDS = [{"minimum": 0, "maximum": 1}, {"minimum": 0.25, "maximum": 0.75}, {"exclusiveMinimum": 0},
-                 {"minimum": -2.5, "exclusiveMaximum": 3.05}, {"exclusiveMinimum": -1, "exclusiveMaximum": 1},
-                 {"maximum": -0.5}, {"minimum": 1.5, "maximum": 1.5}, {"minimum": 10, "maximum": 12.125},
-                 {"exclusiveMinimum": 0.1, "maximum": 0.1000001}, {"minimum": 0, "exclusiveMaximum": 0.05},
-                 {"minimum": -100, "maximum": -99.9}, {"maximum": 0}, {"minimum": 0.5, "exclusiveMinimum": 0.5},
-                 {"minimum": 99.99, "maximum": 101}]
-
-
-def _decimals() -> list[str]:
-    """Number strings around the bounds above: whole parts, fractions of one to three digits and a
-    few long ones, both signs."""
-    fractions = ["", ".0", ".00", ".05", ".1", ".10", ".1000001", ".1000002", ".125", ".1251", ".2", ".25",
-                 ".249", ".5", ".50", ".501", ".75", ".751", ".9", ".99", ".999", ".0001"]
-    fractions += [f".{n:03d}" for n in range(0, 1000, 37)]
-    wholes = [0, 1, 2, 3, 4, 9, 10, 11, 12, 13, 99, 100, 101, 102, 1000]
-    return [f"{sign}{whole}{fraction}" for sign in ("", "-") for whole in wholes for fraction in fractions]
-
-
-@pytest.mark.parametrize("bounds", NUMBER_BOUNDS, ids=lambda bounds: json.dumps(bounds))
-def test_number_bounds_become_a_grammar_of_exactly_those_decimals(bounds):
-    """For ``number`` the converter lets any decimal through; ours keeps to the bounds, open or closed."""
-    from decimal import Decimal
-
-    from mistralkit.server.json_grammar import number_rule
-
-    pattern = _gbnf_regex(number_rule(**bounds))
-    checks = {"minimum": Decimal.__ge__, "maximum": Decimal.__le__,
-              "exclusiveMinimum": Decimal.__gt__, "exclusiveMaximum": Decimal.__lt__}
-    for written in _decimals():
-        if written.startswith("-0") and Decimal(written) == 0:
-            continue  # "-0" is a valid JSON zero; the rule writes zero unsigned only
-        inside = all(checks[key](Decimal(written), Decimal(repr(value))) for key, value in bounds.items())
-        assert bool(pattern.fullmatch(written)) == inside, (bounds, written)
-    for written in ("01", "1.", ".5", "+1", "1e0", "00.5", "0.5 "):
-        assert not pattern.fullmatch(written), written
-
-
-def test_a_schema_with_bounds_keeps_everything_else_as_the_converter_writes_it():
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    from mistralkit.server.json_grammar import schema_to_gbnf
-
-    assert schema_to_gbnf(TIME) == json_schema_to_gbnf(json.dumps(TIME))  # nothing bounded: unchanged
-    gbnf = schema_to_gbnf({**WEATHER, "properties": {**WEATHER["properties"], "hours": {
-        "type": "array", "items": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 25}}}})
-    rules = dict(line.split(" ::= ", 1) for line in gbnf.splitlines())
-    assert rules["days"] == "([1-7]) space"
-    assert _gbnf_regex(rules["hours-item"].removesuffix(" space")).fullmatch("24")
-    assert not _gbnf_regex(rules["hours-item"].removesuffix(" space")).fullmatch("25")
-    assert "placeholder" not in gbnf
-    with pytest.raises(ValueError, match="no integer"):
-        schema_to_gbnf({"type": "integer", "minimum": 3, "maximum": 2})
-    with pytest.raises(ValueError, match="no number"):
-        schema_to_gbnf({"type": "number", "minimum": 0.5, "exclusiveMaximum": 0.5})
-    score = schema_to_gbnf({"type": "object", "properties": {"score": {"type": "number", "maximum": 1}}})
-    rule = _gbnf_regex(dict(line.split(" ::= ", 1) for line in score.splitlines())["score"].removesuffix(" space"))
-    assert "placeholder" not in score and rule.fullmatch("-3.5") and not rule.fullmatch("1.5")
-    optional = dict(line.split(" ::= ", 1) for line in schema_to_gbnf(
-        {"type": ["number", "null"], "minimum": 0, "maximum": 1}).splitlines())  # a bounded number, or null
-    [numeric] = [rule for name, rule in optional.items() if name not in ("root", "null", "space")]
-    assert _gbnf_regex(numeric.removesuffix(" space")).fullmatch("0.5")
-    assert not _gbnf_regex(numeric.removesuffix(" space")).fullmatch("1.5") and "null" in optional["root"]
 
 
 def test_a_conversation_with_a_tool_result_continues_with_text(client):

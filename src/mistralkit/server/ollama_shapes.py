@@ -17,16 +17,16 @@ import math
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, StrictBool, ValidationError, field_validator, model_validator
 
 from ..errors import InvalidParameter, Unsupported
 from .errors import validation_message
-from .schemas import ChatRequest, Sampling, _Body, _Request
+from .schemas import ChatRequest, Sampling, BaseBody, RequestBody, few_enough
 
 FOREVER = -1, -2  # num_predict: Ollama's "no limit" and "fill the context"
 
 
-class Options(_Body):
+class Options(BaseBody):
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
@@ -40,21 +40,21 @@ class Options(_Body):
     num_ctx: int | None = None  # accepted, ignored: the server's --ctx decides
 
 
-class OllamaMessage(_Body):
+class OllamaMessage(BaseBody):
     role: str
     content: str | None = ""
     images: list[str] | None = None
     tool_calls: list[dict[str, Any]] | None = None
 
 
-class _Generation(_Request):
+class _Generation(RequestBody):
     model: str = Field(min_length=1)
-    stream: bool = True  # Ollama streams unless told not to
+    stream: StrictBool = True  # Ollama streams unless told not to
     format: Literal["", "json"] | dict[str, Any] | None = None
     options: Options = Field(default_factory=Options)
     keep_alive: float | str | None = None  # accepted, ignored
-    think: bool | str | None = None
-    logprobs: bool | None = None
+    think: StrictBool | str | None = None
+    logprobs: StrictBool | None = None
 
     @field_validator("stream", "options", mode="before")
     @classmethod
@@ -85,7 +85,7 @@ class OllamaChatRequest(_Generation):
 class OllamaGenerateRequest(_Generation):
     prompt: str | None = None
     system: str | None = None
-    raw: bool = False  # the prompt as raw text, no chat format (system is then ignored, as Ollama does)
+    raw: StrictBool = False  # the prompt as raw text, no chat format (system is then ignored, as Ollama does)
     suffix: str | None = None
     template: str | None = None
     context: list[int] | None = None
@@ -100,29 +100,29 @@ class OllamaGenerateRequest(_Generation):
         return [*system, {"role": "user", "content": self.prompt or ""}]
 
 
-class OllamaEmbedRequest(_Request):
+class OllamaEmbedRequest(RequestBody):
     model: str = Field(min_length=1)
     input: str | list[str] = Field(min_length=1)
-    truncate: bool = True  # Ollama's default: cut a text to the model's limit
+    truncate: StrictBool = True  # Ollama's default: cut a text to the model's limit
     dimensions: int | None = None
     options: dict[str, Any] | None = None  # accepted, ignored
     keep_alive: float | str | None = None  # accepted, ignored
 
     def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+        return [self.input] if isinstance(self.input, str) else few_enough(list(self.input))
 
 
-class OllamaEmbeddingsRequest(_Request):
+class OllamaEmbeddingsRequest(RequestBody):
     model: str = Field(min_length=1)
     prompt: str = ""
     options: dict[str, Any] | None = None
     keep_alive: float | str | None = None
 
 
-class ShowRequest(_Request):
+class ShowRequest(RequestBody):
     model: str | None = Field(default=None, min_length=1)
     name: str | None = Field(default=None, min_length=1)  # what older clients send
-    verbose: bool = False
+    verbose: StrictBool = False
 
     @model_validator(mode="after")
     def _named(self) -> ShowRequest:
@@ -175,7 +175,8 @@ def grammar_of(body: ChatRequest) -> str | None:
     try:
         return body.grammar()
     except InvalidParameter as exc:
-        raise InvalidParameter(exc.message.replace("response_format.json_schema", "format: the JSON schema"),
+        message = exc.message.replace("response_format.json_schema.schema", "format")
+        raise InvalidParameter(message.replace("response_format.json_schema", "format: the JSON schema"),
                                exc.hint) from None
 
 

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..engines import GenerationParams
@@ -29,11 +29,11 @@ NULL_MEANS_DEFAULT = frozenset({"temperature", "top_p", "top_k", "min_p", "repea
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
-class _Body(BaseModel):
+class BaseBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class _Request(_Body):
+class RequestBody(BaseBody):
     """A whole request body: text that UTF-8 cannot encode (a ``"\\ud800"`` escape) is a 400."""
 
     @model_validator(mode="before")
@@ -47,12 +47,12 @@ class _Request(_Body):
         return data
 
 
-class TextPart(_Body):
+class TextPart(BaseBody):
     type: Literal["text"]
     text: str
 
 
-class ImagePart(_Body):
+class ImagePart(BaseBody):
     type: Literal["image_url", "input_image", "image"]
 
 
@@ -70,7 +70,7 @@ def _function_name(value: str) -> str:
     return value
 
 
-class FunctionCall(_Body):
+class FunctionCall(BaseBody):
     name: str
     arguments: str = "{}"  # JSON text, as OpenAI sends it
 
@@ -86,17 +86,17 @@ class FunctionCall(_Body):
         return value
 
 
-class ToolCall(_Body):
+class ToolCall(BaseBody):
     id: str = Field(min_length=1, max_length=128)
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class FunctionDefinition(_Body):
+class FunctionDefinition(BaseBody):
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None  # a JSON Schema of type "object"
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
     @field_validator("name")
     @classmethod
@@ -117,21 +117,21 @@ class FunctionDefinition(_Body):
         return self.parameters or {"type": "object", "properties": {}}
 
 
-class ToolDefinition(_Body):
+class ToolDefinition(BaseBody):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class FunctionName(_Body):
+class FunctionName(BaseBody):
     name: str
 
 
-class NamedToolChoice(_Body):
+class NamedToolChoice(BaseBody):
     type: Literal["function"]
     function: FunctionName
 
 
-class ChatMessage(_Body):
+class ChatMessage(BaseBody):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[TextPart | ImagePart] | None = ""
     tool_calls: list[ToolCall] | None = None  # an assistant turn that called tools
@@ -159,22 +159,22 @@ class ChatMessage(_Body):
         return self.content or ""
 
 
-class StreamOptions(_Body):
-    include_usage: bool = False
+class StreamOptions(BaseBody):
+    include_usage: StrictBool = False
 
 
-class JsonSchema(_Body):
+class JsonSchema(BaseBody):
     name: str = "response"
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
-class ResponseFormat(_Body):
+class ResponseFormat(BaseBody):
     type: Literal["text", "json_object", "json_schema"] = "text"
     json_schema: JsonSchema | None = None
 
 
-class Sampling(_Request):
+class Sampling(RequestBody):
     model: str = Field(min_length=1)
 
     @model_validator(mode="before")
@@ -195,7 +195,7 @@ class Sampling(_Request):
     logit_bias: dict[str, float] | None = None  # token id (as text) -> -100..100
     seed: int | None = Field(default=None, ge=-1, le=2**32 - 2)  # -1: random
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1)  # one choice per request
 
@@ -203,7 +203,7 @@ class Sampling(_Request):
     @classmethod
     def _bias(cls, value):
         for token, bias in (value or {}).items():
-            if not token.strip().isdigit():
+            if not re.fullmatch(r"[0-9]{1,9}", token.strip()):  # ASCII digits: int() also reads "٣" as 3
                 raise ValueError(f"logit_bias: keys are token ids, got {token!r}")
             if not -100 <= bias <= 100:
                 raise ValueError(f"logit_bias: {token}: the bias must be in [-100, 100], got {bias}")
@@ -243,9 +243,30 @@ class ChatRequest(Sampling):
     session_id: str | None = Field(default=None, max_length=64)
     tools: list[ToolDefinition] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool = True
-    logprobs: bool = False
+    parallel_tool_calls: StrictBool = True
+    logprobs: StrictBool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _results_answer_calls(self):
+        """A tool message answers a call an earlier assistant turn made (OpenAI refuses it otherwise)."""
+        called: set[str] = set()
+        for index, message in enumerate(self.messages):
+            called.update(call.id for call in message.tool_calls or ())
+            if message.role == "tool" and message.tool_call_id not in called:
+                raise ValueError(f"messages[{index}]: tool_call_id {message.tool_call_id!r:.80} answers no call "
+                                 "of an earlier assistant message")
+        return self
+
+    @model_validator(mode="after")
+    def _one_max(self):
+        """``max_completion_tokens`` is OpenAI's current name for ``max_tokens``: either, or both the same."""
+        given = {self.max_tokens, self.max_completion_tokens} - {None}
+        if len(given) > 1:
+            raise ValueError(f"max_tokens ({self.max_tokens}) and max_completion_tokens ({self.max_completion_tokens}) "
+                             "differ: send one of them")
+        self.max_tokens = self.max_tokens or self.max_completion_tokens
+        return self
 
     @field_validator("top_logprobs")
     @classmethod
@@ -285,22 +306,21 @@ class ChatRequest(Sampling):
         fmt = self.response_format
         if fmt is None or fmt.type == "text":
             return None
-        from llama_cpp.llama_grammar import JSON_GBNF
-
-        from .json_grammar import schema_to_gbnf
+        from ..grammar import GrammarError, json_object_grammar, schema_grammar
 
         if fmt.type == "json_object" or fmt.json_schema is None or not fmt.json_schema.schema_:
-            return JSON_GBNF
+            return json_object_grammar()
         try:
-            return schema_to_gbnf(fmt.json_schema.schema_)
-        except Exception as exc:  # noqa: BLE001 - the converter raises plain exceptions for bad schemas
-            raise InvalidParameter(f"response_format.json_schema cannot be enforced: {exc}") from exc
+            return schema_grammar(fmt.json_schema.schema_)
+        except GrammarError as exc:
+            raise BadParameter(f"response_format.json_schema.schema: {exc.message}", "response_format",
+                               exc.hint) from None
 
 
 class CompletionRequest(Sampling):
     prompt: str | list[str] = Field(min_length=1)
     logprobs: int | None = Field(default=None, ge=0, le=5)  # the legacy API: alternatives per token
-    echo: bool = False
+    echo: StrictBool = False
 
     @field_validator("echo")
     @classmethod
@@ -323,7 +343,18 @@ class CompletionRequest(Sampling):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
-class EmbeddingRequest(_Request):
+MAX_INPUTS = 2048  # texts in one embeddings request (OpenAI's limit)
+
+
+def few_enough(texts: list[str], field: str = "input") -> list[str]:
+    """``texts``, when one request may embed that many."""
+    if len(texts) > MAX_INPUTS:
+        raise BadParameter(f"{field}: {len(texts):,} texts, more than the {MAX_INPUTS:,} one request may embed",
+                           field, hint="send them in several requests")
+    return texts
+
+
+class EmbeddingRequest(RequestBody):
     model: str = Field(min_length=1)
     input: str | list[str] | list[int] | list[list[int]] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"  # the official client asks for base64 by default
@@ -335,4 +366,4 @@ class EmbeddingRequest(_Request):
         if any(not isinstance(item, str) for item in self.input):
             raise InvalidParameter("input: token ids are not accepted (each model has its own tokenizer)",
                                    hint="send the text itself; LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False)")
-        return list(self.input)  # type: ignore[arg-type]
+        return few_enough(list(self.input))  # type: ignore[arg-type]

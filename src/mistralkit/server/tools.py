@@ -102,7 +102,7 @@ def grammar_for(mode: str, functions: list[FunctionDefinition]) -> str | None:
     """GBNF for a forced call: the one function's arguments, or a choice of ``{"name", "arguments"}``."""
     if mode not in ("named", "required"):
         return None
-    from .json_grammar import schema_to_gbnf
+    from ..grammar import GrammarError, schema_grammar
     from .schemas import BadParameter
 
     if mode == "named":
@@ -111,9 +111,15 @@ def grammar_for(mode: str, functions: list[FunctionDefinition]) -> str | None:
         schema = {"oneOf": [{"type": "object", "properties": {"name": {"const": f.name}, "arguments": f.schema()},
                              "required": ["name", "arguments"]} for f in functions]}
     try:
-        return schema_to_gbnf(schema)
-    except Exception as exc:  # noqa: BLE001 - the converter raises plain exceptions for bad schemas
-        raise BadParameter(f"tools: a function's parameters cannot be enforced: {exc}", "tools") from exc
+        return schema_grammar(schema)
+    except GrammarError as exc:
+        where, index = exc.where, 0
+        if mode == "required":  # oneOf[i].properties.arguments... is function i's parameters
+            found = re.match(r"oneOf\[(\d+)\]\.properties\.arguments\.?", where)
+            index, where = (int(found[1]), where[found.end():]) if found else (0, where)
+        message = exc.reason
+        place = f"tools: {functions[index].name}'s parameters" + (f" at {where}" if where else "")
+        raise BadParameter(f"{place}: {message}", "tools", exc.hint) from None
 
 
 REQUIRED_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*')

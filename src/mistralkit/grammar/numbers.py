@@ -1,74 +1,43 @@
-"""JSON schema to a llama.cpp grammar (GBNF), with integer and number bounds enforced.
+"""Numbers with bounds as GBNF: the integers or decimals a schema's minimum/maximum (and the
+exclusive forms) allow, spelled digit by digit (no leading zeros, as JSON writes them).
 
-llama-cpp-python's converter (``json_schema_to_gbnf``) writes every ``integer`` as any run of up to
-16 digits and every ``number`` as any decimal, and ignores ``minimum``/``maximum``: a schema's
+A generic converter writes every ``integer`` as any run of digits and ignores the bounds: a schema's
 ``"days": {"maximum": 7}`` could come back as 3000000000000000, ``"confidence": {"maximum": 1}`` as
-87.5. Here each bounded integer or number is swapped for a placeholder string constant before
-conversion, and the placeholder's rule is then replaced by one that spells the allowed numbers
-digit by digit (no leading zeros, as JSON writes them). A bounded number is written without an
-exponent.
+87.5. A bounded number is written without an exponent.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 from decimal import Decimal
 from typing import Any
 
-MAX_DIGITS = 16  # as long as the converter's own unbounded integers may run
+MAX_DIGITS = 16  # as long as an unbounded integer may run
 
 
-def schema_to_gbnf(schema: dict[str, Any]) -> str:
-    """GBNF for ``schema``; raises the converter's exceptions for schemas it cannot express."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    ranges: list[str] = []
-
-    def swap(node: Any) -> Any:
-        if isinstance(node, list):
-            return [swap(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        types = node.get("type")
-        if isinstance(types, list) and {"integer", "number"} & set(types) and any(key in node for key in _BOUNDS):
-            return {"anyOf": [swap({**node, "type": one}) for one in types]}  # each type on its own
-        if node.get("type") == "integer" and _bounds(node) != (None, None):
-            ranges.append(integer_rule(*_bounds(node)))
-            return {"const": _placeholder(len(ranges) - 1)}
-        if node.get("type") == "number" and any(_number(node, key) is not None for key in _BOUNDS):
-            ranges.append(number_rule(**{key: _number(node, key) for key in _BOUNDS}))
-            return {"const": _placeholder(len(ranges) - 1)}
-        return {key: swap(value) if key not in ("const", "enum", "default", "examples") else value
-                for key, value in node.items()}
-
-    gbnf = json_schema_to_gbnf(json.dumps(swap(copy.deepcopy(schema))))
-    for index, rule in enumerate(ranges):
-        gbnf = gbnf.replace(json.dumps(json.dumps(_placeholder(index))), f"({rule}) space")
-    return gbnf
+BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 
-_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-
-
-def _placeholder(index: int) -> str:
-    return f"mistralkit-range-{index}-placeholder"
-
-
-def _bounds(node: dict[str, Any]) -> tuple[int | None, int | None]:
+def integer_bounds(node: dict[str, Any]) -> tuple[int | None, int | None]:
     """The inclusive (low, high) an integer schema allows (None: unbounded)."""
-    lows = [math.ceil(v) for v in (_number(node, "minimum"),) if v is not None]
-    lows += [math.floor(v) + 1 for v in (_number(node, "exclusiveMinimum"),) if v is not None]
-    highs = [math.floor(v) for v in (_number(node, "maximum"),) if v is not None]
-    highs += [math.ceil(v) - 1 for v in (_number(node, "exclusiveMaximum"),) if v is not None]
+    lows = [math.ceil(v) for v in (bound(node, "minimum"),) if v is not None]
+    lows += [math.floor(v) + 1 for v in (bound(node, "exclusiveMinimum"),) if v is not None]
+    highs = [math.floor(v) for v in (bound(node, "maximum"),) if v is not None]
+    highs += [math.ceil(v) - 1 for v in (bound(node, "exclusiveMaximum"),) if v is not None]
     return (max(lows) if lows else None), (min(highs) if highs else None)
 
 
-def _number(node: dict[str, Any], key: str) -> float | None:
-    """``node[key]`` when it is a number (draft 4's boolean ``exclusiveMinimum`` is not)."""
+def bound(node: dict[str, Any], key: str) -> float | None:
+    """``node[key]`` when it is a number (draft 4's boolean ``exclusiveMinimum`` is not); a bound that
+    16 digits cannot write (infinite, above 10**16, more than 16 decimals) is a ValueError."""
     value = node.get(key)
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    if not math.isfinite(value) or abs(value) > 10**MAX_DIGITS:
+        raise ValueError(f"{key} {value!r} is beyond what {MAX_DIGITS} digits write")
+    if -Decimal(repr(value)).as_tuple().exponent > MAX_DIGITS:  # type: ignore[operator]
+        raise ValueError(f"{key} {value!r} has more than {MAX_DIGITS} decimals")
+    return value
 
 
 def integer_rule(low: int | None, high: int | None) -> str:
