@@ -27,9 +27,9 @@ def batched(model):
 
 
 def schema_grammar() -> str:
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from mistralkit.grammar import schema_grammar
 
-    return json_schema_to_gbnf(json.dumps(SCHEMA))
+    return schema_grammar(SCHEMA)
 
 
 def run_streams(engine, jobs: dict[str, tuple], cancel_when: dict[str, object]) -> dict[str, dict]:
@@ -135,6 +135,22 @@ def test_turn_ten_of_a_chat_reuses_turn_nine(batched):
     prompt_10 = batched.count_tokens(messages[:-1])
     assert evaluated[-1] < 40 < prompt_10 / 4, (evaluated, prompt_10)
     assert done.usage.cached_tokens >= prompt_10 - 40
+
+
+def test_a_prompt_that_only_starts_alike_takes_an_idle_slot_not_a_conversation():
+    """The chat template's first tokens (BOS, "User:") are shared by every conversation: sharing them
+    is no reason to evict one. A slot is reused when its cache holds more than half of the prompt."""
+    from mistralkit.engines.batch import Slot, choose_slot
+
+    other = Slot(0, tokens=[2, 2887, 236787, 1286, 10619, 1816, 236743, 236771], last_used=5.0)
+    empty = Slot(1)
+    chat = Slot(2, tokens=[2, 2887, 236787, 19566, 236743, 236771, 107], last_used=9.0)
+    turn_two = [2, 2887, 236787, 19566, 236743, 236771, 107, 74314, 236787, 236743, 236771]
+    new_chat = [2, 2887, 236787, 555, 556, 557]
+    assert choose_slot([other, empty, chat], turn_two) is chat
+    assert choose_slot([other, empty, chat], new_chat) is empty  # 3 of its 6 tokens cached: an idle slot
+    assert choose_slot([other, chat], [2, 2887, 236787, 99]) is other  # no idle slot: the least recently used
+    assert choose_slot([other, chat], [2, 2887, 236787, 1286, 10619, 1816]) is other  # all 6 cached: reused
 
 
 def test_prompts_arriving_together_are_prefilled_one_at_a_time(model):

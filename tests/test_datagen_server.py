@@ -137,6 +137,11 @@ def test_bad_submissions_get_a_4xx_with_a_reason(served):
     unknown = post(served, "/submit-case", {"instruction_id": "i999999", "agent_id": "dave", "case_text": "x" * 100})
     path_like = post(served, "/submit-case", {"instruction_id": "../../etc/passwd", "agent_id": "dave", "case_text": "x" * 100})
     bad_agent = post(served, "/next-instruction", {"agent_id": "a b/c"})
+    surrogate = httpx.post(served.url + "/submit-case", timeout=30, headers={"Content-Type": "application/json"},
+                           content=json.dumps({"instruction_id": ident, "agent_id": "dave",
+                                               "case_text": "x" * 100 + "\ud800"}, ensure_ascii=True))
+    assert surrogate.status_code == 400 and surrogate.json()["error"]["code"] == "invalid_text", surrogate.text
+    assert "case_text" in surrogate.json()["error"]["message"]
     assert (wrong_agent.status_code, empty.status_code, huge.status_code) == (403, 400, 413)
     assert unknown.status_code == 404 and path_like.status_code == 404
     assert bad_agent.status_code == 400 and "agent_id" in bad_agent.text

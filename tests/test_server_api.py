@@ -173,6 +173,7 @@ def test_seed_makes_sampling_reproducible(client):
 
 def test_text_completion_streamed_and_not(client):
     args = {"model": MODEL, "prompt": "The capital of France is", "temperature": 0, "max_tokens": 16}
+    client.completions.create(**{**args, "max_tokens": 1})  # the same cache state for both (see warm())
     whole = client.completions.create(**args)
     assert whole.choices[0].finish_reason == "length" and whole.usage.completion_tokens == 16
     assert whole.usage.prompt_tokens > 3 and whole.choices[0].text.strip()
@@ -221,10 +222,15 @@ def test_json_schema_number_bounds_hold_against_the_prompt(client):
 
 
 def test_schema_llama_cpp_cannot_compile_is_a_400_not_a_crash(client, server):
-    """An empty enum once turned into a grammar that crashed llama.cpp while sampling."""
+    """An empty enum once turned into a grammar that crashed llama.cpp while sampling; a schema that
+    refers to itself is refused by llama.cpp (left recursion), and says so."""
     with pytest.raises(openai.BadRequestError) as info:
         chat(client, max_tokens=8, response_format={"type": "json_schema",
                                                     "json_schema": {"name": "x", "schema": {"enum": []}}})
+    assert "enum must be a non-empty list" in info.value.message and info.value.param == "response_format"
+    with pytest.raises(openai.BadRequestError) as info:
+        chat(client, max_tokens=8, response_format={"type": "json_schema",
+                                                    "json_schema": {"name": "x", "schema": {"$ref": "#"}}})
     assert "grammar" in info.value.message
     assert chat(client, max_tokens=2).choices[0].message.content is not None  # still serving
 

@@ -20,12 +20,12 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .errors import InvalidModelFile, InvalidParameter, MissingDependency
+from .errors import Cancelled, InvalidModelFile, InvalidParameter, MissingDependency
 from .models import LocalModel, resolve
 from .models.catalog import DEFAULT_EMBEDDING_MODEL
 
@@ -220,8 +220,9 @@ class Embedder:
         return self.engine.max_tokens
 
     def embed(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE, normalize: bool = True,
-              truncate: bool = False) -> Embeddings:
-        """Embed ``texts`` in batches of ``batch_size``; see the module docstring for long texts."""
+              truncate: bool = False, cancelled: Callable[[], bool] | None = None) -> Embeddings:
+        """Embed ``texts`` in batches of ``batch_size``; see the module docstring for long texts.
+        ``cancelled()`` is asked before each batch: once true, ``Cancelled`` is raised."""
         texts = check_texts(texts)
         if batch_size < 1:
             raise InvalidParameter(f"batch size must be at least 1, got {batch_size}")
@@ -236,6 +237,8 @@ class Embedder:
                 hint="shorten or split it, or pass --truncate (truncate=True) to cut it")
         vectors: list[list[float]] = []
         for start in range(0, len(texts), batch_size):
+            if cancelled is not None and cancelled():
+                raise Cancelled(f"embedding stopped after {start} of {len(texts)} texts")
             vectors.extend(self.engine.encode(texts[start:start + batch_size], normalize))
         kept = [min(n, limit) for n in counts]
         return Embeddings(self.name, vectors, self.engine.dimensions, sum(kept), kept, over, normalize)

@@ -28,6 +28,22 @@ class InvalidParameter(MistralkitError):
     exit_code = 2
 
 
+class TooLarge(InvalidParameter):
+    """A request (or a part of it) is larger than what is accepted at once; ``param`` names the field."""
+
+    status = 413
+
+    def __init__(self, message: str, hint: str | None = None, *, param: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.param = param
+
+
+class Cancelled(MistralkitError):
+    """Work stopped because whoever waited for it left (an HTTP client gone, the server stopping)."""
+
+    status = 499
+
+
 class Unsupported(MistralkitError):
     """The engine running the model lacks what the request needs (log-probs, grammars, adapters...)."""
 

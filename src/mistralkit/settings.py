@@ -181,14 +181,20 @@ def load_section(section: str | None, cli: dict[str, Any] | None = None,
 
 def _read_config(path: Path, section: str | None = None) -> dict[str, Any]:
     try:
-        if not path.is_file():
+        if not path.exists():
             return {}
+        if not path.is_file():
+            raise InvalidParameter(f"config file {path} is not a file", hint="remove it, or set MISTRALKIT_HOME")
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InvalidParameter(f"cannot read config file {path}: {exc.strerror}",
                                hint="fix its permissions or set MISTRALKIT_HOME") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidParameter(f"config file {path} is not valid TOML: {exc}", hint="fix or delete it") from exc
+    remotes = data.get("remotes", {})
+    if not isinstance(remotes, dict) or any(not isinstance(table, dict) for table in remotes.values()):
+        raise InvalidParameter(f"config file {path}: remotes are tables [remotes.NAME] of settings",
+                               hint="see `mistralkit remotes --help`")
     if section:
         data = data.get(section, {})
         if not isinstance(data, dict):

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
-from .errors import InvalidParameter
+from .errors import InvalidParameter, MistralkitError
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -83,3 +84,31 @@ def check_argv(argv: list[str]) -> None:
         if (found := problem(arg)) is not None:
             raise InvalidParameter(f"argument {i} is not valid UTF-8 text ({found[1]} at character {found[0] + 1})",
                                    hint="pass UTF-8 text; for a file in another encoding, convert it first")
+
+
+def read_bounded(path, limit: int, what: str) -> bytes:
+    """The bytes of the file at ``path``, refused when there are more than ``limit`` (``/dev/zero`` or a
+    pipe that never ends would otherwise be read forever). ``OSError`` as an InvalidParameter."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise InvalidParameter(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise InvalidParameter(f"{path}: the {what} is larger than {limit // 2**20} MiB",
+                               hint="is it the right file? (a device such as /dev/zero never ends)")
+    return data
+
+
+def read_json_object(path, error: type[MistralkitError] = InvalidParameter) -> dict[str, Any]:
+    """The JSON object in the file at ``path``; anything else (unreadable, not JSON, not an object) is
+    ``error`` naming the file."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} is not a JSON object")
+    return data

@@ -88,15 +88,12 @@ def correct(
 
 def _read_input(text: str | None, file: Path | None) -> str:
     from ..errors import InvalidParameter
-    from ..text import decode, read_stdin
+    from ..text import decode, read_bounded, read_stdin
 
     if file is not None and text not in (None, "-"):
         raise InvalidParameter("give the text or --file, not both")
     if file is not None:
-        try:
-            data = file.read_bytes()
-        except OSError as exc:
-            raise InvalidParameter(f"cannot read {file}: {exc.strerror}") from exc
+        data = read_bounded(file, 256 << 20, "text to correct")
         if b"\0" in data[:8192]:
             raise InvalidParameter(f"{file} looks like a binary file, not text", hint="pass a UTF-8 text file")
         return decode(data, str(file))
@@ -111,10 +108,10 @@ def _run(corrector, text: str, words: list[str], out: Path | None, quiet: bool):
     """Paragraph by paragraph with a progress bar; ``out`` gets each finished paragraph in order."""
     from rich.progress import Progress
 
-    from ..corrector.pipeline import join
-    from ..corrector.sentences import paragraph_spans
+    from ..corrector.pipeline import PIECE, join
+    from ..corrector.sentences import correction_spans
 
-    total = sum(1 for s, e in paragraph_spans(text) if text[s:e].strip())
+    total = len(correction_spans(text, PIECE))
     partial = out.with_name(out.name + ".partial") if out else None
     pieces, written = [], 0
     sink = _open(partial) if partial else None

@@ -20,7 +20,8 @@ app = typer.Typer(
          "  mistralkit datagen check legal/spec.yaml\n\n"
          "  mistralkit datagen serve legal/spec.yaml --state legal/state   # http://127.0.0.1:8765/dashboard\n\n"
          "  mistralkit datagen work --server http://127.0.0.1:8765 --model gemma-3-270m --agents 4\n\n"
-         "  mistralkit tune --data legal/state/exports/full_training_cases_mistral.jsonl",
+         "  mistralkit tune --config cpu-smoke --data legal/state/exports/full_training_cases_mistral.jsonl "
+         "--out runs/legal",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -96,6 +97,7 @@ def serve(
     from ..datagen.server import DatagenConfig, create_app
     from ..datagen.spec import load_spec
     from ..datagen.state import State
+    from ..http.protocol import deadline_protocol
     from ..logs import setup
     from ..models.memory import parse_size
     from .serve import _bind, _server_class, _uvicorn_level
@@ -114,6 +116,7 @@ def serve(
         print(f"datagen {loaded.name}: {stats['accepted']}/{stats['goal']} accepted · dashboard "
               f"http://{host}:{port}/dashboard · exports {folder / 'exports'} · Ctrl-C to stop", file=sys.stderr)
         _server_class()(uvicorn.Config(app, host=host, port=port, log_level=_uvicorn_level(level),
+                                      http=deadline_protocol(config.body_timeout_s),
                                       access_log=level == "debug")).run(sockets=[listening])
     finally:
         store.close()

@@ -53,6 +53,7 @@ def serve(
     """
     import uvicorn
 
+    from ..http.protocol import deadline_protocol
     from ..logs import setup
     from ..models.memory import parse_size
     from ..server import ServerConfig, create_app
@@ -75,6 +76,7 @@ def serve(
           f"· OpenAI API http://{host}:{port}/v1 · Ctrl-C to stop", file=sys.stderr)
     _server_class()(uvicorn.Config(app, host=host, port=port, log_level=_uvicorn_level(settings.log_level),
                                   timeout_graceful_shutdown=int(config.shutdown_grace_s),
+                                  http=deadline_protocol(config.body_timeout_s),
                                   access_log=settings.log_level == "debug")).run(sockets=[listening])
 
 
@@ -109,6 +111,9 @@ def _server_class():
         signal (exit -15); a clean shutdown should exit 0."""
 
         def handle_exit(self, sig, frame) -> None:
+            stopping = getattr(getattr(self.config.app, "state", None), "stopping", None)
+            if stopping is not None:  # work running in threads stops at its next check
+                stopping.set()
             super().handle_exit(sig, frame)
             getattr(self, "_captured_signals", []).clear()
 

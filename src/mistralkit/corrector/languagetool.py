@@ -7,6 +7,8 @@ points, so an emoji before an error does not shift its span. It offers no dictio
 
 from __future__ import annotations
 
+import threading
+
 from typing import Any
 
 from ..errors import CheckerUnavailable, InvalidParameter
@@ -43,6 +45,7 @@ class LanguageToolChecker:
             raise InvalidParameter(f"timeout_s must be positive, not {timeout_s!r}")
         self.url = url.rstrip("/").removesuffix("/v2")
         self.language = language
+        self.timeout_s = timeout_s  # for each whole call: a server that drips bytes is cut off too
         self._client = httpx.Client(base_url=self.url, timeout=timeout_s)
         try:
             self._call("GET", "/v2/languages")  # fail now, not after the model has loaded
@@ -83,7 +86,7 @@ class LanguageToolChecker:
         import httpx
 
         try:
-            response = self._client.request(method, path, **kwargs)
+            response = self._request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CheckerUnavailable(f"LanguageTool at {self.url} is unreachable: {reason}", START_HINT) from None
@@ -97,6 +100,31 @@ class LanguageToolChecker:
             raise CheckerUnavailable(f"LanguageTool at {self.url} answered something that is not JSON",
                                      START_HINT) from None
         return payload if isinstance(payload, dict) else {"items": payload}
+
+    def _request(self, method: str, path: str, **kwargs: Any):
+        """The response, within ``timeout_s`` in all (httpx's timeouts are per read: one byte a second
+        would never trip them). Past the deadline the connection is closed under the waiting request."""
+        import httpx
+
+        outcome: list = []
+
+        def send() -> None:
+            try:
+                outcome.append(self._client.request(method, path, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                outcome.append(exc)
+
+        worker = threading.Thread(target=send, name="languagetool", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s)
+        if worker.is_alive():
+            stuck, self._client = self._client, httpx.Client(base_url=self.url, timeout=self.timeout_s)
+            stuck.close()
+            raise CheckerUnavailable(f"LanguageTool at {self.url} did not answer within {self.timeout_s:g} s",
+                                     START_HINT)
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
 
     def _issue(self, match: dict[str, Any], start: int, end: int) -> Issue:
         rule = match.get("rule") or {}

@@ -152,8 +152,12 @@ class Sentence:
 
     def at_sentence_start(self, i: int) -> bool:
         word = self[i]
-        before = self.text[:word.start].rstrip() if word is not None else ""
-        return word is not None and (not before or before[-1] in ".!?…:")
+        if word is None:
+            return False
+        pos = word.start - 1  # the last character before the word that is not a space
+        while pos >= 0 and self.text[pos].isspace():
+            pos -= 1
+        return pos < 0 or self.text[pos] in ".!?…:"
 
     def is_name(self, i: int) -> bool:
         """A capitalised word in the middle of a sentence, or one the dictionary calls a name."""

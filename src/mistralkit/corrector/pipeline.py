@@ -23,6 +23,7 @@ from .types import Checker, Correction, Issue, Protected, Refusal
 
 log = logging.getLogger(__name__)
 RULE_ROUNDS = 4  # rule passes at most: each re-checks the text the previous one left
+PIECE = 4000  # characters corrected at once at most (Grammalecte checks ~7,000 a second here)
 CANCELLED = "cancelled: the request was abandoned, the sentence is kept as the rules left it"
 Cancelled = Callable[[], bool]
 
@@ -89,14 +90,17 @@ class Corrector:
 
     def paragraphs(self, text: str, *, protect: Sequence[str] = (),
                    cancelled: Cancelled | None = None) -> Iterator[tuple[int, Correction]]:
-        """(offset in ``text``, correction) of each paragraph in order, as each one is done."""
-        from .sentences import paragraph_spans
+        """(offset in ``text``, correction) of each paragraph in order, as each one is done; a paragraph
+        over ``PIECE`` characters goes in pieces of whole sentences (the work stays linear in the text's
+        length). Once ``cancelled()`` is true nothing more is corrected: the rest stays as it was."""
+        from .sentences import correction_spans
 
         validate(text)
         words = tuple(dict.fromkeys((*self.settings.protect, *protect)))
-        for start, end in paragraph_spans(text):
-            if text[start:end].strip():
-                yield start, self.paragraph(text[start:end], words, cancelled)
+        for start, end in correction_spans(text, PIECE):
+            if cancelled is not None and cancelled():
+                return
+            yield start, self.paragraph(text[start:end], words, cancelled)
 
     # --- one paragraph ----------------------------------------------------------------------------
 
@@ -108,7 +112,7 @@ class Corrector:
         protected = stage.timed("protect", find_protected, text, words=words, ner=self.settings.spacy_model,
                                 proper_nouns=self.checker.proper_nouns)
         issues = stage.timed("check", self._issues, text, protected)
-        middle, rules, left = self._rules(text, protected, issues, stage)
+        middle, rules, left = self._rules(text, protected, issues, stage, cancelled)
         final, refused = middle, []
         if self.settings.mode == "hybrid":
             final, refused, left = self._rewrite(middle, _moved(protected, rules), left, stage,
@@ -119,11 +123,13 @@ class Corrector:
         return Correction(text, final, self.settings.mode, E.combine(text, rules, middle, final), protected, refused,
                           left, stage.seconds, self.checker.name, self.model_name)
 
-    def _rules(self, text: str, protected: list[Protected], issues: list[Issue],
-               stage: _Stage) -> tuple[str, list[E.Edit], list[Issue]]:
+    def _rules(self, text: str, protected: list[Protected], issues: list[Issue], stage: _Stage,
+               cancelled: Cancelled | None = None) -> tuple[str, list[E.Edit], list[Issue]]:
         """Rounds of picks a word apart, re-checked after each (a fix often settles its neighbours)."""
         current, done, spans, seen = text, [], protected, {text}
         for _ in range(RULE_ROUNDS):
+            if cancelled is not None and cancelled():
+                break
             picks, _ = E.rule_edits(current, issues, spans)
             following = E.apply(current, picks)
             if not picks or following in seen:  # nothing left, or going round in circles

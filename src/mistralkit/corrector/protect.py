@@ -66,9 +66,12 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("number", re.compile(_ORDINAL)),
     ("number", re.compile(rf"(?<![\w\-−+])[-−+]?(?:{_NUM})")),  # 3, -5, 58 213, 12,50
     ("number", re.compile(r"(?<!\w)\w*\d\w*")),  # A380, mp3, 3D: a word that holds a digit
+    # A word holding an invisible character (zero-width space or joiner, soft hyphen, BOM): the checker
+    # reads it as two words or a misspelling, and a "fix" would drop the character. Left as written.
+    ("invisible", re.compile(r"[\w'’-]*[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]+[\w'’-]*")),
 )
 # On a tie in width, the earlier kind names the merged span.
-SPECIFICITY = ("url", "email", "phone", "amount", "percent", "date", "time", "number", "user", "name")
+SPECIFICITY = ("url", "email", "phone", "amount", "percent", "date", "time", "number", "user", "invisible", "name")
 
 # Capitalised where French capitalises common words: never a name on its own.
 TITLE_WORDS = frozenset("M MM Mme Mmes Mlle Mlles Dr Drs Pr Me Mgr Monsieur Madame Mademoiselle Messieurs "
@@ -255,13 +258,14 @@ def values(spans: Iterable[Protected], start: int = 0, end: int | None = None) -
     return Counter(p.value for p in spans if p.start >= start and (end is None or p.end <= end))
 
 
+PROTECT_FILE_LIMIT = 1 << 20
+
+
 def read_protect_file(path: str | Path) -> list[str]:
     """The words and phrases of a protect file: one a line, ``#`` starts a comment, blank lines skipped."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InvalidParameter(f"{path}: cannot read the protect file ({exc.strerror or exc})",
-                               hint="give a readable UTF-8 text file, one word or phrase a line") from None
+    from ..text import read_bounded
+
+    data = read_bounded(path, PROTECT_FILE_LIMIT, "protect file")
     words: list[str] = []
     for number, raw in enumerate(data.split(b"\n"), 1):
         where = f"{path}:{number}"

@@ -111,3 +111,29 @@ def sentence_starts(text: str) -> set[int]:
         if quote.end() < len(text) and text[quote.end()].isalnum():
             starts.add(quote.end())
     return starts
+
+
+def pieces(text: str, limit: int) -> list[tuple[int, int]]:
+    """``text`` (one paragraph) as spans of at most ``limit`` characters: whole sentences where they
+    fit, a longer sentence cut at spaces (or, with none, anywhere). Correcting a long paragraph piece
+    by piece keeps the work linear in its length and lets it stop between pieces."""
+    out: list[tuple[int, int]] = []
+    for start, end in sentence_spans(text):
+        while end - start > limit:
+            cut = text.rfind(" ", start + 1, start + limit)
+            cut = cut if cut > start else start + limit
+            out.append((start, cut))
+            start = cut
+            while start < end and text[start].isspace():
+                start += 1
+        if start < end:
+            if out and end - out[-1][0] <= limit and out[-1][1] - out[-1][0] < limit:
+                out[-1] = (out[-1][0], end)  # joins the previous piece
+            else:
+                out.append((start, end))
+    return out
+
+
+def correction_spans(text: str, limit: int) -> list[tuple[int, int]]:
+    """What is corrected at once, in order: each paragraph, or its ``pieces`` when it is longer."""
+    return [(start + a, start + b) for start, end in paragraph_spans(text) for a, b in pieces(text[start:end], limit)]

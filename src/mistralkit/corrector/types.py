@@ -37,7 +37,8 @@ class Checker(Protocol):
     def close(self) -> None: ...
 
 
-ProtectKind = Literal["number", "date", "time", "amount", "percent", "phone", "email", "url", "name", "user"]
+ProtectKind = Literal["number", "date", "time", "amount", "percent", "phone", "email", "url", "name", "user",
+                      "invisible"]
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..errors import InvalidParameter
 from ..server.auth import KeyGuard, require_key
 from ..server.config import is_loopback
 from ..server.errors import error_response
+from ..server.schemas import RequestBody
 from .state import State
 
 AGENT_ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$",
@@ -52,17 +53,17 @@ class DatagenConfig:
         return {n.lower() for n in names} | {f"{n.lower()}:{self.port}" for n in names}
 
 
-class NextRequest(BaseModel):
+class NextRequest(RequestBody):
     agent_id: str = AGENT_ID
 
 
-class SubmitRequest(BaseModel):
+class SubmitRequest(RequestBody):
     instruction_id: str = Field(min_length=1, max_length=64)
     agent_id: str = AGENT_ID
     case_text: str = Field(description="The written case; its length bounds come from the spec")
 
 
-class ReleaseRequest(BaseModel):
+class ReleaseRequest(RequestBody):
     instruction_id: str = Field(min_length=1, max_length=64)
     agent_id: str = AGENT_ID
 

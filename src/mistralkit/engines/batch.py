@@ -13,7 +13,7 @@ in place, then greedy is an argmax and the rest a per-sequence llama.cpp sampler
 top-k, top-p, min-p, temperature, seeded dist; the order llama-cpp-python's ``Llama`` uses).
 
 Every slot (llama.cpp sequence id) keeps the KV cache of what it last held after its sequence
-ends. A new sequence takes the free slot whose cache shares the longest prefix with its prompt and
+ends. A new sequence takes the free slot whose cache it shares most of (``choose_slot``) and
 evaluates only the rest, so turn N of a chat reuses turn N-1. The KV cache is unified (one pool of
 ``n_slots x n_ctx`` cells): a sequence may use up to ``n_ctx`` of them, and steps that mix prompt
 chunks with decode tokens stay in one ubatch.
@@ -232,6 +232,22 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+REUSE_SHARE = 0.5  # a slot's cache is reused when it holds more than this share of the prompt
+
+
+def choose_slot(free: Sequence[Slot], prompt: Sequence[int]) -> Slot:
+    """The free slot for ``prompt``: the one whose cache holds the longest start of it, when that is
+    more than half of the prompt (llama-server's ``--slot-prompt-similarity``, 0.5); else the one
+    unused the longest (an empty one first). A prompt that merely starts like another conversation
+    (the BOS and a chat template's first tokens) never takes that conversation's slot: its next turn
+    would find its cache gone."""
+    shared = {slot.id: common_prefix(slot.tokens, prompt) for slot in free}
+    reusable = [slot for slot in free if shared[slot.id] > REUSE_SHARE * len(prompt)]
+    if reusable:
+        return max(reusable, key=lambda slot: (shared[slot.id], -slot.last_used))
+    return min(free, key=lambda slot: slot.last_used)
+
+
 MIX_TOKENS = 64  # a step of at most this many tokens costs about one decode step: prompts share it
 
 
@@ -254,6 +270,7 @@ class Batcher:
         self.cv = threading.Condition()
         self.step_lock = threading.Lock()  # held while the loop touches the context
         self.stopped = False
+        self.no_reuse: set[str] = set()  # why a cached prefix could not be kept (logged once each)
         self.thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self.thread.start()
 
@@ -291,6 +308,8 @@ class Batcher:
     def reset(self) -> None:
         """Forget the cached prompts of idle slots (the next prompt is evaluated from position 0)."""
         with self.step_lock:
+            for seq in [s for s in self.running if s.cancelled]:  # callers gone, slots not yet freed
+                self._finish(seq, End("cancelled"))
             for slot in self.slots:
                 if slot.seq is None:
                     self.L.llama_memory_seq_rm(self.mem, slot.id, -1, -1)
@@ -340,18 +359,34 @@ class Batcher:
             if seq.cancelled:
                 self._end(seq, End("cancelled"))
                 continue
-            # The free slot whose cache shares most of the prompt; else the one unused the longest.
-            slot = max(free, key=lambda s: (common_prefix(s.tokens, seq.tokens), -s.last_used))
+            slot = choose_slot(free, seq.tokens)
             keep = common_prefix(slot.tokens, seq.tokens)
             keep = min(keep, seq._prompt_end - 1 if seq.sampler is not None else seq.score_from - 1)
             keep = max(keep, 0)
-            if keep < len(slot.tokens) and not self.L.llama_memory_seq_rm(self.mem, slot.id, keep, -1):
-                self.L.llama_memory_seq_rm(self.mem, slot.id, -1, -1)  # cannot cut this cache: start over
-                keep = 0
+            keep = self._cut(slot, keep)
             del slot.tokens[keep:]
             seq.slot, seq.n_past, seq.cached = slot, keep, keep
             slot.seq = seq
             self.running.append(seq)
+
+    def _cut(self, slot: Slot, keep: int) -> int:
+        """Drop the slot's cache past ``keep`` tokens; what is left (0 where llama.cpp cannot keep a prefix)."""
+        L = self.L
+        if keep and L.llama_memory_seq_pos_min(self.mem, slot.id) > 0:
+            # A sliding-window cache that dropped early positions cannot serve a prefix again.
+            self._no_reuse("the cache no longer holds the prompt's first positions (sliding-window layers)")
+            keep = 0
+        if keep < len(slot.tokens) and not L.llama_memory_seq_rm(self.mem, slot.id, keep, -1):
+            self._no_reuse("llama.cpp cannot cut this model's cache at a position (recurrent or hybrid memory)")
+            keep = 0
+        if keep == 0:
+            L.llama_memory_seq_rm(self.mem, slot.id, -1, -1)
+        return keep
+
+    def _no_reuse(self, reason: str) -> None:
+        if reason not in self.no_reuse:
+            self.no_reuse.add(reason)
+            log.warning("prompt cache not reused: %s; each prompt is evaluated in full", reason)
 
     def _add(self, token: int, seq: Seq, logits: bool) -> int:
         b, i = self.batch, self.batch.n_tokens

@@ -274,6 +274,10 @@ class LlamaCppEngine(EngineBase):
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         return self._model.tokenize(_utf8(text), add_bos=False, special=special)
 
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Token ids back to text (control tokens left out)."""
+        return self._model.detokenize(list(tokens)).decode("utf-8", errors="replace")
+
     def token_text(self, token_id: int) -> str:
         return self._model.detokenize([token_id], special=True).decode("utf-8", errors="replace")
 

@@ -139,10 +139,11 @@ class RemoteEngine(EngineBase):
                                 "or pick a local model")
 
     def api_key(self) -> str | None:
-        """The key from ``key_env`` now; a hosted API without one is a 401 before anything is sent."""
+        """The key from ``key_env`` now. Nothing is sent (a 401) when the remote names a key variable that
+        is unset or empty, or when a hosted API has no key variable at all."""
         var = self.remote.key_env
         key = (self.environ().get(var) or "").strip() if var else ""
-        if key or not self.remote.needs_key:
+        if key or not (var or self.remote.needs_key):
             return key or None
         raise RemoteError(f"{self.remote.api} remote {self.name!r} ({self.remote.base_url}) needs an API key, and "
                           f"{var or 'no key variable'} is {'empty or unset' if var else 'named'}",

@@ -228,8 +228,10 @@ def seeded(kind: str, environ: Mapping[str, str]) -> Remote:
 
 def _read_toml(config_file: Path) -> dict[str, Remote]:
     try:
-        if not config_file.is_file():
+        if not config_file.exists():
             return {}
+        if not config_file.is_file():
+            raise InvalidParameter(f"config file {config_file} is not a file", hint="remove it, or set MISTRALKIT_HOME")
         data = tomllib.loads(config_file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InvalidParameter(f"cannot read config file {config_file}: {exc.strerror}",

@@ -23,7 +23,7 @@ from .gguf_info import GGUFInfo, read_info
 from .hashing import sha256_path
 
 
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*(:[a-z0-9._-]+)?")
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}(:[a-z0-9._-]{1,40})?")  # short enough for a file name
 HUB_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one half of a hub repo id, OWNER or REPO
 
 
@@ -192,7 +192,7 @@ def import_model(path: str | Path, name: str | None = None, copy: bool = False, 
     model = _from_path(source)  # refuses non-GGUF files and unknown directories
     name = (name or model.name).strip().lower()
     if not NAME_PATTERN.fullmatch(name):
-        raise InvalidParameter(f"bad model name {name!r}", hint="use letters, digits, '.', '-', '_' and one ':'")
+        raise InvalidParameter(f"bad model name {name!r}", hint="use up to 100 letters, digits, '.', '-', '_' (and one ':' with up to 40 more)")
     if not force and (registry.get(name) or catalog.find(name)):
         raise InvalidParameter(f"the name {name!r} is taken", hint="pass --name NEW_NAME, or --force to replace it")
     target = source

@@ -12,13 +12,13 @@ them. GGUF is refused: vLLM's GGUF loading is experimental; its HF weights or ``
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidModelFile, InvalidParameter, ModelNotFound
+from ..text import read_json_object
 
 MISTRAL_FLAGS = ("--tokenizer-mode", "mistral", "--config-format", "mistral", "--load-format", "mistral")
 MISTRAL_TOKENIZERS = ("tekken.json", "tokenizer.model.v*")
@@ -127,13 +127,7 @@ def _local(path: Path) -> Weights:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidModelFile(f"{path} is not readable JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidModelFile(f"{path} is not a JSON object")
-    return data
+    return read_json_object(path, InvalidModelFile)
 
 
 def _int(data: dict[str, Any], *keys: str) -> int | None:

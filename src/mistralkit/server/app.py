@@ -12,6 +12,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +23,9 @@ from .. import __version__
 from ..errors import HistoryBusy, MistralkitError
 from .auth import KeyGuard, LockedOut, Unauthorized, require_key
 from .config import ServerConfig
-from .errors import Overloaded, error_response, from_exception, history_busy, validation_message
+from ..paths import data_dir
+from .errors import (Overloaded, error_response, from_exception, hide_folders, history_busy,
+                     validation_message)
 from .metrics import Metrics
 from .ollama_shapes import OllamaWire
 from .pool import Pool
@@ -97,6 +100,7 @@ def _stalled(timeout_s: float) -> Response:
 
 def create_app(config: ServerConfig) -> FastAPI:
     pool = Pool(config)
+    hide_folders({**{Path.home(): "~/", data_dir(): ""}, **{folder: "" for folder in config.model_dirs}})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -113,6 +117,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.config, app.state.pool, app.state.metrics = config, pool, Metrics()
     app.state.key_guard = KeyGuard()
     app.state.checkers, app.state.checkers_lock = {}, threading.Lock()  # /v1/correct's, opened on first use
+    app.state.stopping = threading.Event()  # set on SIGTERM/SIGINT: work in threads stops (server/watch.py)
     error_handlers(app)
     _middleware(app, config)
     _routes(app)
@@ -212,7 +217,7 @@ def _routes(app: FastAPI) -> None:
     @app.get("/health", tags=["operations"])
     async def health(request: Request) -> dict:
         """Liveness: answers while the server runs (no key needed)."""
-        return {"status": "ok", "models_loaded": list(request.app.state.pool.slots)}
+        return {"status": "ok", "models_loaded": list(request.app.state.pool.loaded())}
 
     @app.get("/metrics", dependencies=guarded, tags=["operations"], response_class=Response)
     async def metrics(request: Request) -> Response:

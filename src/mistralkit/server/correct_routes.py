@@ -16,15 +16,20 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from ..corrector.llm import FirstLine
-from ..errors import InvalidParameter
+from ..errors import Cancelled, InvalidParameter, TooLarge
 from .pool import Job, stream
-from .schemas import _Request
+from .schemas import RequestBody
+from .watch import cancelled
 
 router = APIRouter(prefix="/v1", tags=["correct"])
 
 
-class CorrectRequest(_Request):
-    text: str = Field(min_length=1, description="French text, one or more paragraphs.")
+MAX_TEXT = 100_000  # characters of one request (about 15 pages); the CLI corrects files of any size
+
+
+class CorrectRequest(RequestBody):
+    text: str = Field(min_length=1, description=f"French text, one or more paragraphs (at most {MAX_TEXT:,} "
+                                                "characters).")
     mode: Literal["rules", "hybrid"] | None = Field(default=None, description="Default: the server's [correct] mode.")
     model: str | None = Field(default=None, description="Hybrid mode's model (a name the server serves).")
     checker: Literal["grammalecte", "languagetool"] | None = None
@@ -108,6 +113,9 @@ async def correct(body: CorrectRequest, request: Request) -> dict:
     e-mails, URLs), then in hybrid mode a guarded LLM rewrite per sentence. Returns every edit."""
     from dataclasses import replace
 
+    if len(body.text) > MAX_TEXT:
+        raise TooLarge(f"text: {len(body.text):,} characters, more than the {MAX_TEXT:,} one request may hold",
+                       hint="send it in parts, or use `mistralkit correct -f FILE` on the server", param="text")
     base = request.app.state.config.correct
     settings = replace(base, mode=body.mode or base.mode, checker=body.checker or base.checker)
     if settings.checker == "languagetool" and not settings.languagetool_url:
@@ -126,25 +134,16 @@ async def correct(body: CorrectRequest, request: Request) -> dict:
 
 
 async def _correct(body: CorrectRequest, settings, checker, options: dict, request: Request):
+    """The correction in a thread that stops between pieces (and sentences, in hybrid mode) once the
+    client has left or the server is stopping."""
     from ..corrector import Corrector
 
-    gone = threading.Event()  # set when the client disconnects: hybrid stops before the next sentence
+    async with cancelled(request) as gone:
+        def run():
+            with Corrector(settings, checker=checker, **options) as corrector:  # type: ignore[arg-type]
+                result = corrector.correct(body.text, protect=body.protect, cancelled=gone)
+            if gone():
+                raise Cancelled("the correction stopped: its client left or the server is stopping")
+            return result
 
-    def run():
-        with Corrector(settings, checker=checker, **options) as corrector:  # type: ignore[arg-type]
-            return corrector.correct(body.text, protect=body.protect, cancelled=gone.is_set)
-
-    watcher = asyncio.create_task(_watch_disconnect(request, gone)) if settings.mode == "hybrid" else None
-    try:
         return await run_in_threadpool(run)
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-
-
-async def _watch_disconnect(request: Request, gone: threading.Event, every_s: float = 0.1) -> None:
-    while not gone.is_set():
-        if await request.is_disconnected():
-            gone.set()
-            return
-        await asyncio.sleep(every_s)

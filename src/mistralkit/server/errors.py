@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 from fastapi.responses import JSONResponse
 
 from ..errors import (ContextOverflow, HistoryBusy, HistoryUnavailable, InvalidParameter, MistralkitError,
-                      ModelNotFound, RemoteError, RemoteRefused, SessionNotFound, Unsupported)
+                      ModelNotFound, RemoteError, RemoteRefused, SessionNotFound, TooLarge, Unsupported)
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
          408: "invalid_request_error", 409: "conflict_error", 410: "invalid_request_error",
@@ -15,9 +17,28 @@ TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permis
          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}
 
 
+PRIVATE: dict[str, str] = {}  # a folder of the server's -> what an answer shows instead (see hide_folders)
+
+
+def hide_folders(folders: dict[Path, str]) -> None:
+    """Name these folders (the allowed model folders, the data folder, the user's home) in no answer:
+    ``/srv/models/x.gguf`` reads ``x.gguf``, ``/home/ann/x`` reads ``~/x``."""
+    for folder, shown in folders.items():
+        for form in {str(folder), str(folder.resolve())}:
+            PRIVATE[form.rstrip(os.sep) + os.sep] = shown
+
+
+def redact(text: str) -> str:
+    """``text`` without the server's own folders in it (longest first: a model folder inside home)."""
+    for folder in sorted(PRIVATE, key=len, reverse=True):
+        text = text.replace(folder, PRIVATE[folder])
+    return text
+
+
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": TYPES.get(status, "server_error"), "param": param, "code": code}}
+    body = {"error": {"message": redact(message), "type": TYPES.get(status, "server_error"), "param": param,
+                      "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -25,6 +46,7 @@ CODES: tuple[tuple[type[MistralkitError], int, str], ...] = (
     (ModelNotFound, 404, "model_not_found"),
     (SessionNotFound, 404, "session_not_found"),
     (ContextOverflow, 400, "context_length_exceeded"),
+    (TooLarge, 413, "request_too_large"),
     (InvalidParameter, 400, "invalid_value"),
     (Unsupported, 400, "unsupported_by_engine"),
     (RemoteRefused, 403, "remote_refused"),
@@ -82,6 +104,8 @@ def validation_message(errors: list[dict]) -> tuple[int, str, str, str | None]:
         reason = (first.get("ctx") or {}).get("error", "")
         return 400, f"the request body is not valid JSON{': ' + str(reason) if reason else ''}", "invalid_json", None
     where = _where(tuple(first.get("loc", ())))
+    if not where and first.get("type") == "value_error":  # a check across fields (max_tokens vs ...)
+        return 400, str(first.get("msg", "invalid request")).removeprefix("Value error, "), "invalid_request", None
     if not where:
         return (400, "the request body must be a JSON object (send it with Content-Type: application/json)",
                 "invalid_request", None)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -23,10 +22,11 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..engines import Usage, require
 from ..errors import InvalidParameter, MistralkitError
+from .errors import redact
 from . import ollama_shapes as shapes
 from .openai_routes import EMBED_LOCK, Run, queue_job
-from .pool import Slot
 from .schemas import ChatRequest
+from .watch import cancelled
 
 # Not in /openapi.json: Ollama documents these, and the schema fuzzer bounds only OpenAI's max_tokens.
 router = APIRouter(prefix="/api", tags=["ollama"], include_in_schema=False)
@@ -46,12 +46,6 @@ async def version() -> dict:
     return {"version": __version__}
 
 
-def _display(key: str, slot: Slot) -> str:
-    """A loaded model's name, with its adapter's file name (never its path on the server)."""
-    _, plus, adapter = key.partition("+")
-    return f"{slot.model.name}+{Path(adapter).name}" if plus else slot.model.name
-
-
 @router.get("/tags")
 async def tags(request: Request) -> dict:
     """The models ``GET /v1/models`` lists, in Ollama's shape."""
@@ -63,10 +57,10 @@ async def tags(request: Request) -> dict:
 @router.get("/ps")
 async def ps(request: Request) -> dict:
     """Loaded models; they stay until the memory budget needs room (no ``expires_at``)."""
-    slots = list(request.app.state.pool.slots.items())
-    return {"models": [{"name": _display(key, slot), "model": _display(key, slot), "size": slot.planned,
+    loaded = request.app.state.pool.loaded()
+    return {"models": [{"name": name, "model": name, "size": slot.planned,
                         "size_vram": 0, "digest": "", "expires_at": None, "details": shapes.details(slot.model),
-                        "context_length": slot.worker.engine.n_ctx} for key, slot in slots]}
+                        "context_length": slot.worker.engine.n_ctx} for name, slot in loaded.items()]}
 
 
 @router.post("/show")
@@ -101,7 +95,9 @@ async def _queue(request: Request, body: ChatRequest, num_predict: int | None,
             require(engine, "grammar", "format")
             await run_in_threadpool(engine.check_grammar, grammar)
         job = await queue_job(request, body, slot, prompt, grammar)
-    return Run(request, job, slot.model.name), load_s
+    run = Run(request, job, slot.model.name)
+    run.prompt = prompt
+    return run, load_s
 
 
 def _chat_prompt(messages: list[dict]) -> Callable[[object], Awaitable[list]]:
@@ -133,24 +129,36 @@ def _line(data: dict) -> str:
     return json.dumps(data) + "\n"
 
 
-async def _ndjson(run: Run, name: str, piece: Piece, started: float, load_s: float) -> AsyncIterator[str]:
+def _context(run: Run) -> dict:
+    """Ollama's ``context`` of a generate: the prompt's tokens and the answer's (none for a remote)."""
+    prompt = run.prompt
+    if not prompt or not all(isinstance(token, int) for token in prompt):
+        return {}
+    return {"context": [*prompt, *run.token_ids]}
+
+
+async def _ndjson(run: Run, name: str, piece: Piece, started: float, load_s: float,
+                  last: Callable[[Run], dict]) -> AsyncIterator[str]:
     run.streamed = True  # the StreamingResponse cancels this when the client leaves
     try:
         async for chunk in run.chunks():
             if chunk.text:
                 yield _line({"model": name, "created_at": shapes.now(), **piece(chunk.text), "done": False})
-        yield _line({"model": name, "created_at": shapes.now(), **piece(""), **_final(run, started, load_s)})
+        yield _line({"model": name, "created_at": shapes.now(), **piece(""), **_final(run, started, load_s),
+                     **last(run)})
     except MistralkitError as exc:  # the 200 is out: Ollama's clients read an error line
-        yield _line({"error": str(exc)})
+        yield _line({"error": redact(str(exc))})
 
 
-async def _reply(run: Run, name: str, piece: Piece, stream: bool, started: float, load_s: float):
+async def _reply(run: Run, name: str, piece: Piece, stream: bool, started: float, load_s: float,
+                 last: Callable[[Run], dict] = lambda run: {}):
+    """The answer, streamed or whole; ``last(run)`` adds fields to the final line (generate's context)."""
     if stream:
-        return StreamingResponse(_ndjson(run, name, piece, started, load_s), media_type="application/x-ndjson",
+        return StreamingResponse(_ndjson(run, name, piece, started, load_s, last), media_type="application/x-ndjson",
                                  headers={"Cache-Control": "no-cache"})
     async for _ in run.chunks():
         pass
-    return {"model": name, "created_at": shapes.now(), **piece(run.text), **_final(run, started, load_s)}
+    return {"model": name, "created_at": shapes.now(), **piece(run.text), **_final(run, started, load_s), **last(run)}
 
 
 async def _load_only(request: Request, name: str, piece: Piece, stream: bool):
@@ -196,7 +204,7 @@ async def generate(body: shapes.OllamaGenerateRequest, request: Request):
     ours = shapes.to_chat_request(shapes.model_ref(body.model), messages, body.options, body.format)
     prompt_of = _raw_prompt(body.prompt) if body.raw else _chat_prompt(messages)
     run, load_s = await _queue(request, ours, body.options.num_predict, prompt_of)
-    return await _reply(run, body.model, _response, body.stream, started, load_s)
+    return await _reply(run, body.model, _response, body.stream, started, load_s, _context)
 
 
 async def _embed(request: Request, ref: str, texts: list[str], truncate: bool):
@@ -206,7 +214,8 @@ async def _embed(request: Request, ref: str, texts: list[str], truncate: bool):
         before = time.perf_counter()
         embedder = await run_in_threadpool(pool.embedder, shapes.model_ref(ref))
         load_s = time.perf_counter() - before
-        result = await run_in_threadpool(lambda: embedder.embed(texts, truncate=truncate))
+        async with cancelled(request) as gone:
+            result = await run_in_threadpool(lambda: embedder.embed(texts, truncate=truncate, cancelled=gone))
     request.app.state.metrics.tokens.labels(result.model, "in").inc(result.prompt_tokens)
     return result, load_s
 

@@ -20,9 +20,11 @@ from starlette.concurrency import run_in_threadpool
 from ..engines import Chunk, Usage, require
 from ..engines.base import TokenLogprob
 from ..errors import ContextOverflow, InvalidParameter, MistralkitError
+from .errors import redact
 from . import history, tools
 from .pool import Job, Slot, stream
 from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
+from .watch import cancelled
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 log = logging.getLogger(__name__)
@@ -94,6 +96,7 @@ class Run:
     def __init__(self, request: Request, job: Job, model: str) -> None:
         self.request, self.job, self.model = request, job, model
         self.text, self.finish, self.usage = "", "stop", None
+        self.prompt: list | None = None  # what the engine was given: token ids, or messages for a remote
         self.token_ids: list[int] = []
         self.logprobs: list[TokenLogprob] = []  # when asked
         self.tool_calls: list[dict] = []  # calls an engine with native tools made
@@ -280,7 +283,7 @@ async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_en
         complete = True
         yield _sse("[DONE]")
     except MistralkitError as exc:
-        yield _sse({"error": {"message": exc.message, "type": "server_error", "code": None}})
+        yield _sse({"error": {"message": redact(exc.message), "type": "server_error", "code": None}})
     finally:
         with anyio.CancelScope(shield=True):  # a client that left cancels this scope: still save
             try:
@@ -433,7 +436,8 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
             raise InvalidParameter(
                 f"dimensions={body.dimensions}: {body.model} gives {embedder.dimensions}-dimensional vectors and "
                 "was not trained for shorter ones", hint=f"leave dimensions out, or pass {embedder.dimensions}")
-        result = await run_in_threadpool(embedder.embed, texts)
+        async with cancelled(request) as gone:  # the lock is free again within a batch of the client leaving
+            result = await run_in_threadpool(lambda: embedder.embed(texts, cancelled=gone))
     request.app.state.metrics.tokens.labels(result.model, "in").inc(result.prompt_tokens)
     encode = _base64_floats if body.encoding_format == "base64" else list
     return {"object": "list", "model": result.model,

@@ -329,11 +329,15 @@ class Pool:
             self.embedders[ref] = load_embedder(boundary.model(ref, self.config.model_dirs))
         return self.embedders[ref]
 
+    def loaded(self) -> dict[str, Slot]:
+        """The loaded models by the name clients see (an adapter by its file name, never its path)."""
+        return {shown(key, slot): slot for key, slot in list(self.slots.items())}
+
     def queue_depths(self) -> dict[str, int]:
-        return {key: slot.worker.in_flight for key, slot in self.slots.items()}
+        return {name: slot.worker.in_flight for name, slot in self.loaded().items()}
 
     def engine_stats(self) -> dict[str, dict]:
-        return {key: stats for key, slot in list(self.slots.items()) if (stats := slot.worker.stats()) is not None}
+        return {name: stats for name, slot in self.loaded().items() if (stats := slot.worker.stats()) is not None}
 
     def close(self) -> None:
         self.closed = True
@@ -342,6 +346,12 @@ class Pool:
         self.slots.clear()
         for embedder in self.embedders.values():
             embedder.close()  # type: ignore[attr-defined]
+
+
+def shown(key: str, slot: Slot) -> str:
+    """A slot's name for clients: the model's name, with its adapter's file name (not its path)."""
+    _, plus, adapter = key.partition("+")
+    return f"{slot.model.name}+{Path(adapter).name}" if plus else slot.model.name
 
 
 RESOLVED_MAX = 64  # names remembered by Pool.resolve

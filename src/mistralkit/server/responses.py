@@ -22,32 +22,33 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, StrictBool, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import MistralkitError
+from .errors import redact
 from .openai_routes import ChatRun, EventStream, collect, start_chat
-from .schemas import BadParameter, ChatRequest, Sampling, _Body
+from .schemas import BadParameter, ChatRequest, Sampling, BaseBody
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-class FunctionTool(_Body):
+class FunctionTool(BaseBody):
     type: Literal["function"]
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
-class TextFormat(_Body):
+class TextFormat(BaseBody):
     type: Literal["text", "json_object", "json_schema"] = "text"
     name: str = "response"
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
-class TextOptions(_Body):
+class TextOptions(BaseBody):
     format: TextFormat | None = None
 
 
@@ -58,10 +59,10 @@ class ResponsesRequest(Sampling):
     text: TextOptions | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: StrictBool | None = None
     previous_response_id: str | None = None
-    store: bool | None = None  # accepted; nothing is stored here
-    background: bool | None = None
+    store: StrictBool | None = None  # accepted; nothing is stored here
+    background: StrictBool | None = None
     reasoning: dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
     user: str | None = None
@@ -330,7 +331,7 @@ async def _events(response: Response) -> AsyncIterator[str]:
         yield event(f"response.{status}", response=response.shape(status))
         complete = True
     except MistralkitError as exc:
-        yield event("error", code="server_error", message=exc.message, param=None)
+        yield event("error", code="server_error", message=redact(exc.message), param=None)
     finally:
         import anyio
 

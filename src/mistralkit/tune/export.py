@@ -101,8 +101,20 @@ def trained_tokenizer(source: Path) -> str | None:
     return (json.loads(summary.read_text(encoding="utf-8")).get("hyperparameters") or {}).get("tokenizer")
 
 
+PEFT_DEFAULTS = {"r": 8, "lora_alpha": 8}  # what PEFT's LoraConfig takes when the file leaves them out
+
+
 def read_peft_config(peft_dir: Path) -> dict:
-    config = json.loads((peft_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    """``adapter_config.json``, checked; a missing ``r`` or ``lora_alpha`` is PEFT's own default (8),
+    as PEFT itself reads the file."""
+    from ..text import read_json_object
+
+    path = peft_dir / "adapter_config.json"
+    config = {**PEFT_DEFAULTS, **read_json_object(path)}
+    for key in PEFT_DEFAULTS:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e6:
+            raise InvalidParameter(f"{path}: {key} is {value!r}, not a positive number")
     kind = config.get("peft_type", "LORA")
     if kind != "LORA":
         raise InvalidParameter(f"{peft_dir} holds a {kind} adapter; only LoRA exports to GGUF")
