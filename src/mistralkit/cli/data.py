@@ -16,7 +16,7 @@ app = typer.Typer(
          "  mistralkit data validate train.jsonl --max-length 2048\n\n"
          "  mistralkit data stats train.jsonl valid.jsonl --tokenizer v3\n\n"
          "  mistralkit data split all.jsonl --valid 0.1 --seed 0 --out data/\n\n"
-         "  mistralkit data convert qa.jsonl --to messages -o qa.messages.jsonl",
+         "  mistralkit data convert pairs.jsonl --to messages -o pairs.messages.jsonl",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -165,9 +165,9 @@ def convert(file: File,
 
     Examples:
 
-      mistralkit data convert qa.jsonl --to messages
+      mistralkit data convert pairs.jsonl --to messages
 
-      mistralkit data convert qa.jsonl --to messages -o - | head
+      mistralkit data convert pairs.jsonl --to messages -o - | head
     """
     from ..tune.data import convert as convert_file
 

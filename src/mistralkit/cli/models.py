@@ -271,7 +271,7 @@ def import_(
 
       mistralkit models import ~/Downloads/Mistral-7B-Instruct-v0.3-Q4_K_M.gguf --name mistral-local
 
-      mistralkit models import ./runs/legal/merged --copy
+      mistralkit models import ./my-model.gguf --name my-model --copy
     """
     from ..models.store import import_model
 

@@ -78,6 +78,8 @@ def tune(
 
       mistralkit tune --config runs/a.yaml --out runs/a --resume
     """
+    # The flags are this function's arguments: read them before any local name joins them.
+    flags = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k not in ("config", "as_json")}
     from ..logs import setup
     from ..tune.config import load_config
     from ..tune.train import train
@@ -87,8 +89,6 @@ def tune(
         from .models import pull_if_hub
 
         pull_if_hub(base)
-    flags = {k: v for k, v in locals().items() if k not in ("config", "as_json", "setup", "load_config", "train")}
-    flags = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
     result = train(load_config(config, flags), progress=not as_json)
     summary = result.summary
     if as_json:

@@ -221,7 +221,12 @@ def seeded(kind: str, environ: Mapping[str, str]) -> Remote:
                                hint=f"set {model_var} in the environment or .env (or MODEL_TYPE=local)")
     url = environ.get(url_var, "").strip() or DEFAULT_URLS[kind]
     try:
-        return Remote(kind, kind, url, model, key_env=key_var)
+        remote = Remote(kind, kind, url, model)
+        # The key variable is the seed's convention, not one the user named: without it, a local
+        # server is asked with no key (a remote that names its variable is refused when it is unset).
+        if (environ.get(key_var) or "").strip() or remote.needs_key:
+            remote = Remote(kind, kind, url, model, key_env=key_var)
+        return remote
     except InvalidParameter as exc:
         raise InvalidParameter(f"{url_var}: {exc.message}", hint=f"fix {url_var} in the environment or .env") from None
 
