@@ -10,6 +10,7 @@ second of the client leaving, and that the lock the work held is free for the ne
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -264,6 +265,30 @@ def test_half_sent_headers_are_closed_with_408(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent:  # nothing sent at all
         assert silent.recv(4096).startswith(b"HTTP/1.1 408")
     alive(server)
+
+
+def test_sigterm_stops_a_long_correction_and_exits_0(model, mk_home, tmp_path):
+    """The README promises SIGTERM finishes or cancels in-flight work: a correction of minutes stops at
+    its next piece, its client gets an answer, and the server exits 0 within seconds."""
+    own = Serve(mk_home, tmp_path / "sigterm.log", "--api-key", KEY, "--threads", "1", "--max-body", "8M")
+    sentence = "Hier, Lucas et sa soeur son allé au cinéma avec 3 amis et ils on mangé des bonbon. "
+    answers: list[int] = []
+
+    def correct() -> None:
+        reply = httpx.post(f"{own.url}/v1/correct", json={"text": "\n\n".join(sentence * 12 for _ in range(90))},
+                           headers=AUTH, timeout=120)
+        answers.append(reply.status_code)
+
+    client = threading.Thread(target=correct)
+    client.start()
+    time.sleep(3)
+    started = time.monotonic()
+    own.proc.send_signal(signal.SIGTERM)
+    assert own.proc.wait(timeout=30) == 0, own.output()[-2000:]
+    assert time.monotonic() - started < 10
+    client.join(timeout=30)
+    assert answers and answers[0] in (499, 503), answers
+    assert "Traceback" not in own.output()
 
 
 def test_zz_server_log_has_no_traceback(server):
