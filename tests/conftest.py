@@ -35,6 +35,10 @@ FACTS = [
 def mk_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("mkhome")
     os.environ["MISTRALKIT_HOME"] = str(home)
+    # The tests were written against the embedded Gemma (a base model, known greedy outputs): it stays
+    # the default in this home. The chat default (SmolLM2) is tested in homes of its own.
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text('model = "gemma-3-270m"\n')
     for name in [k for k in os.environ if k.startswith(("MISTRALKIT_", "LLM_")) and k != "MISTRALKIT_HOME"]:
         del os.environ[name]
     return home
@@ -44,7 +48,7 @@ def mk_home(tmp_path_factory) -> Path:
 def model(mk_home):
     from mistralkit.models import resolve
 
-    return resolve()
+    return resolve("gemma-3-270m")
 
 
 @pytest.fixture(scope="session")

@@ -88,7 +88,7 @@ def test_choice_scores_equal_log_probabilities_computed_directly_with_llama_cpp(
     llm = llama_cpp.Llama(str(model.path), n_ctx=256, logits_all=True, verbose=False, n_threads=2,
                           lora_path=str(resolve_adapter(facts_adapter)[0]), swa_full=True)
     try:
-        with open_encoder(None) as encoder:
+        with open_encoder("gemma-3-270m") as encoder:
             direct = []
             for choice in item.choices:
                 prompt, answer = scorers.choice_tokens(encoder, item.messages, choice)

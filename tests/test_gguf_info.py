@@ -25,7 +25,7 @@ def test_assembled_once_with_hash_marker(model):
     marker = model.path.with_name(model.path.name + ".sha256")
     assert marker.read_text().strip() == pkg.EXPECTED_SHA256
     mtime = model.path.stat().st_mtime_ns
-    assert resolve().path.stat().st_mtime_ns == mtime  # not rebuilt
+    assert resolve("gemma-3-270m").path.stat().st_mtime_ns == mtime  # not rebuilt
 
 
 def test_not_gguf_and_truncated_are_refused(model, tmp_path):

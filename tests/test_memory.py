@@ -95,7 +95,7 @@ def test_peak_rss_is_predicted_within_ten_percent(mk_home):
     from mistralkit.models import resolve
 
     used = measured["prompt_tokens"] + measured["completion_tokens"]
-    predicted = plan(ModelShape.from_model(resolve()), 1024, "q8_0", used=used).peak_rss
+    predicted = plan(ModelShape.from_model(resolve("gemma-3-270m")), 1024, "q8_0", used=used).peak_rss
     assert predicted == pytest.approx(measured["after_generate"]["VmHWM"], rel=0.10)
 
 
@@ -110,7 +110,7 @@ def test_peak_rss_with_four_slots_is_predicted_within_ten_percent(mk_home):
 
     used = measured["prompt_tokens"] + measured["completion_tokens"]
     assert measured["parallel"] == 4 and used == 4 * (300 + 8)
-    shape = ModelShape.from_model(resolve())
+    shape = ModelShape.from_model(resolve("gemma-3-270m"))
     predicted = plan(shape, 1024, "f16", used=used, parallel=4)
     assert predicted.peak_rss == pytest.approx(measured["after_generate"]["VmHWM"], rel=0.10)
     assert predicted.kv_cache == pytest.approx(measured["llama_kv_cache_mib"] * MIB, rel=0.01)
@@ -172,7 +172,7 @@ def test_fit_report_for_a_catalog_model_that_does_not_fit(mk_home):
 
 def test_fit_report_suggests_a_quantized_cache_or_a_smaller_context(mk_home, shape):
     needed = plan(shape, 32768).total
-    report = fit_report(None, needed - 1, 32768)
+    report = fit_report("gemma-3-270m", needed - 1, 32768)
     assert not report.fits and report.source == "gguf"
     first = report.options[0]
     assert (first.change, first.kv_type, first.n_ctx) == ("kv_type", "q8_0", 32768)
@@ -181,7 +181,7 @@ def test_fit_report_suggests_a_quantized_cache_or_a_smaller_context(mk_home, sha
 
 
 def test_fit_report_that_fits_and_the_default_context(mk_home):
-    report = fit_report(None, 64 * GIB)
+    report = fit_report("gemma-3-270m", 64 * GIB)
     assert report.fits and report.options == [] and report.plan.n_ctx == 4096
     assert "fits in 64.0 GiB" in report.message
     with pytest.raises(InvalidParameter):

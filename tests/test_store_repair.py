@@ -87,7 +87,7 @@ def test_truncated_copy_is_reported_then_reassembled_by_the_next_run(home, gguf,
     assert f"models pull --force {NAME.split(':')[0]}" in found.stderr
     assert sha256_of(gguf) != expected  # verify reports, it does not repair
 
-    answer = mk(home, "run", "--greedy", "-n", "4", "hi")
+    answer = mk(home, "run", "-m", "gemma-3-270m", "--greedy", "-n", "4", "hi")
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.strip() and "re-assembled" in answer.stderr
     assert sha256_of(gguf) == expected
@@ -114,7 +114,7 @@ def test_overwrite_without_restoring_mtime_is_repaired_by_the_next_run(home, ggu
     assert mk(home, "models", "path", "gemma-3-270m").returncode == 0  # records the stat of the good copy
     overwrite_middle(gguf, keep_mtime=False)
     assert sha256_of(gguf) != expected
-    answer = mk(home, "run", "--greedy", "-n", "4", "hi")
+    answer = mk(home, "run", "-m", "gemma-3-270m", "--greedy", "-n", "4", "hi")
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.strip() and "damaged and has been re-assembled" in answer.stderr
     assert sha256_of(gguf) == expected

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .engines import Completion, Engine, GenerationParams, complete, load_engine
 from .formats.base import Message
@@ -45,9 +46,15 @@ def params_from(settings: Settings) -> GenerationParams:
 
 
 def default_model_notice(model: LocalModel) -> str | None:
+    """What a user chatting with an embedded model should know: which one, and how to get a real one."""
     if not model.is_default:
         return None
-    return f"Using the embedded default model {model.entry.title}; {GET_MISTRAL_HINT}."  # type: ignore[union-attr]
+    entry = model.entry
+    if entry.instruct:  # type: ignore[union-attr]
+        return (f"Using the embedded default model {entry.title}: a tiny English chat model "  # type: ignore[union-attr]
+                f"that ships with mistralkit; {GET_MISTRAL_HINT}.")
+    return (f"Using the embedded default model {entry.title}: a base model, it continues text and does not "  # type: ignore[union-attr]
+            f"chat; {GET_MISTRAL_HINT}.")
 
 
 def load(settings: Settings) -> Loaded:
@@ -90,12 +97,27 @@ def resolve_model(settings: Settings):
         run = run_folder_model(settings.adapter)  # --adapter runs/x: the run's base with its adapter
         if run is not None:
             return run
-        adapter_base = resolve_adapter(settings.adapter)[1]
+        path, adapter_base = resolve_adapter(settings.adapter)
+        adapter_base = adapter_base or embedded_base_for(path)
     if settings.model and hub_repo(settings.model):
         from .models.snapshot import resolve_or_pull
 
         return resolve_or_pull(settings.model)  # OWNER/REPO: pulled through the store the first time
     return resolve(settings.model or adapter_base)
+
+
+def embedded_base_for(adapter: Path) -> str | None:
+    """The embedded base model an adapter file fits, by its architecture (a Gemma 3 adapter: the
+    embedded Gemma), when no base is recorded for it; None otherwise (the chat default is used)."""
+    from .models import catalog
+    from .models.gguf_info import read_info
+
+    try:
+        architecture = read_info(adapter).architecture
+    except Exception:  # noqa: BLE001 - not readable here: loading it will say why
+        return None
+    base = resolve(catalog.BASE_MODEL)
+    return catalog.BASE_MODEL if base.info is not None and base.info.architecture == architecture else None
 
 
 def messages_for(prompt: str, system: str | None) -> list[Message]:

@@ -51,7 +51,7 @@ def _doc(text: str) -> dict[str, str]:
 class Settings:
     """Everything a chat, run or serve command needs to know before loading a model."""
 
-    model: str | None = field(default=None, metadata=_doc("model name or .gguf path (default: embedded Gemma 3 270M)"))
+    model: str | None = field(default=None, metadata=_doc("model name or .gguf path (default: the embedded SmolLM2 135M Instruct)"))
     adapter: str | None = field(default=None, metadata=_doc("GGUF LoRA adapter (name or path) applied on top of the model"))
     system: str | None = field(default=None, metadata=_doc("system prompt"))
     temperature: float = field(default=0.8, metadata=_doc("sampling temperature, 0 = greedy"))

@@ -52,7 +52,7 @@ def chat(
 
       mistralkit chat --greedy -p "What is 2+2?"
 
-      mistralkit chat --ctx 16384 --kv-type q8_0   # long context, half the KV memory
+      mistralkit chat --ctx 8192 --kv-type q8_0   # the longest context of the default model, half the KV memory
 
       mistralkit chat --adapter my-tune   # a LoRA adapter from `mistralkit export --gguf-adapter`
 

@@ -32,7 +32,8 @@ def _rubric(text: str | None) -> str | None:
 
 def eval_command(
     suite: Annotated[Path | None, typer.Option("--suite", "-s", help="Suite JSONL (see below).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to evaluate (default: embedded).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to evaluate (default: the configured "
+                                              "model, else the embedded chat model; with --adapter, its base).")] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="GGUF LoRA adapter on --model.")] = None,
     system: Annotated[str | None, typer.Option("--system", help="System prompt for --model (text or @FILE).")] = None,
     vs: Annotated[list[str] | None, typer.Option("--vs", help="Also evaluate [NAME=]MODEL[+ADAPTER][::PROMPT|::@FILE] (repeatable).")] = None,
@@ -73,8 +74,10 @@ def eval_command(
       mistralkit eval -s qa.jsonl -m mistral-7b-instruct-v0.3 --adapter tutor --vs "prompt=mistral-7b-instruct-v0.3::@tutor.txt" --vs "both=mistral-7b-instruct-v0.3+tutor::@tutor.txt" --vs premium=gpt
     """
     from ..logs import setup
+    from ..settings import load
 
     setup("warning")
+    model = model or (None if adapter else load().settings.model)  # MISTRALKIT_MODEL, config.toml's model
     if perplexity is not None:
         _perplexity(model, adapter, perplexity, window, threads, as_json)
         return

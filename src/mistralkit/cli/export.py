@@ -13,7 +13,7 @@ def export(
     gguf_adapter: Annotated[bool, typer.Option("--gguf-adapter", help="Write the LoRA adapter as a GGUF adapter.")] = False,
     merged: Annotated[bool, typer.Option("--merged", help="Merge the adapter into the base and write a quantized GGUF model.")] = False,
     quant: Annotated[str, typer.Option("--quant", "-q", help="With --merged: q4_k_m, q5_k_m, q8_0 or f16.")] = "q4_k_m",
-    base: Annotated[str | None, typer.Option("--base", "-b", help="The GGUF base the adapter was trained on (default: the run's base, else the embedded model).")] = None,
+    base: Annotated[str | None, typer.Option("--base", "-b", help="The GGUF base the adapter was trained on (default: the run's base, else the embedded Gemma 3 270M).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Register the adapter under this name (default: SOURCE's folder name).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the .gguf here instead of the model store.")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="With --gguf-adapter: f16 or f32 adapter weights.")] = "f16",
@@ -36,13 +36,14 @@ def export(
     """
     from ..errors import InvalidParameter
     from ..models import resolve
+    from ..models.catalog import BASE_MODEL
     from ..tune.export import export_and_register, trained_base, trained_tokenizer
     from ..tune.merge import merge_and_register
 
     if gguf_adapter == merged:
         raise InvalidParameter("choose one of --gguf-adapter and --merged",
                                hint="--gguf-adapter keeps the adapter separate; --merged writes a whole model")
-    model = resolve(base or trained_base(source))
+    model = resolve(base or trained_base(source) or BASE_MODEL)
     stem = name or source.expanduser().resolve().name
     if merged:
         record = merge_and_register(source, model, name or f"{stem}-{quant}", quant, out, force,

@@ -60,14 +60,14 @@ def list_models(
         _print_json({"local": [asdict(r) for r in here], "available": [asdict(r) for r in rest]})
         return
     _table("On this machine", ["NAME", "KIND", "SIZE", "STATUS", "WHERE"],
-           [[r.name, r.kind, _size(r.size), r.status, r.where] for r in here])
+           [[r.name, f"{r.kind} {r.role}".strip(), _size(r.size), r.status, r.where] for r in here])
     if available:
         print()
         by_model: dict[str, list] = {}
         for r in rest:
             by_model.setdefault(r.name.split(":")[0], []).append(r)
         _table("Available to pull (NAME:QUANT, q4_k_m when omitted)", ["NAME", "KIND", "QUANTS", "Q4_K_M"],
-               [[n, rows[0].kind, " ".join(r.quant or "" for r in rows),
+               [[n, f"{rows[0].kind} {rows[0].role}".strip(), " ".join(r.quant or "" for r in rows),
                  next((_size(r.size) for r in rows if r.quant == "q4_k_m"), "-")] for n, rows in by_model.items()])
     else:
         names = sorted({r.name.split(":")[0] for r in rest})

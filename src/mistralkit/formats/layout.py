@@ -270,7 +270,8 @@ def encoder_for(chat_format: ChatFormat, tokenizer: Tokenizer | None = None) -> 
 
 @contextmanager
 def open_encoder(model: str | None = None, tokenizer: str | None = None) -> Iterator[SampleEncoder]:
-    """The encoder of a model (default: the embedded one) or of a bare Mistral ``tokenizer`` version.
+    """The encoder of a model (default: the embedded Gemma, what ``tune`` trains by default) or of a
+    bare Mistral ``tokenizer`` version.
 
     A Mistral model needs no weights (mistral-common tokenizes); other GGUFs load llama.cpp's
     vocabulary through the engine, which is closed on exit.
@@ -284,9 +285,10 @@ def open_encoder(model: str | None = None, tokenizer: str | None = None) -> Iter
         return
     from ..engines import load_engine
     from . import mistral_tokenizer_of
+    from ..models.catalog import BASE_MODEL
     from ..models.store import resolve
 
-    local = resolve(model)
+    local = resolve(model or BASE_MODEL)
     version = mistral_tokenizer_of(local)
     if version:
         yield MistralEncoder(MistralFormat(version))

@@ -20,7 +20,8 @@ from pathlib import Path
 from .. import paths
 from ..errors import InvalidParameter
 
-DEFAULT_MODEL = "gemma-3-270m"
+DEFAULT_MODEL = "smollm2-135m-instruct"  # chat, run, serve and the web page, when no model is named
+BASE_MODEL = "gemma-3-270m"  # tune's base and what needs a base model (and the tests' model)
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 GET_MISTRAL_HINT = "for a Mistral model run `mistralkit models pull mistral-7b-instruct-v0.3`"
 KINDS = ("llm", "embedding")
@@ -69,6 +70,11 @@ class CatalogEntry:
     gated: bool = False
     languages: tuple[str, ...] = ()  # ISO 639-1 codes it writes well (documented by its makers)
     source: str = "catalog"  # or the path of the user's catalog
+
+    @property
+    def instruct(self) -> bool:
+        """A chat model (its chat format is a template or Mistral's), not a base or embedding model."""
+        return self.kind == "llm" and self.chat_format not in ("plain", "none")
 
     @property
     def bundled(self) -> bool:

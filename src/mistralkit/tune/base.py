@@ -46,11 +46,13 @@ def require_torch():
 
 
 def resolve_base(ref: str | None):
-    """The base as a ``LocalModel``; a hub id (``OWNER/REPO``) not here yet is pulled into the store first."""
+    """The base as a ``LocalModel``; a hub id (``OWNER/REPO``) not here yet is pulled into the store first.
+    None: the embedded Gemma 3 270M (a base model; the chat default is an instruct one)."""
+    from ..models.catalog import BASE_MODEL
     from ..models.snapshot import resolve_or_pull
     from ..models.store import resolve
 
-    return resolve_or_pull(ref) if ref else resolve(None)
+    return resolve_or_pull(ref) if ref else resolve(BASE_MODEL)
 
 
 def pick_device(config: TuneConfig) -> tuple[str, str]:

@@ -4,7 +4,7 @@ The GGUF adapter holds, per adapted weight ``W`` of the base (llama.cpp name ``b
 ``blk.N.attn_q.weight.lora_a`` (PEFT ``lora_A``, rows = rank) and ``.lora_b`` (PEFT ``lora_B``,
 columns = rank); llama.cpp adds ``alpha / rank * B @ A`` to ``W``, PEFT's own scaling.
 
-    path = export_gguf_adapter(Path("runs/smoke/adapter"), resolve(None), Path("smoke.gguf"))
+    path = export_gguf_adapter(Path("runs/smoke/adapter"), resolve("gemma-3-270m"), Path("smoke.gguf"))
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ quantizes that file to the chosen type (``allow_requantize``: untouched tensors 
 up to the new type's rounding). Tensors stream one at a time, so memory stays near one weight.
 An HF Llama/Mistral base is merged by PEFT instead and written by ``to_gguf`` before quantizing.
 
-    merge_to_gguf(Path("runs/smoke"), resolve(None), Path("smoke-q8_0.gguf"), "q8_0")
+    merge_to_gguf(Path("runs/smoke"), resolve("gemma-3-270m"), Path("smoke-q8_0.gguf"), "q8_0")
 """
 
 from __future__ import annotations

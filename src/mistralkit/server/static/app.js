@@ -36,7 +36,7 @@ async function loadModels() {
   const chat = models.data.filter((m) => m.kind === "llm").map((m) => m.id);
   const select = $("model");
   select.replaceChildren(...chat.map((id) => new Option(id, id)));
-  const preferred = [localStorage.getItem(MODEL), ...(health.models_loaded || [])];
+  const preferred = [localStorage.getItem(MODEL), ...(health.models_loaded || []), health.default_model];
   const wanted = preferred.find((id) => chat.includes(id));
   if (wanted) select.value = wanted;
   if (!chat.length) showError("No chat model here: add one with `mistralkit models pull`");
