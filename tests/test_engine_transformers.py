@@ -14,6 +14,8 @@ from pathlib import Path
 
 import peft  # noqa: F401  (the [test] extra installs it; missing = failure)
 import pytest
+
+from conftest import run_cli
 import torch
 
 from mistralkit.engines import GenerationParams, complete, load_engine
@@ -573,7 +575,8 @@ def test_run_and_serve_take_hf_folders_and_tuned_runs(run_dir, tiny, mk_home, cl
     with load_engine(run_folder_model(run_dir), device="cpu") as run:  # greedy = transformers' (tested above)
         text = complete(run, MESSAGES, GenerationParams(max_tokens=6, greedy=True)).text
     for how in (["-m", str(run_dir)], ["--adapter", str(run_dir)]):
-        done = cli("run", *how, "--greedy", "-n", "6", "--json", MESSAGES[-1]["content"])
+        # In a home with no default model configured: --adapter alone then means the run's own base.
+        done = run_cli("run", *how, "--greedy", "-n", "6", "--json", MESSAGES[-1]["content"], home=tmp_path / "home")
         assert done.returncode == 0, done.stderr
         answer = json.loads(done.stdout)
         assert answer["text"] == text and answer["model"] == "run" and answer["usage"]["completion_tokens"] == 6

@@ -10,7 +10,7 @@ import typer
 
 
 def bench(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name or .gguf path (default: embedded).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name or .gguf path (default: the configured model, else the embedded chat model).")] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="GGUF LoRA adapter (name or path) on top.")] = None,
     threads: Annotated[str, typer.Option("--threads", "-t", help="Comma-separated thread counts, e.g. 1,2.")] = "",
     prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", "-p", help="Prompt length for pp.")] = 512,
@@ -41,6 +41,10 @@ def bench(
     except ValueError as exc:
         raise InvalidParameter(f"--threads {threads!r}: expected numbers like 1,2,4") from exc
     adapter_path, adapter_base = resolve_adapter(adapter) if adapter else (None, None)
+    if not model and not adapter:
+        from ..settings import load
+
+        model = load().settings.model  # MISTRALKIT_MODEL, config.toml's model
     local = resolve(model or adapter_base)
     show = None if as_json else (lambda r: print(_row(r.summary()), flush=True))
     if show:

@@ -125,7 +125,9 @@ async def correct(body: CorrectRequest, request: Request) -> dict:
     if settings.mode != "hybrid":
         result = await _correct(body, settings, checker, {}, request)
     else:  # the model is held for the whole correction: its jobs come one sentence at a time
-        async with request.app.state.pool.use(body.model or settings.model or "") as slot:
+        config = request.app.state.config
+        server_model = config.preload or config.settings.model  # serve -m, or the configured model
+        async with request.app.state.pool.use(body.model or settings.model or server_model or "") as slot:
             engine = slot.worker.engine
             options = {"generate": _through_worker(slot, asyncio.get_running_loop()),
                        "count_tokens": engine.count_tokens, "n_ctx": engine.n_ctx, "model_name": slot.model.name}
