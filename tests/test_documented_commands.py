@@ -209,6 +209,7 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit models fit ./my-model.gguf --ctx 16384 --kv-type q8_0": Run(),
     "mistralkit models fit ministral-8b-instruct:q3_k_m --ram 6G --json": Run(),
     "mistralkit models fit mistral-7b-instruct-v0.3 --parallel 4 --ram 8G": Run(),
+    "mistralkit models fit mistral-7b-instruct-v0.3 --answer-tokens 200 --threads 2": Run((0, 1), "s for 200 tokens"),
     "mistralkit models fit mistral-nemo --ram 8G && mistralkit models pull mistral-nemo": Parse(NET),
     "mistralkit models list": Run(),
     "mistralkit models list --available --json": Run(),
@@ -272,6 +273,7 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "bash bench/build_llama_server.sh && python bench/serve_throughput.py":
         Parse("builds llama.cpp's server (~11 min), then a benchmark"),
     "bash bench/gpu_check.sh": Run(says="SKIP"),  # no GPU here: every check says so, exit 0
+    "python bench/real_shape_speed.py --threads 2": Parse("a benchmark of an hour (it builds a 7B file first)"),
 }
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
+
+PROMPT, ANSWER = 100, 200  # models/speed.py's PROMPT_TOKENS and ANSWER_TOKENS (not imported: --help stays light)
 
 
 def fit(
@@ -20,13 +23,19 @@ def fit(
         "--parallel", "-p", min=1, help="Sequences served at once (`serve --parallel`): each holds its own KV cache.")] = 1,
     language: Annotated[str | None, typer.Option(
         "--language", help="Also list the catalog models that write this language (fr, de…) and fit.")] = None,
+    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="Prompt of the predicted answer.")] = PROMPT,
+    answer_tokens: Annotated[int, typer.Option("--answer-tokens", help="Length of the predicted answer.")] = ANSWER,
+    threads: Annotated[int | None, typer.Option("--threads", "-t", help="llama.cpp threads (default: cores).")] = None,
+    recalibrate: Annotated[bool, typer.Option("--recalibrate", help="Measure this machine's speed again.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Predict the peak RAM of a model (weights + KV cache + compute + runtime) and what fits.
+    """Predict the peak RAM of a model (weights + KV cache + compute + runtime), what fits, and its speed.
 
     Reads the GGUF header of a local file, or the catalog for a model not downloaded yet. When the
     model does not fit, it lists configurations that do: a quantized KV cache, a smaller context,
     a smaller quantization, or a smaller catalog model. Exits with 1 when it does not fit.
+    The speed (prefill and decode tokens/s, seconds for an answer) comes from the model's shapes and
+    this machine's rates, measured once with llama.cpp in a few seconds and kept (--recalibrate).
 
     Examples:
 
@@ -39,15 +48,19 @@ def fit(
       mistralkit models fit mistral-7b-instruct-v0.3 --parallel 4 --ram 8G   # 4 clients at once
 
       mistralkit models fit mistral-nemo --ram 8G && mistralkit models pull mistral-nemo
+
+      mistralkit models fit mistral-7b-instruct-v0.3 --answer-tokens 200 --threads 2   # seconds per answer
     """
     from ..models.fitting import fit_report, language_models_that_fit
     from ..models.memory import format_size, parse_size
+    from ..models.speed import speed_of
 
     report = fit_report(name, parse_size(ram) if ram is not None else None, ctx, kv_type.lower(), parallel)
+    speed = speed_of(report.shape, threads, prompt_tokens, answer_tokens, recalibrate)  # type: ignore[arg-type]
     speakers = language_models_that_fit(report.ram, language.lower()) if language else None
     if as_json:
-        print(json.dumps({**report.to_dict(), **({"language": language, "language_models": speakers}
-                                                 if language else {})}, indent=2))
+        print(json.dumps({**report.to_dict(), "speed": asdict(speed),
+                          **({"language": language, "language_models": speakers} if language else {})}, indent=2))
         raise typer.Exit(0 if report.fits else 1)
     plan = report.plan
     source = "GGUF header" if report.source == "gguf" else "catalog (not downloaded)"
@@ -60,6 +73,7 @@ def fit(
     if plan.repacked:
         print(f"  (ps may show up to {format_size(plan.peak_rss)}: the file pages behind "
               f"{format_size(plan.repacked)} of repacked 4-bit weights, which the OS can drop)")
+    print(f"  speed    {speed.line()} ({speed.threads} threads)")
     print()
     print(report.message)
     if language:

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from ..errors import MistralkitError
+
 from . import fit as fit_cmd
 
 app = typer.Typer(help="Download, import, verify and size models.", no_args_is_help=True,
@@ -75,8 +77,12 @@ def list_models(
 
 
 @app.command()
-def info(name: Annotated[str, typer.Argument(help="Model name, alias or path.")], as_json: Json = False) -> None:
-    """Everything known about a model: catalog data, files, GGUF metadata.
+def info(name: Annotated[str, typer.Argument(help="Model name, alias or path.")],
+         prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="Prompt of the predicted answer.")] = 100,
+         answer_tokens: Annotated[int, typer.Option("--answer-tokens", help="Length of the predicted answer.")] = 200,
+         threads: Annotated[int | None, typer.Option("--threads", "-t", help="llama.cpp threads (default: cores).")] = None,
+         as_json: Json = False) -> None:
+    """Everything known about a model: catalog data, files, GGUF metadata, and its predicted speed here.
 
     Examples:
 
@@ -85,8 +91,18 @@ def info(name: Annotated[str, typer.Argument(help="Model name, alias or path.")]
       mistralkit models info ./my-model.gguf --json
     """
     from ..models.describe import describe
+    from ..models.fitting import shape_for
+    from ..models.speed import speed_of
 
     data = describe(name)
+    if data.get("kind", "llm") == "llm":
+        try:
+            shape = shape_for(name)[0]
+        except MistralkitError:
+            shape = None  # a transformers folder, a catalog entry without shapes: no prediction
+        if shape is not None:
+            speed = speed_of(shape, threads, prompt_tokens, answer_tokens)
+            data["speed"] = asdict(speed) if as_json else f"{speed.line()} ({speed.threads} threads)"
     if as_json:
         _print_json(data)
         return

@@ -42,6 +42,7 @@ class FitReport:
     ram: int
     plan: Plan
     options: list[Option]
+    shape: ModelShape | None = None  # what was planned (the speed planner prices the same shapes)
 
     @property
     def fits(self) -> bool:
@@ -100,7 +101,7 @@ def fit_report(ref: str | None, ram_bytes: int | None = None, n_ctx: int | None 
                                f"({shape.context_length} tokens)",
                                hint=f"use --ctx {shape.context_length} or less")
     wanted = plan(shape, n_ctx, kv_type, parallel=parallel)
-    report = FitReport(name, shape.title, shape.source, ram, wanted, [])
+    report = FitReport(name, shape.title, shape.source, ram, wanted, [], shape)
     if report.fits:
         return report
 

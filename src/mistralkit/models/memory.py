@@ -95,6 +95,7 @@ class ModelShape:
     merges: int = 0
     mistral_tokenizer: str | None = None
     source: str = "gguf"  # or "catalog"
+    tied: bool = False  # the output projection is the token embedding (no output.weight)
 
     @classmethod
     def from_gguf(cls, info: GGUFInfo, title: str | None = None,
@@ -119,7 +120,7 @@ class ModelShape:
             context_length=info.context_length or 0, weights=info.file_size, repacked=repacked,
             sliding_window=window, swa_layers=layers - layers // period if window and period else 0,
             merges=info.array_lengths.get("tokenizer.ggml.merges", 0),
-            mistral_tokenizer=mistral_tokenizer,
+            mistral_tokenizer=mistral_tokenizer, tied=not any(t.name == "output.weight" for t in info.tensors),
         )
 
     @classmethod
