@@ -235,13 +235,13 @@ def main() -> None:
     args = parse_args()
     model = resolve(args.model)
     port = free_port()
-    mk_command = [sys.executable, "-m", "mistralkit", "serve", "--port", str(port), "--model", model.name,
+    mk_command = [sys.executable, "-m", "mistralkit", "serve", "--port", str(port), "--model", str(model.path) if Path(args.model).exists() else model.name,
                   "--threads", str(args.threads), "--ctx", str(args.ctx), "--queue-size", str(max(args.clients) + 1),
                   "--parallel", str(args.parallel),
                   "--log-level", "warning"]
     print(f"mistralkit serve ({model.name}, {args.threads} threads, --parallel {args.parallel})", file=sys.stderr)
     with running(mk_command, port, "mistralkit serve") as (url, pid):
-        mk = measure(url, pid, model.name, args)
+        mk = measure(url, pid, Path(args.model).stem if Path(args.model).exists() else model.name, args)
 
     ref, ref_name, ref_version = None, "mistralkit, 1 client", __version__
     args.llama_server = find_llama_server(args.llama_server)

@@ -153,6 +153,44 @@ def test_a_prompt_that_only_starts_alike_takes_an_idle_slot_not_a_conversation()
     assert choose_slot([other, chat], [2, 2887, 236787, 1286, 10619, 1816]) is other  # all 6 cached: reused
 
 
+def first_token(engine, messages) -> tuple[list[int], object]:
+    """The greedy first token of an answer and its log-probabilities (the top 5), read from the stream."""
+    chunks = list(engine.generate(messages, GenerationParams(max_tokens=1, greedy=True, top_logprobs=5)))
+    return [t for c in chunks for t in c.token_ids], next(lp for c in chunks for lp in c.logprobs)
+
+
+def test_a_prompt_borrows_the_start_another_slot_holds_and_that_slot_keeps_its_cache(batched):
+    """Several clients with one long system prompt: the second one's prompt shares it with the first
+    one's slot, but that is under half of its prompt, so it takes an idle slot (the first conversation
+    keeps its own) and the shared start is borrowed from the first slot's cells: llama.cpp evaluates
+    only the rest, and the answer's distribution is the one a cold evaluation gives."""
+    system = {"role": "system", "content": "You answer questions about European capitals in one short sentence. " * 3}
+    alice = [system, {"role": "user", "content": "What is the capital of France?"}]
+    bob = [system, {"role": "user", "content": "My cousin lives near the sea and keeps asking me about old "
+                                                  "harbour towns, trains and rivers. " * 3 + "What is the capital of Italy?"}]
+    a_tokens, b_tokens = batched.prompt_tokens(alice), batched.prompt_tokens(bob)
+    shared = next(i for i, (x, y) in enumerate(zip(a_tokens, b_tokens)) if x != y)
+    assert 20 < shared < len(b_tokens) / 2, (shared, len(b_tokens))
+
+    batched.reset_cache()
+    complete(batched, alice, GenerationParams(max_tokens=1, greedy=True))
+    before = batched.evaluated_tokens()
+    borrowed = first_token(batched, bob)
+    assert batched.evaluated_tokens() - before == len(b_tokens) - shared  # llama.cpp's own count
+    again = complete(batched, alice, GenerationParams(max_tokens=1, greedy=True))
+    assert again.usage.cached_tokens == len(a_tokens) - 1  # alice's slot was not taken
+
+    batched.reset_cache()
+    before = batched.evaluated_tokens()
+    cold = first_token(batched, bob)
+    assert batched.evaluated_tokens() - before == len(b_tokens)
+    assert borrowed[0] == cold[0]
+    assert [t for t, _ in borrowed[1].top] == [t for t, _ in cold[1].top]
+    # equal up to llama.cpp's rounding, which differs with how the prompt was cut into steps (as in
+    # the scoring test below); a wrong or shifted cache would change the ranking itself
+    assert [p for _, p in borrowed[1].top] == pytest.approx([p for _, p in cold[1].top], rel=0.05)
+
+
 def test_prompts_arriving_together_are_prefilled_one_at_a_time(model):
     """Three prompts that fit one step together: the first one's answer starts after its own
     prefill, not after all three (TTFT). Observed from llama.cpp's count of evaluated prompt

@@ -12,6 +12,8 @@ import pytest
 
 from mistralkit.engines import GenerationParams
 from mistralkit.server.config import ServerConfig
+from mistralkit.server.app import _default_model
+from mistralkit.server.openai_routes import _model_rows
 from mistralkit.server.pool import Job, Pool, _planned
 from mistralkit.settings import Settings
 
@@ -97,3 +99,23 @@ def test_requests_for_a_loaded_model_do_not_wait_for_another_load(model):
             pool.close()
 
     asyncio.run(scenario())
+
+
+def test_the_operators_own_file_is_served_wherever_it_lies_and_no_other(model, tmp_path):
+    """`serve -m PATH` serves the operator's file from any folder, by its path or its name; a request
+    naming another file of that folder is still refused, as any file outside --allow-model-paths."""
+    from mistralkit.errors import ModelNotFound
+
+    mine, other = third_copy(model, tmp_path), str(tmp_path / "other.gguf")
+    (tmp_path / "other.gguf").write_bytes(model.path.read_bytes()[:1 << 20])
+    pool = Pool(ServerConfig(preload=mine, settings=Settings(ctx=512, threads=1)))
+    try:
+        assert pool.resolve(mine)[1].path.resolve() == (tmp_path / "third.gguf").resolve()
+        assert pool.resolve("third")[1].path == pool.resolve(mine)[1].path
+        for refused in (other, "other", str(model.path)):
+            with pytest.raises(ModelNotFound):
+                pool.resolve(refused)
+        assert pool.resolve("gemma-3-270m")[1].path == model.path  # registered names as ever
+        assert _model_rows(mine)[0]["id"] == "third" and _default_model(pool.config) == "third"  # no folder shown
+    finally:
+        pool.close()

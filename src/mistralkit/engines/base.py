@@ -234,6 +234,7 @@ class Engine(Protocol):
     name: str  # the model as users named it
     kind: str  # the engine: "llama.cpp", "transformers", "openai", "anthropic"
     n_ctx: int  # context window in tokens
+    parallel: int  # generations it runs at once: so many ``generate`` calls may run from threads together
     capabilities: Capabilities
 
     def generate(self, request: Request, params: GenerationParams,
@@ -273,6 +274,7 @@ class EngineBase:
 
     name: str = "model"
     kind: str = "engine"
+    parallel: int = 1
     capabilities = Capabilities()
 
     def prompt_tokens(self, request: Request) -> list[int]:

@@ -15,8 +15,9 @@ top-k, top-p, min-p, temperature, seeded dist; the order llama-cpp-python's ``Ll
 Every slot (llama.cpp sequence id) keeps the KV cache of what it last held after its sequence
 ends. A new sequence takes the free slot whose cache it shares most of (``choose_slot``) and
 evaluates only the rest, so turn N of a chat reuses turn N-1. The KV cache is unified (one pool of
-``n_slots x n_ctx`` cells): a sequence may use up to ``n_ctx`` of them, and steps that mix prompt
-chunks with decode tokens stay in one ubatch.
+``n_slots x n_ctx`` cells): a sequence may use up to ``n_ctx`` of them, steps that mix prompt
+chunks with decode tokens stay in one ubatch, and a start of the prompt that another slot holds
+(a system prompt every client sends) is shared into the new one without a copy (``_borrow``).
 
 The spike and the reasons for writing this rather than using llama-server: docs/batching.md.
 """
@@ -271,6 +272,8 @@ class Batcher:
         self.step_lock = threading.Lock()  # held while the loop touches the context
         self.stopped = False
         self.no_reuse: set[str] = set()  # why a cached prefix could not be kept (logged once each)
+        model = L.llama_get_model(ctx)  # cells can be shared between slots, except a recurrent state's
+        self.can_share = not (L.llama_model_is_recurrent(model) or L.llama_model_is_hybrid(model))
         self.thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self.thread.start()
 
@@ -360,11 +363,10 @@ class Batcher:
                 self._end(seq, End("cancelled"))
                 continue
             slot = choose_slot(free, seq.tokens)
-            keep = common_prefix(slot.tokens, seq.tokens)
-            keep = min(keep, seq._prompt_end - 1 if seq.sampler is not None else seq.score_from - 1)
-            keep = max(keep, 0)
-            keep = self._cut(slot, keep)
+            limit = max(0, seq._prompt_end - 1 if seq.sampler is not None else seq.score_from - 1)
+            keep = self._cut(slot, min(common_prefix(slot.tokens, seq.tokens), limit))
             del slot.tokens[keep:]
+            keep = self._borrow(slot, seq.tokens, keep, limit)
             seq.slot, seq.n_past, seq.cached = slot, keep, keep
             slot.seq = seq
             self.running.append(seq)
@@ -382,6 +384,23 @@ class Batcher:
         if keep == 0:
             L.llama_memory_seq_rm(self.mem, slot.id, -1, -1)
         return keep
+
+    def _borrow(self, slot: Slot, prompt: Sequence[int], keep: int, limit: int) -> int:
+        """Share into ``slot`` a longer start of ``prompt`` that another slot's cache holds (a system
+        prompt many clients send, a conversation continued in a new slot); what ``slot`` holds now.
+
+        The context's cells are one pool (``kv_unified``): llama.cpp tags the cells with this sequence
+        too, nothing is copied or computed, and the other slot keeps its cache for its own next turn."""
+        L = self.L
+        donor, shared = None, keep
+        for other in self.slots:
+            if other is not slot and (n := min(common_prefix(other.tokens, prompt), limit)) > shared:
+                donor, shared = other, n
+        if donor is None or not self.can_share or L.llama_memory_seq_pos_min(self.mem, donor.id) > 0:
+            return keep  # nothing longer; recurrent memory; a sliding window that dropped the start
+        L.llama_memory_seq_cp(self.mem, donor.id, slot.id, keep, shared)
+        slot.tokens[keep:] = donor.tokens[keep:shared]
+        return shared
 
     def _no_reuse(self, reason: str) -> None:
         if reason not in self.no_reuse:

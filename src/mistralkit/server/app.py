@@ -132,7 +132,9 @@ def _default_model(config: ServerConfig) -> str:
     from ..models.store import default_ref
 
     if config.preload:
-        return config.preload
+        from .boundary import looks_like_path
+
+        return Path(config.preload).stem if looks_like_path(config.preload) else config.preload  # never a folder
     found = catalog.lookup(default_ref())
     return found[0].ref(found[1]) if found else default_ref()
 

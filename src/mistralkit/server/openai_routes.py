@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import anyio
 from fastapi import APIRouter, Request
@@ -30,14 +31,19 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 log = logging.getLogger(__name__)
 
 
-def _model_rows() -> list[dict]:
-    """What this server can run: models on this machine (downloaded, imported, embedded), then remotes."""
+def _model_rows(operator: str | None) -> list[dict]:
+    """What this server can run: the file of ``serve -m PATH`` (by its name), models on this machine
+    (downloaded, imported, embedded), then remotes."""
     from ..models.remotes import listing as remote_listing
     from ..models.store import listing
+    from .boundary import looks_like_path
 
     here, _ = listing()
     rows = [{"id": row.name, "object": "model", "created": 0, "owned_by": "mistralkit", "kind": row.kind}
             for row in here]
+    if operator and looks_like_path(operator) and Path(operator).stem not in {row["id"] for row in rows}:
+        rows.insert(0, {"id": Path(operator).stem, "object": "model", "created": 0, "owned_by": "mistralkit",
+                        "kind": "llm"})
     names = {row["id"] for row in rows}
     for listed in remote_listing():
         name = listed.remote.name
@@ -47,17 +53,17 @@ def _model_rows() -> list[dict]:
 
 
 @router.get("/models")
-async def models() -> dict:
+async def models(request: Request) -> dict:
     """Models this server can load: what is on this machine (downloaded, imported, embedded), and remotes."""
-    return {"object": "list", "data": await run_in_threadpool(_model_rows)}
+    return {"object": "list", "data": await run_in_threadpool(_model_rows, request.app.state.config.preload)}
 
 
 @router.get("/models/{model_id:path}")
-async def model(model_id: str) -> dict:
+async def model(model_id: str, request: Request) -> dict:
     """One model of ``/v1/models`` (404 ``model_not_found`` for another name)."""
     from ..errors import ModelNotFound
 
-    for row in await run_in_threadpool(_model_rows):
+    for row in await run_in_threadpool(_model_rows, request.app.state.config.preload):
         if row["id"] == model_id:
             return row
     raise ModelNotFound(f"the model {model_id!r} does not exist here", hint="GET /v1/models lists them")

@@ -29,7 +29,7 @@ from pathlib import Path
 from ..engines import Chunk, GenerationParams, load_engine
 from ..engines.base import Request
 from ..errors import InsufficientMemory, InvalidParameter, MistralkitError
-from ..models import LocalModel
+from ..models import LocalModel, registry, store
 from . import boundary
 from .config import ServerConfig
 from .errors import Overloaded
@@ -94,7 +94,7 @@ class Worker:
 
     def __init__(self, name: str, engine, queue_size: int) -> None:
         self.name, self.engine = name, engine
-        self.parallel = max(1, getattr(engine, "parallel", 1))
+        self.parallel = max(1, engine.parallel)
         self.queue_size = max(queue_size, self.parallel)  # every slot can be busy
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.in_flight = 0
@@ -191,6 +191,7 @@ class Pool:
         self.pending = 0  # bytes planned for the loads under way
         self.closed = False
         self._budget = config.memory_budget  # default: what is free when the first model loads
+        self.operator_name: str | None = None  # the name of ``serve -m PATH``'s model, once resolved
 
     def resolve(self, ref: str) -> tuple[str, LocalModel, Path | None]:
         """(slot key, model, adapter file) of ``BASE[+ADAPTER]``, as far as this server allows names.
@@ -205,7 +206,7 @@ class Pool:
 
         base, adapter = split_ref(ref)
         remote = lookup(base)  # remotes are named by whoever configured this server, so allowed
-        model = remote if remote is not None else boundary.model(base, self.config.model_dirs)
+        model = remote if remote is not None else self._operator_file(base) or boundary.model(base, self.config.model_dirs)
         path = boundary.adapter(adapter, self.config.model_dirs) if adapter else None
         key = f"{model.name}+{path}" if path else model.name
         if remote is None:
@@ -213,6 +214,18 @@ class Pool:
                 self._resolved.pop(next(iter(self._resolved)))
             self._resolved[ref] = (key, model, path, _stamp(model, path))
         return key, model, path
+
+    def _operator_file(self, base: str) -> LocalModel | None:
+        """``serve -m PATH``: the file the operator named at start is served wherever it lies, named by
+        that path or by its model name (requests may name other files only under --allow-model-paths)."""
+        preload = self.config.preload
+        if not preload or not boundary.looks_like_path(preload) or registry.get(base) is not None:
+            return None
+        if base != preload and base != self.operator_name:
+            return None
+        model = store.resolve(preload)
+        self.operator_name = model.name
+        return model
 
     @asynccontextmanager
     async def use(self, ref: str) -> AsyncIterator[Slot]:
