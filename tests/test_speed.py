@@ -95,6 +95,21 @@ def test_fit_and_info_print_the_speed_and_refuse_a_bad_answer_length(mk_home, ca
     assert bad.returncode == 2 and "--answer-tokens 0" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_the_ram_advice_prices_each_option_with_the_planner(mk_home, calibrated):
+    """`models fit --ram 4G` of a 7B: every configuration offered instead carries the planner's seconds
+    for an answer on this machine, the same figure `models fit` gives that option on its own."""
+    done = run_cli("models", "fit", "mistral-7b-instruct-v0.3", "--ram", "4G", "--threads", "2", "--json",
+                   home=mk_home)
+    assert done.returncode == 1, done.stderr  # does not fit
+    options = json.loads(done.stdout)["options"]
+    assert options and all(o["answer_s"] > 0 for o in options)
+    smaller = next(o for o in options if o["change"] == "model")
+    alone = run_cli("models", "fit", smaller["ref"], "--ram", "4G", "--threads", "2", "--json", home=mk_home)
+    assert json.loads(alone.stdout)["speed"]["answer_s"] == pytest.approx(smaller["answer_s"])
+    text = run_cli("models", "fit", "mistral-7b-instruct-v0.3", "--ram", "4G", "--threads", "2", home=mk_home).stdout
+    assert f"~{smaller['answer_s']:,.0f} s an answer" in text
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="drops to another user, which needs root")
 def test_a_calibration_that_cannot_run_falls_back_to_the_estimate_and_says_so():
     """A home whose model and cache folders the user may not write: no calibration model can be built

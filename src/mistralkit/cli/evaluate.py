@@ -94,7 +94,7 @@ def eval_command(
         pass_mark=pass_mark, min_accuracy=min_accuracy,
         max_latency=parse_seconds(max_latency) if max_latency else None, resume=resume)
     with _Bar(quiet=as_json) as bar:
-        report = run_eval(config, progress=bar.update)
+        report = run_eval(config, progress=bar.update, notice=bar.say)
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -128,15 +128,18 @@ def _perplexity(model, adapter, path: Path, window: int, threads, as_json: bool)
 
 
 def _print_table(report: dict, out: Path) -> None:
-    print(f"{'system':<36} {'engine':<12} {'accuracy':>9} {'p50 s':>7} {'p95 s':>7} {'tok/ans':>7} "
+    print(f"{'system':<36} {'engine':<12} {'accuracy':>9} {'p50 s':>7} {'p95 s':>7} {'plan s':>7} {'tok/ans':>7} "
           f"{'RSS MiB':>8}  verdict")
     for s in report["systems"]:
         verdict = s["verdict"]
         mark = ("PASS" if verdict["passed"] else "FAIL " + "; ".join(verdict["failures"])) if verdict["checked"] else ""
         rss = f"{s['peak_rss'] / 2**20:.0f}" if s["peak_rss"] else "–"
         per_answer = f"{s['tokens_per_answer']:.1f}" if s.get("tokens_per_answer") is not None else "–"
+        plan = f"{s['planned']['answer_s']:.2f}" if s.get("planned") else "–"
         print(f"{s['system']:<36} {s.get('engine') or '–':<12} {s['accuracy']:>9.1%} {s['latency_p50_s']:>7.2f} "
-              f"{s['latency_p95_s']:>7.2f} {per_answer:>7} {rss:>8}  {mark}")
+              f"{s['latency_p95_s']:>7.2f} {plan:>7} {per_answer:>7} {rss:>8}  {mark}")
+    if any(s.get("planned") for s in report["systems"]):
+        print("plan s: the speed planner's seconds for an answer of --max-tokens on this CPU (as `models fit`)")
     print(f"reports: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}")
 
 
@@ -161,6 +164,13 @@ class _Bar:
     def update(self, system: str, done: int, total: int) -> None:
         if self.bar is not None:
             self.bar.update(self.task, description=system, completed=done, total=total)
+
+    def say(self, line: str) -> None:
+        """A line on stderr above the bar (always shown: it is a warning, not progress)."""
+        if self.bar is not None:
+            self.bar.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, file=sys.stderr)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

@@ -57,6 +57,7 @@ def fit(
 
     report = fit_report(name, parse_size(ram) if ram is not None else None, ctx, kv_type.lower(), parallel)
     speed = speed_of(report.shape, threads, prompt_tokens, answer_tokens, recalibrate)  # type: ignore[arg-type]
+    report = report.priced(lambda shape: speed_of(shape, threads, prompt_tokens, answer_tokens).answer_s)
     speakers = language_models_that_fit(report.ram, language.lower()) if language else None
     if as_json:
         print(json.dumps({**report.to_dict(), "speed": asdict(speed),

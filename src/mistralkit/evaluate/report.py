@@ -35,7 +35,8 @@ def _accuracy(rows: list[dict]) -> float | None:
     return sum(bool(r.get("correct")) for r in rows) / len(rows) if rows else None
 
 
-def system_summary(label: str, rows: list[dict], memory: int | None, config) -> dict[str, Any]:
+def system_summary(label: str, rows: list[dict], memory: int | None, config,
+                   planned: dict[str, Any] | None = None) -> dict[str, Any]:
     tags = sorted({t for r in rows for t in r.get("tags", [])})
     latencies = [r["latency_s"] for r in rows]
     generated = [r for r in rows if r["scorer"] != "choice"]
@@ -50,6 +51,7 @@ def system_summary(label: str, rows: list[dict], memory: int | None, config) -> 
         "tokens_per_answer": (sum(r.get("completion_tokens") or 0 for r in generated) / len(generated)
                               if generated else None),
         "engine": next((r["engine"] for r in rows if r.get("engine")), None),
+        "planned": planned,  # the speed planner's answer of --max-tokens (runner.planned_answer), or None
     }
     failures = []
     if config.min_accuracy is not None and (summary["accuracy"] or 0) < config.min_accuracy:
@@ -61,14 +63,15 @@ def system_summary(label: str, rows: list[dict], memory: int | None, config) -> 
     return summary
 
 
-def summarize(rows: list[dict], items: list[Item], config, memory: dict[str, int]) -> dict[str, Any]:
+def summarize(rows: list[dict], items: list[Item], config, memory: dict[str, int],
+              planned: dict[str, dict[str, Any] | None] | None = None) -> dict[str, Any]:
     ids = {i.id for i in items}
     systems: list[str] = []
     for row in rows:
         if row["system"] not in systems and row["id"] in ids:
             systems.append(row["system"])
-    per = [system_summary(s, [r for r in rows if r["system"] == s and r["id"] in ids], memory.get(s), config)
-           for s in systems]
+    per = [system_summary(s, [r for r in rows if r["system"] == s and r["id"] in ids], memory.get(s), config,
+                          (planned or {}).get(s)) for s in systems]
     settings = asdict(config)
     settings["systems"] = [asdict(s) for s in config.systems]
     return {"suite": config.suite, "items": len(items), "systems": per, "settings": settings,
@@ -90,7 +93,7 @@ def markdown(report: dict[str, Any], rows: list[dict], items: list[Item]) -> str
     systems = report["systems"]
     tags = sorted({t for s in systems for t in s["accuracy_by_tag"]})
     head = ["system", "engine", "accuracy", *[f"tag {t}" for t in tags], "latency p50", "latency p95",
-            "TTFT p50", "tok/s", "tokens/answer", "peak RSS", "verdict"]
+            "planned answer", "TTFT p50", "tok/s", "tokens/answer", "peak RSS", "verdict"]
     lines = [f"# Evaluation of {report['suite']} ({report['items']} items)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in systems:
@@ -99,7 +102,8 @@ def markdown(report: dict[str, Any], rows: list[dict], items: list[Item]) -> str
         rss = "remote" if s.get("engine") in REMOTE_ENGINES else _fmt(s["peak_rss"], " MiB", 1 / 2**20, 0)
         cells = [s["system"], s.get("engine") or "–", f"{s['accuracy']:.1%} ({s['correct']}/{s['items']})",
                  *[_fmt(s["accuracy_by_tag"].get(t), "%", 100, 0) for t in tags],
-                 _fmt(s["latency_p50_s"], " s"), _fmt(s["latency_p95_s"], " s"), _fmt(s["ttft_p50_s"], " s"),
+                 _fmt(s["latency_p50_s"], " s"), _fmt(s["latency_p95_s"], " s"),
+                 _fmt((s.get("planned") or {}).get("answer_s"), " s"), _fmt(s["ttft_p50_s"], " s"),
                  _fmt(s["tokens_per_s_p50"], "", 1, 1), _fmt(s.get("tokens_per_answer"), "", 1, 1), rss, mark]
         lines.append("| " + " | ".join(cells) + " |")
     names = [s["system"] for s in systems]

@@ -235,8 +235,40 @@ def _previous_memory(out: Path) -> dict[str, int]:
         return {}
 
 
-def run_eval(config: EvalConfig, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Evaluate every system; returns the report (also written to OUT as JSON, Markdown and PNG)."""
+def planned_answer(loaded, system: System, items: list[Item], config: EvalConfig) -> dict[str, Any] | None:
+    """What the speed planner (models/speed.py) gives an answer of ``--max-tokens`` after the suite's
+    median prompt, for a GGUF that llama.cpp runs on this CPU (None for remotes, GPUs, other engines):
+    the figure ``--max-latency`` is weighed against before any item runs."""
+    from dataclasses import asdict
+
+    from ..engines.llamacpp import gpu_layers
+    from ..models.memory import ModelShape
+    from ..models.speed import speed_of
+
+    model, engine = loaded.model, loaded.engine
+    generated = [item for item in items if item.scorer != "choice"]
+    if (engine.kind != "llama.cpp" or model.format != "gguf" or model.info is None or not generated
+            or gpu_layers(loaded.settings.device, loaded.settings.n_gpu_layers) != 0):
+        return None
+    prompts = sorted(engine.count_tokens(system.messages(item.messages)) for item in generated[:64])
+    speed = speed_of(ModelShape.from_model(model), loaded.settings.threads, max(prompts[len(prompts) // 2], 1),
+                     config.max_tokens)
+    return asdict(speed)
+
+
+def _warn_if_slow(label: str, planned: dict[str, Any] | None, config: EvalConfig, notice) -> None:
+    if planned is None or config.max_latency is None or notice is None:
+        return
+    if planned["answer_s"] > config.max_latency:
+        notice(f"{label}: the planner gives ~{planned['answer_s']:.1f} s for a {planned['answer_tokens']}-token answer "
+               f"on this machine ({planned['threads']} threads), over --max-latency {config.max_latency:g} s: the p95 "
+               f"check fails unless answers end early (`mistralkit models fit --ram ...` prices smaller models)")
+
+
+def run_eval(config: EvalConfig, progress: Callable[[str, int, int], None] | None = None,
+             notice: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Evaluate every system; returns the report (also written to OUT as JSON, Markdown and PNG).
+    ``notice`` gets a line when the speed planner expects a system to miss ``--max-latency``."""
     from ..engines import require
     from ..formats.layout import encoder_for
     from .report import summarize, write_reports
@@ -252,6 +284,7 @@ def run_eval(config: EvalConfig, progress: Callable[[str, int, int], None] | Non
     done = {(r["system"], r["id"]) for r in rows}
     judge = _load(config.judge, config) if config.judge else None
     memory = _previous_memory(out) if config.resume else {}
+    planned: dict[str, dict[str, Any] | None] = {}
     total = len(items) * len(config.systems)
     count = len(done)
     labels: set[str] = set()
@@ -268,6 +301,8 @@ def run_eval(config: EvalConfig, progress: Callable[[str, int, int], None] | Non
                         raise InvalidParameter(f"two systems are both called {label!r}",
                                                hint="name them: --vs NAME=MODEL[+ADAPTER][::PROMPT]")
                     labels.add(label)
+                    planned[label] = planned_answer(loaded, system, items, config)
+                    _warn_if_slow(label, planned[label], config, notice)
                     needs_encoder = any(i.scorer == "choice" for i in items)
                     if needs_encoder:
                         require(engine, "logprobs", f"scoring the multiple-choice items of {config.suite}")
@@ -294,6 +329,6 @@ def run_eval(config: EvalConfig, progress: Callable[[str, int, int], None] | Non
     finally:
         if judge is not None:
             judge.close()
-    report = summarize(rows, items, config, memory)
+    report = summarize(rows, items, config, memory, planned)
     write_reports(report, rows, items, out)
     return report

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import InvalidModelFile, InvalidParameter, ModelNotFound
@@ -28,10 +28,16 @@ class Option:
     kv_type: str
     total: int
     change: str
+    shape: ModelShape | None = field(default=None, repr=False, compare=False)  # what the speed planner prices
+    answer_s: float | None = None  # the planner's seconds for an answer (``priced``)
 
     def describe(self) -> str:
         kv = f" with a {self.kv_type} KV cache" if self.kv_type != "f16" else ""
-        return f"{self.label} at {self.n_ctx}{kv} (~{format_size(self.total)})"
+        speed = f", ~{self.answer_s:,.0f} s an answer" if self.answer_s is not None else ""
+        return f"{self.label} at {self.n_ctx}{kv} (~{format_size(self.total)}{speed})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "shape"}
 
 
 @dataclass
@@ -62,7 +68,13 @@ class FitReport:
     def to_dict(self) -> dict[str, Any]:
         return {"ref": self.ref, "title": self.title, "source": self.source, "ram": self.ram,
                 "fits": self.fits, "plan": self.plan.to_dict(),
-                "options": [asdict(o) for o in self.options], "message": self.message}
+                "options": [o.to_dict() for o in self.options], "message": self.message}
+
+    def priced(self, answer_seconds) -> FitReport:
+        """The same report with each option's seconds for an answer, ``answer_seconds(shape)`` (the
+        speed planner's, so the advice weighs speed as well as memory)."""
+        options = [replace(o, answer_s=answer_seconds(o.shape)) if o.shape is not None else o for o in self.options]
+        return replace(self, options=options)
 
 
 def shape_for(ref: str | None) -> tuple[ModelShape, str, CatalogEntry | None, str | None]:
@@ -112,11 +124,11 @@ def fit_report(ref: str | None, ram_bytes: int | None = None, n_ctx: int | None 
     base, label = (entry.ref(quant), quant.upper()) if entry and quant else (name, "the same model")
     for kv in KV_TYPES[KV_TYPES.index(kv_type) + 1:]:
         if (found := fitting(shape, n_ctx, kv)):
-            report.options.append(Option(base, label, n_ctx, kv, found.total, "kv_type"))
+            report.options.append(Option(base, label, n_ctx, kv, found.total, "kv_type", shape))
             break
     for ctx in _contexts(n_ctx):
         if (found := fitting(shape, ctx, kv_type)):
-            report.options.append(Option(base, label, ctx, kv_type, found.total, "context"))
+            report.options.append(Option(base, label, ctx, kv_type, found.total, "context", shape))
             break
     if entry and quant:
         report.options += _smaller_quant(shape, entry, quant, n_ctx, kv_type, fitting)
@@ -131,8 +143,9 @@ def _smaller_quant(shape, entry, quant, n_ctx, kv_type, fitting) -> list[Option]
                      key=lambda q: -entry.files[q].size)
     for ctx in [n_ctx, *_contexts(n_ctx)]:
         for q in smaller:
-            if (found := fitting(with_quant(shape, entry, q), ctx, kv_type)):
-                return [Option(entry.ref(q), q.upper(), ctx, kv_type, found.total, "quant")]
+            variant = with_quant(shape, entry, q)
+            if (found := fitting(variant, ctx, kv_type)):
+                return [Option(entry.ref(q), q.upper(), ctx, kv_type, found.total, "quant", variant)]
     return []
 
 
@@ -145,10 +158,11 @@ def _smaller_models(entry, total, n_ctx, kv_type, ram, parallel: int = 1, count:
         if other is entry or other.arch is None or spec.format != "gguf":
             continue
         ctx = min(n_ctx, other.context_length)
-        need = plan(ModelShape.from_catalog(other, other.default_quant), ctx, kv_type, parallel=parallel).total
+        shape = ModelShape.from_catalog(other, other.default_quant)
+        need = plan(shape, ctx, kv_type, parallel=parallel).total
         if need <= ram and need < total:
             label = f"{other.title} {other.default_quant.upper()}"
-            found.append((other.params, Option(other.ref(), label, ctx, kv_type, need, "model")))
+            found.append((other.params, Option(other.ref(), label, ctx, kv_type, need, "model", shape)))
     return [option for _, option in sorted(found, key=lambda item: -item[0])[:count]]
 
 
