@@ -313,6 +313,39 @@ def test_the_worker_fills_instructions_with_the_embedded_model_and_tune_takes_th
     assert json.loads(tuned.stdout)["steps"] == 2
 
 
+@pytest.mark.parametrize("agents", [1, 3])
+def test_the_agents_cases_are_decoded_together(mk_home, agents):
+    """`datagen work --agents N` loads the model with N sequences: N agents' cases are in llama.cpp's
+    batch at the same time (seen in the batcher's busy slots), not one after another as before."""
+    from mistralkit.api import load
+    from mistralkit.datagen.worker import engine_writer
+    from mistralkit.settings import load as load_settings
+
+    loaded = load(load_settings(cli={"model": "gemma-3-270m", "ctx": 512, "threads": 2}).settings, parallel=agents)
+    try:
+        write = engine_writer(loaded, max_tokens=40)
+        busy, stop = [0], threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                busy[0] = max(busy[0], loaded.engine.batcher.busy_slots)
+                time.sleep(0.002)
+
+        watcher = threading.Thread(target=watch)
+        writers = [threading.Thread(target=write, args=({"prompt": f"Write a short note number {i}."}, 1,
+                                                        threading.Event())) for i in range(3)]
+        watcher.start()
+        for thread in writers:
+            thread.start()
+        for thread in writers:
+            thread.join(timeout=120)
+        stop.set()
+        watcher.join()
+    finally:
+        loaded.close()
+    assert busy[0] == agents
+
+
 def test_ctrl_c_stops_the_worker_and_gives_its_leases_back(tmp_path, mk_home):
     spec = small_spec(tmp_path, 20)
     server = Server(spec, tmp_path / "state", mk_home).start()

@@ -194,7 +194,7 @@ def test_mistral_tokens_are_mistral_commons_own(version):
     from mistral_common.protocol.instruct.validator import ValidationMode
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
-    from mistralkit.formats.mistral import _to_mistral, load_tokenizer
+    from mistralkit.formats.mistral import load_tokenizer, to_mistral
 
     path = load_tokenizer(version).instruct_tokenizer.tokenizer.file_path  # tekken-v7: the relabelled copy
     assert path.parent == Path(mistral_common.__file__).parent / "data" or version == "tekken-v7"
@@ -203,7 +203,7 @@ def test_mistral_tokens_are_mistral_commons_own(version):
     encoder = encoder_for(chat_format)
     for obj in (PROMPT, CHAT, TWO_TRAINED, {**PROMPT, "system": "Answer in French. "}):
         s = sample(obj)
-        whole = reference.encode_chat_completion(ChatCompletionRequest(messages=_to_mistral(s.messages))).tokens
+        whole = reference.encode_chat_completion(ChatCompletionRequest(messages=to_mistral(s.messages))).tokens
         segments = encoder.segments(s)
         assert encode(s, encoder).input_ids == whole
         prompt = [t for segment in segments[:-1] for t in segment.tokens]

@@ -57,8 +57,9 @@ def default_model_notice(model: LocalModel) -> str | None:
             f"chat; {GET_MISTRAL_HINT}.")
 
 
-def load(settings: Settings) -> Loaded:
-    """Resolve ``settings.model``, check its memory plan, and load it with the matching engine.
+def load(settings: Settings, parallel: int = 1) -> Loaded:
+    """Resolve ``settings.model``, check its memory plan, and load it with the matching engine
+    (``parallel`` generations at once, where the engine batches: llama.cpp).
 
     ``settings.adapter`` (a GGUF LoRA adapter name or path) is applied on top; without a model, a
     registered adapter loads the base it was exported for.
@@ -71,13 +72,13 @@ def load(settings: Settings) -> Loaded:
     if settings.adapter and not (model.format == "hf-run" and not settings.model):  # the run is base + adapter
         adapter = resolve_adapter(settings.adapter)[0] if model.format == "gguf" else settings.adapter
     if model.format == "gguf" and settings.device in ("auto", "cpu") and not settings.n_gpu_layers:
-        warning = check_before_load(model, settings.ctx, settings.kv_type, settings.strict_memory)
+        warning = check_before_load(model, settings.ctx, settings.kv_type, settings.strict_memory, parallel)
         if warning:  # the plan is for CPU memory
             log.warning(warning)
     engine = load_engine(model, n_ctx=settings.ctx, threads=settings.threads,
                          n_gpu_layers=settings.n_gpu_layers, device=settings.device, quant=settings.quant,
                          mmap=settings.mmap, mlock=settings.mlock, kv_type=settings.kv_type,
-                         adapter=str(adapter) if adapter else None)
+                         adapter=str(adapter) if adapter else None, parallel=parallel if parallel > 1 else None)
     return Loaded(model, engine, settings)
 
 

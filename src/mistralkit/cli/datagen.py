@@ -92,22 +92,19 @@ def serve(
 
       mistralkit datagen serve spec.yaml --host 0.0.0.0 --token "$TOKEN" --allow-host datagen.lan
     """
-    import uvicorn
-
     from ..datagen.server import DatagenConfig, create_app
     from ..datagen.spec import load_spec
     from ..datagen.state import State
-    from ..http.protocol import deadline_protocol
+    from ..http.runner import bind, run
     from ..logs import setup
     from ..models.memory import parse_size
-    from .serve import _bind, _server_class, _uvicorn_level
 
     level = log_level or "warning"
     setup(level)
     loaded = load_spec(spec)
     config = DatagenConfig(host=host, port=port, api_keys=_tokens(token, token_file), insecure_no_auth=insecure_no_auth,
                            allowed_hosts=tuple(allow_host or ()), max_body_bytes=parse_size(max_body))
-    listening = _bind(host, port)
+    listening = bind(host, port)
     folder = state or spec.parent / "state"
     store = State(loaded, folder)
     try:
@@ -115,17 +112,15 @@ def serve(
         stats = store.stats()
         print(f"datagen {loaded.name}: {stats['accepted']}/{stats['goal']} accepted · dashboard "
               f"http://{host}:{port}/dashboard · exports {folder / 'exports'} · Ctrl-C to stop", file=sys.stderr)
-        _server_class()(uvicorn.Config(app, host=host, port=port, log_level=_uvicorn_level(level),
-                                      http=deadline_protocol(config.body_timeout_s),
-                                      access_log=level == "debug")).run(sockets=[listening])
+        run(app, listening, host, port, level, config.body_timeout_s)
     finally:
         store.close()
 
 
 def _tokens(given: list[str] | None, token_file: Path | None) -> tuple[str, ...]:
-    from .serve import _keys
+    from ..http.keys import read_keys
 
-    return _keys(given, token_file, env="MISTRALKIT_DATAGEN_TOKEN", flag="--token")
+    return read_keys(given, token_file, env="MISTRALKIT_DATAGEN_TOKEN", flag="--token")
 
 
 @app.command()
@@ -161,7 +156,7 @@ def work(
     if check_server(server).get("done"):
         print("the server's goal is already met: nothing to write", file=sys.stderr)
         return
-    loaded = load(settings)
+    loaded = load(settings, parallel=agents)  # the agents' cases are decoded together
     writer = engine_writer(loaded, max_tokens=max_tokens or 320, temperature=0.8 if temperature is None else temperature)
     token = token or os.environ.get("MISTRALKIT_DATAGEN_TOKEN")
     try:

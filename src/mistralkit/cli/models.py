@@ -30,7 +30,7 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.0f} MB"
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -61,14 +61,14 @@ def list_models(
     if as_json:
         _print_json({"local": [asdict(r) for r in here], "available": [asdict(r) for r in rest]})
         return
-    _table("On this machine", ["NAME", "KIND", "SIZE", "STATUS", "WHERE"],
+    print_table("On this machine", ["NAME", "KIND", "SIZE", "STATUS", "WHERE"],
            [[r.name, f"{r.kind} {r.role}".strip(), _size(r.size), r.status, r.where] for r in here])
     if available:
         print()
         by_model: dict[str, list] = {}
         for r in rest:
             by_model.setdefault(r.name.split(":")[0], []).append(r)
-        _table("Available to pull (NAME:QUANT, q4_k_m when omitted)", ["NAME", "KIND", "QUANTS", "Q4_K_M"],
+        print_table("Available to pull (NAME:QUANT, q4_k_m when omitted)", ["NAME", "KIND", "QUANTS", "Q4_K_M"],
                [[n, f"{rows[0].kind} {rows[0].role}".strip(), " ".join(r.quant or "" for r in rows),
                  next((_size(r.size) for r in rows if r.quant == "q4_k_m"), "-")] for n, rows in by_model.items()])
     else:

@@ -25,7 +25,7 @@ def list_remotes(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
       mistralkit remotes list --json | jq '.[].name'
     """
     from ..models.remotes import listing
-    from .models import _table
+    from .models import print_table
 
     rows = listing()
     if as_json:
@@ -34,7 +34,7 @@ def list_remotes(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
     if not rows:
         print("No remotes. Add one: mistralkit remotes add NAME --url URL --model MODEL [--key-env VAR]")
         return
-    _table("Remote APIs (prompts sent to them leave this machine)",
+    print_table("Remote APIs (prompts sent to them leave this machine)",
            ["NAME", "API", "MODEL", "URL", "KEY", "SOURCE"],
            [[r.remote.name, r.remote.api if r.remote.flavor == r.remote.api else f"{r.remote.api} ({r.remote.flavor})",
              r.remote.model, r.remote.base_url,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
-import socket
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -51,9 +48,8 @@ def serve(
 
     Then: OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=... any OpenAI client.
     """
-    import uvicorn
-
-    from ..http.protocol import deadline_protocol
+    from ..http.keys import read_keys
+    from ..http.runner import bind, run
     from ..logs import setup
     from ..models.memory import parse_size
     from ..server import ServerConfig, create_app
@@ -63,7 +59,7 @@ def serve(
                          "n_gpu_layers": n_gpu_layers, "device": device, "quant": quant, "strict_memory": strict_memory,
                          "log_level": log_level}).settings
     setup(settings.log_level)
-    keys = _keys(api_key, api_key_file)
+    keys = read_keys(api_key, api_key_file)
     config = ServerConfig(host=host, port=port, api_keys=keys, insecure_no_auth=insecure_no_auth,
                           cors_origins=tuple(cors_origin or ()), queue_size=queue_size, parallel=parallel, keepalive_s=keepalive,
                           memory_budget=parse_size(memory_budget) if memory_budget else None,
@@ -71,82 +67,7 @@ def serve(
                           model_dirs=tuple(allow_model_paths or ()), preload=model or settings.model,
                           settings=settings, correct=load_section("correct").settings)
     app = create_app(config)
-    listening = _bind(host, port)  # a busy port is an error before anything is announced
+    listening = bind(host, port)  # a busy port is an error before anything is announced
     print(f"mistralkit {'requires an API key' if keys else 'open (no API key)'}: web page http://{host}:{port}/ "
           f"· OpenAI API http://{host}:{port}/v1 · Ctrl-C to stop", file=sys.stderr)
-    _server_class()(uvicorn.Config(app, host=host, port=port, log_level=_uvicorn_level(settings.log_level),
-                                  timeout_graceful_shutdown=int(config.shutdown_grace_s),
-                                  http=deadline_protocol(config.body_timeout_s),
-                                  access_log=settings.log_level == "debug")).run(sockets=[listening])
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    from ..errors import InvalidParameter
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise InvalidParameter(f"cannot serve on {host}: {exc.strerror}", hint="pass --host 127.0.0.1 or an address "
-                               "of this machine") from exc
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        busy = exc.errno == errno.EADDRINUSE
-        raise InvalidParameter(f"cannot listen on {host}:{port}: "
-                               + ("the port is in use" if busy else (exc.strerror or str(exc))),
-                               hint="stop what uses it or pass --port N" if busy else None) from exc
-    return sock
-
-
-def _server_class():
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process would die of the
-        signal (exit -15); a clean shutdown should exit 0."""
-
-        def handle_exit(self, sig, frame) -> None:
-            stopping = getattr(getattr(self.config.app, "state", None), "stopping", None)
-            if stopping is not None:  # work running in threads stops at its next check
-                stopping.set()
-            super().handle_exit(sig, frame)
-            getattr(self, "_captured_signals", []).clear()
-
-    return Server
-
-
-def _keys(given: list[str] | None, key_file: Path | None, env: str = "MISTRALKIT_API_KEY",
-          flag: str = "--api-key") -> tuple[str, ...]:
-    """Keys from the flag, the environment variable and the key file, checked (datagen's tokens too)."""
-    from ..errors import InvalidParameter
-
-    keys = list(given or [])
-    if any(not k.strip() for k in keys):
-        raise InvalidParameter(f"{flag} is empty: the server would be open to anyone",
-                               hint=f'is the variable you passed set? `{flag} "$KEY"` with KEY unset passes ""')
-    if env in os.environ:
-        if not os.environ[env].strip():
-            raise InvalidParameter(f"{env} is set but empty", hint="set it to a key, or unset it")
-        keys.append(os.environ[env])
-    if key_file is not None:
-        try:
-            from_file = [line.strip() for line in key_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-            raise InvalidParameter(f"cannot read the API key file {key_file}: {reason}") from exc
-        if not from_file:
-            raise InvalidParameter(f"the API key file {key_file} holds no key", hint="write one key per line")
-        keys += from_file
-    keys = [k.strip() for k in keys]
-    if any(len(k) < 8 for k in keys):
-        raise InvalidParameter("API keys must be at least 8 characters")
-    return tuple(dict.fromkeys(keys))
-
-
-def _uvicorn_level(level: str) -> str:
-    return {"debug": "debug", "info": "info"}.get(level, "warning")
+    run(app, listening, host, port, settings.log_level, config.body_timeout_s, grace_s=config.shutdown_grace_s)

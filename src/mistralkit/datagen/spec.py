@@ -343,7 +343,7 @@ def _schema(path: Path, top: dict, found: Found) -> dict | None:
             return None
         node = read_yaml(file, Found(file), text=text)  # JSON is YAML: its nodes give a schema error's line
     before = len(where.errors)
-    jsonschema = targets._need("jsonschema")
+    jsonschema = targets.require_module("jsonschema")
     if not isinstance(schema, dict):
         where(node or 1, "the schema must be a JSON object")
     else:

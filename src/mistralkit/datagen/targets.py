@@ -32,7 +32,7 @@ class _Retry(Exception):
     """This attempt cannot give a valid value (a required part came out empty)."""
 
 
-def _need(module: str):
+def require_module(module: str):
     try:
         return __import__(module, fromlist=["_"])
     except ImportError as exc:
@@ -41,7 +41,7 @@ def _need(module: str):
 
 @lru_cache(maxsize=32)
 def _validator_for(schema_json: str):
-    jsonschema = _need("jsonschema")
+    jsonschema = require_module("jsonschema")
     return jsonschema.Draft202012Validator(json.loads(schema_json), format_checker=jsonschema.FormatChecker())
 
 
@@ -51,7 +51,7 @@ def validator(schema: dict):
 
 
 def _best_error(schema: dict, instance):
-    jsonschema = _need("jsonschema")
+    jsonschema = require_module("jsonschema")
     return jsonschema.exceptions.best_match(validator(schema).iter_errors(instance))
 
 
@@ -375,7 +375,7 @@ def _record_pointers(record: dict, at: str) -> set[str]:
 
 def to_toon(record) -> str:
     """``record`` as TOON (Token-Oriented Object Notation); refused if decoding does not give it back."""
-    toon = _need("toon_format")
+    toon = require_module("toon_format")
     text = toon.encode(record)
     try:
         back = toon.decode(text)
@@ -389,7 +389,7 @@ def to_toon(record) -> str:
 
 def target_numbers(record) -> list[str]:
     """Every number in ``record`` (bools excluded), written as the TOON target shows it, once each, in order."""
-    toon = _need("toon_format")
+    toon = require_module("toon_format")
     found: list[str] = []
 
     def walk(node) -> None:

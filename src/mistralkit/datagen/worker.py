@@ -2,8 +2,9 @@
 
 >>> report = work("http://127.0.0.1:8765", engine_writer(loaded), agents=4, count=20)  # doctest: +SKIP
 
-Each agent is a thread with its own agent id; they share one loaded model (generation is serialised
-by a lock: a llama.cpp context runs one sequence at a time). A case the server rejects is written
+Each agent is a thread with its own agent id; they share one loaded model, which writes as many
+cases at once as it runs generations (``Engine.parallel``: ``datagen work --agents N`` loads llama.cpp
+with N sequences decoded together; an engine that runs one at a time takes the agents in turn). A case the server rejects is written
 again, up to ``tries`` times; then the agent gives its lease back (``/release``) so the instruction
 goes to someone else. Ctrl-C (``stop``) ends every agent after its current piece of text and
 releases what they held.
@@ -50,12 +51,12 @@ def engine_writer(loaded, max_tokens: int = 320, temperature: float = 0.8) -> Wr
     from ..chat.conversation import fit
     from ..engines import GenerationParams, complete
 
-    lock = threading.Lock()
+    turns = threading.BoundedSemaphore(loaded.engine.parallel)  # generations the engine runs at once
 
     def write(instruction: dict, attempt: int, cancel: threading.Event) -> str:
         params = GenerationParams(max_tokens=max_tokens, temperature=temperature, seed=attempt)
         messages = [{"role": "user", "content": instruction["prompt"]}]
-        with lock:
+        with turns:
             fitted = fit(messages, loaded.engine.count_tokens, loaded.engine.n_ctx, params.max_tokens)
             return complete(loaded.engine, fitted.messages, params, cancel).text.strip()
 

@@ -185,9 +185,9 @@ def load_weights(model: LocalModel, config: dict[str, Any], device: str, dtype, 
     try:
         with _quiet_progress():
             if model.format == "gguf":
-                from ..tune.base import _load_gguf
+                from .gguf_hf import load_gguf
 
-                net = _load_gguf(cls, model, kwargs, cache=quant_config is None)
+                net = load_gguf(cls, model, kwargs, cache=quant_config is None)
             else:
                 net = cls.from_pretrained(str(model.path), **kwargs)
         if "device_map" not in kwargs:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .base import ChatFormat, Message, Tokenizer
 from .jinja import JinjaFormat
-from .mistral import TOKENIZER_FILES, MistralFormat, _to_mistral, load_tokenizer
+from .mistral import TOKENIZER_FILES, MistralFormat, load_tokenizer, to_mistral
 from .plain import PlainFormat
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class MistralEncoder:
         from mistral_common.protocol.instruct.request import ChatCompletionRequest
 
         it = self._instruct
-        chat = ChatCompletionRequest(messages=_to_mistral(sample.messages))
+        chat = ChatCompletionRequest(messages=to_mistral(sample.messages))
         request = self._normalizer.from_chat_completion_request(chat)
         # Alternating turns normalize one to one; only v1-v3/tekken lift the system turn out.
         kept = [i for i, m in enumerate(sample.messages) if m["role"] != "system" or request.system_prompt is None]

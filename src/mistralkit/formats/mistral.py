@@ -67,7 +67,7 @@ def load_tokenizer(version: str):
     return MistralTokenizer.from_file(str(_relabelled(path, spec.layout) if spec.layout else path))
 
 
-def _to_mistral(messages: Sequence[Message]):
+def to_mistral(messages: Sequence[Message]):
     from mistral_common.protocol.instruct.messages import AssistantMessage, SystemMessage, UserMessage
 
     kinds = {"system": SystemMessage, "user": UserMessage, "assistant": AssistantMessage}
@@ -90,7 +90,7 @@ class MistralFormat:
         from mistral_common.protocol.instruct.request import ChatCompletionRequest
 
         check_messages(messages)
-        request = ChatCompletionRequest(messages=_to_mistral(messages))
+        request = ChatCompletionRequest(messages=to_mistral(messages))
         return list(self._tokenizer.encode_chat_completion(request).tokens)
 
     def decode(self, tokens: Sequence[int]) -> str:
@@ -144,5 +144,5 @@ def _to_mistral_with_tools(messages: Sequence[dict]):
                 ToolCall(id=mistral_call_id(c["id"]), function=FunctionCall(name=c["name"], arguments=c["arguments"]))
                 for c in m["tool_calls"]]))
         else:
-            out.extend(_to_mistral([{"role": m["role"], "content": m["content"]}]))
+            out.extend(to_mistral([{"role": m["role"], "content": m["content"]}]))
     return out

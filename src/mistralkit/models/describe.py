@@ -44,7 +44,7 @@ def _memory_part(ref: str) -> dict:
 
 def describe(ref: str) -> dict:
     """A flat-ish dict for people (``models info``) and scripts (``--json``)."""
-    found = catalog.lookup(ref) if not store._looks_like_path(ref) else None
+    found = catalog.lookup(ref) if not store.looks_like_path(ref) else None
     data: dict = {"name": found[0].ref(found[1]) if found else ref}
     if found:
         data.update(_catalog_part(found[0]))

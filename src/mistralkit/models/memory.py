@@ -318,7 +318,7 @@ def default_context(context_length: int | None) -> int:
 
 
 def check_before_load(model, n_ctx: int | None, kv_type: str = "f16",
-                      strict: bool = False) -> str | None:
+                      strict: bool = False, parallel: int = 1) -> str | None:
     """A warning when ``model`` (a LocalModel) would not fit in available memory, else None.
 
     With ``strict`` it raises ``InsufficientMemory`` instead of warning. Only ``Plan.total``
@@ -328,7 +328,7 @@ def check_before_load(model, n_ctx: int | None, kv_type: str = "f16",
         return None
     shape = ModelShape.from_model(model)
     n_ctx = n_ctx or default_context(shape.context_length)
-    needed = plan(shape, n_ctx, kv_type)
+    needed = plan(shape, n_ctx, kv_type, parallel=parallel)
     # This process already holds the runtime part of the overhead.
     missing = needed.total - min(_own_rss(), RUNTIME) - available_memory()
     if missing <= 0:

@@ -51,8 +51,13 @@ class LocalModel:
         return self.entry.mistral_tokenizer if self.entry else None
 
 
-def _looks_like_path(ref: str) -> bool:
-    return "/" in ref or "\\" in ref or ref.lower().endswith(".gguf") or Path(ref).exists()
+def looks_like_path(ref: str, look: bool = True) -> bool:
+    """Whether ``ref`` names a file rather than a model: a folder separator, a leading ``~`` or ``.``,
+    a ``.gguf`` ending; with ``look``, also a file of that name here (the CLI's rule: a server
+    decides by the text alone, so that no request learns which files exist)."""
+    if "/" in ref or "\\" in ref or ref.startswith(("~", ".")) or ref.lower().endswith(".gguf"):
+        return True
+    return look and Path(ref).exists()
 
 
 def model_dir_format(path: Path) -> str | None:
@@ -176,7 +181,7 @@ def resolve(ref: str | None = None, *, paths: bool = True) -> LocalModel:
         if record is None:
             raise ModelNotFound(f"{repo} is not pulled", hint=f"mistralkit models pull {ref}")
         return _registered(record)
-    path_like = paths and _looks_like_path(ref)
+    path_like = paths and looks_like_path(ref)
     found = catalog.lookup(ref) if not path_like else None
     if found is not None:
         entry, quant = found
@@ -332,7 +337,7 @@ def verify(ref: str | None = None) -> list[Verified]:
 def _record(ref: str) -> registry.Record | None:
     """The registry record of a name, or of a catalog reference (``mistral`` -> ``mistral-7b-…:q4_k_m``)."""
     record = registry.get(ref)
-    if record is None and not _looks_like_path(ref) and (found := catalog.lookup(ref)):
+    if record is None and not looks_like_path(ref) and (found := catalog.lookup(ref)):
         record = registry.get(found[0].ref(found[1]))
     return record
 
@@ -346,7 +351,7 @@ def _embedded_refs() -> list[str]:
 
 def _embedded_gguf(ref: str) -> str | None:
     """The full name when ``ref`` names an embedded GGUF model, else None."""
-    found = catalog.lookup(ref) if not _looks_like_path(ref) else None
+    found = catalog.lookup(ref) if not looks_like_path(ref) else None
     if found is None:
         return None
     name = found[0].ref(found[1])

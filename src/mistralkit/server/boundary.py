@@ -16,7 +16,7 @@ from ..models import LocalModel, registry, store
 
 def looks_like_path(ref: str) -> bool:
     """Decided by the text alone (never by looking on disk)."""
-    return "/" in ref or "\\" in ref or ref.startswith(("~", ".")) or ref.lower().endswith(".gguf")
+    return store.looks_like_path(ref, look=False)
 
 
 def _unknown(kind: str, ref: str, dirs: tuple[Path, ...]) -> ModelNotFound:

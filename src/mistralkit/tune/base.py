@@ -13,14 +13,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..engines.gguf_hf import load_gguf
 from ..errors import InvalidParameter, MissingDependency
 from .arch import Arch, arch_of, arch_of_base, lora_targets
 from .config import TuneConfig
 
 TUNE_HINT = "pip install 'mistralkit[tune]'"
-# GGUF bases up to this size keep a dequantized copy in the cache (the 253 MB 270M model: ~1.1 GB of
-# fp32); a larger one would fill the disk for a load that is rare on a CPU anyway.
-CACHE_LIMIT = 768 << 20
 
 
 @dataclass
@@ -100,7 +98,7 @@ def load_base(local, config: TuneConfig, device: str, dtype: str):
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # one GPU per process
     try:
         if local.format == "gguf":
-            model = _load_gguf(loader, local, kwargs, cache=not config.qlora)
+            model = load_gguf(loader, local, kwargs, cache=not config.qlora)
         elif local.format == "hf":
             model = loader.from_pretrained(str(local.path), **kwargs)
         else:
@@ -110,43 +108,6 @@ def load_base(local, config: TuneConfig, device: str, dtype: str):
                                hint="pass an HF model directory (config.json + *.safetensors)") from exc
     if not config.qlora:
         model.to(device)
-    return model
-
-
-def dequantized_dir(local, dtype_name: str):
-    """Where the dequantized copy of a GGUF base is cached: one folder per file version and dtype."""
-    from ..paths import cache_dir
-
-    stat = local.path.stat()
-    key = f"{local.path.stem.lower()}-{stat.st_size:x}-{stat.st_mtime_ns:x}-{dtype_name}"
-    return cache_dir() / "tune-bases" / key
-
-
-def _load_gguf(auto, local, kwargs: dict[str, Any], cache: bool):
-    """A GGUF dequantized by transformers, cached as safetensors: the first load parses the GGUF
-    (tens of seconds for a 262k vocabulary), later ones read the cache in a second or two."""
-    import shutil
-
-    dtype_name = str(kwargs["dtype"]).removeprefix("torch.")
-    folder = dequantized_dir(local, dtype_name)
-    if cache and (folder / "config.json").is_file():
-        return auto.from_pretrained(str(folder), **kwargs)
-    model = auto.from_pretrained(str(local.path.parent), gguf_file=local.path.name, **kwargs)
-    # The weights are plain tensors now; transformers still marks the model "quantized with gguf",
-    # which forbids save_pretrained.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.is_quantized = False
-    if cache and local.path.stat().st_size <= CACHE_LIMIT:
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            model.save_pretrained(str(tmp))
-            shutil.rmtree(folder, ignore_errors=True)
-            tmp.rename(folder)  # whole or not at all
-        except OSError:  # a full or read-only cache costs speed, not the run
-            shutil.rmtree(tmp, ignore_errors=True)
     return model
 
 
