@@ -270,6 +270,7 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "python bench/correct_quality.py": Parse("a benchmark of minutes"),
     "python bench/datagen_load.py": Parse("a benchmark of minutes"),
     "python bench/grammar_speed.py": Parse("a benchmark of minutes"),
+    "python bench/datagen_agents.py --agents 1 4": Parse("a benchmark of minutes"),
     "bash bench/build_llama_server.sh && python bench/serve_throughput.py":
         Parse("builds llama.cpp's server (~11 min), then a benchmark"),
     "bash bench/gpu_check.sh": Run(says="SKIP"),  # no GPU here: every check says so, exit 0
