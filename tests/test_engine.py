@@ -82,11 +82,11 @@ def test_invalid_params(field, value):
 
 
 def test_ctx_larger_than_model_is_refused(model):
-    from mistralkit.engines.llamacpp import context_size
+    from mistralkit.models.memory import context_size
 
     with pytest.raises(InvalidParameter, match="larger than gemma-3-270m:q4_k_m's context length"):
-        context_size(model, 65536)
-    assert context_size(model, None) == 4096
+        context_size(model.name, model.info.context_length, 65536)
+    assert context_size(model.name, model.info.context_length, None) == 4096
 
 
 def test_stop_matcher_holds_back_partial_stops():

@@ -20,7 +20,7 @@ import torch
 
 from mistralkit.engines import GenerationParams, complete, load_engine
 from mistralkit.engines import transformers as hf_engine
-from mistralkit.engines.hf_run import run_folder_model
+from mistralkit.models.store import run_folder_model
 from mistralkit.engines.transformers import TransformersEngine
 from mistralkit.errors import (
     ContextOverflow,

@@ -126,7 +126,7 @@ def test_merged_hf_base_becomes_a_quantized_gguf(tiny, run_dir, ids, tmp_path, m
 
     from mistralkit.models import resolve
     from mistralkit.models.gguf_info import read_info
-    from mistralkit.tune.export import trained_tokenizer
+    from mistralkit.models.runs import trained_tokenizer
     from mistralkit.tune.merge import merge_to_gguf
 
     assert trained_tokenizer(run_dir) == "v3"

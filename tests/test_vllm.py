@@ -400,7 +400,7 @@ def test_a_vllm_that_ignores_sigint_gets_sigterm(tmp_path, fake_vllm):
 
 def test_start_reports_a_vllm_that_stops_on_its_own(tmp_path, fake_vllm, monkeypatch):
     from mistralkit.errors import MistralkitError
-    from mistralkit.scaleout.vllm import start
+    from mistralkit.scaleout.process import start
 
     for key, value in {**fake_vllm, "FAKE_VLLM_SERVE_FOR": "0.5"}.items():
         monkeypatch.setenv(key, value)

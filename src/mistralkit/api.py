@@ -93,7 +93,7 @@ def resolve_model(settings: Settings):
         return remote
     adapter_base = None
     if settings.adapter and not settings.model:
-        from .engines.hf_run import run_folder_model
+        from .models.store import run_folder_model
 
         run = run_folder_model(settings.adapter)  # --adapter runs/x: the run's base with its adapter
         if run is not None:

@@ -21,6 +21,15 @@ class MistralkitError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
+    def report(self) -> int:
+        """Print ``error:`` and ``hint:`` lines on stderr, as every command ends on one; its exit code."""
+        import sys
+
+        print(f"error: {self.message}", file=sys.stderr)
+        if self.hint:
+            print(f"hint: {self.hint}", file=sys.stderr)
+        return self.exit_code
+
 
 class InvalidParameter(MistralkitError):
     """A setting or generation parameter is out of range or of the wrong type."""

@@ -37,7 +37,8 @@ def export(
     from ..errors import InvalidParameter
     from ..models import resolve
     from ..models.catalog import BASE_MODEL
-    from ..tune.export import export_and_register, trained_base, trained_tokenizer
+    from ..models.runs import trained_base, trained_tokenizer
+    from ..tune.export import export_and_register
     from ..tune.merge import merge_and_register
 
     if gguf_adapter == merged:

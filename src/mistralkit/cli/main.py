@@ -56,13 +56,6 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Local-first toolkit for Mistral-family models."""
 
 
-def report(exc: MistralkitError) -> int:
-    print(f"error: {exc.message}", file=sys.stderr)
-    if exc.hint:
-        print(f"hint: {exc.hint}", file=sys.stderr)
-    return exc.exit_code
-
-
 def main() -> None:
     from ..text import check_argv
 
@@ -72,7 +65,7 @@ def main() -> None:
         check_argv(sys.argv[1:])
         app()
     except MistralkitError as exc:
-        sys.exit(report(exc))
+        sys.exit(exc.report())
     except OSError as exc:  # a file or folder problem nobody anticipated: still no traceback
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -42,7 +42,8 @@ def serve(
 
       mistralkit run --model support "How do I reset my password?"   # the LoRA module
     """
-    from ..scaleout.vllm import plan, start
+    from ..scaleout.process import start
+    from ..scaleout.vllm import plan
 
     spec = plan(model, adapters=adapter or (), tensor_parallel=tensor_parallel_size, port=port, host=host,
                 name=name, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
@@ -81,12 +82,11 @@ def _print_plan(spec, as_json: bool) -> None:
 
 def main() -> None:
     from ..errors import MistralkitError
-    from .main import report
 
     try:
         app()
     except MistralkitError as exc:
-        sys.exit(report(exc))
+        sys.exit(exc.report())
 
 
 if __name__ == "__main__":

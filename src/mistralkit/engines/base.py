@@ -142,6 +142,23 @@ class TokenLogprob:
     top: tuple[tuple[bytes, float], ...] = ()
 
 
+ROWS_PER_STEP = 64  # logits rows turned to float64 at a time (a row is vocabulary-sized)
+
+
+def log_softmax_rows(rows, targets: Sequence[int]) -> list[float]:
+    """log_softmax(rows[i])[targets[i]] for each row, in float64, stable (max subtracted)."""
+    import numpy as np
+
+    out: list[float] = []
+    for first in range(0, len(targets), ROWS_PER_STEP):
+        block = np.asarray(rows[first:first + ROWS_PER_STEP], dtype=np.float64)
+        picked = np.asarray(targets[first:first + ROWS_PER_STEP])
+        peak = block.max(axis=1, keepdims=True)
+        lse = peak[:, 0] + np.log(np.exp(block - peak).sum(axis=1))
+        out.extend((block[np.arange(len(picked)), picked] - lse).tolist())
+    return out
+
+
 def row_logprobs(row, token: int, n_top: int) -> tuple[float, list[tuple[int, float]]]:
     """(log-softmax of ``row`` at ``token``, the ``n_top`` best (id, log-probability), best first);
     ``row`` is one position's logits as a numpy array, computed in float64."""

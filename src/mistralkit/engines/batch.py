@@ -502,7 +502,7 @@ class Batcher:
     def _score(self, scores: list[tuple[int, Seq, int]]) -> None:
         if not scores:
             return
-        from .llamacpp import log_softmax_rows
+        from .base import log_softmax_rows
 
         np, L = self.np, self.L
         rows = np.stack([np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))

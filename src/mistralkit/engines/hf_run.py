@@ -1,11 +1,9 @@
-"""A ``mistralkit tune`` run folder as a model: its recorded base with the adapter it trained.
+"""A ``mistralkit tune`` run folder for the transformers engine: its recorded base (resolved in the
+store, never downloaded), the adapter it trained and the tokenizer it trained with. What a run folder
+is and records: models/runs.py; ``models.store.run_folder_model`` makes it a ``LocalModel``.
 
-A run folder (``tune/train.py``) holds ``adapter/`` (peft ``save_pretrained``) and
-``training_summary.json``, which records the base (a name, an HF folder or a GGUF path) and the
-``--tokenizer`` used, if any. Nothing here imports torch: ``resolve()`` calls ``run_folder_model``.
-
->>> run_folder_model("runs/smoke")  # doctest: +SKIP
-LocalModel(name='smoke', path=PosixPath('/home/me/runs/smoke'), info=None, entry=None, format='hf-run', ...)
+>>> run_parts(run_folder_model("runs/smoke")).base.name  # doctest: +SKIP
+'gemma-3-270m:q4_k_m'
 """
 
 from __future__ import annotations
@@ -14,23 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidModelFile, InvalidParameter, ModelNotFound
-from ..models.store import LocalModel
+from ..models.runs import RUN_FORMAT, SUMMARY, is_run_folder, trained_base, trained_tokenizer
+from ..models.store import LocalModel, resolve
 
-RUN_FORMAT = "hf-run"
-SUMMARY = "training_summary.json"
+__all__ = ["RUN_FORMAT", "RunParts", "run_parts"]
+
 EXPORT_HINT = "or export it for llama.cpp: mistralkit export RUN_DIR --merged"
-
-
-def is_run_folder(path: Path) -> bool:
-    return (path / SUMMARY).is_file() and (path / "adapter" / "adapter_config.json").is_file()
-
-
-def run_folder_model(path: str | Path, name: str | None = None) -> LocalModel | None:
-    """The run folder at ``path`` as a ``LocalModel`` (format ``hf-run``), or None if it is not one."""
-    folder = Path(path).expanduser()
-    if not folder.is_dir() or not is_run_folder(folder):
-        return None
-    return LocalModel(name or folder.name.lower(), folder.resolve(), None, None, RUN_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -42,9 +29,6 @@ class RunParts:
 
 def run_parts(model: LocalModel) -> RunParts:
     """The base (resolved in the store, never downloaded), adapter folder and tokenizer of a run."""
-    from ..models.store import resolve
-    from ..tune.export import trained_base, trained_tokenizer
-
     folder = model.path
     if not is_run_folder(folder):
         raise InvalidModelFile(f"{folder} is not a `mistralkit tune` run folder",

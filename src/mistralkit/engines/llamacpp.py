@@ -23,16 +23,15 @@ from .. import formats
 from ..errors import ContextOverflow, InvalidModelFile, InvalidParameter
 from ..formats.base import Message
 from ..models.checks import check_loadable
-from ..models.memory import flash_attention
+from ..models.memory import context_size, flash_attention
 from ..models.store import LocalModel
 from ..text import check
-from .base import (Capabilities, Chunk, EngineBase, FinishReason, GenerationParams, Request, TokenLogprob, Usage,
-                   check_fits)
+from .base import (ROWS_PER_STEP, Capabilities, Chunk, EngineBase, FinishReason, GenerationParams, Request,
+                   TokenLogprob, Usage, check_fits)
 from .stops import JsonEnd, StopMatcher
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CTX = 4096
 # Placeholders of images/audio that some GGUFs type as user-defined (so llama.cpp renders them as text).
 MEDIA_PLACEHOLDER = re.compile(rb"^(<(start|end)_of_(image|audio)>|\[multimodal\]|<image_soft_token>|<audio_soft_token>)$")
 # KV cache element type -> GGML type id (llama_cpp.GGML_TYPE_F16, _Q8_0, _Q4_0).
@@ -101,34 +100,7 @@ def gpu_layers(device: str, requested: int | None) -> int:
     return -1 if has_gpu else 0
 
 
-def context_size(model: LocalModel, requested: int | None) -> int:
-    limit = model.info.context_length
-    if requested is None:
-        return min(DEFAULT_CTX, limit or DEFAULT_CTX)
-    if limit and requested > limit:
-        raise InvalidParameter(
-            f"--ctx {requested} is larger than {model.name}'s context length ({limit} tokens)",
-            hint=f"use --ctx {limit} or less",
-        )
-    return requested
-
-
-ROWS_PER_STEP = 64  # logits rows turned to float64 at a time (a row is vocabulary-sized)
 DEFAULT_BATCH = 512  # tokens per llama_decode step (prompt chunks + one per generating sequence)
-
-
-def log_softmax_rows(rows, targets: Sequence[int]) -> list[float]:
-    """log_softmax(rows[i])[targets[i]] for each row, in float64, stable (max subtracted)."""
-    import numpy as np
-
-    out: list[float] = []
-    for first in range(0, len(targets), ROWS_PER_STEP):
-        block = np.asarray(rows[first:first + ROWS_PER_STEP], dtype=np.float64)
-        picked = np.asarray(targets[first:first + ROWS_PER_STEP])
-        peak = block.max(axis=1, keepdims=True)
-        lse = peak[:, 0] + np.log(np.exp(block - peak).sum(axis=1))
-        out.extend((block[np.arange(len(picked)), picked] - lse).tolist())
-    return out
 
 
 def _utf8(text: str) -> bytes:
@@ -206,7 +178,7 @@ class LlamaCppEngine(EngineBase):
             raise InvalidParameter(f"parallel={parallel}: must be >= 1")
         self.model = model
         self.name = model.name
-        self.n_ctx = context_size(model, n_ctx)
+        self.n_ctx = context_size(model.name, model.info.context_length, n_ctx)
         self.threads = threads or default_threads()
         self.n_gpu_layers = gpu_layers(device, n_gpu_layers)
         self.kv_type = kv_type

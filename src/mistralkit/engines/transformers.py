@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 
 from ..errors import ContextOverflow, InvalidModelFile, InvalidParameter
 from ..formats.base import Message
+from ..models.memory import context_size
 from ..models.store import LocalModel
 from .base import (
     Capabilities,
@@ -59,20 +60,8 @@ from .stops import StopMatcher
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CTX = 4096
 LOGPROB_CHUNK = 512  # positions per forward pass when scoring; bounds the logits held at once
 FORMATS = ("hf", RUN_FORMAT, "gguf")
-
-
-def context_size(model: LocalModel, limit: int | None, requested: int | None) -> int:
-    if requested is None:
-        return min(DEFAULT_CTX, limit or DEFAULT_CTX)
-    if requested < 1:
-        raise InvalidParameter(f"--ctx {requested}: must be >= 1", hint="use --ctx 4096, for example")
-    if limit and requested > limit:
-        raise InvalidParameter(f"--ctx {requested} is larger than {model.name}'s context length ({limit} tokens)",
-                               hint=f"use --ctx {limit} or less")
-    return requested
 
 
 class TransformersEngine(EngineBase):
@@ -103,7 +92,7 @@ class TransformersEngine(EngineBase):
         dtype = pick_dtype(self.device)
         quant_config = quantization(quant, self.device, dtype)
         config = read_config(source)
-        self.n_ctx = context_size(model, context_limit(source, config), n_ctx)
+        self.n_ctx = context_size(model.name, context_limit(source, config), n_ctx)
         if threads and self.device == "cpu":
             torch.set_num_threads(threads)
         version = version or mistral_version_of(source)

@@ -311,10 +311,24 @@ def _own_rss() -> int:
         return 0
 
 
-def default_context(context_length: int | None) -> int:
-    from ..engines.llamacpp import DEFAULT_CTX
+DEFAULT_CTX = 4096  # the context window when none is asked for (the model's own when smaller)
 
+
+def default_context(context_length: int | None) -> int:
     return min(DEFAULT_CTX, context_length or DEFAULT_CTX)
+
+
+def context_size(name: str, limit: int | None, requested: int | None) -> int:
+    """The window to load ``name`` with: ``requested`` checked against the model's context length
+    ``limit``, else the default. Every engine, the server and the planner use this one rule."""
+    if requested is None:
+        return default_context(limit)
+    if requested < 1:
+        raise InvalidParameter(f"--ctx {requested}: must be >= 1", hint="use --ctx 4096, for example")
+    if limit and requested > limit:
+        raise InvalidParameter(f"--ctx {requested} is larger than {name}'s context length ({limit} tokens)",
+                               hint=f"use --ctx {limit} or less")
+    return requested
 
 
 def check_before_load(model, n_ctx: int | None, kv_type: str = "f16",

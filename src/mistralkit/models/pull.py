@@ -10,31 +10,18 @@ user, and then recorded so ``models verify`` can check them later.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 from .. import __version__
 from ..errors import InvalidModelFile, InvalidParameter, ModelNotFound
 from . import catalog, registry, store
 from .download import DownloadError, Progress, discard, fetch, probe
+from .hub import HUB, Pulled, hub_headers, hub_offline, hub_url
 
-HUB = "https://huggingface.co"
-TRUE = {"1", "true", "yes", "on"}
 OFFLINE_HINT = ("no network? mistralkit runs offline with the embedded model; to add a model without a "
                 "network, copy its .gguf onto this machine and run `mistralkit models import PATH` (HF_ENDPOINT sets a mirror)")
-
-
-@dataclass
-class Pulled:
-    name: str
-    path: str
-    size: int
-    sha256: str
-    already: bool = False  # it was there: nothing downloaded
-    resumed_from: int = 0
-    reassembled: str = ""  # the embedded model, rebuilt from its package: missing, damaged or forced
 
 
 @dataclass(frozen=True)
@@ -49,27 +36,6 @@ class Target:
     quant: str | None
     source: str  # catalog, url
     title: str
-
-
-def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", HUB).rstrip("/")
-
-
-def hub_offline() -> bool:
-    return any(os.environ.get(var, "").lower() in TRUE for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def hub_headers() -> dict[str, str]:
-    from huggingface_hub import get_token  # HF_TOKEN, then the token file of `hf auth login`
-
-    token = get_token()
-    # identity: a gzipped small file would make Content-Length, sizes and Range offsets disagree
-    return {"User-Agent": f"mistralkit/{__version__}", "Accept-Encoding": "identity",
-            **({"Authorization": f"Bearer {token}"} if token else {})}
-
-
-def hub_url(repo: str, file: str, revision: str = "main") -> str:
-    return f"{hub_endpoint()}/{repo}/resolve/{quote(revision, safe='')}/{quote(file)}"
 
 
 def target(ref: str, name: str | None = None, sha256: str | None = None) -> Target:

@@ -21,7 +21,7 @@ from . import registry, store
 from .download import DownloadError, Progress, Remote, check_space, fetch, http_client, partial_dir, probe
 from .download import refusal, unreachable
 from .hashing import sha256_path
-from .pull import HUB, Pulled, hub_url, hub_endpoint, hub_headers, hub_offline
+from .hub import HUB, Pulled, hub_endpoint, hub_headers, hub_offline, hub_url
 
 # Besides the weights, what transformers reads from a model directory (params.json is Mistral's own format).
 WANTED = frozenset({

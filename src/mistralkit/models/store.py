@@ -98,13 +98,22 @@ def hub_model_name(repo: str) -> str:
     return name
 
 
+def run_folder_model(path: str | Path, name: str | None = None) -> LocalModel | None:
+    """A ``mistralkit tune`` run folder as a model (format ``hf-run``: its recorded base with the
+    adapter it trained), or None when ``path`` is not one (models/runs.py)."""
+    from .runs import RUN_FORMAT, is_run_folder
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir() or not is_run_folder(folder):
+        return None
+    return LocalModel(name or folder.name.lower(), folder.resolve(), None, None, RUN_FORMAT)
+
+
 def _from_path(path: Path, name: str | None = None, entry_quant=None) -> LocalModel:
     entry, quant = entry_quant or catalog.find_by_file(path.name) or (None, None)
     if path.is_dir():
         fmt = model_dir_format(path)
         if fmt is None:
-            from ..engines.hf_run import run_folder_model  # no torch: looks for adapter/ + training_summary.json
-
             run = run_folder_model(path, name)
             if run is not None:
                 return run

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParameter
+from ..models.runs import trained_base
 
 # The --max-lora-rank values vLLM accepts (vllm/config/lora.py); 16 is its default.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -52,7 +53,7 @@ def find_adapter(ref: str) -> LoraModule:
     name = name or re.sub(r"[^a-z0-9._-]+", "-", run.name.lower()).strip("-.")[:64]
     _check_name(name, peft)
     config = _config(peft)
-    return LoraModule(name, peft, _rank(config, peft), _trained_base(run))
+    return LoraModule(name, peft, _rank(config, peft), trained_base(run))
 
 
 def max_lora_rank(modules: list[LoraModule]) -> int | None:
@@ -109,12 +110,3 @@ def _rank(config: dict[str, Any], peft: Path) -> int:
     if not ranks or min(ranks) < 1:
         raise InvalidParameter(f"{peft / 'adapter_config.json'} has no positive LoRA rank (r)")
     return max(ranks)
-
-
-def _trained_base(run: Path) -> str | None:
-    summary = run / "training_summary.json"
-    try:
-        base = json.loads(summary.read_text(encoding="utf-8")).get("base") or {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return None
-    return base.get("ref") or base.get("name") if isinstance(base, dict) else None

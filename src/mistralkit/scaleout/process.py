@@ -24,7 +24,7 @@ from typing import IO, Any, Self
 
 from .. import paths
 from ..errors import InvalidParameter, MistralkitError
-from .vllm import KEY_ENV, Plan, require_vllm
+from .vllm import KEY_ENV, Plan, plan, require_vllm
 
 PROGRESS_EVERY_S = 10.0
 POLL_S = 0.5
@@ -215,3 +215,27 @@ def _wait_ready(server: VllmServer, timeout_s: float, on_progress: Callable[[str
             last = (server.tail(1) or ["(no output yet)"])[0]
             on_progress(f"waiting for vLLM on {server.url} ({now - started:.0f} s): {last[:160]}")
         time.sleep(POLL_S)
+
+
+def start(target: Plan | str, *, ready_timeout_s: float = 1800.0, register: bool = True,
+          on_progress: Callable[[str], None] | None = None, on_ready: Callable[[Any], None] | None = None,
+          **options: Any) -> None:
+    """Start vLLM, wait until it answers, register the remotes, and stay in the foreground until Ctrl-C
+    (or SIGTERM), which stops vLLM cleanly and removes the remotes.
+
+    ``target`` is a ``Plan`` or a model reference (then ``options`` go to ``plan``).
+
+    >>> start("mistralai/Mistral-7B-Instruct-v0.3", adapters=["runs/support"])  # doctest: +SKIP
+    """
+    spec = target if isinstance(target, Plan) else plan(target, **options)
+    with interrupt_on_sigterm():  # from the start: vLLM may take minutes to load, and must not be orphaned
+        server = launch(spec, ready_timeout_s=ready_timeout_s, register=register, on_progress=on_progress)
+        try:
+            if on_ready is not None:
+                on_ready(server)
+            code = server.wait()
+        except KeyboardInterrupt:
+            return
+        finally:
+            server.stop()
+    raise MistralkitError(f"vLLM stopped on its own with exit code {code}", hint=server.log_hint())

@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidParameter, MissingDependency, MistralkitError
+from ..errors import InvalidParameter, MissingDependency
 from .adapters import LoraModule, find_adapter, max_lora_rank
 from .gpus import tensor_parallel as pick_tensor_parallel
 from .gpus import visible_gpus
@@ -136,31 +136,6 @@ def require_vllm(spec: Plan, environ: Mapping[str, str] | None = None) -> str:
                                 f"then run it again", hint=f"it would run: {spec.shell}")
     return found
 
-
-def start(target: Plan | str, *, ready_timeout_s: float = 1800.0, register: bool = True,
-          on_progress: Callable[[str], None] | None = None, on_ready: Callable[[Any], None] | None = None,
-          **options: Any) -> None:
-    """Start vLLM, wait until it answers, register the remotes, and stay in the foreground until Ctrl-C
-    (or SIGTERM), which stops vLLM cleanly and removes the remotes.
-
-    ``target`` is a ``Plan`` or a model reference (then ``options`` go to ``plan``).
-
-    >>> start("mistralai/Mistral-7B-Instruct-v0.3", adapters=["runs/support"])  # doctest: +SKIP
-    """
-    from .process import interrupt_on_sigterm, launch
-
-    spec = target if isinstance(target, Plan) else plan(target, **options)
-    with interrupt_on_sigterm():  # from the start: vLLM may take minutes to load, and must not be orphaned
-        server = launch(spec, ready_timeout_s=ready_timeout_s, register=register, on_progress=on_progress)
-        try:
-            if on_ready is not None:
-                on_ready(server)
-            code = server.wait()
-        except KeyboardInterrupt:
-            return
-        finally:
-            server.stop()
-    raise MistralkitError(f"vLLM stopped on its own with exit code {code}", hint=server.log_hint())
 
 
 def _check_numbers(port: int, max_model_len: int | None, memory: float | None) -> None:

@@ -73,9 +73,9 @@ async def show(body: shapes.ShowRequest, request: Request) -> dict:
     if slot is not None:
         defaults["num_ctx"] = slot.worker.engine.n_ctx
     elif model.format == "gguf":
-        from ..engines.llamacpp import context_size
+        from ..models.memory import context_size
 
-        defaults["num_ctx"] = context_size(model, request.app.state.config.settings.ctx)
+        defaults["num_ctx"] = context_size(model.name, model.info.context_length, request.app.state.config.settings.ctx)
     defaults["num_predict"] = request.app.state.config.settings.max_tokens
     return await run_in_threadpool(shapes.show, model, defaults)
 

@@ -381,12 +381,12 @@ def _stamp(model: LocalModel, adapter: Path | None) -> tuple | None:
 
 def _planned(model: LocalModel, ctx: int | None, kv_type: str, parallel: int = 1) -> int:
     """Bytes a model will hold here: the RAM plan of a GGUF, the weights of an HF folder, 0 for a remote."""
-    from ..engines.llamacpp import context_size
+    from ..models.memory import context_size
     from ..models.memory import ModelShape, plan
     from ..models.store import size_of
 
     if model.format == "gguf":
-        return plan(ModelShape.from_model(model), context_size(model, ctx), kv_type, parallel=parallel).total
+        return plan(ModelShape.from_model(model), context_size(model.name, model.info.context_length, ctx), kv_type, parallel=parallel).total
     return size_of(model.path) if model.path is not None else 0
 
 

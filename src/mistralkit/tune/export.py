@@ -9,7 +9,6 @@ columns = rank); llama.cpp adds ``alpha / rank * B @ A`` to ``W``, PEFT's own sc
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -79,26 +78,6 @@ def find_peft_dir(path: Path) -> Path:
         raise InvalidParameter(f"no PEFT adapter (adapter_config.json) in {path}",
                                hint="pass a run folder of `mistralkit tune` or a folder saved by peft's save_pretrained")
     return found[-1].parent
-
-
-def trained_base(source: Path) -> str | None:
-    """The base a ``mistralkit tune`` run folder recorded (a name, or its absolute path)."""
-    summary = Path(source).expanduser() / "training_summary.json"
-    if not summary.is_file():
-        return None
-    base = json.loads(summary.read_text(encoding="utf-8")).get("base") or {}
-    ref = base.get("ref")
-    if not ref:
-        return base.get("name")
-    return base.get("path") if "/" in ref or ref.lower().endswith(".gguf") else ref
-
-
-def trained_tokenizer(source: Path) -> str | None:
-    """The ``--tokenizer`` a ``mistralkit tune`` run folder was trained with, if any."""
-    summary = Path(source).expanduser() / "training_summary.json"
-    if not summary.is_file():
-        return None
-    return (json.loads(summary.read_text(encoding="utf-8")).get("hyperparameters") or {}).get("tokenizer")
 
 
 PEFT_DEFAULTS = {"r": 8, "lora_alpha": 8}  # what PEFT's LoraConfig takes when the file leaves them out

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import InvalidParameter
 from ..measure import peak_rss, pyplot
+from ..models.runs import SUMMARY
 from .config import TuneConfig
 from .batches import loss_sum, takes_logits_to_keep, to_tensors, trained_tokens
 from ..formats.layout import Encoded, encode, open_encoder
@@ -284,7 +285,7 @@ def train(config: TuneConfig, *, progress: bool = True,
     checkpoint = last_checkpoint(out) if config.resume else None
     if config.resume and checkpoint is None:
         raise InvalidParameter(f"--resume: no checkpoint in {out / 'checkpoints'}", hint="start without --resume")
-    if not config.resume and (last_checkpoint(out) is not None or (out / "training_summary.json").exists()):
+    if not config.resume and (last_checkpoint(out) is not None or (out / SUMMARY).exists()):
         raise InvalidParameter(f"{out} already holds a run",
                                hint="pass --resume to continue it, or choose another --out")
     train_set, valid_set, pad_id, local, tokenizer = _encode_data(config)
@@ -375,7 +376,7 @@ def train(config: TuneConfig, *, progress: bool = True,
              *([note] if note else [])]
     if notes:
         summary["notes"] = notes
-    (out / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return Result(out, adapter, summary)
 
 
