@@ -1,7 +1,7 @@
 """The server's model pool with real llama.cpp engines: a held model is never unloaded to make room,
 and a model that loads does not make requests for loaded models wait (issue 15's review findings).
 
-Two slots of the embedded model (by name, and by file path) stand in for two models; a memory budget
+Two residents of the embedded model (by name, and by file path) stand in for two models; a memory budget
 that fits one of them forces the pool to choose."""
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def third_copy(model, folder):
     return str(target)
 
 
-async def generate(slot, loop) -> str:
-    job = Job(slot.worker.engine.prompt_tokens([{"role": "user", "content": "Hi"}]), PARAMS, loop)
-    slot.worker.submit(job)
+async def generate(resident, loop) -> str:
+    job = Job(resident.worker.engine.prompt_tokens([{"role": "user", "content": "Hi"}]), PARAMS, loop)
+    resident.worker.submit(job)
     parts = []
     while True:
         items = await job.take(timeout=60)
@@ -65,11 +65,11 @@ def test_a_held_model_is_not_unloaded_while_another_loads(model, tmp_path):
         try:
             async with pool.use("gemma-3-270m") as first:
                 async with pool.use(str(model.path)) as second:  # does not fit: the first is held, so it stays
-                    assert set(pool.slots) == {"gemma-3-270m:q4_k_m", "gemma-3-270m-q4_k_m"}
+                    assert set(pool.residents) == {"gemma-3-270m:q4_k_m", "gemma-3-270m-q4_k_m"}
                     assert first.worker.threads[0].is_alive()
                     assert (await generate(first, loop)) and (await generate(second, loop))
             async with pool.use(third_copy(model, tmp_path)):  # nothing held now: idle ones make room
-                assert list(pool.slots) == ["third"], "both idle models were unloaded"
+                assert list(pool.residents) == ["third"], "both idle models were unloaded"
             assert not first.worker.threads[0].is_alive() and not second.worker.threads[0].is_alive()
         finally:
             pool.close()

@@ -75,10 +75,8 @@ def load(settings: Settings, parallel: int = 1) -> Loaded:
         warning = check_before_load(model, settings.ctx, settings.kv_type, settings.strict_memory, parallel)
         if warning:  # the plan is for CPU memory
             log.warning(warning)
-    engine = load_engine(model, n_ctx=settings.ctx, threads=settings.threads,
-                         n_gpu_layers=settings.n_gpu_layers, device=settings.device, quant=settings.quant,
-                         mmap=settings.mmap, mlock=settings.mlock, kv_type=settings.kv_type,
-                         adapter=str(adapter) if adapter else None, parallel=parallel if parallel > 1 else None)
+    engine = load_engine(model, **settings.engine_options(), adapter=str(adapter) if adapter else None,
+                         parallel=parallel if parallel > 1 else None)
     return Loaded(model, engine, settings)
 
 

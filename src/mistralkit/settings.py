@@ -91,6 +91,12 @@ class Settings:
         self.log_level = self.log_level.lower()
         _check(self.log_level in LOG_LEVELS, "log_level", self.log_level, f"must be one of {', '.join(LOG_LEVELS)}")
 
+    def engine_options(self) -> dict[str, Any]:
+        """What ``engines.load_engine`` takes from these settings (the CLI's load and the server's)."""
+        return {"n_ctx": self.ctx, "threads": self.threads, "n_gpu_layers": self.n_gpu_layers,
+                "device": self.device, "quant": self.quant, "mmap": self.mmap, "mlock": self.mlock,
+                "kv_type": self.kv_type}
+
 
 def _check(ok: bool, name: str, value: object, rule: str) -> None:
     if not ok:

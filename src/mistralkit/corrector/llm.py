@@ -7,7 +7,7 @@ the guards check afterwards that none of them changed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from ..engines import GenerationParams
 from ..formats.base import Message
@@ -20,9 +20,6 @@ SYSTEM = (
     "la phrase corrigée, sur une ligne. Exemple : « Hier, Paul a manger 2 pome. » devient "
     "« Hier, Paul a mangé 2 pommes. »"
 )
-
-Generate = Callable[[list[Message], GenerationParams], str]
-
 
 def messages(sentence: str, hints: Sequence[tuple[str, str, Sequence[str]]] = ()) -> list[Message]:
     """The chat for one sentence; ``hints`` are (word, the checker's message, its suggestions)."""

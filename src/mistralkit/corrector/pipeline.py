@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+from ..engines.base import Engine
 from ..errors import ContextOverflow, InvalidParameter, MistralkitError
 from ..settings import CorrectSettings
 from ..text import check as check_text
@@ -46,16 +47,17 @@ class Corrector:
     """A checker process, the NER model and (hybrid) a loaded LLM, kept for many texts. Close it."""
 
     def __init__(self, settings: CorrectSettings | None = None, *, checker: Checker | None = None,
-                 generate: llm.Generate | None = None, count_tokens: Callable[[list], int] | None = None,
-                 n_ctx: int | None = None, model_name: str | None = None) -> None:
+                 engine: Engine | None = None, model_name: str | None = None) -> None:
+        """``engine`` (hybrid mode): the model to rewrite with, any ``Engine`` (the server hands in its
+        queue as one); without one, hybrid mode loads ``settings.model``."""
         from .checkers import open_checker
 
         self.settings = settings or CorrectSettings()
         self.checker = checker or open_checker(self.settings.checker, url=self.settings.languagetool_url)
         self._owns_checker = checker is None
         self._loaded = None
-        self.generate, self.count_tokens, self.n_ctx, self.model_name = generate, count_tokens, n_ctx, model_name
-        if self.settings.mode == "hybrid" and generate is None:
+        self.engine, self.model_name = engine, model_name
+        if self.settings.mode == "hybrid" and engine is None:
             self._load_model()
 
     def _load_model(self) -> None:
@@ -64,9 +66,7 @@ class Corrector:
 
         s = self.settings
         self._loaded = loaded = load(load_settings({"model": s.model, "adapter": s.adapter}).settings)
-        engine = loaded.engine
-        self.generate = lambda messages, params: llm.first_line(engine, messages, params)
-        self.count_tokens, self.n_ctx, self.model_name = engine.count_tokens, engine.n_ctx, loaded.model.name
+        self.engine, self.model_name = loaded.engine, loaded.model.name
 
     def close(self) -> None:
         if self._owns_checker:
@@ -192,11 +192,12 @@ class Corrector:
         words = [(sentence[h.start - offset:h.end - offset], h.message, h.suggestions) for h in hints]
         prompt = llm.messages(masked, words)
         try:
-            tokens = self.count_tokens(prompt) if self.count_tokens else 0
-            if self.n_ctx and tokens + 16 >= self.n_ctx:
+            engine = self.engine
+            tokens = engine.count_tokens(prompt)
+            if tokens + 16 >= engine.n_ctx:
                 raise ContextOverflow(f"{tokens} tokens")
-            reply = self.generate(prompt, llm.params(self.settings.temperature, self.settings.max_tokens,
-                                                     max(1, tokens // 3)))
+            reply = llm.first_line(engine, prompt, llm.params(self.settings.temperature, self.settings.max_tokens,
+                                                              max(1, tokens // 3)))
         except ContextOverflow:
             return sentence, "too long for the model's context: the sentence is kept as the rules left it", ""
         except MistralkitError as exc:

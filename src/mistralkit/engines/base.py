@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
 from ..errors import ContextOverflow, InvalidParameter, Unsupported
-from ..formats.base import Message
+from ..formats.base import ChatFormat, Message
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -210,7 +210,6 @@ class Capabilities:
     logprobs: bool = False  # log-probabilities of given tokens (multiple choice, perplexity)
     grammar: bool = False  # GBNF-constrained output (JSON mode, JSON schema)
     adapters: bool = False  # a LoRA adapter applied on top of the model
-    embeddings: bool = False  # pooled sequence embeddings
     tools: bool = False  # takes tools and answers with calls itself (GenerationParams.tools; a remote API)
     local: bool = True  # the text stays on this machine
 
@@ -220,7 +219,6 @@ CAPABILITY_TEXT = {
     "logprobs": "token log-probabilities (multiple-choice scoring, perplexity)",
     "grammar": "constrained output (JSON mode, JSON schema, grammars)",
     "adapters": "LoRA adapters",
-    "embeddings": "embeddings",
 }
 
 
@@ -253,6 +251,10 @@ class Engine(Protocol):
     n_ctx: int  # context window in tokens
     parallel: int  # generations it runs at once: so many ``generate`` calls may run from threads together
     capabilities: Capabilities
+    # capability ``tokens``: the vocabulary and the chat layout over it (None / False without it)
+    format: ChatFormat | None  # builds prompts (tools, chat templates); formats/
+    bos_id: int | None
+    add_bos: bool  # the model wants its BOS first
 
     def generate(self, request: Request, params: GenerationParams,
                  cancel: threading.Event | None = None) -> Iterator[Chunk]: ...
@@ -267,6 +269,14 @@ class Engine(Protocol):
         """Raw text (no chat format) to tokens, BOS included when the model wants it (``tokens``)."""
         ...
 
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        """Text to tokens without a BOS; ``special``: control-token texts become their ids (``tokens``)."""
+        ...
+
+    def token_text(self, token_id: int) -> str:
+        """A token's text, control tokens included (``tokens``)."""
+        ...
+
     def check_grammar(self, gbnf: str) -> None:
         """Refuse a grammar the engine cannot compile, before any generation (``grammar``)."""
         ...
@@ -275,12 +285,13 @@ class Engine(Protocol):
         """log P(tokens[i] | tokens[:i]) for each i >= start (``logprobs``); ``start`` >= 1."""
         ...
 
-    def embed(self, texts: Sequence[str], normalize: bool) -> list[list[float]]:
-        """One pooled vector per text (``embeddings``)."""
-        ...
-
     def reset_cache(self) -> None:
         """Forget cached prompt state, so the next prompt is evaluated from scratch (benchmarks)."""
+        ...
+
+    def slot_stats(self) -> dict | None:
+        """For an engine that batches (``parallel`` sequences): ``slots``, ``busy`` and its counters since
+        load (``steps``, ``prompt_tokens``, ``generated_tokens``, ``prefill_s``, ``decode_s``); else None."""
         ...
 
     def close(self) -> None: ...
@@ -293,12 +304,23 @@ class EngineBase:
     kind: str = "engine"
     parallel: int = 1
     capabilities = Capabilities()
+    format: ChatFormat | None = None
+    bos_id: int | None = None
+    add_bos: bool = False
 
     def prompt_tokens(self, request: Request) -> list[int]:
         require(self, "tokens")  # type: ignore[arg-type]
         raise NotImplementedError
 
     def encode_text(self, text: str) -> list[int]:
+        require(self, "tokens")  # type: ignore[arg-type]
+        raise NotImplementedError
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        require(self, "tokens")  # type: ignore[arg-type]
+        raise NotImplementedError
+
+    def token_text(self, token_id: int) -> str:
         require(self, "tokens")  # type: ignore[arg-type]
         raise NotImplementedError
 
@@ -309,12 +331,11 @@ class EngineBase:
         require(self, "logprobs")  # type: ignore[arg-type]
         raise NotImplementedError
 
-    def embed(self, texts: Sequence[str], normalize: bool) -> list[list[float]]:
-        require(self, "embeddings")  # type: ignore[arg-type]
-        raise NotImplementedError
-
     def reset_cache(self) -> None:
         """Nothing cached here (engines that keep a KV cache between calls override this)."""
+
+    def slot_stats(self) -> dict | None:
+        return None  # no batcher
 
     def __enter__(self):
         return self

@@ -380,6 +380,11 @@ class LlamaCppEngine(EngineBase):
     def reset_cache(self) -> None:
         self.batcher.reset()  # the next prompt is evaluated from position 0
 
+    def slot_stats(self) -> dict:
+        b, st = self.batcher, self.batcher.stats
+        return {"slots": len(b.slots), "busy": b.busy_slots, "steps": st.steps, "prompt_tokens": st.prompt_tokens,
+                "generated_tokens": st.generated_tokens, "prefill_s": st.prefill_s, "decode_s": st.decode_s + st.sample_s}
+
     def close(self) -> None:
         import llama_cpp
 

@@ -68,8 +68,7 @@ class TransformersEngine(EngineBase):
     """``Engine`` over one transformers model (plus adapter). Not thread-safe: one generation at a time."""
 
     kind = "transformers"
-    capabilities = Capabilities(tokens=True, logprobs=True, grammar=False, adapters=True, embeddings=False,
-                                local=True)
+    capabilities = Capabilities(tokens=True, logprobs=True, grammar=False, adapters=True, local=True)
 
     def __init__(self, model: LocalModel, *, n_ctx: int | None = None, threads: int | None = None,
                  device: str = "auto", quant: int | None = None, adapter: str | None = None) -> None:

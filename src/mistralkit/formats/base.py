@@ -34,9 +34,14 @@ class ChatFormat(Protocol):
     name: str
     stop_token_ids: frozenset[int]
     stop_strings: tuple[str, ...]
+    supports_tools: bool  # ``encode_with_tools`` lays tools out as the model was trained to read them
 
     def encode(self, messages: Sequence[Message]) -> list[int]:
         """Tokens for ``messages`` followed by the cue for the assistant's next answer."""
+        ...
+
+    def encode_with_tools(self, messages: Sequence[dict], tools: Sequence[dict]) -> list[int]:
+        """``encode`` with the tool definitions and calls in the model's own layout (``supports_tools``)."""
         ...
 
 

@@ -298,6 +298,6 @@ def open_encoder(model: str | None = None, tokenizer: str | None = None) -> Iter
                                hint="pass --tokenizer v1|v3|v7|tekken|tekken-v7, or a .gguf model")
     engine = load_engine(local, n_ctx=512)
     try:
-        yield encoder_for(engine.format, engine)  # type: ignore[attr-defined,arg-type]
+        yield encoder_for(engine.format, engine)  # type: ignore[arg-type]
     finally:
         engine.close()

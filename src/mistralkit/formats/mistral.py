@@ -97,6 +97,10 @@ class MistralFormat:
         return self._tokenizer.decode(list(tokens))
 
     @property
+    def supports_tools(self) -> bool:
+        return self.tool_calls_token is not None  # tokenizers before v3 have no tool layout
+
+    @property
     def tool_calls_token(self) -> int | None:
         """The ``[TOOL_CALLS]`` control token's id, or None for a version without tools (v1)."""
         try:

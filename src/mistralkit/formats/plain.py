@@ -21,6 +21,7 @@ from .base import Message, Tokenizer, check_messages, split_system
 
 class PlainFormat:
     name = "plain"
+    supports_tools = False  # tools are described in a system message instead (formats/tools.py)
     stop_strings: tuple[str, ...] = ("\nUser:",)
 
     def __init__(self, tokenizer: Tokenizer) -> None:

@@ -15,9 +15,8 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from ..corrector.llm import FirstLine
 from ..errors import Cancelled, InvalidParameter, TooLarge
-from .pool import Job, stream
+from .queued import QueuedEngine
 from .schemas import RequestBody
 from .watch import cancelled
 
@@ -78,35 +77,6 @@ def _checker(request: Request, name: str, settings) -> SharedChecker:
         return checkers[name]
 
 
-def _through_worker(slot, loop: asyncio.AbstractEventLoop):
-    """A ``generate(messages, params) -> text`` that queues each rewrite on the model's worker."""
-    engine = slot.worker.engine
-
-    async def collect(job: Job) -> str:
-        line = FirstLine()
-        async for chunk in stream(job, _connected):
-            if line.feed(chunk.text):
-                job.cancel.set()  # the worker stops before its next token
-        return line.text
-
-    def generate(messages, params) -> str:
-        prompt = engine.prompt_tokens(messages) if engine.capabilities.tokens else messages
-        job = Job(prompt, params, loop)
-        asyncio.run_coroutine_threadsafe(_submit(slot, job), loop).result()
-        return asyncio.run_coroutine_threadsafe(collect(job), loop).result()
-
-    return generate
-
-
-async def _connected() -> bool:
-    """The rewrites' client is the correction request itself, which waits for them all."""
-    return False
-
-
-async def _submit(slot, job: Job) -> None:
-    slot.worker.submit(job)
-
-
 @router.post("/correct")
 async def correct(body: CorrectRequest, request: Request) -> dict:
     """Correct French text: checker suggestions outside protected spans (names, numbers, dates, amounts,
@@ -127,10 +97,8 @@ async def correct(body: CorrectRequest, request: Request) -> dict:
     else:  # the model is held for the whole correction: its jobs come one sentence at a time
         config = request.app.state.config
         server_model = config.preload or config.settings.model  # serve -m, or the configured model
-        async with request.app.state.pool.use(body.model or settings.model or server_model or "") as slot:
-            engine = slot.worker.engine
-            options = {"generate": _through_worker(slot, asyncio.get_running_loop()),
-                       "count_tokens": engine.count_tokens, "n_ctx": engine.n_ctx, "model_name": slot.model.name}
+        async with request.app.state.pool.use(body.model or settings.model or server_model or "") as resident:
+            options = {"engine": QueuedEngine(resident, asyncio.get_running_loop()), "model_name": resident.model.name}
             result = await _correct(body, settings, checker, options, request)
     return {"object": "correction", **result.to_dict()}
 

@@ -49,8 +49,8 @@ async def version() -> dict:
 @router.get("/tags")
 async def tags(request: Request) -> dict:
     """The models ``GET /v1/models`` lists, in Ollama's shape."""
-    families = {slot.model.name: slot.model.info.architecture for slot in list(request.app.state.pool.slots.values())
-                if getattr(slot.model, "info", None) is not None}
+    families = {resident.model.name: resident.model.info.architecture for resident in list(request.app.state.pool.residents.values())
+                if getattr(resident.model, "info", None) is not None}
     return {"models": await run_in_threadpool(shapes.tag_rows, families)}
 
 
@@ -58,9 +58,9 @@ async def tags(request: Request) -> dict:
 async def ps(request: Request) -> dict:
     """Loaded models; they stay until the memory budget needs room (no ``expires_at``)."""
     loaded = request.app.state.pool.loaded()
-    return {"models": [{"name": name, "model": name, "size": slot.planned,
-                        "size_vram": 0, "digest": "", "expires_at": None, "details": shapes.details(slot.model),
-                        "context_length": slot.worker.engine.n_ctx} for name, slot in loaded.items()]}
+    return {"models": [{"name": name, "model": name, "size": resident.planned,
+                        "size_vram": 0, "digest": "", "expires_at": None, "details": shapes.details(resident.model),
+                        "context_length": resident.worker.engine.n_ctx} for name, resident in loaded.items()]}
 
 
 @router.post("/show")
@@ -69,9 +69,9 @@ async def show(body: shapes.ShowRequest, request: Request) -> dict:
     pool = request.app.state.pool
     key, model, _ = await run_in_threadpool(pool.resolve, body.ref)
     defaults: dict = shapes.sampling_defaults()
-    slot = pool.slots.get(key)
-    if slot is not None:
-        defaults["num_ctx"] = slot.worker.engine.n_ctx
+    resident = pool.residents.get(key)
+    if resident is not None:
+        defaults["num_ctx"] = resident.worker.engine.n_ctx
     elif model.format == "gguf":
         from ..models.memory import context_size
 
@@ -84,9 +84,9 @@ async def _queue(request: Request, body: ChatRequest, num_predict: int | None,
                  prompt_of: Callable[[object], Awaitable[list]]) -> tuple[Run, float]:
     """Queue the generation on the model's worker, as ``/v1/chat/completions`` does; (run, load seconds)."""
     before = time.perf_counter()
-    async with request.app.state.pool.use(body.model) as slot:  # held until the job is queued
+    async with request.app.state.pool.use(body.model) as resident:  # held until the job is queued
         load_s = time.perf_counter() - before
-        engine = slot.worker.engine
+        engine = resident.worker.engine
         if num_predict in shapes.FOREVER:
             body.max_tokens = engine.n_ctx  # the engine stops where the context ends
         prompt = await prompt_of(engine)
@@ -94,8 +94,8 @@ async def _queue(request: Request, body: ChatRequest, num_predict: int | None,
         if grammar is not None:  # a bad one is a 400 now, not an error inside a 200 stream
             require(engine, "grammar", "format")
             await run_in_threadpool(engine.check_grammar, grammar)
-        job = await queue_job(request, body, slot, prompt, grammar)
-    run = Run(request, job, slot.model.name)
+        job = await queue_job(request, body, resident, prompt, grammar)
+    run = Run(request, job, resident.model.name)
     run.prompt = prompt
     return run, load_s
 
@@ -188,7 +188,7 @@ async def chat(body: shapes.OllamaChatRequest, request: Request):
         return await _load_only(request, body.model, _message, body.stream)
     messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
     ours = shapes.to_chat_request(shapes.model_ref(body.model), messages, body.options, body.format)
-    checked = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in ours.messages]
+    checked = [m.plain() for m in ours.messages]
     run, load_s = await _queue(request, ours, body.options.num_predict, _chat_prompt(checked))
     return await _reply(run, body.model, _message, body.stream, started, load_s)
 

@@ -23,7 +23,7 @@ from ..engines.base import TokenLogprob
 from ..errors import ContextOverflow, InvalidParameter, MistralkitError
 from .errors import redact
 from . import history, tools
-from .pool import Job, Slot, stream
+from .pool import Job, Resident, stream
 from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
 from .watch import cancelled
 
@@ -82,17 +82,17 @@ def _check_fits(tokens: list[int], n_ctx: int) -> None:
                               f"tokens", hint="shorten the messages or start the server with a larger --ctx")
 
 
-async def queue_job(request: Request, body: Sampling, slot: Slot, prompt: list, grammar: str | None,
+async def queue_job(request: Request, body: Sampling, resident: Resident, prompt: list, grammar: str | None,
                  native: tools.NativeTools | None = None) -> Job:
     """Queue the generation of ``prompt`` (token ids, or messages for an engine without tokens);
     ``native``: the tools an engine that calls them itself is given."""
-    if slot.worker.engine.capabilities.tokens:
-        _check_fits(prompt, slot.worker.engine.n_ctx)
+    if resident.worker.engine.capabilities.tokens:
+        _check_fits(prompt, resident.worker.engine.n_ctx)
     params = body.params(request.app.state.config.settings.max_tokens, grammar)
     if native is not None:
         params = replace(params, tools=native.tools, tool_choice=native.choice)
     job = Job(prompt, params, asyncio.get_running_loop())
-    slot.worker.submit(job)
+    resident.worker.submit(job)
     return job
 
 
@@ -349,14 +349,13 @@ async def start_chat(body: ChatRequest, request: Request) -> ChatRun:
     """Prompt, grammar and session of a chat request, checked (errors are 4xx before anything
     streams), and its generation queued. ``/v1/chat/completions`` and ``/v1/responses`` share it."""
     pool = request.app.state.pool
-    async with pool.use(body.model) as slot:  # held until its job is queued: not unloaded meanwhile
-        engine = slot.worker.engine
+    async with pool.use(body.model) as resident:  # held until its job is queued: not unloaded meanwhile
+        engine = resident.worker.engine
         turn = await run_in_threadpool(tools.prepare, body, engine) if tools.involves_tools(body) else None
         if turn is not None:
             messages, prompt, grammar = turn.messages, turn.prompt, turn.grammar
         else:
-            messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                        for m in body.messages]
+            messages = [m.plain() for m in body.messages]
             prompt = messages  # an engine without a tokenizer here (a remote) gets the messages themselves
             if engine.capabilities.tokens:
                 prompt = await run_in_threadpool(engine.prompt_tokens, messages)
@@ -368,11 +367,11 @@ async def start_chat(body: ChatRequest, request: Request) -> ChatRun:
             _check_fits(prompt, engine.n_ctx)  # before a "new" session is created for nothing
         if body.logprobs:
             require(engine, "logprobs", "logprobs")
-        session = await run_in_threadpool(history.open_session, body.session_id, slot.model.name, messages)
+        session = await run_in_threadpool(history.open_session, body.session_id, resident.model.name, messages)
         if body.max_completion_tokens and not body.max_tokens:
             body.max_tokens = body.max_completion_tokens
-        job = await queue_job(request, body, slot, prompt, grammar, turn.native if turn is not None else None)
-    run = Run(request, job, body.model if "+" in body.model else slot.model.name)
+        job = await queue_job(request, body, resident, prompt, grammar, turn.native if turn is not None else None)
+    run = Run(request, job, body.model if "+" in body.model else resident.model.name)
 
     def on_end(text: str, partial: bool) -> None:
         history.save_turn(session, messages, text, run.usage, partial)
@@ -406,13 +405,13 @@ async def chat_completions(body: ChatRequest, request: Request):
 @router.post("/completions")
 async def completions(body: CompletionRequest, request: Request):
     """Raw-text completion (no chat format), streamed or not."""
-    async with request.app.state.pool.use(body.model) as slot:
-        require(slot.worker.engine, "tokens", "/v1/completions (a raw-text prompt)")
+    async with request.app.state.pool.use(body.model) as resident:
+        require(resident.worker.engine, "tokens", "/v1/completions (a raw-text prompt)")
         if body.logprobs is not None:
-            require(slot.worker.engine, "logprobs", "logprobs")
-        tokens = await run_in_threadpool(slot.worker.engine.encode_text, body.text())
-        job = await queue_job(request, body, slot, tokens, None)
-    run = Run(request, job, slot.model.name)
+            require(resident.worker.engine, "logprobs", "logprobs")
+        tokens = await run_in_threadpool(resident.worker.engine.encode_text, body.text())
+        job = await queue_job(request, body, resident, tokens, None)
+    run = Run(request, job, resident.model.name)
 
     def on_end(text: str, partial: bool) -> None:
         pass

@@ -7,7 +7,7 @@ back to the request's asyncio queue; setting a job's ``cancel`` event (client go
 its generation at the next token. Models load on first use and the least recently used idle ones
 are unloaded when the memory budget would be exceeded.
 
-A request holds its model with ``async with pool.use(ref) as slot`` until its job is queued (the
+A request holds its model with ``async with pool.use(ref) as resident`` until its job is queued (the
 correction route: until it is done); a held or busy model is never unloaded. The pool's lock
 guards only its bookkeeping: a model loads outside it, so requests for models already loaded never
 wait for another model's load, and two requests for the same new model share one load.
@@ -144,13 +144,8 @@ class Worker:
 
     def stats(self) -> dict | None:
         """Slot occupancy and the engine's own counters, for /metrics (None for an engine without a batcher)."""
-        batcher = getattr(self.engine, "batcher", None)
-        if batcher is None:
-            return None
-        st = batcher.stats
-        return {"slots": len(batcher.slots), "busy": batcher.busy_slots, "waiting": max(0, self.in_flight - batcher.busy_slots),
-                "steps": st.steps, "prompt_tokens": st.prompt_tokens, "generated_tokens": st.generated_tokens,
-                "prefill_s": st.prefill_s, "decode_s": st.decode_s + st.sample_s}
+        stats = self.engine.slot_stats()
+        return None if stats is None else {**stats, "waiting": max(0, self.in_flight - stats["busy"])}
 
     def stop(self) -> None:
         for _ in self.threads:
@@ -161,7 +156,9 @@ class Worker:
 
 
 @dataclass
-class Slot:
+class Resident:
+    """A model loaded in the pool, with its worker (not a KV slot: those are engines/batch.py's)."""
+
     model: LocalModel
     worker: Worker
     planned: int  # bytes the RAM planner expects it to take
@@ -183,7 +180,7 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 class Pool:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.slots: OrderedDict[str, Slot] = OrderedDict()
+        self.residents: OrderedDict[str, Resident] = OrderedDict()
         self.lock = asyncio.Lock()
         self.embedders: dict[str, object] = {}
         self.loading: dict[str, asyncio.Future] = {}  # key -> done when its load ends
@@ -194,7 +191,7 @@ class Pool:
         self.operator_name: str | None = None  # the name of ``serve -m PATH``'s model, once resolved
 
     def resolve(self, ref: str) -> tuple[str, LocalModel, Path | None]:
-        """(slot key, model, adapter file) of ``BASE[+ADAPTER]``, as far as this server allows names.
+        """(pool key, model, adapter file) of ``BASE[+ADAPTER]``, as far as this server allows names.
 
         A name resolved before is answered from memory while its files are unchanged (same size and
         modification time): resolving reads the GGUF header, ~0.1 s a request otherwise.
@@ -228,15 +225,15 @@ class Pool:
         return model
 
     @asynccontextmanager
-    async def use(self, ref: str) -> AsyncIterator[Slot]:
+    async def use(self, ref: str) -> AsyncIterator[Resident]:
         """The loaded model for ``ref``, held (never unloaded) until the block ends."""
-        slot = await self.get(ref)
+        resident = await self.get(ref)
         try:
-            yield slot
+            yield resident
         finally:
-            slot.holders -= 1
+            resident.holders -= 1
 
-    async def get(self, ref: str) -> Slot:
+    async def get(self, ref: str) -> Resident:
         """The loaded model for ``ref``, held for the caller (``use`` lets go of it): loading it, and
         unloading idle ones to make room, if needed."""
         from starlette.concurrency import run_in_threadpool
@@ -244,11 +241,11 @@ class Pool:
         key, model, adapter = await run_in_threadpool(self.resolve, ref)
         while True:
             async with self.lock:
-                if key in self.slots:
-                    slot = self.slots[key]
-                    self.slots.move_to_end(key)
-                    slot.holders += 1
-                    return slot
+                if key in self.residents:
+                    resident = self.residents[key]
+                    self.residents.move_to_end(key)
+                    resident.holders += 1
+                    return resident
                 loading = self.loading.get(key)
                 if loading is None:
                     parallel = self._parallel(model)
@@ -261,7 +258,7 @@ class Pool:
         try:
             for victim in victims:
                 await run_in_threadpool(victim.worker.stop)
-            slot = await run_in_threadpool(self._load, key, model, adapter, planned, parallel)
+            resident = await run_in_threadpool(self._load, key, model, adapter, planned, parallel)
         except BaseException as exc:
             async with self.lock:
                 self.pending -= planned
@@ -272,10 +269,10 @@ class Pool:
         async with self.lock:
             self.pending -= planned
             del self.loading[key]
-            self.slots[key] = slot
-            slot.holders += 1
+            self.residents[key] = resident
+            resident.holders += 1
         loading.set_result(None)
-        return slot
+        return resident
 
     def _parallel(self, model: LocalModel) -> int:
         """Sequences at once for ``model``: ``--parallel``, else 4 (fewer when the budget cannot hold
@@ -287,27 +284,25 @@ class Pool:
         from ..models.memory import available_memory
 
         budget = self._budget if self._budget is not None else available_memory()
-        free = budget - self.pending - sum(slot.planned for slot in self.slots.values())
+        free = budget - self.pending - sum(resident.planned for resident in self.residents.values())
         s = self.config.settings
         for parallel in range(AUTO_PARALLEL, 1, -1):
             if _planned(model, s.ctx, s.kv_type, parallel) <= free:
                 return parallel
         return 1
 
-    def _load(self, key: str, model: LocalModel, adapter: Path | None, planned: int, parallel: int = 1) -> Slot:
+    def _load(self, key: str, model: LocalModel, adapter: Path | None, planned: int, parallel: int = 1) -> Resident:
         from ..engines import ENGINES
 
         if model.format not in ENGINES:
             raise InvalidParameter(f"{model.name} is a {model.format} model, which no chat engine runs",
                                    hint="use it with /v1/embeddings, or pick a .gguf model")
-        s = self.config.settings
-        engine = load_engine(model, n_ctx=s.ctx, threads=s.threads, n_gpu_layers=s.n_gpu_layers, device=s.device,
-                             quant=s.quant, mmap=s.mmap, mlock=s.mlock, kv_type=s.kv_type,
+        engine = load_engine(model, **self.config.settings.engine_options(),
                              adapter=str(adapter) if adapter else None, parallel=parallel)
         log.info("serving %s, %d at once (planned %.0f MiB)", key, parallel, planned / 2**20)
-        return Slot(model, Worker(key, engine, self.config.queue_size), planned)
+        return Resident(model, Worker(key, engine, self.config.queue_size), planned)
 
-    def _make_room(self, needed: int) -> list[Slot]:
+    def _make_room(self, needed: int) -> list[Resident]:
         """Take idle models out of the pool, least recently used first, until ``needed`` bytes fit in
         the budget (with the loads under way); the caller stops them. Runs under the lock."""
         from ..models.memory import available_memory
@@ -315,18 +310,18 @@ class Pool:
         if self._budget is None:
             self._budget = available_memory()  # once: later readings would count our own models twice
         budget = self._budget
-        used = self.pending + sum(slot.planned for slot in self.slots.values())
+        used = self.pending + sum(resident.planned for resident in self.residents.values())
         victims = []
-        for key in list(self.slots):
+        for key in list(self.residents):
             if used + needed <= budget:
                 break
-            slot = self.slots[key]
-            if slot.idle:
+            resident = self.residents[key]
+            if resident.idle:
                 log.info("unloading %s to make room", key)
-                victims.append(self.slots.pop(key))
-                used -= slot.planned
+                victims.append(self.residents.pop(key))
+                used -= resident.planned
         if used + needed > budget and self.config.settings.strict_memory:
-            self.slots.update((v.worker.name, v) for v in victims)  # nothing is unloaded for a refusal
+            self.residents.update((v.worker.name, v) for v in victims)  # nothing is unloaded for a refusal
             raise InsufficientMemory(
                 f"loading this model needs ~{needed / 2**30:.1f} GiB but {used / 2**30:.1f} GiB of the "
                 f"{budget / 2**30:.1f} GiB budget is held by busy models", hint="retry later or raise --memory-budget")
@@ -342,29 +337,29 @@ class Pool:
             self.embedders[ref] = load_embedder(boundary.model(ref, self.config.model_dirs))
         return self.embedders[ref]
 
-    def loaded(self) -> dict[str, Slot]:
+    def loaded(self) -> dict[str, Resident]:
         """The loaded models by the name clients see (an adapter by its file name, never its path)."""
-        return {shown(key, slot): slot for key, slot in list(self.slots.items())}
+        return {shown(key, resident): resident for key, resident in list(self.residents.items())}
 
     def queue_depths(self) -> dict[str, int]:
-        return {name: slot.worker.in_flight for name, slot in self.loaded().items()}
+        return {name: resident.worker.in_flight for name, resident in self.loaded().items()}
 
     def engine_stats(self) -> dict[str, dict]:
-        return {name: stats for name, slot in self.loaded().items() if (stats := slot.worker.stats()) is not None}
+        return {name: stats for name, resident in self.loaded().items() if (stats := resident.worker.stats()) is not None}
 
     def close(self) -> None:
         self.closed = True
-        for slot in self.slots.values():
-            slot.worker.stop()
-        self.slots.clear()
+        for resident in self.residents.values():
+            resident.worker.stop()
+        self.residents.clear()
         for embedder in self.embedders.values():
             embedder.close()  # type: ignore[attr-defined]
 
 
-def shown(key: str, slot: Slot) -> str:
-    """A slot's name for clients: the model's name, with its adapter's file name (not its path)."""
+def shown(key: str, resident: Resident) -> str:
+    """A resident's name for clients: the model's name, with its adapter's file name (not its path)."""
     _, plus, adapter = key.partition("+")
-    return f"{slot.model.name}+{Path(adapter).name}" if plus else slot.model.name
+    return f"{resident.model.name}+{Path(adapter).name}" if plus else resident.model.name
 
 
 RESOLVED_MAX = 64  # names remembered by Pool.resolve

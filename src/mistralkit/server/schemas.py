@@ -158,6 +158,11 @@ class ChatMessage(BaseBody):
             return "".join(part.text for part in self.content)
         return self.content or ""
 
+    def plain(self) -> dict:
+        """The message as engines take it: OpenAI's ``developer`` role is a system message (the one
+        place that says so for every route)."""
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+
 
 class StreamOptions(BaseBody):
     include_usage: StrictBool = False

@@ -79,7 +79,7 @@ class ToolTurn:
 
 def message_dict(m: ChatMessage) -> dict:
     """A request message as ``formats.tools`` reads it."""
-    out = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+    out = m.plain()
     if m.tool_calls:
         out["tool_calls"] = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
                              for c in m.tool_calls]
@@ -197,7 +197,7 @@ def prepare(body: ChatRequest, engine) -> ToolTurn:
         engine.check_grammar(grammar)
     messages = [message_dict(m) for m in body.messages]
     tools = [_tool(f) for f in functions]
-    chat_format = getattr(engine, "format", None)
+    chat_format = engine.format
     mistral = isinstance(chat_format, MistralFormat) and chat_format.tool_calls_token is not None
     text_turns = fallback_messages(messages, [])
     marker = None
@@ -207,7 +207,7 @@ def prepare(body: ChatRequest, engine) -> ToolTurn:
 
         def parse(text: str, token_ids: list[int]) -> list[dict] | None:
             return parse_mistral(text, bool(token_ids) and token_ids[0] == marker)
-    elif getattr(chat_format, "supports_tools", False) and engine.capabilities.tokens:
+    elif chat_format is not None and chat_format.supports_tools and engine.capabilities.tokens:
         prompt = chat_format.encode_with_tools(messages, tools)
         marker = _single_token(engine, "[TOOL_CALLS]")
 
