@@ -1,6 +1,6 @@
 """Loading for the transformers engine: device, dtype, 4/8-bit quantization, architecture, adapter.
 
-The class that runs a model comes from its config's ``model_type`` through ``ARCHITECTURES``.
+The class that runs a model comes from its config's ``model_type`` through ``hf_arch.ARCHS`` (the table training uses too).
 A GGUF (the base of a tune run) is dequantized by ``tune.base``'s loader, which caches small
 ones as safetensors. Adapters are PEFT folders attached with ``PeftModel.from_pretrained``.
 """
@@ -24,6 +24,7 @@ from ..errors import (
     ModelNotFound,
 )
 from ..models.store import LocalModel
+from .hf_arch import ARCHS
 
 log = logging.getLogger(__name__)
 
@@ -32,25 +33,6 @@ DEVICE_HINT = "use --device auto, cpu, gpu, cuda or mps"
 QUANTS = (4, 8)
 QUANT_FIX = "--quant needs a CUDA GPU and `pip install bitsandbytes`"
 TORCH_HINT = "pip install 'mistralkit[tune]'"
-
-CAUSAL_LM = "AutoModelForCausalLM"
-# model_type (config.json) -> the transformers class that generates text with it. Vision-language
-# checkpoints load with their own class and get input_ids only, which runs their language model.
-ARCHITECTURES: dict[str, str] = {
-    "mistral": CAUSAL_LM,
-    "ministral": CAUSAL_LM,
-    "ministral3": CAUSAL_LM,
-    "mixtral": CAUSAL_LM,
-    "llama": CAUSAL_LM,
-    "gemma": CAUSAL_LM,
-    "gemma2": CAUSAL_LM,
-    "gemma3_text": CAUSAL_LM,
-    "qwen2": CAUSAL_LM,
-    "qwen3": CAUSAL_LM,
-    "mistral3": "Mistral3ForConditionalGeneration",  # Ministral 3, Mistral Small 3.1+: text + vision
-    "gemma3": "Gemma3ForConditionalGeneration",
-}
-
 
 def require_torch():
     try:
@@ -149,12 +131,12 @@ def context_limit(model: LocalModel, config: dict[str, Any]) -> int | None:
 
 
 def model_class(model_type: str, where: Path):
-    if model_type not in ARCHITECTURES:
+    if model_type not in ARCHS:
         raise InvalidModelFile(f"{where}: the transformers engine does not run {model_type or 'unnamed'!r} models",
-                               hint=f"supported model_type values: {', '.join(sorted(ARCHITECTURES))}")
+                               hint=f"supported model_type values: {', '.join(sorted(ARCHS))}")
     import transformers
 
-    return getattr(transformers, ARCHITECTURES[model_type])
+    return getattr(transformers, ARCHS[model_type].loader)
 
 
 @contextlib.contextmanager
