@@ -504,7 +504,7 @@ def test_quant_needs_cuda_and_bitsandbytes(local):
 
 
 def test_context_window(engine, local):
-    with pytest.raises(ContextOverflow, match="the prompt is 512 tokens but the context window holds 512"):
+    with pytest.raises(ContextOverflow, match="the prompt is 512 tokens but this model's context window is 512 tokens"):
         engine.generate([1] * 512, GREEDY)
     with pytest.raises(InvalidParameter, match="larger than tiny-mistral's context length"):
         TransformersEngine(local, n_ctx=1024)

@@ -185,18 +185,24 @@ def load_section(section: str | None, cli: dict[str, Any] | None = None,
     return LoadedSettings(cls(**values), sources, config_file)
 
 
-def _read_config(path: Path, section: str | None = None) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The whole ``config.toml`` as TOML (``{}`` when there is none); a folder, an unreadable file or
+    bad TOML is a one-line error. Settings, sections and remotes are all read through here."""
     try:
         if not path.exists():
             return {}
         if not path.is_file():
             raise InvalidParameter(f"config file {path} is not a file", hint="remove it, or set MISTRALKIT_HOME")
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InvalidParameter(f"cannot read config file {path}: {exc.strerror}",
-                               hint="fix its permissions or set MISTRALKIT_HOME") from exc
+                               hint="fix its permissions or set MISTRALKIT_HOME") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidParameter(f"config file {path} is not valid TOML: {exc}", hint="fix or delete it") from exc
+        raise InvalidParameter(f"config file {path} is not valid TOML: {exc}", hint="fix or delete it") from None
+
+
+def _read_config(path: Path, section: str | None = None) -> dict[str, Any]:
+    data = read_config_file(path)
     remotes = data.get("remotes", {})
     if not isinstance(remotes, dict) or any(not isinstance(table, dict) for table in remotes.values()):
         raise InvalidParameter(f"config file {path}: remotes are tables [remotes.NAME] of settings",

@@ -222,11 +222,12 @@ CAPABILITY_TEXT = {
 }
 
 
-def check_fits(tokens: Sequence[int], n_ctx: int) -> None:
-    """Refuse a prompt that leaves no room in the context window for even one generated token."""
+def check_fits(tokens: Sequence[int], n_ctx: int, hint: str = "shorten the prompt or raise --ctx") -> None:
+    """Refuse a prompt that leaves no room in the context window for even one generated token (the
+    engines' rule, and the server's before it queues anything)."""
     if len(tokens) >= n_ctx:
-        raise ContextOverflow(f"the prompt is {len(tokens)} tokens but the context window holds {n_ctx}",
-                              hint="shorten the prompt or raise --ctx")
+        raise ContextOverflow(f"the prompt is {len(tokens)} tokens but this model's context window is {n_ctx} tokens",
+                              hint=hint)
 
 
 def require(engine: Engine, capability: str, needed_for: str | None = None) -> None:

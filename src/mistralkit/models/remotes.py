@@ -22,7 +22,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -232,18 +231,9 @@ def seeded(kind: str, environ: Mapping[str, str]) -> Remote:
 
 
 def _read_toml(config_file: Path) -> dict[str, Remote]:
-    try:
-        if not config_file.exists():
-            return {}
-        if not config_file.is_file():
-            raise InvalidParameter(f"config file {config_file} is not a file", hint="remove it, or set MISTRALKIT_HOME")
-        data = tomllib.loads(config_file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InvalidParameter(f"cannot read config file {config_file}: {exc.strerror}",
-                               hint="fix its permissions or set MISTRALKIT_HOME") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidParameter(f"config file {config_file} is not valid TOML: {exc}", hint="fix or delete it") from None
-    tables = data.get("remotes", {})
+    from ..settings import read_config_file
+
+    tables = read_config_file(config_file).get("remotes", {})
     if not isinstance(tables, dict):
         raise InvalidParameter(f"config file {config_file}: remotes must be tables [remotes.NAME]")
     return {name: Remote.from_table(name, table, f"config file {config_file}") for name, table in tables.items()}

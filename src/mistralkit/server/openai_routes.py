@@ -19,8 +19,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..engines import Chunk, Usage, require
-from ..engines.base import TokenLogprob
-from ..errors import ContextOverflow, InvalidParameter, MistralkitError
+from ..engines.base import TokenLogprob, check_fits
+from ..errors import InvalidParameter, MistralkitError
 from .errors import redact
 from . import history, tools
 from .pool import Job, Resident, stream
@@ -77,9 +77,7 @@ def _usage(usage: Usage | None) -> dict:
 
 
 def _check_fits(tokens: list[int], n_ctx: int) -> None:
-    if len(tokens) >= n_ctx:
-        raise ContextOverflow(f"this model's context window is {n_ctx} tokens, but the prompt is {len(tokens)} "
-                              f"tokens", hint="shorten the messages or start the server with a larger --ctx")
+    check_fits(tokens, n_ctx, hint="shorten the messages or start the server with a larger --ctx")
 
 
 async def queue_job(request: Request, body: Sampling, resident: Resident, prompt: list, grammar: str | None,
