@@ -18,10 +18,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import Field
 
 from ..errors import InvalidParameter
-from ..server.auth import KeyGuard, require_key
-from ..server.config import is_loopback
-from ..server.errors import error_response
-from ..server.schemas import RequestBody
+from ..http.auth import KeyGuard, require_key
+from ..http.errors import error_handlers, error_response
+from ..http.limits import BodyLimit
+from ..http.body import RequestBody
+from ..http.runner import is_loopback
 from .state import State
 
 AGENT_ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$",
@@ -84,8 +85,6 @@ class HostCheck:
 
 
 def create_app(state: State, config: DatagenConfig) -> FastAPI:
-    from ..server.app import BodyLimit, error_handlers
-
     app = FastAPI(title="mistralkit datagen", version="1", docs_url=None, redoc_url=None)
     app.state.datagen, app.state.config, app.state.key_guard = state, config, KeyGuard()
     error_handlers(app)

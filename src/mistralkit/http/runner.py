@@ -4,6 +4,7 @@ deadline (``protocol``), exiting 0 on SIGTERM/SIGINT. Shared by ``serve`` and ``
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 
 
@@ -62,3 +63,14 @@ def server_class():
 
 def uvicorn_level(level: str) -> str:
     return {"debug": "debug", "info": "info"}.get(level, "warning")
+
+
+def is_loopback(host: str) -> bool:
+    """An address of this machine only: ``localhost`` (and ``*.localhost``, RFC 6761) or a loopback IP.
+    A server there may run without a key; a remote there is not "leaving the machine"."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

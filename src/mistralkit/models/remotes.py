@@ -19,7 +19,6 @@ from the environment at request time.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -105,12 +104,9 @@ class Remote:
     @property
     def is_loopback(self) -> bool:
         """The server runs on this machine (the text does not leave it)."""
-        if self.host == "localhost" or self.host.endswith(".localhost"):
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        from ..http.runner import is_loopback
+
+        return is_loopback(self.host)
 
     @property
     def needs_key(self) -> bool:

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidParameter
+from ..http.runner import is_loopback
 from ..settings import CorrectSettings, Settings
 
 
 MAX_PARALLEL = 256  # llama.cpp's limit on sequences in one context (llama_max_parallel_sequences)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..engines import Usage, require
 from ..errors import InvalidParameter, MistralkitError
-from .errors import redact
+from ..http.errors import redact
 from . import ollama_shapes as shapes
 from .openai_routes import EMBED_LOCK, Run, queue_job
 from .schemas import ChatRequest

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, StrictBool, ValidationError, field_validator, model_validator
 
 from ..errors import InvalidParameter, Unsupported
-from .errors import validation_message
+from ..http.errors import validation_message
 from .schemas import ChatRequest, Sampling, BaseBody, RequestBody, few_enough
 
 FOREVER = -1, -2  # num_predict: Ollama's "no limit" and "fill the context"

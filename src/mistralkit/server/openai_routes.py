@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from ..engines import Chunk, Usage, require
 from ..engines.base import TokenLogprob, check_fits
 from ..errors import InvalidParameter, MistralkitError
-from .errors import redact
+from ..http.errors import redact
 from . import history, tools
 from .pool import Job, Resident, stream
 from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling

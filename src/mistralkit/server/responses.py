@@ -26,7 +26,7 @@ from pydantic import Field, StrictBool, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import MistralkitError
-from .errors import redact
+from ..http.errors import redact
 from .openai_routes import ChatRun, EventStream, collect, start_chat
 from .schemas import BadParameter, ChatRequest, Sampling, BaseBody
 

@@ -13,12 +13,12 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import Field, StrictBool, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..engines import GenerationParams
 from ..errors import InvalidParameter
-from ..text import bad_text
+from ..http.body import BaseBody, RequestBody
 
 
 # Fields where JSON null means "the default" (clients send every field, null when unset).
@@ -27,24 +27,6 @@ NULL_MEANS_DEFAULT = frozenset({"temperature", "top_p", "top_k", "min_p", "repea
                                 "stop", "logit_bias", "stream_options", "response_format", "tools",
                                 "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs"})
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-
-
-class BaseBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class RequestBody(BaseBody):
-    """A whole request body: text that UTF-8 cannot encode (a ``"\\ud800"`` escape) is a 400."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _utf8(cls, data: Any) -> Any:
-        found = bad_text(data)
-        if found is not None:
-            where, offset, what = found
-            raise PydanticCustomError("invalid_text", "{place}: not valid UTF-8 text ({what} at character {at})",
-                                      {"place": where or "body", "what": what, "at": offset + 1, "where": where})
-        return data
 
 
 class TextPart(BaseBody):
