@@ -9,8 +9,8 @@ Three engines, each in a process of its own, so one's threads and caches do not 
 - ``xllamacpp``: llama.cpp's own server in-process (``xllamacpp.Server``, ``n_parallel`` slots), fed
   token prompts through ``handle_completions`` with streaming; needs ``--xllamacpp-python``, a Python
   that has xllamacpp (not a mistralkit dependency).
-- ``current``: mistralkit's ``LlamaCppEngine``, one generation at a time, so N clients run one after
-  the other (what ``mistralkit serve`` does today).
+- ``current``: ``LlamaCppEngine`` taken one generation at a time, so N clients run one after the
+  other (what ``mistralkit serve`` did before issue 15; the engine batches since, see engines/batch.py).
 
 Every client generates ``--new-tokens`` tokens (``ignore_eos``) from a short prompt of its own at
 temperature 0.8 (top-k 40, top-p 0.95, min-p 0.05, repeat penalty 1.1, a seed per client). Per run:
@@ -361,7 +361,7 @@ def run_current(args) -> dict:
     prompts = [engine.encode_text(p) for p in PROMPTS]
     for _ in engine.generate(engine.encode_text("Hello"), GenerationParams(max_tokens=8, ignore_eos=True)):
         pass
-    lock = threading.Lock()  # one generation at a time, as the server's pool does today
+    lock = threading.Lock()  # one generation at a time, as the server's pool did before issue 15
 
     def work(i: int, t0: float) -> dict:
         params = GenerationParams(max_tokens=args.new_tokens, ignore_eos=True, seed=100 + i, **SAMPLING)
