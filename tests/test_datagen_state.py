@@ -308,7 +308,7 @@ def fill(spec, choose) -> dispatch.Counts:
 
 
 def test_a_5000_fill_is_balanced_per_value_and_covers_every_allowed_pair(legal):
-    plan = dispatch.Plan.of(legal)
+    plan = dispatch.Quotas.of(legal)
     greedy = dispatch.balance(plan, fill(legal, lambda c, i: dispatch.choose(plan, c, random.Random(f"0/{i}"))))
     assert greedy["worst_ratio"] <= 1.05 and greedy["tv_distance"] <= 0.01
     assert greedy["pairs_covered"] == greedy["pairs_allowed"] > 500

@@ -8,7 +8,7 @@ already fixed); the best of ``CANDIDATES`` candidates wins. Ties fall to a seede
 the same history gives the same choice.
 
 >>> counts = Counts.of(spec, seed_assignments)              # doctest: +SKIP
->>> choose(Plan.of(spec), counts, random.Random("0/17"))      # doctest: +SKIP
+>>> choose(Quotas.of(spec), counts, random.Random("0/17"))      # doctest: +SKIP
 {'persona': 'tenant', 'noise': 'light', ...}
 """
 
@@ -68,7 +68,7 @@ def key_of(text: str) -> Key:
 
 
 @dataclass
-class Plan:
+class Quotas:
     """What the spec fixes once: values, weights, allowed pairs and their shares."""
 
     spec: object
@@ -78,7 +78,7 @@ class Plan:
     pair_share: dict[tuple[str, str], dict[tuple[str, str], float]]
 
     @classmethod
-    def of(cls, spec) -> Plan:
+    def of(cls, spec) -> Quotas:
         dims = [d.name for d in spec.dimensions]
         weights = {d.name: d.weights() for d in spec.dimensions}
         values = {d: [v for v in weights[d] if spec.allowed({d: v})] for d in dims}
@@ -94,7 +94,7 @@ class Plan:
 class Scorer:
     """Deficits (quota minus count, the quota counting one more case) for one choice, computed once."""
 
-    def __init__(self, plan: Plan, counts: Counts) -> None:
+    def __init__(self, plan: Quotas, counts: Counts) -> None:
         cells = counts.cells
         self.single: dict[str, dict[str, float]] = {}
         for d in plan.dims:
@@ -125,7 +125,7 @@ def _interleave(dims: tuple[str, str], vals: tuple[str, str]) -> Key:
     return (dims[0], vals[0], dims[1], vals[1])
 
 
-def choose(plan: Plan, counts: Counts, rng: random.Random, candidates: int = CANDIDATES) -> dict[str, str]:
+def choose(plan: Quotas, counts: Counts, rng: random.Random, candidates: int = CANDIDATES) -> dict[str, str]:
     """The assignment of every dimension that best fills what is least covered; DatagenError if none is allowed."""
     scorer = Scorer(plan, counts)
     best, best_score = None, float("-inf")
@@ -141,7 +141,7 @@ def choose(plan: Plan, counts: Counts, rng: random.Random, candidates: int = CAN
     return {d: best[d] for d in plan.dims}
 
 
-def _candidate(plan: Plan, scorer: Scorer, rng: random.Random) -> tuple[dict[str, str], float] | None:
+def _candidate(plan: Quotas, scorer: Scorer, rng: random.Random) -> tuple[dict[str, str], float] | None:
     order = plan.dims[:]
     rng.shuffle(order)
     fixed: dict[str, str] = {}
@@ -163,7 +163,7 @@ def balance(spec_or_plan, counts: Counts | Iterable[dict[str, str]]) -> dict:
 
     ``worst_ratio`` is None while some allowed value has no case yet.
     """
-    plan = spec_or_plan if isinstance(spec_or_plan, Plan) else Plan.of(spec_or_plan)
+    plan = spec_or_plan if isinstance(spec_or_plan, Quotas) else Quotas.of(spec_or_plan)
     if not isinstance(counts, Counts):
         counts = Counts.of(plan.spec, counts)
     per_dim = {d: _dimension_balance(plan, counts, d) for d in plan.dims}
@@ -176,7 +176,7 @@ def balance(spec_or_plan, counts: Counts | Iterable[dict[str, str]]) -> dict:
             "pairs_covered": covered, "pairs_allowed": allowed, "per_dimension": per_dim}
 
 
-def _dimension_balance(plan: Plan, counts: Counts, dim: str) -> dict:
+def _dimension_balance(plan: Quotas, counts: Counts, dim: str) -> dict:
     values = plan.values[dim]
     weights = {v: plan.weights[dim][v] for v in values}
     norm = sum(weights.values()) or 1.0
@@ -187,13 +187,13 @@ def _dimension_balance(plan: Plan, counts: Counts, dim: str) -> dict:
     return {"ratio": ratio, "tv": round(tv, 5), "n": n}
 
 
-def coverage(plan: Plan, counts: Counts, total: int) -> dict[str, dict[str, dict]]:
+def coverage(plan: Quotas, counts: Counts, total: int) -> dict[str, dict[str, dict]]:
     """Per dimension value: its count and its quota out of ``total`` cases."""
     return {d: {v: {"count": counts.single(d, v), "quota": round(plan.weights[d][v] * total, 1)}
                 for v in plan.weights[d]} for d in plan.dims}
 
 
-def pair_coverage(plan: Plan, counts: Counts) -> dict[str, dict]:
+def pair_coverage(plan: Quotas, counts: Counts) -> dict[str, dict]:
     """Per pair of dimensions: rows, cols and ``"row|col": count`` for the allowed cells only."""
     out = {}
     for (a, b), share in plan.pair_share.items():

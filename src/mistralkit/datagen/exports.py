@@ -76,7 +76,7 @@ def training_line(system: str, case_text: str, record: dict) -> dict:
     return {"messages": messages}
 
 
-def render(db: sqlite3.Connection, spec, plan: dispatch.Plan, goal: int) -> dict[str, str]:
+def render(db: sqlite3.Connection, spec, plan: dispatch.Quotas, goal: int) -> dict[str, str]:
     """Every aggregate file's text from one read snapshot of the database."""
     db.execute("BEGIN")  # one snapshot for all files (WAL: readers never wait)
     try:

@@ -107,7 +107,7 @@ class State:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.db_path = self.directory / DB_NAME
         self.exports_dir = self.directory / "exports"
-        self.plan = dispatch.Plan.of(spec)
+        self.plan = dispatch.Quotas.of(spec)
         self.lease_s = float(spec.lease_minutes) * 60
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []

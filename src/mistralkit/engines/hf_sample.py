@@ -18,7 +18,7 @@ from .base import GenerationParams
 PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size
 
 
-class Sampler:
+class TorchSampler:
     def __init__(self, params: GenerationParams) -> None:
         import torch
 

@@ -54,7 +54,7 @@ from .hf_load import (
 )
 from .batch import common_prefix
 from .hf_run import RUN_FORMAT, run_parts
-from .hf_sample import Sampler
+from .hf_sample import TorchSampler
 from .hf_vocab import IncrementalDecoder, chat_format, mistral_version_of, open_vocab
 from .stops import StopMatcher
 
@@ -218,7 +218,7 @@ class TransformersEngine(EngineBase):
     def _stream(self, tokens: list[int], params: GenerationParams,
                 cancel: threading.Event | None) -> Iterator[Chunk]:
         budget = min(params.max_tokens, self.n_ctx - len(tokens))
-        sampler = Sampler(params)
+        sampler = TorchSampler(params)
         decoder = IncrementalDecoder(self._vocab)
         stops = StopMatcher((*params.stop, *self.format.stop_strings))
         usage = Usage(prompt_tokens=len(tokens))

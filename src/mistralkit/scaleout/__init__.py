@@ -4,6 +4,6 @@
 """
 
 from .process import start
-from .vllm import Plan, build_command, plan
+from .vllm import Launch, build_command, plan
 
-__all__ = ["Plan", "build_command", "plan", "start"]
+__all__ = ["Launch", "build_command", "plan", "start"]

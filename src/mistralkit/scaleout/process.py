@@ -24,7 +24,7 @@ from typing import IO, Any, Self
 
 from .. import paths
 from ..errors import InvalidParameter, MistralkitError
-from .vllm import KEY_ENV, Plan, plan, require_vllm
+from .vllm import KEY_ENV, Launch, plan, require_vllm
 
 PROGRESS_EVERY_S = 10.0
 POLL_S = 0.5
@@ -34,7 +34,7 @@ TAIL_LINES = 15
 class VllmServer:
     """A running ``vllm serve`` and the remotes registered for it."""
 
-    def __init__(self, spec: Plan, process: subprocess.Popen, log_path: Path, log: IO[bytes]) -> None:
+    def __init__(self, spec: Launch, process: subprocess.Popen, log_path: Path, log: IO[bytes]) -> None:
         self.plan, self.process, self.log_path, self._log = spec, process, log_path, log
         self.registered: list[str] = []
         self._stopped = False
@@ -112,7 +112,7 @@ class VllmServer:
         self.registered = []
 
 
-def launch(spec: Plan, *, ready_timeout_s: float = 1800.0, register: bool = True,
+def launch(spec: Launch, *, ready_timeout_s: float = 1800.0, register: bool = True,
            on_progress: Callable[[str], None] | None = None,
            environ: Mapping[str, str] | None = None) -> VllmServer:
     """Start ``spec``'s command and return once vLLM answers and its remotes are registered."""
@@ -160,7 +160,7 @@ def interrupt_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _check_names_free(spec: Plan) -> None:
+def _check_names_free(spec: Launch) -> None:
     """A remote of the same name is replaced only when it is this server's (left by an earlier run)."""
     from ..models.remotes import configured
 
@@ -217,17 +217,17 @@ def _wait_ready(server: VllmServer, timeout_s: float, on_progress: Callable[[str
         time.sleep(POLL_S)
 
 
-def start(target: Plan | str, *, ready_timeout_s: float = 1800.0, register: bool = True,
+def start(target: Launch | str, *, ready_timeout_s: float = 1800.0, register: bool = True,
           on_progress: Callable[[str], None] | None = None, on_ready: Callable[[Any], None] | None = None,
           **options: Any) -> None:
     """Start vLLM, wait until it answers, register the remotes, and stay in the foreground until Ctrl-C
     (or SIGTERM), which stops vLLM cleanly and removes the remotes.
 
-    ``target`` is a ``Plan`` or a model reference (then ``options`` go to ``plan``).
+    ``target`` is a ``Launch`` or a model reference (then ``options`` go to ``plan``).
 
     >>> start("mistralai/Mistral-7B-Instruct-v0.3", adapters=["runs/support"])  # doctest: +SKIP
     """
-    spec = target if isinstance(target, Plan) else plan(target, **options)
+    spec = target if isinstance(target, Launch) else plan(target, **options)
     with interrupt_on_sigterm():  # from the start: vLLM may take minutes to load, and must not be orphaned
         server = launch(spec, ready_timeout_s=ready_timeout_s, register=register, on_progress=on_progress)
         try:

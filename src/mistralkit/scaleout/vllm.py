@@ -40,7 +40,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
-class Plan:
+class Launch:
     """What ``mistralkit vllm serve`` runs and registers; ``notes`` are for the person starting it."""
 
     command: list[str]
@@ -71,7 +71,7 @@ class Plan:
 def plan(model_ref: str, *, adapters: Iterable[str] = (), tensor_parallel: int | None = None,
          port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, name: str | None = None,
          max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
-         extra: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> Plan:
+         extra: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> Launch:
     """The ``vllm serve`` command for ``model_ref`` and the remotes it will be registered as."""
     environ = os.environ if environ is None else environ
     extra = list(extra)
@@ -100,7 +100,7 @@ def plan(model_ref: str, *, adapters: Iterable[str] = (), tensor_parallel: int |
         return {"name": remote_name, "api": "openai", "base_url": base_url, "model": model, "key_env": key_env,
                 "flavor": "vllm", "ctx": ctx}
 
-    result = Plan(command, remote(served, served), [remote(m.name, m.name) for m in modules], notes, host, port)
+    result = Launch(command, remote(served, served), [remote(m.name, m.name) for m in modules], notes, host, port)
     _check_remotes(result)
     return result
 
@@ -125,7 +125,7 @@ def build_command(model_ref: str, *, adapters: Iterable[str] = (), tensor_parall
                 max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization, extra=extra).command
 
 
-def require_vllm(spec: Plan, environ: Mapping[str, str] | None = None) -> str:
+def require_vllm(spec: Launch, environ: Mapping[str, str] | None = None) -> str:
     """The ``vllm`` executable on PATH; without one, an error that says how to install it and what would run."""
     import shutil
 
@@ -176,7 +176,7 @@ def _check_names(served: str, modules: list[LoraModule]) -> None:
                                hint="name the adapters apart: --adapter NAME=PATH")
 
 
-def _check_remotes(spec: Plan) -> None:
+def _check_remotes(spec: Launch) -> None:
     """The remotes as ``models.remotes`` will take them, so a dry run shows what a start would refuse."""
     from ..models.remotes import Remote
 

@@ -22,7 +22,7 @@ TUNE_HINT = "pip install 'mistralkit[tune]'"
 
 
 @dataclass
-class Loaded:
+class Wrapped:
     model: Any  # a peft PeftModel
     model_type: str
     targets: list[str] | str
@@ -111,7 +111,7 @@ def load_base(local, config: TuneConfig, device: str, dtype: str):
     return model
 
 
-def wrap_lora(model, config: TuneConfig, device: str, dtype: str) -> Loaded:
+def wrap_lora(model, config: TuneConfig, device: str, dtype: str) -> Wrapped:
     """The base frozen, LoRA adapters on the architecture's projections (or ``target_modules``)."""
     torch = require_torch()
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -136,7 +136,7 @@ def wrap_lora(model, config: TuneConfig, device: str, dtype: str) -> Loaded:
     _freeze(peft_model.get_base_model(), arch, targets)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
-    return Loaded(peft_model, model_type, targets, device, dtype, trainable, total)
+    return Wrapped(peft_model, model_type, targets, device, dtype, trainable, total)
 
 
 def _freeze(model, arch: Arch, targets: list[str] | str) -> None:
