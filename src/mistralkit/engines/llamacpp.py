@@ -320,7 +320,8 @@ class LlamaCppEngine(EngineBase):
                 cancel: threading.Event | None) -> Iterator[Chunk]:
         import llama_cpp
 
-        from .batch import End, Sampler, Seq
+        from .batch import End, Seq
+        from .sampling import Sampler
 
         if params.grammar is not None:
             self.check_grammar(params.grammar)
