@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .defaults import SAMPLING_DEFAULTS
 from .errors import InvalidParameter
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -54,11 +55,11 @@ class Settings:
     model: str | None = field(default=None, metadata=_doc("model name or .gguf path (default: the embedded SmolLM2 135M Instruct)"))
     adapter: str | None = field(default=None, metadata=_doc("GGUF LoRA adapter (name or path) applied on top of the model"))
     system: str | None = field(default=None, metadata=_doc("system prompt"))
-    temperature: float = field(default=0.8, metadata=_doc("sampling temperature, 0 = greedy"))
-    top_p: float = field(default=0.95, metadata=_doc("nucleus sampling threshold"))
-    top_k: int = field(default=40, metadata=_doc("sample from the k most likely tokens, 0 = all"))
-    min_p: float = field(default=0.05, metadata=_doc("drop tokens below min_p x the top probability"))
-    repeat_penalty: float = field(default=1.1, metadata=_doc("penalty for repeated tokens, 1 = off"))
+    temperature: float = field(default=SAMPLING_DEFAULTS["temperature"], metadata=_doc("sampling temperature, 0 = greedy"))
+    top_p: float = field(default=SAMPLING_DEFAULTS["top_p"], metadata=_doc("nucleus sampling threshold"))
+    top_k: int = field(default=SAMPLING_DEFAULTS["top_k"], metadata=_doc("sample from the k most likely tokens, 0 = all"))
+    min_p: float = field(default=SAMPLING_DEFAULTS["min_p"], metadata=_doc("drop tokens below min_p x the top probability"))
+    repeat_penalty: float = field(default=SAMPLING_DEFAULTS["repeat_penalty"], metadata=_doc("penalty for repeated tokens, 1 = off"))
     seed: int | None = field(default=None, metadata=_doc("random seed, 0 to 4294967294 (default or -1: random)"))
     max_tokens: int = field(default=512, metadata=_doc("most tokens to generate per answer"))
     greedy: bool = field(default=False, metadata=_doc("always pick the most likely token"))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
+from ..defaults import SAMPLING_DEFAULTS
 from ..errors import ContextOverflow, InvalidParameter, Unsupported
 from ..formats.base import ChatFormat, Message
 
@@ -65,11 +66,11 @@ class GenerationParams:
     """Sampling and stopping controls. ``greedy`` (or temperature 0) always takes the top token."""
 
     max_tokens: int = 512
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
+    temperature: float = SAMPLING_DEFAULTS["temperature"]
+    top_p: float = SAMPLING_DEFAULTS["top_p"]
+    top_k: int = SAMPLING_DEFAULTS["top_k"]
+    min_p: float = SAMPLING_DEFAULTS["min_p"]
+    repeat_penalty: float = SAMPLING_DEFAULTS["repeat_penalty"]
     frequency_penalty: float = 0.0  # OpenAI's: minus this x how often a token came already
     presence_penalty: float = 0.0  # OpenAI's: minus this once a token came at all
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit); -100 bans it

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, StrictBool, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from ..defaults import SAMPLING_DEFAULTS
 from ..engines import GenerationParams
 from ..errors import InvalidParameter
 from ..http.body import BaseBody, RequestBody
@@ -172,11 +173,12 @@ class Sampling(RequestBody):
         return data
 
     max_tokens: int | None = Field(default=None, ge=1, le=1 << 20)
-    temperature: float = Field(default=0.8, ge=0, le=2)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    top_k: int = Field(default=40, ge=0, le=1 << 20)
-    min_p: float = Field(default=0.05, ge=0, le=1)
-    repeat_penalty: float = Field(default=1.1, gt=0, le=10)
+    # defaults: engines.base.SAMPLING_DEFAULTS; bounds: the engine's, with a ceiling for what a request may ask
+    temperature: float = Field(default=SAMPLING_DEFAULTS["temperature"], ge=0, le=2)
+    top_p: float = Field(default=SAMPLING_DEFAULTS["top_p"], gt=0, le=1)
+    top_k: int = Field(default=SAMPLING_DEFAULTS["top_k"], ge=0, le=1 << 20)
+    min_p: float = Field(default=SAMPLING_DEFAULTS["min_p"], ge=0, le=1)
+    repeat_penalty: float = Field(default=SAMPLING_DEFAULTS["repeat_penalty"], gt=0, le=10)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None  # token id (as text) -> -100..100
