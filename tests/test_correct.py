@@ -106,15 +106,28 @@ def test_hybrid_with_the_embedded_model_fixes_a_plain_sentence(hybrid):
 def test_hybrid_stops_rewriting_between_sentences_once_cancelled(hybrid):
     from mistralkit.corrector.pipeline import CANCELLED
 
+    class Counted:
+        """The corrector's engine, counting its generations."""
+
+        def __init__(self, engine) -> None:
+            self.engine, self.calls = engine, 0
+
+        def __getattr__(self, name: str):
+            return getattr(self.engine, name)
+
+        def generate(self, *args, **kwargs):
+            self.calls += 1
+            return self.engine.generate(*args, **kwargs)
+
     text = "Il a manger une pome. Elle a chanter hier. Nous somme partis tôt."
-    calls, real = [], hybrid.generate
-    hybrid.generate = lambda messages, params: calls.append(1) or real(messages, params)
+    real = hybrid.engine
+    hybrid.engine = counted = Counted(real)
     try:
-        result = hybrid.correct(text, cancelled=lambda: len(calls) >= 1)  # gone after the first rewrite
+        result = hybrid.correct(text, cancelled=lambda: counted.calls >= 1)  # gone after the first rewrite
     finally:
-        hybrid.generate = real
+        hybrid.engine = real
     rules_only = Corrector(CorrectSettings(mode="rules"), checker=hybrid.checker).correct(text)
-    assert len(calls) == 1
+    assert counted.calls == 1
     assert [r.reason for r in result.refused if r.reason == CANCELLED] and len(
         [r for r in result.refused if r.reason == CANCELLED]) == 2
     later = sentence_spans(rules_only.corrected)[1:]

@@ -155,7 +155,8 @@ def test_a_missing_capability_is_a_one_line_refusal():
 
     engine = TextOnly()
     for call in (lambda: engine.prompt_tokens("hi"), lambda: engine.logprobs([1, 2], 1),
-                 lambda: engine.check_grammar("root ::= \"a\""), lambda: engine.embed(["x"], True),
+                 lambda: engine.check_grammar("root ::= \"a\""), lambda: engine.tokenize("x", special=False),
+                 lambda: engine.token_text(1), lambda: engine.encode_text("x"),
                  lambda: require(engine, "adapters", "--adapter")):
         with pytest.raises(Unsupported) as caught:
             call()

@@ -202,16 +202,17 @@ def _bounded_schema(url: str) -> dict:
     """The server's OpenAPI document, narrowed so that every generation stays a few tokens long.
 
     A fuzzer is free to ask for max_tokens up to 2**20 (or none, which means the server's default):
-    on a CPU that is minutes per case, so max_tokens is capped at DEFAULT_MAX_TOKENS here and the
-    server is started with that default. ``model`` is pinned to the served model in valid cases, so
+    on a CPU that is minutes per case, so max_tokens (and /v1/responses' max_output_tokens, Ollama's
+    num_predict) is capped at DEFAULT_MAX_TOKENS here and the server is started with that default. ``model`` is pinned to the served model in valid cases, so
     they reach generation instead of stopping at 404 (negative cases still send other names), and
     ``session_id`` may be null or "new" so valid chats are not all 404 for an unknown session."""
     document = httpx.get(f"{url}/openapi.json", timeout=10).json()
     for name, schema in document["components"]["schemas"].items():
         props = schema.get("properties", {})
-        for key in ("max_tokens", "max_completion_tokens"):
-            for branch in props.get(key, {}).get("anyOf", []):
-                if branch.get("type") == "integer":
+        for key in ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict"):  # every route's
+            prop = props.get(key, {})
+            for branch in [prop, *prop.get("anyOf", [])]:
+                if branch.get("type") in ("integer", "number"):
                     branch["maximum"] = DEFAULT_MAX_TOKENS
         if name.endswith("Request") and "model" in props:
             props["model"] = {"enum": [MODEL]}
