@@ -1,6 +1,7 @@
 """Chat speed: the mistralkit engine against raw llama-cpp-python, on the same GGUF and threads.
 
-Measures (raw llama-cpp-python in child processes: two llama.cpp contexts in one process slow each other, see ``raw_child``):
+Measures (raw llama-cpp-python in child processes: two llama.cpp contexts in one process slow each
+other, see ``raw_child``):
 1. prompt processing (pp) tokens/s, generation (tg) tokens/s and time to first token (TTFT)
    of ``LlamaCppEngine.generate`` vs ``llama_cpp.Llama.create_completion(stream=True)`` on the
    same ~256-token prompt (a counting list, so the base model keeps going to the token budget),
@@ -171,7 +172,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--turn-tokens", type=int, default=30, help="tokens in each user message")
     ap.add_argument("--answer-tokens", type=int, default=32, help="max_tokens of each chat answer")
-    ap.add_argument("--model", default="gemma-3-270m", help="model name or path (default: the embedded Gemma 3 270M, as the figures in the README)")
+    ap.add_argument(
+        "--model",
+        default="gemma-3-270m",
+        help="model name or path (default: the embedded Gemma 3 270M, as the figures in the README)",
+    )
     ap.add_argument("--llama-bench", type=Path, default=None, metavar="PATH",
                     help="llama.cpp's llama-bench (default: bench/build_llama_server.sh's cached build, if any)")
     ap.add_argument("--out", type=Path,

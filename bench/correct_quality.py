@@ -1,7 +1,8 @@
 """Correction quality: naive Grammalecte, rules mode and hybrid mode on a French set of our own.
 
 The set (bench/data/correct_fr.jsonl, or any file of the same shape given with ``--data``, such as
-bench/data/correct_fr_heldout.jsonl, written before the rules were tuned and never tuned on) holds sentences as a pupil with dyslexia might type them,
+bench/data/correct_fr_heldout.jsonl, written before the rules were tuned and never tuned on) holds sentences
+as a pupil with dyslexia might type them,
 each with its minimal correction and the names, places, numbers, dates, times, amounts, phones,
 e-mails and URLs it contains (which no system may alter). Systems, each over the whole set:
 

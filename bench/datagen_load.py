@@ -160,7 +160,9 @@ def balance(total: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="1,4,16,64", help="concurrency levels, comma-separated")
-    parser.add_argument("--rounds", type=int, default=0, help="next+submit rounds per agent (default: 400 requests per level)")
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="next+submit rounds per agent (default: 400 requests per level)"
+    )
     parser.add_argument("--total", type=int, default=5000, help="target total of the balance fill")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "datagen_load.json")
     args = parser.parse_args()
@@ -175,9 +177,12 @@ def main() -> None:
     print(f"{'agents':>6} {'req':>6} {'req/s':>7} {'next p50':>9} {'p95':>7} {'submit p50':>11} {'p95':>7} "
           f"{'twice':>6} {'lost':>5} {'locked':>7} {'errors':>7}")
     for r in levels:
-        print(f"{r['agents']:>6} {r['requests']:>6} {r['requests_per_s']:>7} {r['next_p50_ms']:>8}ms {r['next_p95_ms']:>5}ms "
-              f"{r['submit_p50_ms']:>10}ms {r['submit_p95_ms']:>5}ms {r['issued_twice']:>6} {r['lost']:>5} "
-              f"{r['database_locked']:>7} {r['errors']:>7}")
+        print(
+            f"{r['agents']:>6} {r['requests']:>6} {r['requests_per_s']:>7} "
+            f"{r['next_p50_ms']:>8}ms {r['next_p95_ms']:>5}ms "
+            f"{r['submit_p50_ms']:>10}ms {r['submit_p95_ms']:>5}ms {r['issued_twice']:>6} {r['lost']:>5} "
+            f"{r['database_locked']:>7} {r['errors']:>7}"
+        )
     print(f"\nbalance after filling {fill['total']} (seed + {fill['accepted']} accepted, {fill['fill_s']} s)")
     print(f"{'choice':<16} {'worst max/min':>14} {'TV distance':>12} {'pairs covered':>14}")
     for name in ("greedy", "random"):

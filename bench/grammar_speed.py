@@ -51,7 +51,11 @@ def parse_args() -> argparse.Namespace:
                     help="llama.cpp threads on both sides (default: physical cores)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (default 3)")
     ap.add_argument("--gen-tokens", type=int, default=160, help="max_tokens of the JSON answer")
-    ap.add_argument("--model", default="gemma-3-270m", help="model name or path (default: the embedded Gemma 3 270M, as the figures in the README)")
+    ap.add_argument(
+        "--model",
+        default="gemma-3-270m",
+        help="model name or path (default: the embedded Gemma 3 270M, as the figures in the README)",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "grammar_speed.json")
     return ap.parse_args()
 

@@ -163,7 +163,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--prompt-tokens", type=int, default=300, help="tokens of the short prompt")
     ap.add_argument("--gen-tokens", type=int, default=4)
     ap.add_argument("--parallel", type=int, default=1, help="sequences decoded together (serve --parallel)")
-    ap.add_argument("--model", default="gemma-3-270m", help="model name or path (default: the embedded Gemma 3 270M, as the figures in the README)")
+    ap.add_argument(
+        "--model",
+        default="gemma-3-270m",
+        help="model name or path (default: the embedded Gemma 3 270M, as the figures in the README)",
+    )
     ap.add_argument("--synthetic-llama", type=Path, metavar="PATH",
                     help="write a random llama GGUF at PATH (if missing) and measure it instead")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory_plan.json")

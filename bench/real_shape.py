@@ -42,7 +42,9 @@ tensors = synthetic.tensors
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("names", nargs="*", default=list(SHAPES), help=f"shapes to build (default all: {', '.join(SHAPES)})")
+    ap.add_argument(
+        "names", nargs="*", default=list(SHAPES), help=f"shapes to build (default all: {', '.join(SHAPES)})"
+    )
     ap.add_argument("--quant", default="q4_k_m", choices=["q4_k_m", "q8_0", "q4_0"])
     ap.add_argument("--cache", type=Path, default=CACHE, help=f"where the files are kept (default {CACHE})")
     args = ap.parse_args()

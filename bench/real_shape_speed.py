@@ -114,11 +114,23 @@ def main() -> None:
         results[name] = {"file": str(path), "size": path.stat().st_size, "ours": ours, "planned": plan,
                          "llama_bench": {k: v for k, v in ref.items() if k != "rows"}}
         err = lambda p, m: f"{100 * (p - m) / m:+.0f}%"  # noqa: E731
-        rows.append([name, f"{path.stat().st_size / 2**30:.2f}", f"{ours['load_s']:.1f}",
-                     f"{ours['pp']:.1f}", f"{ref.get('pp_tps', float('nan')):.1f}", f"{plan['pp']:.1f} ({err(plan['pp'], ours['pp'])})",
-                     f"{ours['tg']:.2f}", f"{ref.get('tg_tps', float('nan')):.2f}", f"{plan['tg']:.2f} ({err(plan['tg'], ours['tg'])})",
-                     f"{ours['answer_s']:.0f}", f"{plan['answer_s']:.0f} ({err(plan['answer_s'], ours['answer_s'])})",
-                     f"{ours['peak_rss'] / 2**30:.2f}", f"{plan['peak_rss'] / 2**30:.2f}"])
+        rows.append(
+            [
+                name,
+                f"{path.stat().st_size / 2**30:.2f}",
+                f"{ours['load_s']:.1f}",
+                f"{ours['pp']:.1f}",
+                f"{ref.get('pp_tps', float('nan')):.1f}",
+                f"{plan['pp']:.1f} ({err(plan['pp'], ours['pp'])})",
+                f"{ours['tg']:.2f}",
+                f"{ref.get('tg_tps', float('nan')):.2f}",
+                f"{plan['tg']:.2f} ({err(plan['tg'], ours['tg'])})",
+                f"{ours['answer_s']:.0f}",
+                f"{plan['answer_s']:.0f} ({err(plan['answer_s'], ours['answer_s'])})",
+                f"{ours['peak_rss'] / 2**30:.2f}",
+                f"{plan['peak_rss'] / 2**30:.2f}",
+            ]
+        )
         print(rows[-1], flush=True)
     print(table(["shape (Q4_K_M)", "GiB", "load s", "pp ours", "pp llama-bench", "pp planned", "tg ours",
                  "tg llama-bench", "tg planned", f"{ANSWER_TOKENS}-tok answer s", "planned s", "peak RSS GiB",

@@ -15,7 +15,8 @@ Per level and rep: aggregate tokens/s = all completion tokens (from ``usage``) /
 first request sent to the last one finished; TTFT (first text event; streamed workload only) and
 latency per request, p50 and p95 over all requests of all reps; the server process's CPU time per
 completion token, and for mistralkit its main thread's (the event loop: HTTP, SSE, JSON; llama.cpp
-decodes on other threads). Medians over --reps (one untimed warm-up request first). The two servers run one after the other, never at once.
+decodes on other threads). Medians over --reps (one untimed warm-up request first). The two servers run
+one after the other, never at once.
 
 llama-server: ``--llama-server PATH``, or the binary ``bench/build_llama_server.sh`` built and
 cached (found automatically); without one, the reference column is mistralkit with one client.
@@ -215,7 +216,11 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  MISTRALKIT_HOME=/tmp/mk-bench .venv/bin/python bench/serve_throughput.py"
                " --threads 2 --reps 3 --llama-server ~/llama.cpp/build/bin/llama-server")
-    ap.add_argument("--model", default="gemma-3-270m", help="model name or path (default: the embedded Gemma 3 270M, as the figures in the README)")
+    ap.add_argument(
+        "--model",
+        default="gemma-3-270m",
+        help="model name or path (default: the embedded Gemma 3 270M, as the figures in the README)",
+    )
     ap.add_argument("--threads", type=int, default=default_threads(),
                     help="CPU threads for both servers (default: all cores)")
     ap.add_argument("--ctx", type=int, default=4096, help="context tokens per client")
@@ -235,10 +240,26 @@ def main() -> None:
     args = parse_args()
     model = resolve(args.model)
     port = free_port()
-    mk_command = [sys.executable, "-m", "mistralkit", "serve", "--port", str(port), "--model", str(model.path) if Path(args.model).exists() else model.name,
-                  "--threads", str(args.threads), "--ctx", str(args.ctx), "--queue-size", str(max(args.clients) + 1),
-                  "--parallel", str(args.parallel),
-                  "--log-level", "warning"]
+    mk_command = [
+        sys.executable,
+        "-m",
+        "mistralkit",
+        "serve",
+        "--port",
+        str(port),
+        "--model",
+        str(model.path) if Path(args.model).exists() else model.name,
+        "--threads",
+        str(args.threads),
+        "--ctx",
+        str(args.ctx),
+        "--queue-size",
+        str(max(args.clients) + 1),
+        "--parallel",
+        str(args.parallel),
+        "--log-level",
+        "warning",
+    ]
     print(f"mistralkit serve ({model.name}, {args.threads} threads, --parallel {args.parallel})", file=sys.stderr)
     with running(mk_command, port, "mistralkit serve") as (url, pid):
         mk = measure(url, pid, Path(args.model).stem if Path(args.model).exists() else model.name, args)
@@ -267,12 +288,20 @@ def main() -> None:
         rows = []
         for clients in args.clients:
             m, r = mk[workload][clients], reference(workload, clients)
-            rows.append([str(clients), f"{m['tps']:.1f}", f"{r['tps']:.1f}", f"{m['tps'] / r['tps']:.2f}",
-                         f"{ms(m['ttft_p50_s'])} / {ms(m['ttft_p95_s'])}", f"{ms(r['ttft_p50_s'])} / {ms(r['ttft_p95_s'])}",
-                         f"{m['latency_p50_s']:.2f} / {m['latency_p95_s']:.2f}",
-                         f"{r['latency_p50_s']:.2f} / {r['latency_p95_s']:.2f}",
-                         f"{m['cpu_ms_per_token']:.1f} ({m['main_thread_cpu_ms_per_token']:.1f})",
-                         f"{r['cpu_ms_per_token']:.1f}"])
+            rows.append(
+                [
+                    str(clients),
+                    f"{m['tps']:.1f}",
+                    f"{r['tps']:.1f}",
+                    f"{m['tps'] / r['tps']:.2f}",
+                    f"{ms(m['ttft_p50_s'])} / {ms(m['ttft_p95_s'])}",
+                    f"{ms(r['ttft_p50_s'])} / {ms(r['ttft_p95_s'])}",
+                    f"{m['latency_p50_s']:.2f} / {m['latency_p95_s']:.2f}",
+                    f"{r['latency_p50_s']:.2f} / {r['latency_p95_s']:.2f}",
+                    f"{m['cpu_ms_per_token']:.1f} ({m['main_thread_cpu_ms_per_token']:.1f})",
+                    f"{r['cpu_ms_per_token']:.1f}",
+                ]
+            )
         print(f"workload: {workload}")
         print(table(["clients", "mistralkit tok/s", f"{ref_name} tok/s", "ratio", "mk TTFT p50/p95 (ms)",
                      "ref TTFT p50/p95 (ms)", "mk latency p50/p95 (s)", "ref latency p50/p95 (s)",

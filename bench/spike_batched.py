@@ -303,7 +303,12 @@ def run_proto(args, variant: str) -> dict:
     for clients in args.clients:
         steps = engine.steps
         wall, records = concurrently(clients, work)
-        out[str(clients)] = {"wall_s": wall, "clients": records[:-1], **records[-1], "decode_calls": engine.steps - steps}
+        out[str(clients)] = {
+            "wall_s": wall,
+            "clients": records[:-1],
+            **records[-1],
+            "decode_calls": engine.steps - steps,
+        }
     engine.close()
     return {"load_s": load_s, "runs": out, **options}
 
@@ -447,11 +452,18 @@ def summarize(rounds: list[dict], engines: list[str], clients: list[int]) -> lis
             ttft = [median(c["ttft_s"] for c in run["clients"]) for run in runs]
             decode = [median(c["decode_tps"] for c in run["clients"]) for run in runs]
             per_cpu = [sum(c["tokens"] for c in run["clients"]) / run["cpu_s"] for run in runs]
-            rows.append({"engine": engine, "clients": n, "aggregate_tps": round(median(agg), 1),
-                         "aggregate_tps_runs": [round(a, 1) for a in agg],
-                         "tokens_per_cpu_s": round(median(per_cpu), 1),
-                         "load_avg_1m": [run["load_avg_1m"] for run in runs],
-                         "ttft_p50_ms": round(1000 * median(ttft), 1), "per_client_decode_tps": round(median(decode), 1)})
+            rows.append(
+                {
+                    "engine": engine,
+                    "clients": n,
+                    "aggregate_tps": round(median(agg), 1),
+                    "aggregate_tps_runs": [round(a, 1) for a in agg],
+                    "tokens_per_cpu_s": round(median(per_cpu), 1),
+                    "load_avg_1m": [run["load_avg_1m"] for run in runs],
+                    "ttft_p50_ms": round(1000 * median(ttft), 1),
+                    "per_client_decode_tps": round(median(decode), 1),
+                }
+            )
     return rows
 
 
@@ -467,7 +479,9 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--xllamacpp-python", help="a Python with xllamacpp installed (the xllamacpp engine)")
     parser.add_argument("--check", action="store_true", help="only compare batched and lone greedy output")
-    parser.add_argument("--profile", action="store_true", help="only time llama_decode vs sampling per step (adds to --out)")
+    parser.add_argument(
+        "--profile", action="store_true", help="only time llama_decode vs sampling per step (adds to --out)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "spike_batched.json"))
     args = parser.parse_args()

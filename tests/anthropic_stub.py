@@ -146,8 +146,17 @@ class Stub:
         events = [("message_start", {"type": "message_start", "message": self.message(body, "", None, 1, 1)}),
                   ("content_block_start", {"type": "content_block_start", "index": 0,
                                            "content_block": {**call, "input": {}}})]
-        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                            "delta": {"type": "input_json_delta", "partial_json": part}}) for part in parts]
+        events += [
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": part},
+                },
+            )
+            for part in parts
+        ]
         events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
                    ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
                                       "usage": {"output_tokens": len(parts)}}),
@@ -197,8 +206,14 @@ class Stub:
                 event("content_block_delta", {"type": "content_block_delta", "index": 0,
                                               "delta": {"type": "text_delta", "text": word}})
             event("content_block_stop", {"type": "content_block_stop", "index": 0})
-            event("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                    "usage": {"output_tokens": len(words)}})
+            event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": len(words)},
+                },
+            )
             event("message_stop", {"type": "message_stop"})
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away (a cancelled generation)

@@ -74,7 +74,9 @@ def files(model, tmp_path_factory) -> dict[str, Path]:
     out["secret"].write_text(SECRET + "\nroot:x:0:0\n")
     out["notes"].write_text(SECRET + " my notes\n")
     out["plain_file"].write_text("")
-    out["bad_text_jsonl"].write_text('{"prompt": "ok", "response": "fine"}\n{"prompt": "caf\\ud800", "response": "x"}\n')
+    out["bad_text_jsonl"].write_text(
+        '{"prompt": "ok", "response": "fine"}\n{"prompt": "caf\\ud800", "response": "x"}\n'
+    )
     out["bad_text_suite"].write_text('{"id": "1", "prompt": "ok", "expected": "x"}\n'
                                      '{"id": "2", "prompt": "caf\\ud800", "expected": "x"}\n')
     out["bad_bytes_jsonl"].write_bytes(b'{"id": "1", "prompt": "ok", "expected": "fine"}\n'
@@ -243,21 +245,26 @@ HTTP_ROWS = {
     "allowed folder: text file as adapter": Http(chat_body(MODEL + "+{allowed}/notes.txt"), 400, None),
     "allowed folder: adapter with wrong shapes": Http(chat_body(MODEL + "+wrong-shape.gguf"), 400, None),
     "allowed folder: adapter for llama": Http(chat_body(MODEL + "+{allowed}/llama.gguf"), 400, None),
-    "allowed folder: link to a file outside": Http(chat_body(MODEL + "+{allowed}/escape.gguf"), 404,
-                                                   "model_not_found"),
+    "allowed folder: link to a file outside": Http(chat_body(MODEL + "+{allowed}/escape.gguf"), 404, "model_not_found"),
     "allowed folder: text file as model": Http(chat_body("{allowed}/notes.txt"), 400, None),
-    "embeddings model path": Http(json.dumps({"model": "{secret}", "input": "x"}).encode(), 404, "model_not_found",
-                                  path="/v1/embeddings"),
+    "embeddings model path": Http(
+        json.dumps({"model": "{secret}", "input": "x"}).encode(), 404, "model_not_found", path="/v1/embeddings"
+    ),
     "lone surrogate in content": Http(chat_body(content="a\ud800b"), 400, "invalid_text"),
     "lone surrogate in a stop string": Http(chat_body(stop=["\udfff"]), 400, "invalid_text"),
-    "lone surrogate in embeddings input": Http(json.dumps({"model": "all-minilm-l6-v2", "input": ["x", "\ud800"]}).encode(),
-                                               400, "invalid_text", path="/v1/embeddings"),
+    "lone surrogate in embeddings input": Http(
+        json.dumps({"model": "all-minilm-l6-v2", "input": ["x", "\ud800"]}).encode(),
+        400,
+        "invalid_text",
+        path="/v1/embeddings",
+    ),
     "invalid UTF-8 bytes in the body": Http(chat_body(content="a-b").replace(b"a-b", b"a\xffb"), 400, "invalid_json"),
     "content null for a user": Http(chat_body(content=None), 400, "invalid_request"),
     "no Content-Type": Http(chat_body(), 400, "invalid_request", content_type=None),
     "broken JSON": Http(b'{"model": "x", "messages": [', 400, "invalid_json"),
-    "temperature 1e400": Http(chat_body().replace(b'"temperature": 0', b'"temperature": 1e400'), 400,
-                              "invalid_request"),
+    "temperature 1e400": Http(
+        chat_body().replace(b'"temperature": 0', b'"temperature": 1e400'), 400, "invalid_request"
+    ),
     "seed -5": Http(chat_body(seed=-5), 400, "invalid_request"),
     "seed -1 means random": Http(chat_body(seed=-1), 200, None),
     "session id prefix in DELETE": Http(b"", 404, "session_not_found", path="/v1/sessions/{prefix}", method="DELETE"),

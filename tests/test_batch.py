@@ -58,7 +58,9 @@ def run_streams(engine, jobs: dict[str, tuple], cancel_when: dict[str, object]) 
     return results
 
 
-@pytest.mark.parametrize("sampling", [{"greedy": True}, {"temperature": 0.9, "seed": 3}, {"temperature": 1.5, "seed": 4}])
+@pytest.mark.parametrize(
+    "sampling", [{"greedy": True}, {"temperature": 0.9, "seed": 3}, {"temperature": 1.5, "seed": 4}]
+)
 def test_a_grammar_holds_where_the_model_would_write_something_else(batched, sampling):
     """The grammar is asked about each picked token; one it refuses is drawn again from what it
     allows. Here it refuses the model's own first choices (a town, not yes/no and digits)."""
@@ -166,8 +168,14 @@ def test_a_prompt_borrows_the_start_another_slot_holds_and_that_slot_keeps_its_c
     only the rest, and the answer's distribution is the one a cold evaluation gives."""
     system = {"role": "system", "content": "You answer questions about European capitals in one short sentence. " * 3}
     alice = [system, {"role": "user", "content": "What is the capital of France?"}]
-    bob = [system, {"role": "user", "content": "My cousin lives near the sea and keeps asking me about old "
-                                                  "harbour towns, trains and rivers. " * 3 + "What is the capital of Italy?"}]
+    bob = [
+        system,
+        {
+            "role": "user",
+            "content": "My cousin lives near the sea and keeps asking me about old "
+            "harbour towns, trains and rivers. " * 3 + "What is the capital of Italy?",
+        },
+    ]
     a_tokens, b_tokens = batched.prompt_tokens(alice), batched.prompt_tokens(bob)
     shared = next(i for i, (x, y) in enumerate(zip(a_tokens, b_tokens)) if x != y)
     assert 20 < shared < len(b_tokens) / 2, (shared, len(b_tokens))

@@ -172,7 +172,9 @@ def test_ctrl_c_stops_run_mid_answer_and_keeps_what_was_said(mk_home, as_json):
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         if as_json:
-            time.sleep(15)  # the model loads and starts writing (4000 tokens take over a minute); --json prints at the end
+            time.sleep(
+                15
+            )  # the model loads and starts writing (4000 tokens take over a minute); --json prints at the end
         else:  # read until a few numbers are out (a busy machine may take a while), then interrupt
             selector = selectors.DefaultSelector()
             selector.register(proc.stdout, selectors.EVENT_READ)

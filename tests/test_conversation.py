@@ -29,7 +29,9 @@ def test_oldest_turns_dropped_system_kept():
 
 
 def test_single_message_too_big_gives_sizes():
-    with pytest.raises(ContextOverflow, match="15 tokens; with max_tokens 10 that needs 25, over the context window of 20"):
+    with pytest.raises(
+        ContextOverflow, match="15 tokens; with max_tokens 10 that needs 25, over the context window of 20"
+    ):
         fit(convo(3), words, n_ctx=20, max_tokens=10)
 
 

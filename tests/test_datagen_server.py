@@ -131,11 +131,15 @@ def test_submissions_are_idempotent_and_conflicts_are_refused(served):
 def test_bad_submissions_get_a_4xx_with_a_reason(served):
     instruction = post(served, "/next-instruction", {"agent_id": "dave"}).json()
     ident = instruction["instruction_id"]
-    wrong_agent = post(served, "/submit-case", {"instruction_id": ident, "agent_id": "eve", "case_text": case_for(instruction, 0)})
+    wrong_agent = post(
+        served, "/submit-case", {"instruction_id": ident, "agent_id": "eve", "case_text": case_for(instruction, 0)}
+    )
     empty = post(served, "/submit-case", {"instruction_id": ident, "agent_id": "dave", "case_text": "   "})
     huge = post(served, "/submit-case", {"instruction_id": ident, "agent_id": "dave", "case_text": "mot " * 5000})
     unknown = post(served, "/submit-case", {"instruction_id": "i999999", "agent_id": "dave", "case_text": "x" * 100})
-    path_like = post(served, "/submit-case", {"instruction_id": "../../etc/passwd", "agent_id": "dave", "case_text": "x" * 100})
+    path_like = post(
+        served, "/submit-case", {"instruction_id": "../../etc/passwd", "agent_id": "dave", "case_text": "x" * 100}
+    )
     bad_agent = post(served, "/next-instruction", {"agent_id": "a b/c"})
     surrogate = httpx.post(served.url + "/submit-case", timeout=30, headers={"Content-Type": "application/json"},
                            content=json.dumps({"instruction_id": ident, "agent_id": "dave",

@@ -40,7 +40,9 @@ def spec_with(spec, **changes):
 def case_for(job: dict, salt: int = 0) -> str:
     """A text that passes the gates: every target number, 60 random words (unlike any other case)."""
     rng = random.Random(f"{job['instruction_id']}-{salt}")
-    return " ".join(rng.choice(WORDS) for _ in range(60)) + ". Figures: " + ", ".join(target_numbers(job["target"])) + "."
+    return (
+        " ".join(rng.choice(WORDS) for _ in range(60)) + ". Figures: " + ", ".join(target_numbers(job["target"])) + "."
+    )
 
 
 class Clock:
@@ -292,7 +294,9 @@ def test_a_process_killed_mid_run_keeps_every_accepted_case_and_rebuilds_the_sam
     assert set(accepted) <= stored
     old_lines = before.get("generated_cases.jsonl", b"").decode().splitlines()
     assert lines[:len(old_lines)] == old_lines  # the cases exported before the kill, byte for byte
-    assert all(after[name] == data for name, data in before.items() if name.startswith(("instructions/", "submissions/")))
+    assert all(
+        after[name] == data for name, data in before.items() if name.startswith(("instructions/", "submissions/"))
+    )
     assert len([n for n in after if n.startswith("submissions/")]) >= len(accepted)
     with State(legal, state_dir):
         pass

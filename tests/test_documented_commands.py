@@ -150,11 +150,13 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit embed -m '~/models/nomic-embed-text-v1.5.Q8_0.gguf' 'search_query: local LLMs'": Parse(NET),
     "mistralkit correct 'Hier, Lucas et sa soeur son allé au cinéma avec 3 amis.'": Run(),
     "mistralkit correct --diff --protect Leblanc 'M. Leblanc et sa femme son partit.'": Run(),
-    "mistralkit correct -f devoir.txt -o devoir.corrige.txt --mode hybrid -m ministral-3b-instruct --explain":
-        Parse(NET),
+    "mistralkit correct -f devoir.txt -o devoir.corrige.txt --mode hybrid -m ministral-3b-instruct --explain": Parse(
+        NET
+    ),
     "mistralkit correct -f devoir.txt -o devoir.corrige.txt --mode hybrid -m ministral-3b-instruct": Parse(NET),
-    "mistralkit correct --checker languagetool --languagetool-url http://127.0.0.1:8081 'Sa va ?'":
-        Parse("needs the user's own LanguageTool server (Java, not packaged here)"),
+    "mistralkit correct --checker languagetool --languagetool-url http://127.0.0.1:8081 'Sa va ?'": Parse(
+        "needs the user's own LanguageTool server (Java, not packaged here)"
+    ),
     # data, tune, export
     "mistralkit data validate train.jsonl": Run(),
     "mistralkit data validate train.jsonl --max-length 2048": Run(),
@@ -194,8 +196,9 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit eval -s qa.jsonl -m mistral-7b-instruct-v0.3 --adapter tutor --vs premium": Parse(NET),
     "mistralkit eval --suite qa.jsonl -m mistral-7b-instruct-v0.3 --adapter tutor --min-accuracy 0.75 "
     "--max-latency 15s": Parse(NET),
-    "mistralkit eval --suite open.jsonl --judge mistral-7b-instruct-v0.3 --rubric rubric.txt --out ev --resume":
-        Parse(NET),
+    "mistralkit eval --suite open.jsonl --judge mistral-7b-instruct-v0.3 --rubric rubric.txt --out ev --resume": Parse(
+        NET
+    ),
     "mistralkit eval --perplexity notes.txt -m mistral-7b-instruct-v0.3 --adapter notes": Parse(NET),
     "mistralkit eval -s qa.jsonl -m mistral-7b-instruct-v0.3 --adapter tutor --vs "
     "prompt=mistral-7b-instruct-v0.3::@tutor.txt --vs both=mistral-7b-instruct-v0.3+tutor::@tutor.txt "
@@ -243,23 +246,37 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit chat --model m7b": Parse(GPU + " (a vLLM server it starts)"),
     "mistralkit run --model support 'How do I reset my password?'": Parse(GPU + " (a vLLM server it starts)"),
     # servers, and what runs against them
-    "mistralkit serve": Serve(f"{LOCAL}/health", then=(
-        "MODEL_TYPE=openai OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_MODEL=gemma-3-270m mistralkit run hi",
-        "MODEL_TYPE=openai OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=K OPENAI_MODEL=gemma-3-270m "
-        "mistralkit run hi")),
-    "mistralkit serve --api-key '$KEY'": Serve(f"{LOCAL}/health", then=(
-        "OPENAI_BASE_URL=http://127.0.0.1:8080/v1 'OPENAI_API_KEY=$KEY' python your_app.py",)),
-    "mistralkit serve --host 0.0.0.0 --api-key-file keys.txt --cors-origin https://app.example": Serve(f"{LOCAL}/health"),
+    "mistralkit serve": Serve(
+        f"{LOCAL}/health",
+        then=(
+            "MODEL_TYPE=openai OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_MODEL=gemma-3-270m mistralkit run hi",
+            "MODEL_TYPE=openai OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=K OPENAI_MODEL=gemma-3-270m "
+            "mistralkit run hi",
+        ),
+    ),
+    "mistralkit serve --api-key '$KEY'": Serve(
+        f"{LOCAL}/health", then=("OPENAI_BASE_URL=http://127.0.0.1:8080/v1 'OPENAI_API_KEY=$KEY' python your_app.py",)
+    ),
+    "mistralkit serve --host 0.0.0.0 --api-key-file keys.txt --cors-origin https://app.example": Serve(
+        f"{LOCAL}/health"
+    ),
     "mistralkit serve --allow-model-paths '~/models'": Serve(f"{LOCAL}/health"),
     "mistralkit serve --parallel 8 --ctx 2048": Serve(f"{LOCAL}/health"),
     "mistralkit serve -m mistral-7b-instruct-v0.3 --ctx 8192 --api-key '$KEY'": Parse(NET),
-    "mistralkit datagen serve legal/spec.yaml --state legal/state": Serve(f"{DG}/health", then=(
-        "mistralkit datagen work --model gemma-3-270m --agents 4",
-        "mistralkit datagen work --server http://127.0.0.1:8765 --model gemma-3-270m --agents 4")),
-    "mistralkit datagen serve spec.yaml --host 0.0.0.0 --token '$TOKEN' --allow-host datagen.lan": Serve(f"{DG}/health"),
+    "mistralkit datagen serve legal/spec.yaml --state legal/state": Serve(
+        f"{DG}/health",
+        then=(
+            "mistralkit datagen work --model gemma-3-270m --agents 4",
+            "mistralkit datagen work --server http://127.0.0.1:8765 --model gemma-3-270m --agents 4",
+        ),
+    ),
+    "mistralkit datagen serve spec.yaml --host 0.0.0.0 --token '$TOKEN' --allow-host datagen.lan": Serve(
+        f"{DG}/health"
+    ),
     "mistralkit datagen work --model gemma-3-270m --agents 4": Interrupt(f"{DG}/stats", "leased"),
-    "mistralkit datagen work --server http://127.0.0.1:8765 --model gemma-3-270m --agents 4":
-        Interrupt(f"{DG}/stats", "leased"),
+    "mistralkit datagen work --server http://127.0.0.1:8765 --model gemma-3-270m --agents 4": Interrupt(
+        f"{DG}/stats", "leased"
+    ),
     "mistralkit datagen work --server http://10.0.0.5:8765 --token '$TOKEN' -m ministral-3b --count 100": Parse(NET),
     "mistralkit tune --config cpu-smoke --data legal/state/exports/full_training_cases_mistral.jsonl --out runs/legal":
         Run(),
@@ -271,8 +288,9 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "python bench/datagen_load.py": Parse("a benchmark of minutes"),
     "python bench/grammar_speed.py": Parse("a benchmark of minutes"),
     "python bench/datagen_agents.py --agents 1 4": Parse("a benchmark of minutes"),
-    "bash bench/build_llama_server.sh && python bench/serve_throughput.py":
-        Parse("builds llama.cpp's server (~11 min), then a benchmark"),
+    "bash bench/build_llama_server.sh && python bench/serve_throughput.py": Parse(
+        "builds llama.cpp's server (~11 min), then a benchmark"
+    ),
     "bash bench/gpu_check.sh": Run(says="SKIP"),  # no GPU here: every check says so, exit 0
     "python bench/real_shape_speed.py --threads 2": Parse("a benchmark of an hour (it builds a 7B file first)"),
 }
@@ -316,8 +334,15 @@ def place(model, tmp_path_factory) -> Place:
     cwd.mkdir()
     (home / "models").mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "LLM_", "OPENAI_", "MODEL_TYPE"))}
-    env.update(HOME=str(home), MISTRALKIT_HOME=str(mk), MISTRALKIT_MAX_TOKENS="12", KEY=KEY, TOKEN=TOKEN, PY=sys.executable,
-               PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
+    env.update(
+        HOME=str(home),
+        MISTRALKIT_HOME=str(mk),
+        MISTRALKIT_MAX_TOKENS="12",
+        KEY=KEY,
+        TOKEN=TOKEN,
+        PY=sys.executable,
+        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+    )
     lines = [_messages(f"Question {i}: {q}", a) for i in range(3) for q, a in QA]
     (cwd / "train.jsonl").write_text("\n".join(lines) + "\n")
     (cwd / "valid.jsonl").write_text("\n".join(lines[:2]) + "\n")
@@ -439,7 +464,9 @@ def _parses(line: str, place: Place, why: str) -> None:
         elif argv[0] == "bash":
             assert (ROOT / argv[1]).is_file()
         else:
-            done = subprocess.run([*argv, "--help"], cwd=ROOT, env=place.env, capture_output=True, text=True, timeout=120)
+            done = subprocess.run(
+                [*argv, "--help"], cwd=ROOT, env=place.env, capture_output=True, text=True, timeout=120
+            )
             assert done.returncode == 0 and "usage" in done.stdout.lower(), done.stderr[-1000:]
 
 
@@ -527,7 +554,11 @@ def replace_cwd(place: Place, cwd: str) -> Place:
 
 FIRST = ("mistralkit datagen init legal/", "mistralkit chat --greedy",  # files and a session others use
          "mistralkit tune --config cpu-smoke --data train.jsonl --out runs/smoke", "mistralkit tune --base ./tiny")
-LAST = ("mistralkit tune --config runs/a.yaml", "mistralkit datagen serve", "mistralkit tune --config cpu-smoke --data legal")
+LAST = (
+    "mistralkit tune --config runs/a.yaml",
+    "mistralkit datagen serve",
+    "mistralkit tune --config cpu-smoke --data legal",
+)
 
 
 def stage(line: str) -> int:

@@ -71,7 +71,9 @@ def test_cancel_stops_between_tokens(engine):
 
 
 def test_prompt_over_context_is_an_error_with_sizes(engine):
-    with pytest.raises(ContextOverflow, match=r"the prompt is \d+ tokens but this model's context window is 2048 tokens"):
+    with pytest.raises(
+        ContextOverflow, match=r"the prompt is \d+ tokens but this model's context window is 2048 tokens"
+    ):
         list(engine.generate("word " * 3000, GenerationParams(max_tokens=8)))
 
 

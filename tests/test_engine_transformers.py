@@ -276,7 +276,9 @@ def test_generated_tokens_carry_their_logprobs(engine, reference):
     ids = [t for chunk in done for t in chunk.token_ids]
     prompt = engine.prompt_tokens(MESSAGES)
     assert len(entries) == len(ids) and ids == complete(engine, MESSAGES, GREEDY).token_ids
-    assert [e.logprob for e in entries] == pytest.approx(forward_logprobs(reference, prompt + ids, len(prompt)), abs=1e-4)
+    assert [e.logprob for e in entries] == pytest.approx(
+        forward_logprobs(reference, prompt + ids, len(prompt)), abs=1e-4
+    )
     for entry in entries:
         assert [v for _, v in entry.top] == sorted((v for _, v in entry.top), reverse=True) and len(entry.top) == 3
         assert entry.top[0][1] == pytest.approx(entry.logprob)  # greedy took the best
@@ -327,8 +329,12 @@ def run_dir(tiny, tmp_path_factory, mk_home) -> Path:
 
     folder = tmp_path_factory.mktemp("run")
     data = folder / "train.jsonl"
-    data.write_text("".join(json.dumps({"prompt": q, "response": a}) + "\n" for q, a in
-                            [("Corrige : il a manger.", "Il a mangé."), ("Corrige : ils sont aller.", "Ils sont allés.")]))
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": q, "response": a}) + "\n"
+            for q, a in [("Corrige : il a manger.", "Il a mangé."), ("Corrige : ils sont aller.", "Ils sont allés.")]
+        )
+    )
     train(TuneConfig(base=str(tiny), tokenizer="v3", data=str(data), out=str(folder / "run"), rank=4, alpha=8,
                      lr=5e-2, batch_size=2, max_steps=2, warmup_ratio=0.0, dropout=0.0), progress=False)
     return folder / "run"
@@ -483,8 +489,11 @@ def test_devices_are_checked_before_loading(local):
     with pytest.raises(InvalidParameter, match="unknown device") as exc:
         TransformersEngine(local, device="tpu")
     one_line(exc)
-    available = {"cuda": torch.cuda.is_available(), "gpu": torch.cuda.is_available() or torch.backends.mps.is_available(),
-                 "mps": torch.backends.mps.is_available()}
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "gpu": torch.cuda.is_available() or torch.backends.mps.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
     for device, here in available.items():
         if here:  # a GPU machine: it loads there
             with TransformersEngine(local, device=device) as eng:
@@ -541,7 +550,9 @@ def test_cuda_loads_in_half_precision_with_cpu_like_scores(local, engine):
 
     with TransformersEngine(local, device="cuda") as gpu:
         weight = next(gpu._net.parameters())
-        assert weight.device.type == "cuda" and weight.dtype == (torch.bfloat16 if native_bf16(torch) else torch.float16)
+        assert weight.device.type == "cuda" and weight.dtype == (
+            torch.bfloat16 if native_bf16(torch) else torch.float16
+        )
         tokens = engine.prompt_tokens(MESSAGES)
         on_cpu, on_gpu = engine.logprobs(tokens, 1), gpu.logprobs(tokens, 1)
         assert max(abs(a - b) for a, b in zip(on_cpu, on_gpu)) < 0.05 * max(abs(v) for v in on_cpu)
@@ -583,7 +594,9 @@ def test_run_and_serve_take_hf_folders_and_tuned_runs(run_dir, tiny, mk_home, cl
     for flags, phrase in ((["--device", "cuda"], "cuda"), (["--quant", "4"], "bitsandbytes"),
                           (["--device", "tpu"], "device")):
         refused = cli("run", "-m", str(tiny), *flags, "hi")
-        assert refused.returncode != 0 and phrase in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+        assert refused.returncode != 0 and phrase in refused.stderr and "Traceback" not in refused.stderr, (
+            refused.stderr
+        )
 
     serve = Serve(mk_home, tmp_path / "serve.log", "--threads", "1", "--allow-model-paths", str(tiny.parent))
     try:
@@ -633,12 +646,36 @@ def test_a_template_that_takes_tools_gets_them_as_transformers_renders_them(tmp_
     weather = {"name": "get_weather", "description": "Forecast <3 days>, été",
                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
     asked = {"role": "user", "content": "Weather in Paris?"}
-    openai_turns = [asked, {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_abc123XYZ", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
-        {"role": "tool", "tool_call_id": "call_abc123XYZ", "content": "sunny"}]
-    hf_turns = [asked, {"role": "assistant", "content": "", "tool_calls": [
-        {"id": "call_abc123XYZ", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
-        {"role": "tool", "tool_call_id": "call_abc123XYZ", "name": "get_weather", "content": "sunny"}]
+    openai_turns = [
+        asked,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_abc123XYZ",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_abc123XYZ", "content": "sunny"},
+    ]
+    hf_turns = [
+        asked,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_abc123XYZ",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_abc123XYZ", "name": "get_weather", "content": "sunny"},
+    ]
     with TransformersEngine(resolve(str(folder)), device="cpu") as eng:
         assert eng.format.name == "jinja" and eng.format.supports_tools
         body = ChatRequest.model_validate({"model": "m", "messages": openai_turns,

@@ -139,7 +139,10 @@ def test_threshold_failure_exits_1_and_judge_verdicts_are_saved(model, cli, tmp_
     # before any item ran, the speed planner said a 24-token answer takes longer than 1 ms here
     planned = json.loads((tmp_path / "judged" / "report.json").read_text())["systems"][0]["planned"]
     assert planned["answer_tokens"] == 24 and planned["threads"] == 2 and planned["answer_s"] > 0.001
-    assert f"~{planned['answer_s']:.1f} s for a 24-token answer" in done.stderr and "over --max-latency 0.001 s" in done.stderr
+    assert (
+        f"~{planned['answer_s']:.1f} s for a 24-token answer" in done.stderr
+        and "over --max-latency 0.001 s" in done.stderr
+    )
     results = [json.loads(line) for line in (tmp_path / "judged" / "results.jsonl").read_text().splitlines()]
     assert {r["id"] for r in results} == {"open", "sky"}
     for r in results:

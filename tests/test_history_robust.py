@@ -226,7 +226,10 @@ def test_a_replay_waits_for_an_append_in_progress(db):
         assert query(db, "SELECT count(*) FROM messages") == [(0,)]
     writing.join(timeout=30)
     assert finished.is_set()
-    assert [c for (c,) in query(db, "SELECT content FROM messages WHERE role = 'user' ORDER BY id")] == ["kept", "direct"]
+    assert [c for (c,) in query(db, "SELECT content FROM messages WHERE role = 'user' ORDER BY id")] == [
+        "kept",
+        "direct",
+    ]
     assert not store.journal
     store.close()
 

@@ -226,20 +226,38 @@ class Row:
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 SMALL = {
-    "max_tokens and max_completion_tokens differ": Row("/v1/chat/completions",
-                                                       {**CHAT, "max_completion_tokens": 5}, 400, "differ"),
-    "max_completion_tokens alone is used": Row("/v1/chat/completions",
-                                               {**CHAT, "max_tokens": None, "max_completion_tokens": 1}, 200, ""),
-    "stream: yes on /api/chat": Row("/api/chat", {"model": MODEL, "messages": CHAT["messages"], "stream": "yes"},
-                                    400, "stream"),
+    "max_tokens and max_completion_tokens differ": Row(
+        "/v1/chat/completions", {**CHAT, "max_completion_tokens": 5}, 400, "differ"
+    ),
+    "max_completion_tokens alone is used": Row(
+        "/v1/chat/completions", {**CHAT, "max_tokens": None, "max_completion_tokens": 1}, 200, ""
+    ),
+    "stream: yes on /api/chat": Row(
+        "/api/chat", {"model": MODEL, "messages": CHAT["messages"], "stream": "yes"}, 400, "stream"
+    ),
     "stream: 1 on /v1": Row("/v1/chat/completions", {**CHAT, "stream": 1}, 400, "stream"),
-    "logit_bias key in Arabic-Indic digits": Row("/v1/chat/completions", {**CHAT, "logit_bias": {"٣": 5}}, 400,
-                                                 "token ids"),
-    "a tool result for no call": Row("/v1/chat/completions", {**CHAT, "messages": [
-        *CHAT["messages"], {"role": "tool", "tool_call_id": "call_nobody", "content": "sunny"}]}, 400, "answers no call"),
-    "function_call_output for no call": Row("/v1/responses", {"model": MODEL, "max_output_tokens": 2, "input": [
-        {"type": "message", "role": "user", "content": "hi"},
-        {"type": "function_call_output", "call_id": "call_nobody", "output": "sunny"}]}, 400, "answers no call"),
+    "logit_bias key in Arabic-Indic digits": Row(
+        "/v1/chat/completions", {**CHAT, "logit_bias": {"٣": 5}}, 400, "token ids"
+    ),
+    "a tool result for no call": Row(
+        "/v1/chat/completions",
+        {**CHAT, "messages": [*CHAT["messages"], {"role": "tool", "tool_call_id": "call_nobody", "content": "sunny"}]},
+        400,
+        "answers no call",
+    ),
+    "function_call_output for no call": Row(
+        "/v1/responses",
+        {
+            "model": MODEL,
+            "max_output_tokens": 2,
+            "input": [
+                {"type": "message", "role": "user", "content": "hi"},
+                {"type": "function_call_output", "call_id": "call_nobody", "output": "sunny"},
+            ],
+        },
+        400,
+        "answers no call",
+    ),
 }
 
 

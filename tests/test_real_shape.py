@@ -1,6 +1,7 @@
-"""models/synthetic.py and bench/real_shape.py: random-weight GGUFs at a real model's shapes, quantized by llama.cpp. Checked on
-a tiny shape (the real ones take minutes): the file passes the same header checks as a download,
-matches the shape it was asked for, runs, and a half-written file is never taken for a finished one."""
+"""models/synthetic.py and bench/real_shape.py: random-weight GGUFs at a real model's shapes, quantized
+by llama.cpp. Checked on a tiny shape (the real ones take minutes): the file passes the same header
+checks as a download, matches the shape it was asked for, runs, and a half-written file is never taken
+for a finished one."""
 
 from __future__ import annotations
 

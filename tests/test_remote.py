@@ -463,10 +463,14 @@ def test_remotes_cli(server, tmp_path, monkeypatch):
     monkeypatch.setenv("MISTRALKIT_HOME", str(tmp_path))
     monkeypatch.setenv("MK_CLI_KEY", KEY)
     runner = CliRunner()
-    added = runner.invoke(app, ["add", "mine", "--url", f"{server.url}/v1", "--model", MODEL, "--key-env", "MK_CLI_KEY"])
+    added = runner.invoke(
+        app, ["add", "mine", "--url", f"{server.url}/v1", "--model", MODEL, "--key-env", "MK_CLI_KEY"]
+    )
     assert added.exit_code == 0, added.output
     listed = runner.invoke(app, ["list", "--json"])
-    assert [(r["name"], r["key_set"], r["source"]) for r in json.loads(listed.stdout)] == [("mine", True, "remotes.json")]
+    assert [(r["name"], r["key_set"], r["source"]) for r in json.loads(listed.stdout)] == [
+        ("mine", True, "remotes.json")
+    ]
     checked = runner.invoke(app, ["check", "mine"])
     assert checked.exit_code == 0 and checked.stdout.startswith("OK mine:"), checked.output
     assert runner.invoke(app, ["remove", "mine"]).exit_code == 0

@@ -203,7 +203,8 @@ def _bounded_schema(url: str) -> dict:
 
     A fuzzer is free to ask for max_tokens up to 2**20 (or none, which means the server's default):
     on a CPU that is minutes per case, so max_tokens (and /v1/responses' max_output_tokens, Ollama's
-    num_predict) is capped at DEFAULT_MAX_TOKENS here and the server is started with that default. ``model`` is pinned to the served model in valid cases, so
+    num_predict) is capped at DEFAULT_MAX_TOKENS here and the server is started with that default.
+    ``model`` is pinned to the served model in valid cases, so
     they reach generation instead of stopping at 404 (negative cases still send other names), and
     ``session_id`` may be null or "new" so valid chats are not all 404 for an unknown session."""
     document = httpx.get(f"{url}/openapi.json", timeout=10).json()

@@ -32,7 +32,11 @@ def client(server) -> openai.OpenAI:
 
 
 def answer(client, messages=COUNT, **kwargs) -> str:
-    return client.chat.completions.create(model=MODEL, messages=messages, **{**GREEDY, **kwargs}).choices[0].message.content
+    return (
+        client.chat.completions.create(model=MODEL, messages=messages, **{**GREEDY, **kwargs})
+        .choices[0]
+        .message.content
+    )
 
 
 def test_one_model_by_id(client, server):
@@ -147,7 +151,9 @@ def test_completion_logprobs_in_the_legacy_shape(client):
                                        logprobs=3).choices[0]
     lp = choice.logprobs
     assert "".join(lp.tokens) == choice.text and len(lp.token_logprobs) == len(lp.tokens)
-    assert all(len(alts) <= 3 and max(alts.values()) >= value for alts, value in zip(lp.top_logprobs, lp.token_logprobs))
+    assert all(
+        len(alts) <= 3 and max(alts.values()) >= value for alts, value in zip(lp.top_logprobs, lp.token_logprobs)
+    )
     assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
     streamed = [t for c in client.completions.create(model=MODEL, prompt="One, two, three,", max_tokens=6,
                                                      temperature=0, logprobs=3, stream=True)

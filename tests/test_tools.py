@@ -226,18 +226,27 @@ def test_parallel_tool_calls_false_keeps_the_first_call():
     assert [json.loads(c["function"]["arguments"])["zone"] for c in one] == ["UTC"]
 
 
-@pytest.mark.parametrize("answer, expected", [
-    ('<tool_call>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>\n'
-     '<tool_call>{"name": "get_time", "arguments": {"zone": "CET"}}</tool_call>', ["UTC", "CET"]),
-    ('{"name": "get_time", "parameters": {"zone": "PST"}}', ["PST"]),
-    ('<|python_tag|>{"name": "get_time", "parameters": {"zone": "UTC"}}; {"name": "get_time", "parameters": {"zone": "CET"}}',
-     ["UTC", "CET"]),
-    ('[TOOL_CALLS][{"name": "get_time", "arguments": {"zone": "UTC"}}]', ["UTC"]),
-    ('{"tool_call": {"name": "get_time", "arguments": {"zone": "CET"}}}', ["CET"]),
-    ("The time is noon.", None),
-    ('{"answer": 42}', None),
-    ('<tool_call>{"name": "get_time", "arguments": {"zo', None),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (
+            '<tool_call>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>\n'
+            '<tool_call>{"name": "get_time", "arguments": {"zone": "CET"}}</tool_call>',
+            ["UTC", "CET"],
+        ),
+        ('{"name": "get_time", "parameters": {"zone": "PST"}}', ["PST"]),
+        (
+            '<|python_tag|>{"name": "get_time", "parameters": {"zone": "UTC"}}; '
+            '{"name": "get_time", "parameters": {"zone": "CET"}}',
+            ["UTC", "CET"],
+        ),
+        ('[TOOL_CALLS][{"name": "get_time", "arguments": {"zone": "UTC"}}]', ["UTC"]),
+        ('{"tool_call": {"name": "get_time", "arguments": {"zone": "CET"}}}', ["CET"]),
+        ("The time is noon.", None),
+        ('{"answer": 42}', None),
+        ('<tool_call>{"name": "get_time", "arguments": {"zo', None),
+    ],
+)
 def test_template_answers_are_read_as_calls(answer, expected):
     from mistralkit.formats.tools import parse_template
 
@@ -255,7 +264,9 @@ def _tekken_with_named_calls(version: str, tmp_path):
     spec = json.loads((Path(mistral_common.__file__).parent / "data" / "tekken_240911.json").read_text())
     specials = [{"rank": t["rank"], "token_str": str(t["token_str"]), "is_control": True}
                 for t in Tekkenizer.DEPRECATED_SPECIAL_TOKENS]
-    specials += [{"rank": len(specials) + i, "token_str": s, "is_control": True} for i, s in enumerate(("[ARGS]", "[CALL_ID]"))]
+    specials += [
+        {"rank": len(specials) + i, "token_str": s, "is_control": True} for i, s in enumerate(("[ARGS]", "[CALL_ID]"))
+    ]
     path = tmp_path / f"tekken_{version}.json"
     path.write_text(json.dumps(spec | {"config": spec["config"] | {"version": version}, "special_tokens": specials}))
     return MistralTokenizer.from_file(str(path))

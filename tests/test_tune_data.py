@@ -272,10 +272,12 @@ class InstructGemmaVocab:
 def test_plain_format_of_the_embedded_model(engine):
     assert engine.format.name == "plain"
     encoder = encoder_for(engine.format, engine)
-    cases = [(PROMPT, " 4.<eos>", "<bos>User: What is 2+2?\nAssistant:"),
-             (CHAT, " Paris.<eos>", "<bos>Be brief.\n\nUser: Hi\nAssistant: Hello!\nUser: Capital of France?\nAssistant:"),
-             (TWO_TRAINED, " Hello! Paris.<eos>", "<bos>User: Hi\nAssistant:\nUser: Capital of France?\nAssistant:"),
-             (TEXT, "Once upon a time.<eos>", "<bos>")]
+    cases = [
+        (PROMPT, " 4.<eos>", "<bos>User: What is 2+2?\nAssistant:"),
+        (CHAT, " Paris.<eos>", "<bos>Be brief.\n\nUser: Hi\nAssistant: Hello!\nUser: Capital of France?\nAssistant:"),
+        (TWO_TRAINED, " Hello! Paris.<eos>", "<bos>User: Hi\nAssistant:\nUser: Capital of France?\nAssistant:"),
+        (TEXT, "Once upon a time.<eos>", "<bos>"),
+    ]
     for obj, trained, ignored in cases:
         encoded, got_trained, got_ignored = trained_and_not(encoder, obj)
         show(encoder, encoded)
@@ -406,7 +408,9 @@ def test_cli_validate_reports_every_bad_line(cli, tmp_path):
 
 @pytest.mark.slow
 def test_cli_stats_split_convert(cli, tmp_path):
-    source = write(tmp_path / "all.jsonl", *[{"prompt": f"q{i}", "response": "word " * i + "end"} for i in range(1, 21)])
+    source = write(
+        tmp_path / "all.jsonl", *[{"prompt": f"q{i}", "response": "word " * i + "end"} for i in range(1, 21)]
+    )
     text = cli("data", "stats", str(source), "--tokenizer", "tekken", "--max-length", "20")
     assert text.returncode == 0, text.stderr
     assert "samples    20" in text.stdout and "would be cut" in text.stdout and "#" in text.stdout

@@ -83,9 +83,16 @@ def run_dir(tiny, tmp_path_factory, mk_home) -> Path:
 
     folder = tmp_path_factory.mktemp("mrun")
     data = folder / "train.jsonl"
-    data.write_text("".join(json.dumps({"prompt": q, "response": a}) + "\n" for q, a in
-                            [("Corrige : il a manger.", "Il a mangé."), ("Corrige : ils sont aller.", "Ils sont allés."),
-                             ("Corrige : je suis aller.", "Je suis allé.")]))
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": q, "response": a}) + "\n"
+            for q, a in [
+                ("Corrige : il a manger.", "Il a mangé."),
+                ("Corrige : ils sont aller.", "Ils sont allés."),
+                ("Corrige : je suis aller.", "Je suis allé."),
+            ]
+        )
+    )
     train(TuneConfig(base=str(tiny), tokenizer="v3", data=str(data), out=str(folder / "run"), rank=4, alpha=8,
                      lr=5e-2, batch_size=3, max_steps=4, warmup_ratio=0.0, dropout=0.0), progress=False)
     return folder / "run"

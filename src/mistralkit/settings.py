@@ -52,26 +52,42 @@ def _doc(text: str) -> dict[str, str]:
 class Settings:
     """Everything a chat, run or serve command needs to know before loading a model."""
 
-    model: str | None = field(default=None, metadata=_doc("model name or .gguf path (default: the embedded SmolLM2 135M Instruct)"))
-    adapter: str | None = field(default=None, metadata=_doc("GGUF LoRA adapter (name or path) applied on top of the model"))
+    model: str | None = field(
+        default=None, metadata=_doc("model name or .gguf path (default: the embedded SmolLM2 135M Instruct)")
+    )
+    adapter: str | None = field(
+        default=None, metadata=_doc("GGUF LoRA adapter (name or path) applied on top of the model")
+    )
     system: str | None = field(default=None, metadata=_doc("system prompt"))
-    temperature: float = field(default=SAMPLING_DEFAULTS["temperature"], metadata=_doc("sampling temperature, 0 = greedy"))
+    temperature: float = field(
+        default=SAMPLING_DEFAULTS["temperature"], metadata=_doc("sampling temperature, 0 = greedy")
+    )
     top_p: float = field(default=SAMPLING_DEFAULTS["top_p"], metadata=_doc("nucleus sampling threshold"))
-    top_k: int = field(default=SAMPLING_DEFAULTS["top_k"], metadata=_doc("sample from the k most likely tokens, 0 = all"))
-    min_p: float = field(default=SAMPLING_DEFAULTS["min_p"], metadata=_doc("drop tokens below min_p x the top probability"))
-    repeat_penalty: float = field(default=SAMPLING_DEFAULTS["repeat_penalty"], metadata=_doc("penalty for repeated tokens, 1 = off"))
+    top_k: int = field(
+        default=SAMPLING_DEFAULTS["top_k"], metadata=_doc("sample from the k most likely tokens, 0 = all")
+    )
+    min_p: float = field(
+        default=SAMPLING_DEFAULTS["min_p"], metadata=_doc("drop tokens below min_p x the top probability")
+    )
+    repeat_penalty: float = field(
+        default=SAMPLING_DEFAULTS["repeat_penalty"], metadata=_doc("penalty for repeated tokens, 1 = off")
+    )
     seed: int | None = field(default=None, metadata=_doc("random seed, 0 to 4294967294 (default or -1: random)"))
     max_tokens: int = field(default=512, metadata=_doc("most tokens to generate per answer"))
     greedy: bool = field(default=False, metadata=_doc("always pick the most likely token"))
     ctx: int | None = field(default=None, metadata=_doc("context window in tokens (default: min(4096, model's))"))
     threads: int | None = field(default=None, metadata=_doc("CPU threads (default: all cores)"))
-    n_gpu_layers: int | None = field(default=None, metadata=_doc("layers to offload, -1 = all (default: all on a GPU build)"))
+    n_gpu_layers: int | None = field(
+        default=None, metadata=_doc("layers to offload, -1 = all (default: all on a GPU build)")
+    )
     device: str = field(default="auto", metadata=_doc("auto, cpu, gpu (llama.cpp offload), cuda or mps (transformers)"))
     quant: int | None = field(default=None, metadata=_doc("load HF weights in 4 or 8 bits (bitsandbytes, CUDA only)"))
     mmap: bool = field(default=True, metadata=_doc("memory-map the model file"))
     mlock: bool = field(default=False, metadata=_doc("lock the model in RAM"))
     kv_type: str = field(default="f16", metadata=_doc("KV cache type: f16, q8_0 (half the memory) or q4_0"))
-    strict_memory: bool = field(default=False, metadata=_doc("refuse to load a model that does not fit in available memory"))
+    strict_memory: bool = field(
+        default=False, metadata=_doc("refuse to load a model that does not fit in available memory")
+    )
     stream: bool = field(default=True, metadata=_doc("stream tokens as they are generated"))
     log_level: str = field(default="warning", metadata=_doc("debug, info, warning or error"))
 

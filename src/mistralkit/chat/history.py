@@ -322,13 +322,19 @@ class Store:
     def get_session(self, ref: str, exact: bool = False) -> Session:
         """A session by id; with ``exact=False`` (a CLI convenience) also by unambiguous id prefix."""
         pending = self._pending()
-        where, args = ("s.id = ?", (ref,)) if exact else ("s.id = ? OR s.id LIKE ? ESCAPE '\\'", (ref, _like_prefix(ref)))
+        where, args = (
+            ("s.id = ?", (ref,)) if exact else ("s.id = ? OR s.id LIKE ? ESCAPE '\\'", (ref, _like_prefix(ref)))
+        )
         rows = self._db.execute(f"{SELECT_SESSIONS} WHERE {where} ORDER BY s.id = ? DESC LIMIT 2",
                                 (*args, ref)).fetchall()
         found = {row["id"]: _session(row) for row in rows}
         for entry in pending:
             sid = entry["data"].get("session_id", "")
-            if entry["op"] == "create_session" and sid not in found and (sid == ref or not exact and sid.startswith(ref)):
+            if (
+                entry["op"] == "create_session"
+                and sid not in found
+                and (sid == ref or not exact and sid.startswith(ref))
+            ):
                 found[sid] = _pending_session(entry)
         if not found or not ref:
             raise SessionNotFound(f"no session with id {ref!r}", hint="list them with `mistralkit sessions list`")

@@ -145,7 +145,9 @@ class Repl:
         engine = self.loaded.engine
         fitted = fit(self.messages(user_text), engine.count_tokens, engine.n_ctx, self.params.max_tokens)
         if fitted.dropped_turns:
-            self.say(f"(context window full: left out the {fitted.dropped_turns} oldest turn(s) of this answer's prompt)")
+            self.say(
+                f"(context window full: left out the {fitted.dropped_turns} oldest turn(s) of this answer's prompt)"
+            )
         cancel = threading.Event()
         on_text = (lambda piece: self.say(piece, end="")) if self.stream else None
         with sigint_sets(cancel):

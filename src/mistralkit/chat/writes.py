@@ -57,5 +57,10 @@ def turn_landed(db: sqlite3.Connection, session_id: str, messages: list[dict[str
     if not messages:
         return False
     first = messages[0]
-    return db.execute("SELECT 1 FROM messages WHERE session_id = ? AND created_at = ? AND role = ? AND content = ? "
-                      "LIMIT 1", (session_id, first["created_at"], first["role"], first["content"])).fetchone() is not None
+    return (
+        db.execute(
+            "SELECT 1 FROM messages WHERE session_id = ? AND created_at = ? AND role = ? AND content = ? LIMIT 1",
+            (session_id, first["created_at"], first["role"], first["content"]),
+        ).fetchone()
+        is not None
+    )

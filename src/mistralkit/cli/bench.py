@@ -10,7 +10,14 @@ import typer
 
 
 def bench(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name or .gguf path (default: the configured model, else the embedded chat model).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model name or .gguf path (default: the configured model, else the embedded chat model).",
+        ),
+    ] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="GGUF LoRA adapter (name or path) on top.")] = None,
     threads: Annotated[str, typer.Option("--threads", "-t", help="Comma-separated thread counts, e.g. 1,2.")] = "",
     prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", "-p", help="Prompt length for pp.")] = 512,

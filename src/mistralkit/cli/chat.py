@@ -30,14 +30,33 @@ def _notice(model) -> None:
 
 
 def chat(
-    model: o.Model = None, adapter: o.Adapter = None, system: o.System = None,
-    session_id: Annotated[str | None, typer.Option("--session-id", help="Resume a saved session (id or prefix).")] = None,
-    stream: Annotated[bool | None, typer.Option("--stream/--no-stream", help="Stream tokens as they come.", show_default=False)] = None,
-    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Send one message, print the answer, exit.")] = None,
-    temperature: o.Temperature = None, top_p: o.TopP = None, top_k: o.TopK = None, min_p: o.MinP = None,
-    repeat_penalty: o.RepeatPenalty = None, seed: o.Seed = None, max_tokens: o.MaxTokens = None,
-    greedy: o.Greedy = None, ctx: o.Ctx = None, threads: o.Threads = None, n_gpu_layers: o.GpuLayers = None,
-    device: o.Device = None, quant: o.Quant = None, kv_type: o.KvType = None, strict_memory: o.StrictMemory = None,
+    model: o.Model = None,
+    adapter: o.Adapter = None,
+    system: o.System = None,
+    session_id: Annotated[
+        str | None, typer.Option("--session-id", help="Resume a saved session (id or prefix).")
+    ] = None,
+    stream: Annotated[
+        bool | None, typer.Option("--stream/--no-stream", help="Stream tokens as they come.", show_default=False)
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help="Send one message, print the answer, exit.")
+    ] = None,
+    temperature: o.Temperature = None,
+    top_p: o.TopP = None,
+    top_k: o.TopK = None,
+    min_p: o.MinP = None,
+    repeat_penalty: o.RepeatPenalty = None,
+    seed: o.Seed = None,
+    max_tokens: o.MaxTokens = None,
+    greedy: o.Greedy = None,
+    ctx: o.Ctx = None,
+    threads: o.Threads = None,
+    n_gpu_layers: o.GpuLayers = None,
+    device: o.Device = None,
+    quant: o.Quant = None,
+    kv_type: o.KvType = None,
+    strict_memory: o.StrictMemory = None,
     log_level: o.LogLevel = None,
 ) -> None:
     """Chat with a local model; every turn is saved in the history.
@@ -73,11 +92,28 @@ def chat(
     session = store.get_session(session_id) if session_id else None
     if session and model is None:
         model = session.model
-    resolved = _settings(model=model, adapter=adapter, system=system, stream=stream, temperature=temperature, top_p=top_p,
-                         top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed,
-                         max_tokens=max_tokens, greedy=greedy, ctx=ctx, threads=threads,
-                         n_gpu_layers=n_gpu_layers, device=device, quant=quant, kv_type=kv_type,
-                         strict_memory=strict_memory, log_level=log_level)
+    resolved = _settings(
+        model=model,
+        adapter=adapter,
+        system=system,
+        stream=stream,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        repeat_penalty=repeat_penalty,
+        seed=seed,
+        max_tokens=max_tokens,
+        greedy=greedy,
+        ctx=ctx,
+        threads=threads,
+        n_gpu_layers=n_gpu_layers,
+        device=device,
+        quant=quant,
+        kv_type=kv_type,
+        strict_memory=strict_memory,
+        log_level=log_level,
+    )
     from .models import pull_if_hub
 
     pull_if_hub(resolved.settings.model)
@@ -108,12 +144,27 @@ def _enable_line_editing() -> None:
 
 def run(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; '-' or nothing reads standard input.")] = None,
-    model: o.Model = None, adapter: o.Adapter = None, system: o.System = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: text, usage, timings, model.")] = False,
-    temperature: o.Temperature = None, top_p: o.TopP = None, top_k: o.TopK = None, min_p: o.MinP = None,
-    repeat_penalty: o.RepeatPenalty = None, seed: o.Seed = None, max_tokens: o.MaxTokens = None,
-    greedy: o.Greedy = None, ctx: o.Ctx = None, threads: o.Threads = None, n_gpu_layers: o.GpuLayers = None,
-    device: o.Device = None, quant: o.Quant = None, kv_type: o.KvType = None, strict_memory: o.StrictMemory = None,
+    model: o.Model = None,
+    adapter: o.Adapter = None,
+    system: o.System = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object: text, usage, timings, model.")
+    ] = False,
+    temperature: o.Temperature = None,
+    top_p: o.TopP = None,
+    top_k: o.TopK = None,
+    min_p: o.MinP = None,
+    repeat_penalty: o.RepeatPenalty = None,
+    seed: o.Seed = None,
+    max_tokens: o.MaxTokens = None,
+    greedy: o.Greedy = None,
+    ctx: o.Ctx = None,
+    threads: o.Threads = None,
+    n_gpu_layers: o.GpuLayers = None,
+    device: o.Device = None,
+    quant: o.Quant = None,
+    kv_type: o.KvType = None,
+    strict_memory: o.StrictMemory = None,
     log_level: o.LogLevel = None,
 ) -> None:
     """Answer one prompt and exit (not saved in the history).
@@ -136,7 +187,9 @@ def run(
 
     if prompt is None or prompt == "-":
         if sys.stdin.isatty() and prompt is None:
-            raise InvalidParameter("no prompt given", hint="pass one as an argument or pipe it in: echo hi | mistralkit run")
+            raise InvalidParameter(
+                "no prompt given", hint="pass one as an argument or pipe it in: echo hi | mistralkit run"
+            )
         from ..text import read_stdin
 
         prompt = read_stdin()

@@ -18,27 +18,52 @@ def _opt(*names: str, help: str, panel: str | None = None, **kw):
 
 
 def correct(
-    text: Annotated[str | None, typer.Argument(help="French text; '-' or nothing reads standard input.",
-                                               show_default=False)] = None,
-    file: Annotated[Path | None, _opt("--file", "-f", help="Correct this UTF-8 text file, paragraph by paragraph.")] = None,
-    out: Annotated[Path | None, _opt("--out", "-o", help="Write the corrected text here (whole, or FILE.partial "
-                                     "with the finished paragraphs if interrupted).", panel=OUTPUT)] = None,
-    mode: Annotated[str | None, _opt("--mode", help="rules (checker only, fast) or hybrid (then an LLM per "
-                                     "sentence, kept only when every guard passes) [rules].")] = None,
+    text: Annotated[
+        str | None, typer.Argument(help="French text; '-' or nothing reads standard input.", show_default=False)
+    ] = None,
+    file: Annotated[
+        Path | None, _opt("--file", "-f", help="Correct this UTF-8 text file, paragraph by paragraph.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        _opt(
+            "--out",
+            "-o",
+            help="Write the corrected text here (whole, or FILE.partial with the finished paragraphs if interrupted).",
+            panel=OUTPUT,
+        ),
+    ] = None,
+    mode: Annotated[
+        str | None,
+        _opt(
+            "--mode",
+            help="rules (checker only, fast) or hybrid (then an LLM per "
+            "sentence, kept only when every guard passes) [rules].",
+        ),
+    ] = None,
     model: Annotated[str | None, _opt("--model", "-m", help="Model for hybrid mode [the embedded one].")] = None,
     adapter: Annotated[str | None, _opt("--adapter", help="GGUF LoRA adapter on top of the model.")] = None,
-    checker: Annotated[str | None, _opt("--checker", help="grammalecte or languagetool [grammalecte].",
-                                        panel=CHECK)] = None,
-    languagetool_url: Annotated[str | None, _opt("--languagetool-url", help="Your LanguageTool server, e.g. "
-                                                 "http://127.0.0.1:8081.", panel=CHECK)] = None,
-    protect: Annotated[list[str] | None, _opt("--protect", help="A word never to change (repeatable).",
-                                              panel=CHECK)] = None,
-    protect_file: Annotated[Path | None, _opt("--protect-file", help="Words never to change, one per line "
-                                              "(# comments).", panel=CHECK)] = None,
+    checker: Annotated[
+        str | None, _opt("--checker", help="grammalecte or languagetool [grammalecte].", panel=CHECK)
+    ] = None,
+    languagetool_url: Annotated[
+        str | None,
+        _opt("--languagetool-url", help="Your LanguageTool server, e.g. http://127.0.0.1:8081.", panel=CHECK),
+    ] = None,
+    protect: Annotated[
+        list[str] | None, _opt("--protect", help="A word never to change (repeatable).", panel=CHECK)
+    ] = None,
+    protect_file: Annotated[
+        Path | None, _opt("--protect-file", help="Words never to change, one per line (# comments).", panel=CHECK)
+    ] = None,
     diff: Annotated[bool, _opt("--diff", help="Show the changes inline: [-old-]{+new+}.", panel=OUTPUT)] = False,
     as_json: Annotated[bool, _opt("--json", help="Print the whole result as JSON.", panel=OUTPUT)] = False,
-    explain: Annotated[bool, _opt("--explain", help="List every change with its source and reason, and every "
-                                  "refused rewrite.", panel=OUTPUT)] = False,
+    explain: Annotated[
+        bool,
+        _opt(
+            "--explain", help="List every change with its source and reason, and every refused rewrite.", panel=OUTPUT
+        ),
+    ] = False,
     temperature: Annotated[float | None, _opt("--temperature", help="LLM temperature [0].")] = None,
     max_tokens: Annotated[int | None, _opt("--max-tokens", help="Most tokens of one sentence's rewrite [256].")] = None,
 ) -> None:

@@ -127,12 +127,21 @@ def stats(files: Files, model: Model = None, tokenizer: TokenizerVersion = None,
 
 
 @app.command()
-def split(file: File,
-          valid: Annotated[float, typer.Option("--valid", help="Validation share (0.1) or count (200).")] = 0.1,
-          seed: Annotated[int, typer.Option("--seed", help="Same seed, same split.")] = 0,
-          out: Annotated[Path | None, typer.Option("--out", help="Write DIR/train.jsonl and DIR/valid.jsonl "
-                                                   "(default: NAME.train.jsonl, NAME.valid.jsonl beside FILE).")] = None,
-          allow_mixed: AllowMixed = True, force: Force = False, as_json: Json = False) -> None:
+def split(
+    file: File,
+    valid: Annotated[float, typer.Option("--valid", help="Validation share (0.1) or count (200).")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same split.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write DIR/train.jsonl and DIR/valid.jsonl (default: NAME.train.jsonl, NAME.valid.jsonl beside FILE).",
+        ),
+    ] = None,
+    allow_mixed: AllowMixed = True,
+    force: Force = False,
+    as_json: Json = False,
+) -> None:
     """Split a file into train and valid files, reproducibly; lines are copied unchanged.
 
     Every line is checked first; nothing is written if one is bad.

@@ -31,7 +31,9 @@ Spec = Annotated[Path, typer.Argument(help="The spec file (YAML).", show_default
 
 
 @app.command()
-def init(directory: Annotated[Path, typer.Argument(help="Folder to write the example into.", show_default=False)]) -> None:
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the example into.", show_default=False)],
+) -> None:
     """Write the legal example (spec.yaml, schema.json, seeds.jsonl) into DIRECTORY; nothing is overwritten.
 
     Example:
@@ -72,13 +74,38 @@ def check(spec: Spec, as_json: Annotated[bool, typer.Option("--json", help="Prin
 @app.command()
 def serve(
     spec: Spec,
-    state: Annotated[Path | None, typer.Option("--state", help="Folder for the database and exports (default: state/ beside the spec).")] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="Folder for the database and exports (default: state/ beside the spec)."),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs a token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
-    token: Annotated[list[str] | None, typer.Option("--token", help="Require this bearer token (repeatable; also MISTRALKIT_DATAGEN_TOKEN).", rich_help_panel=SECURITY)] = None,
-    token_file: Annotated[Path | None, typer.Option("--token-file", help="Read tokens from a file, one per line.", rich_help_panel=SECURITY)] = None,
-    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Allow a non-loopback address without a token.", rich_help_panel=SECURITY)] = False,
-    allow_host: Annotated[list[str] | None, typer.Option("--allow-host", help="Another Host header name this server answers to (repeatable).", rich_help_panel=SECURITY)] = None,
+    token: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--token",
+            help="Require this bearer token (repeatable; also MISTRALKIT_DATAGEN_TOKEN).",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="Read tokens from a file, one per line.", rich_help_panel=SECURITY),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth", help="Allow a non-loopback address without a token.", rich_help_panel=SECURITY
+        ),
+    ] = False,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Another Host header name this server answers to (repeatable).",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
     max_body: Annotated[str, typer.Option("--max-body", help="Largest request body.", rich_help_panel=SECURITY)] = "1M",
     log_level: o.LogLevel = None,
 ) -> None:
@@ -128,11 +155,20 @@ def work(
     server: Annotated[str, typer.Option("--server", help="The instruction server's URL.")] = "http://127.0.0.1:8765",
     model: o.Model = None,
     adapter: o.Adapter = None,
-    agents: Annotated[int, typer.Option("--agents", min=1, max=256, help="Agents working at once (they share the model).")] = 1,
-    count: Annotated[int | None, typer.Option("--count", min=1, help="Stop after this many instructions (accepted or given back).")] = None,
-    tries: Annotated[int, typer.Option("--tries", min=1, help="Writes per instruction before its lease is given back.")] = 3,
+    agents: Annotated[
+        int, typer.Option("--agents", min=1, max=256, help="Agents working at once (they share the model).")
+    ] = 1,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="Stop after this many instructions (accepted or given back).")
+    ] = None,
+    tries: Annotated[
+        int, typer.Option("--tries", min=1, help="Writes per instruction before its lease is given back.")
+    ] = 3,
     token: Annotated[str | None, typer.Option("--token", help="Bearer token (also MISTRALKIT_DATAGEN_TOKEN).")] = None,
-    max_tokens: o.MaxTokens = None, temperature: o.Temperature = None, ctx: o.Ctx = None, threads: o.Threads = None,
+    max_tokens: o.MaxTokens = None,
+    temperature: o.Temperature = None,
+    ctx: o.Ctx = None,
+    threads: o.Threads = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Write cases for the server's instructions with a local model until the goal, --count or Ctrl-C.
@@ -157,7 +193,9 @@ def work(
         print("the server's goal is already met: nothing to write", file=sys.stderr)
         return
     loaded = load(settings, parallel=agents)  # the agents' cases are decoded together
-    writer = engine_writer(loaded, max_tokens=max_tokens or 320, temperature=0.8 if temperature is None else temperature)
+    writer = engine_writer(
+        loaded, max_tokens=max_tokens or 320, temperature=0.8 if temperature is None else temperature
+    )
     token = token or os.environ.get("MISTRALKIT_DATAGEN_TOKEN")
     try:
         with Progress(TextColumn("cases"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),

@@ -32,12 +32,24 @@ def _rubric(text: str | None) -> str | None:
 
 def eval_command(
     suite: Annotated[Path | None, typer.Option("--suite", "-s", help="Suite JSONL (see below).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to evaluate (default: the configured "
-                                              "model, else the embedded chat model; with --adapter, its base).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model to evaluate (default: the configured "
+            "model, else the embedded chat model; with --adapter, its base).",
+        ),
+    ] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="GGUF LoRA adapter on --model.")] = None,
     system: Annotated[str | None, typer.Option("--system", help="System prompt for --model (text or @FILE).")] = None,
-    vs: Annotated[list[str] | None, typer.Option("--vs", help="Also evaluate [NAME=]MODEL[+ADAPTER][::PROMPT|::@FILE] (repeatable).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.jsonl and the reports.")] = Path("eval-out"),
+    vs: Annotated[
+        list[str] | None,
+        typer.Option("--vs", help="Also evaluate [NAME=]MODEL[+ADAPTER][::PROMPT|::@FILE] (repeatable)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.jsonl and the reports.")] = Path(
+        "eval-out"
+    ),
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Answer length limit.")] = 128,
     ctx: Annotated[int, typer.Option("--ctx", "-c", help="Context window.")] = 2048,
     threads: Annotated[int | None, typer.Option("--threads", "-t", help="CPU threads.")] = None,
@@ -45,10 +57,16 @@ def eval_command(
     judge: Annotated[str | None, typer.Option("--judge", help="MODEL[+ADAPTER] that scores answers 1-5.")] = None,
     rubric: Annotated[str | None, typer.Option("--rubric", help="The judge's rubric (text or a file).")] = None,
     pass_mark: Annotated[int, typer.Option("--pass-mark", help="Judge score that counts as correct.")] = 4,
-    min_accuracy: Annotated[float | None, typer.Option("--min-accuracy", help="Pass/fail: accuracy at least this (0-1).")] = None,
-    max_latency: Annotated[str | None, typer.Option("--max-latency", help="Pass/fail: p95 latency at most this (15s, 500ms).")] = None,
+    min_accuracy: Annotated[
+        float | None, typer.Option("--min-accuracy", help="Pass/fail: accuracy at least this (0-1).")
+    ] = None,
+    max_latency: Annotated[
+        str | None, typer.Option("--max-latency", help="Pass/fail: p95 latency at most this (15s, 500ms).")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Skip items already in OUT/results.jsonl.")] = False,
-    perplexity: Annotated[Path | None, typer.Option("--perplexity", help="Perplexity of --model on this .txt/.jsonl instead.")] = None,
+    perplexity: Annotated[
+        Path | None, typer.Option("--perplexity", help="Perplexity of --model on this .txt/.jsonl instead.")
+    ] = None,
     window: Annotated[int, typer.Option("--window", help="With --perplexity: tokens per window.")] = 512,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -72,7 +90,7 @@ def eval_command(
 
       # ablation: LoRA vs system prompt vs both, beside a paid API tier (a configured remote)
       mistralkit eval -s qa.jsonl -m mistral-7b-instruct-v0.3 --adapter tutor --vs "prompt=mistral-7b-instruct-v0.3::@tutor.txt" --vs "both=mistral-7b-instruct-v0.3+tutor::@tutor.txt" --vs premium=gpt
-    """
+    """  # noqa: E501 - an example command is one line, as a shell takes it
     from ..logs import setup
     from ..settings import load
 

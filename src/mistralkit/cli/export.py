@@ -10,14 +10,34 @@ import typer
 
 def export(
     source: Annotated[Path, typer.Argument(help="A tune run folder, or a folder saved by peft (adapter_config.json).")],
-    gguf_adapter: Annotated[bool, typer.Option("--gguf-adapter", help="Write the LoRA adapter as a GGUF adapter.")] = False,
-    merged: Annotated[bool, typer.Option("--merged", help="Merge the adapter into the base and write a quantized GGUF model.")] = False,
+    gguf_adapter: Annotated[
+        bool, typer.Option("--gguf-adapter", help="Write the LoRA adapter as a GGUF adapter.")
+    ] = False,
+    merged: Annotated[
+        bool, typer.Option("--merged", help="Merge the adapter into the base and write a quantized GGUF model.")
+    ] = False,
     quant: Annotated[str, typer.Option("--quant", "-q", help="With --merged: q4_k_m, q5_k_m, q8_0 or f16.")] = "q4_k_m",
-    base: Annotated[str | None, typer.Option("--base", "-b", help="The GGUF base the adapter was trained on (default: the run's base, else the embedded Gemma 3 270M).")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Register the adapter under this name (default: SOURCE's folder name).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the .gguf here instead of the model store.")] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            "-b",
+            help="The GGUF base the adapter was trained on (default: the run's base, else the embedded Gemma 3 270M).",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Register the adapter under this name (default: SOURCE's folder name).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the .gguf here instead of the model store.")
+    ] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="With --gguf-adapter: f16 or f32 adapter weights.")] = "f16",
-    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="With --merged on an HF base: its Mistral tokenizer, v1/v2/v3 (default: the run's).")] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer", help="With --merged on an HF base: its Mistral tokenizer, v1/v2/v3 (default: the run's)."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an adapter registered under the same name.")] = False,
 ) -> None:
     """Export a LoRA adapter for llama.cpp (or merge it into a quantized GGUF) and register it.

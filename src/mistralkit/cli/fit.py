@@ -12,17 +12,31 @@ PROMPT, ANSWER = 100, 200  # models/speed.py's PROMPT_TOKENS and ANSWER_TOKENS (
 
 
 def fit(
-    name: Annotated[str | None, typer.Argument(
-        help="Model name, NAME:QUANT or .gguf path (default: the embedded model).")] = None,
-    ram: Annotated[str | None, typer.Option(
-        "--ram", help="Memory to fit in: 4G, 3.5GB, 512M (binary units; default: available now).")] = None,
-    ctx: Annotated[int | None, typer.Option(
-        "--ctx", "-c", help="Context window in tokens (default: 4096, or the model's if smaller).")] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="Model name, NAME:QUANT or .gguf path (default: the embedded model).")
+    ] = None,
+    ram: Annotated[
+        str | None,
+        typer.Option("--ram", help="Memory to fit in: 4G, 3.5GB, 512M (binary units; default: available now)."),
+    ] = None,
+    ctx: Annotated[
+        int | None,
+        typer.Option("--ctx", "-c", help="Context window in tokens (default: 4096, or the model's if smaller)."),
+    ] = None,
     kv_type: Annotated[str, typer.Option("--kv-type", help="KV cache type: f16, q8_0 or q4_0.")] = "f16",
-    parallel: Annotated[int, typer.Option(
-        "--parallel", "-p", min=1, help="Sequences served at once (`serve --parallel`): each holds its own KV cache.")] = 1,
-    language: Annotated[str | None, typer.Option(
-        "--language", help="Also list the catalog models that write this language (fr, de…) and fit.")] = None,
+    parallel: Annotated[
+        int,
+        typer.Option(
+            "--parallel",
+            "-p",
+            min=1,
+            help="Sequences served at once (`serve --parallel`): each holds its own KV cache.",
+        ),
+    ] = 1,
+    language: Annotated[
+        str | None,
+        typer.Option("--language", help="Also list the catalog models that write this language (fr, de…) and fit."),
+    ] = None,
     prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="Prompt of the predicted answer.")] = PROMPT,
     answer_tokens: Annotated[int, typer.Option("--answer-tokens", help="Length of the predicted answer.")] = ANSWER,
     threads: Annotated[int | None, typer.Option("--threads", "-t", help="llama.cpp threads (default: cores).")] = None,

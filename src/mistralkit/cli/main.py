@@ -13,14 +13,15 @@ from . import (bench, chat, config, correct, data, datagen, embed, evaluate, exp
 
 app = typer.Typer(
     name="mistralkit",
-    help="Local-first toolkit for Mistral-family models. Nothing leaves the machine unless you pick a remote API (`mistralkit remotes`).\n\n"
-         "Examples:\n\n"
-         "  mistralkit chat                      # chat with the embedded default model\n\n"
-         "  mistralkit run 'Write a haiku'        # one answer, streamed\n\n"
-         "  mistralkit sessions list             # saved chats\n\n"
-         "  mistralkit correct 'il a manger'     # French correction that never touches names or numbers\n\n"
-         "  mistralkit datagen init legal/       # an instruction server that builds balanced training data\n\n"
-         "  mistralkit serve                     # OpenAI-compatible API + web page on 127.0.0.1:8080",
+    help="Local-first toolkit for Mistral-family models. "
+    "Nothing leaves the machine unless you pick a remote API (`mistralkit remotes`).\n\n"
+    "Examples:\n\n"
+    "  mistralkit chat                      # chat with the embedded default model\n\n"
+    "  mistralkit run 'Write a haiku'        # one answer, streamed\n\n"
+    "  mistralkit sessions list             # saved chats\n\n"
+    "  mistralkit correct 'il a manger'     # French correction that never touches names or numbers\n\n"
+    "  mistralkit datagen init legal/       # an instruction server that builds balanced training data\n\n"
+    "  mistralkit serve                     # OpenAI-compatible API + web page on 127.0.0.1:8080",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -44,7 +44,9 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 
 @app.command("list")
 def list_models(
-    available: Annotated[bool, typer.Option("--available", help="Also list every catalog file not downloaded yet.")] = False,
+    available: Annotated[
+        bool, typer.Option("--available", help="Also list every catalog file not downloaded yet.")
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """Models on this machine, and (with --available) the catalog's other models.
@@ -77,11 +79,13 @@ def list_models(
 
 
 @app.command()
-def info(name: Annotated[str, typer.Argument(help="Model name, alias or path.")],
-         prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="Prompt of the predicted answer.")] = 100,
-         answer_tokens: Annotated[int, typer.Option("--answer-tokens", help="Length of the predicted answer.")] = 200,
-         threads: Annotated[int | None, typer.Option("--threads", "-t", help="llama.cpp threads (default: cores).")] = None,
-         as_json: Json = False) -> None:
+def info(
+    name: Annotated[str, typer.Argument(help="Model name, alias or path.")],
+    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="Prompt of the predicted answer.")] = 100,
+    answer_tokens: Annotated[int, typer.Option("--answer-tokens", help="Length of the predicted answer.")] = 200,
+    threads: Annotated[int | None, typer.Option("--threads", "-t", help="llama.cpp threads (default: cores).")] = None,
+    as_json: Json = False,
+) -> None:
     """Everything known about a model: catalog data, files, GGUF metadata, and its predicted speed here.
 
     Examples:
@@ -117,7 +121,12 @@ def info(name: Annotated[str, typer.Argument(help="Model name, alias or path.")]
 
 @app.command()
 def pull(
-    names: Annotated[list[str] | None, typer.Argument(help="Catalog names (NAME[:QUANT]), hf:OWNER/REPO/FILE, hf:OWNER/REPO (a model folder) or URLs.")] = None,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Catalog names (NAME[:QUANT]), hf:OWNER/REPO/FILE, hf:OWNER/REPO (a model folder) or URLs."
+        ),
+    ] = None,
     llm: Annotated[bool, typer.Option("--llm", help="The recommended chat model.")] = False,
     embeddings: Annotated[bool, typer.Option("--embeddings", help="The embedding models.")] = False,
     everything: Annotated[bool, typer.Option("--all", help="Both groups.")] = False,

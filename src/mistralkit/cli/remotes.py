@@ -45,15 +45,25 @@ def list_remotes(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
 @app.command()
 def add(
     name: Name,
-    url: Annotated[str, typer.Option("--url", help="API root: …/v1 for OpenAI-compatible servers; "
-                                                    "https://api.anthropic.com for Anthropic.")],
+    url: Annotated[
+        str,
+        typer.Option(
+            "--url", help="API root: …/v1 for OpenAI-compatible servers; https://api.anthropic.com for Anthropic."
+        ),
+    ],
     model: Annotated[str, typer.Option("--model", "-m", help="The model name that server knows.")],
     api: Annotated[str, typer.Option("--api", help="openai (any OpenAI-compatible server) or anthropic.")] = "openai",
-    key_env: Annotated[str | None, typer.Option("--key-env", help="NAME of the environment variable holding the "
-                                                                   "key (never the key itself).")] = None,
-    flavor: Annotated[str | None, typer.Option("--flavor", help="openai, mistral or vllm (default: from the host).")] = None,
+    key_env: Annotated[
+        str | None,
+        typer.Option("--key-env", help="NAME of the environment variable holding the key (never the key itself)."),
+    ] = None,
+    flavor: Annotated[
+        str | None, typer.Option("--flavor", help="openai, mistral or vllm (default: from the host).")
+    ] = None,
     ctx: Annotated[int | None, typer.Option("--ctx", help="Context window in tokens (default 32768).")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the next bytes of an answer.")] = 60.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the next bytes of an answer.")
+    ] = 60.0,
     force: Annotated[bool, typer.Option("--force", help="Replace a remote of that name.")] = False,
 ) -> None:
     """Save a remote in remotes.json; then use it with --model NAME.
@@ -67,7 +77,7 @@ def add(
       mistralkit remotes add vllm --url http://127.0.0.1:8000/v1 --model mistral-7b --flavor vllm
 
       mistralkit run -m gpt "Hello"
-    """
+    """  # noqa: E501 - an example command is one line, as a shell takes it
     from ..models.remotes import Remote
     from ..models.remotes import add as save
 

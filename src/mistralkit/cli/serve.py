@@ -16,20 +16,79 @@ SECURITY = "Security"
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs an API key.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to load at start (others load on first use).")] = None,
-    api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Require this bearer key (repeatable; also MISTRALKIT_API_KEY).", rich_help_panel=SECURITY)] = None,
-    api_key_file: Annotated[Path | None, typer.Option("--api-key-file", help="Read keys from a file, one per line.", rich_help_panel=SECURITY)] = None,
-    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="Allow a non-loopback address without a key.", rich_help_panel=SECURITY)] = False,
-    cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allow browser calls from this origin (repeatable).", rich_help_panel=SECURITY)] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model to load at start (others load on first use).")
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key", help="Require this bearer key (repeatable; also MISTRALKIT_API_KEY).", rich_help_panel=SECURITY
+        ),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option("--api-key-file", help="Read keys from a file, one per line.", rich_help_panel=SECURITY),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth", help="Allow a non-loopback address without a key.", rich_help_panel=SECURITY
+        ),
+    ] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin", help="Allow browser calls from this origin (repeatable).", rich_help_panel=SECURITY
+        ),
+    ] = None,
     max_body: Annotated[str, typer.Option("--max-body", help="Largest request body.", rich_help_panel=SECURITY)] = "4M",
-    body_timeout: Annotated[float, typer.Option("--body-timeout", help="Seconds to wait for each part of a request body (then 408).", rich_help_panel=SECURITY)] = 30.0,
-    allow_model_paths: Annotated[list[Path] | None, typer.Option("--allow-model-paths", help="Let requests name .gguf files under this folder as model or adapter (repeatable; default: registered names only).", rich_help_panel=SECURITY)] = None,
-    queue_size: Annotated[int, typer.Option("--queue-size", help="Requests per model, running + waiting; more get 429.")] = 8,
-    parallel: Annotated[int | None, typer.Option("--parallel", help="Generations at once per GGUF model, decoded together (default: 4, fewer when memory is short). Each holds a --ctx KV cache.")] = None,
-    keepalive: Annotated[float, typer.Option("--keepalive", help="Seconds without an event after which a streamed answer sends an SSE comment (long prompts, queues), so proxies keep the connection.")] = 10.0,
-    memory_budget: Annotated[str | None, typer.Option("--memory-budget", help="RAM for loaded models, e.g. 6G (default: available memory).")] = None,
-    ctx: o.Ctx = None, threads: o.Threads = None, kv_type: o.KvType = None, max_tokens: o.MaxTokens = None,
-    n_gpu_layers: o.GpuLayers = None, device: o.Device = None, quant: o.Quant = None, strict_memory: o.StrictMemory = None,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            help="Seconds to wait for each part of a request body (then 408).",
+            rich_help_panel=SECURITY,
+        ),
+    ] = 30.0,
+    allow_model_paths: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--allow-model-paths",
+            help="Let requests name .gguf files under this folder as model or adapter "
+            "(repeatable; default: registered names only).",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
+    queue_size: Annotated[
+        int, typer.Option("--queue-size", help="Requests per model, running + waiting; more get 429.")
+    ] = 8,
+    parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--parallel",
+            help="Generations at once per GGUF model, decoded together (default: 4, fewer when memory is short). "
+            "Each holds a --ctx KV cache.",
+        ),
+    ] = None,
+    keepalive: Annotated[
+        float,
+        typer.Option(
+            "--keepalive",
+            help="Seconds without an event after which a streamed answer sends an SSE comment (long prompts, "
+            "queues), so proxies keep the connection.",
+        ),
+    ] = 10.0,
+    memory_budget: Annotated[
+        str | None, typer.Option("--memory-budget", help="RAM for loaded models, e.g. 6G (default: available memory).")
+    ] = None,
+    ctx: o.Ctx = None,
+    threads: o.Threads = None,
+    kv_type: o.KvType = None,
+    max_tokens: o.MaxTokens = None,
+    n_gpu_layers: o.GpuLayers = None,
+    device: o.Device = None,
+    quant: o.Quant = None,
+    strict_memory: o.StrictMemory = None,
     log_level: o.LogLevel = None,
 ) -> None:
     """Serve an OpenAI-compatible API (/v1/...) and a web chat page (/) on this machine.
@@ -60,12 +119,23 @@ def serve(
                          "log_level": log_level}).settings
     setup(settings.log_level)
     keys = read_keys(api_key, api_key_file)
-    config = ServerConfig(host=host, port=port, api_keys=keys, insecure_no_auth=insecure_no_auth,
-                          cors_origins=tuple(cors_origin or ()), queue_size=queue_size, parallel=parallel, keepalive_s=keepalive,
-                          memory_budget=parse_size(memory_budget) if memory_budget else None,
-                          max_body_bytes=parse_size(max_body), body_timeout_s=body_timeout,
-                          model_dirs=tuple(allow_model_paths or ()), preload=model or settings.model,
-                          settings=settings, correct=load_section("correct").settings)
+    config = ServerConfig(
+        host=host,
+        port=port,
+        api_keys=keys,
+        insecure_no_auth=insecure_no_auth,
+        cors_origins=tuple(cors_origin or ()),
+        queue_size=queue_size,
+        parallel=parallel,
+        keepalive_s=keepalive,
+        memory_budget=parse_size(memory_budget) if memory_budget else None,
+        max_body_bytes=parse_size(max_body),
+        body_timeout_s=body_timeout,
+        model_dirs=tuple(allow_model_paths or ()),
+        preload=model or settings.model,
+        settings=settings,
+        correct=load_section("correct").settings,
+    )
     app = create_app(config)
     listening = bind(host, port)  # a busy port is an error before anything is announced
     print(f"mistralkit {'requires an API key' if keys else 'open (no API key)'}: web page http://{host}:{port}/ "

@@ -45,7 +45,9 @@ def list_(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 
 
 
 @app.command()
-def show(session_id: Annotated[str, typer.Argument(help="Session id or unique prefix.")], as_json: Json = False) -> None:
+def show(
+    session_id: Annotated[str, typer.Argument(help="Session id or unique prefix.")], as_json: Json = False
+) -> None:
     """Print a session's messages.
 
     Example: mistralkit sessions show 3f2a

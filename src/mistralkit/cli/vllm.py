@@ -15,17 +15,48 @@ app = typer.Typer(help="Serve models on vLLM (GPUs) and use them from every mist
 @app.command("serve")
 def serve(
     model: Annotated[str, typer.Argument(help="Weights folder (Mistral or transformers format) or hub id OWNER/REPO.")],
-    extra: Annotated[list[str] | None, typer.Argument(help="After `--`: more `vllm serve` arguments, passed as is.", show_default=False)] = None,
-    adapter: Annotated[list[str] | None, typer.Option("--adapter", help="A `mistralkit tune` run folder or PEFT folder, as RUN or NAME=RUN (repeatable).")] = None,
-    tensor_parallel_size: Annotated[int | None, typer.Option("--tensor-parallel-size", help="GPUs to split the model across (default: all visible ones the heads allow).")] = None,
+    extra: Annotated[
+        list[str] | None,
+        typer.Argument(help="After `--`: more `vllm serve` arguments, passed as is.", show_default=False),
+    ] = None,
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--adapter", help="A `mistralkit tune` run folder or PEFT folder, as RUN or NAME=RUN (repeatable)."
+        ),
+    ] = None,
+    tensor_parallel_size: Annotated[
+        int | None,
+        typer.Option(
+            "--tensor-parallel-size", help="GPUs to split the model across (default: all visible ones the heads allow)."
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="TCP port of vLLM's OpenAI API.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to bind; beyond loopback, export VLLM_API_KEY.")] = "127.0.0.1",
-    name: Annotated[str | None, typer.Option("--name", help="Served model name and remote name (default: vllm-FOLDER).")] = None,
-    max_model_len: Annotated[int | None, typer.Option("--max-model-len", help="Context length in tokens (default: the model's).")] = None,
-    gpu_memory_utilization: Annotated[float | None, typer.Option("--gpu-memory-utilization", help="Fraction of each GPU's memory vLLM may take (vLLM's default: 0.9).")] = None,
-    ready_timeout: Annotated[float, typer.Option("--ready-timeout", help="Seconds to wait for vLLM to load and answer.")] = 1800.0,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command and the remote; start nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print {command, remote, adapters, notes} as JSON (once ready, without --dry-run).")] = False,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Served model name and remote name (default: vllm-FOLDER).")
+    ] = None,
+    max_model_len: Annotated[
+        int | None, typer.Option("--max-model-len", help="Context length in tokens (default: the model's).")
+    ] = None,
+    gpu_memory_utilization: Annotated[
+        float | None,
+        typer.Option(
+            "--gpu-memory-utilization", help="Fraction of each GPU's memory vLLM may take (vLLM's default: 0.9)."
+        ),
+    ] = None,
+    ready_timeout: Annotated[
+        float, typer.Option("--ready-timeout", help="Seconds to wait for vLLM to load and answer.")
+    ] = 1800.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the command and the remote; start nothing.")
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print {command, remote, adapters, notes} as JSON (once ready, without --dry-run)."
+        ),
+    ] = False,
 ) -> None:
     """Start `vllm serve` for MODEL and register it as a remote: `--model NAME` then reaches it from
     chat, run, eval, correct and datagen. Ctrl-C stops vLLM and removes the remote.

@@ -67,7 +67,9 @@ def _dimensions(stats: dict) -> str:
         summary = (f"<p class='muted'>worst max/min of count/quota {worst_text} · "
                    f"total-variation distance {balance.get('tv_distance') or 0:.4f} · "
                    f"pairs covered {balance.get('pairs_covered', 0)}/{balance.get('pairs_allowed', 0)}</p>")
-    return "<h2>Coverage per dimension value (count / quota)</h2>" + summary + f'<div class="grid">{"".join(cards)}</div>'
+    return (
+        "<h2>Coverage per dimension value (count / quota)</h2>" + summary + f'<div class="grid">{"".join(cards)}</div>'
+    )
 
 
 def _count_label(cell: dict) -> str:
@@ -78,8 +80,10 @@ def _count_label(cell: dict) -> str:
 def _pairs(stats: dict) -> str:
     cards = []
     for name, pair in stats.get("pairs", {}).items():
-        cards.append(f'<div class="card"><h3>{escape(name)}</h3>{_heatmap(pair)}'
-                     f"<p class='muted'>{pair.get('covered', 0)} of {pair.get('allowed', 0)} allowed pairs seen</p></div>")
+        cards.append(
+            f'<div class="card"><h3>{escape(name)}</h3>{_heatmap(pair)}'
+            f"<p class='muted'>{pair.get('covered', 0)} of {pair.get('allowed', 0)} allowed pairs seen</p></div>"
+        )
     return "<h2>Coverage per pair of dimensions</h2>" + f'<div class="grid">{"".join(cards)}</div>' if cards else ""
 
 

@@ -38,8 +38,14 @@ def _line(obj) -> str:
 
 def instruction_doc(row: sqlite3.Row) -> dict:
     """An instruction as exported (no lease data: it changes with time, the export must not)."""
-    return {"instruction_id": row["id"], "dimensions": json.loads(row["dimensions"]), "target": json.loads(row["target"]),
-            "target_toon": row["target_toon"], "prompt": row["prompt"], "created_at": row["created_at"]}
+    return {
+        "instruction_id": row["id"],
+        "dimensions": json.loads(row["dimensions"]),
+        "target": json.loads(row["target"]),
+        "target_toon": row["target_toon"],
+        "prompt": row["prompt"],
+        "created_at": row["created_at"],
+    }
 
 
 def submission_doc(row: sqlite3.Row) -> dict:

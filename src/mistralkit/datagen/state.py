@@ -268,9 +268,16 @@ class State:
         return db.execute("SELECT * FROM instructions WHERE id = ?", (ident,)).fetchone()
 
     def _instruction(self, row: sqlite3.Row, now: float) -> dict:
-        return {"instruction_id": row["id"], "agent_id": row["agent_id"], "dimensions": json.loads(row["dimensions"]),
-                "target": json.loads(row["target"]), "target_toon": row["target_toon"], "prompt": row["prompt"],
-                "lease_expires_at": _iso(row["lease_expires"]), "lease_seconds": max(0, int(row["lease_expires"] - now))}
+        return {
+            "instruction_id": row["id"],
+            "agent_id": row["agent_id"],
+            "dimensions": json.loads(row["dimensions"]),
+            "target": json.loads(row["target"]),
+            "target_toon": row["target_toon"],
+            "prompt": row["prompt"],
+            "lease_expires_at": _iso(row["lease_expires"]),
+            "lease_seconds": max(0, int(row["lease_expires"] - now)),
+        }
 
     @_guarded
     def submit(self, instruction_id: str, agent_id: str, case_text: str) -> dict:
@@ -322,10 +329,20 @@ class State:
     def _record(self, db, row, agent_id, case_text, sha, refusal, now) -> sqlite3.Row:
         stamp = _iso(now)
         status = "rejected" if refusal else "accepted"
-        cur = db.execute("INSERT INTO submissions (instruction_id, agent_id, text_sha, case_text, status, reason, detail, "
-                         "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (row["id"], agent_id, sha, case_text, status, refusal and refusal.reason,
-                          refusal and refusal.detail, stamp))
+        cur = db.execute(
+            "INSERT INTO submissions (instruction_id, agent_id, text_sha, case_text, status, reason, detail, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row["id"],
+                agent_id,
+                sha,
+                case_text,
+                status,
+                refusal and refusal.reason,
+                refusal and refusal.detail,
+                stamp,
+            ),
+        )
         sub_id = cur.lastrowid
         if refusal is None:
             case_id = db.execute("INSERT INTO cases (instruction_id, agent_id, submission_id, case_text, created_at) "
@@ -357,7 +374,9 @@ class State:
                 return {"instruction_id": instruction_id, "released": False, "status": row["status"]}
             db.execute("UPDATE instructions SET status = 'pooled', agent_id = NULL, lease_expires = NULL WHERE id = ?",
                        (instruction_id,))
-            db.execute("UPDATE leases SET ended = 'released' WHERE instruction_id = ? AND ended IS NULL", (instruction_id,))
+            db.execute(
+                "UPDATE leases SET ended = 'released' WHERE instruction_id = ? AND ended IS NULL", (instruction_id,)
+            )
             self._bump(db, json.loads(row["dimensions"]), -1)
         self._exporter.changed()
         return {"instruction_id": instruction_id, "released": True, "status": "pooled"}

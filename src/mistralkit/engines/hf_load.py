@@ -1,8 +1,8 @@
 """Loading for the transformers engine: device, dtype, 4/8-bit quantization, architecture, adapter.
 
-The class that runs a model comes from its config's ``model_type`` through ``hf_arch.ARCHS`` (the table training uses too).
-A GGUF (the base of a tune run) is dequantized by ``tune.base``'s loader, which caches small
-ones as safetensors. Adapters are PEFT folders attached with ``PeftModel.from_pretrained``.
+The class that runs a model comes from its config's ``model_type`` through ``hf_arch.ARCHS`` (the
+table training uses too). A GGUF (the base of a tune run) is dequantized by ``gguf_hf.load_gguf``,
+which caches small ones as safetensors. Adapters are PEFT folders attached with ``PeftModel.from_pretrained``.
 """
 
 from __future__ import annotations

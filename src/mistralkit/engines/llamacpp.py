@@ -33,7 +33,9 @@ from .stops import JsonEnd, StopMatcher
 log = logging.getLogger(__name__)
 
 # Placeholders of images/audio that some GGUFs type as user-defined (so llama.cpp renders them as text).
-MEDIA_PLACEHOLDER = re.compile(rb"^(<(start|end)_of_(image|audio)>|\[multimodal\]|<image_soft_token>|<audio_soft_token>)$")
+MEDIA_PLACEHOLDER = re.compile(
+    rb"^(<(start|end)_of_(image|audio)>|\[multimodal\]|<image_soft_token>|<audio_soft_token>)$"
+)
 # KV cache element type -> GGML type id (llama_cpp.GGML_TYPE_F16, _Q8_0, _Q4_0).
 GGML_KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
 
@@ -262,7 +264,9 @@ class LlamaCppEngine(EngineBase):
             import llama_cpp
 
             piece = self._model.detokenize([token])
-            user_defined = llama_cpp.llama_vocab_get_attr(self._model.vocab, token) & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+            user_defined = (
+                llama_cpp.llama_vocab_get_attr(self._model.vocab, token) & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+            )
             if user_defined and MEDIA_PLACEHOLDER.match(piece):
                 piece = b""
             self._pieces[token] = piece
@@ -372,7 +376,9 @@ class LlamaCppEngine(EngineBase):
         usage.cached_tokens = seq.cached
         usage.total_s = time.perf_counter() - started
         # After a stop string, flush() is empty: the matcher already dropped the stop and what followed.
-        yield Chunk(stops.flush() + decoder.decode(b"", final=True), tuple(unsent), finish, usage, logprobs=tuple(pending))
+        yield Chunk(
+            stops.flush() + decoder.decode(b"", final=True), tuple(unsent), finish, usage, logprobs=tuple(pending)
+        )
 
     def evaluated_tokens(self) -> int:
         """Prompt tokens llama.cpp itself has evaluated in this engine's context (its perf counter)."""
@@ -383,8 +389,15 @@ class LlamaCppEngine(EngineBase):
 
     def slot_stats(self) -> dict:
         b, st = self.batcher, self.batcher.stats
-        return {"slots": len(b.slots), "busy": b.busy_slots, "steps": st.steps, "prompt_tokens": st.prompt_tokens,
-                "generated_tokens": st.generated_tokens, "prefill_s": st.prefill_s, "decode_s": st.decode_s + st.sample_s}
+        return {
+            "slots": len(b.slots),
+            "busy": b.busy_slots,
+            "steps": st.steps,
+            "prompt_tokens": st.prompt_tokens,
+            "generated_tokens": st.generated_tokens,
+            "prefill_s": st.prefill_s,
+            "decode_s": st.decode_s + st.sample_s,
+        }
 
     def close(self) -> None:
         import llama_cpp

@@ -99,7 +99,12 @@ def server_message(response: httpx.Response, secret: str | None) -> str:
     said: Any = response.text
     if isinstance(body, dict):
         error = body.get("error")
-        said = (error.get("message") if isinstance(error, dict) else error) or body.get("detail") or body.get("message") or said
+        said = (
+            (error.get("message") if isinstance(error, dict) else error)
+            or body.get("detail")
+            or body.get("message")
+            or said
+        )
     if not isinstance(said, str):
         said = json.dumps(said)
     return one_line(said, secret)

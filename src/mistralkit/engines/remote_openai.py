@@ -101,8 +101,10 @@ def _openai_message(message: Message) -> dict:
     out: dict = {"role": message["role"], "content": message["content"]}
     if message.get("tool_calls"):
         out["content"] = message["content"] or None
-        out["tool_calls"] = [{"id": c["id"], "type": "function",
-                              "function": {"name": c["name"], "arguments": c["arguments"]}} for c in message["tool_calls"]]
+        out["tool_calls"] = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in message["tool_calls"]
+        ]
     if message["role"] == "tool":
         out["tool_call_id"] = message.get("tool_call_id")
     return out

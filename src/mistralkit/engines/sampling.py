@@ -39,7 +39,11 @@ class Sampler:
                 raise InvalidParameter(f"logit_bias: token {token} is not in the vocabulary (0..{n_vocab - 1})")
         self.bias = dict(params.logit_bias or ())
         self.penalised = params.repeat_penalty != 1.0 or bool(params.frequency_penalty or params.presence_penalty)
-        self.repeat, self.frequency, self.presence = params.repeat_penalty, params.frequency_penalty, params.presence_penalty
+        self.repeat, self.frequency, self.presence = (
+            params.repeat_penalty,
+            params.frequency_penalty,
+            params.presence_penalty,
+        )
         self.window: deque[int] = deque(maxlen=PENALTY_WINDOW)  # the last sampled tokens (not the prompt's)
         self.top_logprobs = params.top_logprobs  # None: not asked
         self.last: tuple[float, list[tuple[int, float]]] | None = None  # the last token's, when asked

@@ -74,8 +74,10 @@ class TransformersEngine(EngineBase):
                  device: str = "auto", quant: int | None = None, adapter: str | None = None) -> None:
         torch = require_torch()
         if model.format not in FORMATS:
-            raise InvalidModelFile(f"{model.name} is a {model.format} model, which the transformers engine does not run",
-                                   hint="give it an HF model folder (config.json + *.safetensors) or a tune run folder")
+            raise InvalidModelFile(
+                f"{model.name} is a {model.format} model, which the transformers engine does not run",
+                hint="give it an HF model folder (config.json + *.safetensors) or a tune run folder",
+            )
         self.model, self.name = model, model.name
         source, adapter_dir, version = model, None, None
         if model.format == RUN_FORMAT:

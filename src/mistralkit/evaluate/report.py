@@ -98,7 +98,9 @@ def markdown(report: dict[str, Any], rows: list[dict], items: list[Item]) -> str
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in systems:
         verdict = s["verdict"]
-        mark = ("pass" if verdict["passed"] else "FAIL: " + "; ".join(verdict["failures"])) if verdict["checked"] else "–"
+        mark = (
+            ("pass" if verdict["passed"] else "FAIL: " + "; ".join(verdict["failures"])) if verdict["checked"] else "–"
+        )
         rss = "remote" if s.get("engine") in REMOTE_ENGINES else _fmt(s["peak_rss"], " MiB", 1 / 2**20, 0)
         cells = [s["system"], s.get("engine") or "–", f"{s['accuracy']:.1%} ({s['correct']}/{s['items']})",
                  *[_fmt(s["accuracy_by_tag"].get(t), "%", 100, 0) for t in tags],

@@ -64,7 +64,9 @@ def folder_chat_template(folder: Path) -> str | None:
         try:
             template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
         except (OSError, ValueError, AttributeError) as exc:
-            raise InvalidModelFile(f"{path} is not readable JSON: {exc}", hint="download the model folder again") from exc
+            raise InvalidModelFile(
+                f"{path} is not readable JSON: {exc}", hint="download the model folder again"
+            ) from exc
         if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
             named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
             template = named.get("default") or next(iter(named.values()), None)

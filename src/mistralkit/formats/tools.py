@@ -188,9 +188,17 @@ def hf_messages(messages: Sequence[dict]) -> list[dict]:
 
 def hf_tools(tools: Sequence[dict]) -> list[dict]:
     """Tools as chat templates expect them: OpenAI's ``{"type": "function", "function": {...}}``."""
-    return [{"type": "function", "function": {"name": t["name"], "description": t.get("description") or "",
-                                              "parameters": t.get("parameters") or {"type": "object", "properties": {}}}}
-            for t in tools]
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": t["name"],
+                "description": t.get("description") or "",
+                "parameters": t.get("parameters") or {"type": "object", "properties": {}},
+            },
+        }
+        for t in tools
+    ]
 
 
 TAGGED_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)

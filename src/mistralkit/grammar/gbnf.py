@@ -145,7 +145,9 @@ def _exactly(grammar: Grammar, item: str, count: int, hint: str, where: str) -> 
         return f"{item}{{{count}}}"
     side = math.isqrt(count)
     block = grammar.add(f"{hint}-block", f"{item}{{{side}}}", where)
-    return _join(_exactly(grammar, block, count // side, hint, where), _exactly(grammar, item, count % side, hint, where))
+    return _join(
+        _exactly(grammar, block, count // side, hint, where), _exactly(grammar, item, count % side, hint, where)
+    )
 
 
 def _up_to(grammar: Grammar, item: str, count: int, hint: str, where: str) -> str:

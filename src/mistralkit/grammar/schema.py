@@ -125,7 +125,9 @@ class _Converter:
                 raise GrammarError("allOf must be a list of schemas", where)
             resolved = [self.resolve(part["$ref"], where) if isinstance(part, dict) and "$ref" in part else part
                         for part in parts]
-            return self.visit(_merge([{k: v for k, v in node.items() if k != "allOf"}, *resolved]), where, depth + 1, hint)
+            return self.visit(
+                _merge([{k: v for k, v in node.items() if k != "allOf"}, *resolved]), where, depth + 1, hint
+            )
         types = node.get("type")
         if isinstance(types, list):
             if not types:

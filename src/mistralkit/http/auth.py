@@ -38,7 +38,9 @@ class LockedOut(MistralkitError):
 class KeyGuard:
     """Wrong-key times per client address (the oldest addresses are forgotten past ``max_clients``)."""
 
-    def __init__(self, limit: int = 10, window_s: float = 60.0, max_clients: int = 10_000, clock=time.monotonic) -> None:
+    def __init__(
+        self, limit: int = 10, window_s: float = 60.0, max_clients: int = 10_000, clock=time.monotonic
+    ) -> None:
         self.limit, self.window_s, self.max_clients, self.clock = limit, window_s, max_clients, clock
         self.failures: dict[str, deque[float]] = {}
 

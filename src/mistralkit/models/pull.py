@@ -20,8 +20,10 @@ from . import catalog, registry, store
 from .download import DownloadError, Progress, discard, fetch, probe
 from .hub import HUB, Pulled, hub_headers, hub_offline, hub_url
 
-OFFLINE_HINT = ("no network? mistralkit runs offline with the embedded model; to add a model without a "
-                "network, copy its .gguf onto this machine and run `mistralkit models import PATH` (HF_ENDPOINT sets a mirror)")
+OFFLINE_HINT = (
+    "no network? mistralkit runs offline with the embedded model; to add a model without a "
+    "network, copy its .gguf onto this machine and run `mistralkit models import PATH` (HF_ENDPOINT sets a mirror)"
+)
 
 
 @dataclass(frozen=True)

@@ -90,11 +90,19 @@ class Remote:
         object.__setattr__(self, "flavor", flavor)
         if self.ctx is not None and (isinstance(self.ctx, bool) or not isinstance(self.ctx, int) or self.ctx < 64):
             _fail(f"remote {self.name!r}: ctx={self.ctx!r}", "must be a whole number >= 64", hint)
-        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or not 0 < self.timeout_s <= 3600:
+        if (
+            isinstance(self.timeout_s, bool)
+            or not isinstance(self.timeout_s, (int, float))
+            or not 0 < self.timeout_s <= 3600
+        ):
             _fail(f"remote {self.name!r}: timeout_s={self.timeout_s!r}", "must be in (0, 3600] seconds", hint)
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or not 0 <= self.retries <= 10:
             _fail(f"remote {self.name!r}: retries={self.retries!r}", "must be 0 to 10", hint)
-        if isinstance(self.backoff_s, bool) or not isinstance(self.backoff_s, (int, float)) or not 0 <= self.backoff_s <= 60:
+        if (
+            isinstance(self.backoff_s, bool)
+            or not isinstance(self.backoff_s, (int, float))
+            or not 0 <= self.backoff_s <= 60
+        ):
             _fail(f"remote {self.name!r}: backoff_s={self.backoff_s!r}", "must be 0 to 60 seconds", hint)
 
     @property

@@ -44,7 +44,9 @@ class LocalModel:
     @property
     def is_default(self) -> bool:
         """One of the embedded models (the chat default, or the base it falls back to)."""
-        return bool(self.entry and self.entry.bundled and self.entry.name in (catalog.DEFAULT_MODEL, catalog.BASE_MODEL))
+        return bool(
+            self.entry and self.entry.bundled and self.entry.name in (catalog.DEFAULT_MODEL, catalog.BASE_MODEL)
+        )
 
     @property
     def mistral_tokenizer(self) -> str | None:
@@ -144,8 +146,10 @@ def _bundled(entry: CatalogEntry, quant: str) -> LocalModel:
 
 def _registered(record: registry.Record) -> LocalModel:
     if record.format == "gguf-adapter":
-        raise InvalidParameter(f"{record.name} is a LoRA adapter, not a model",
-                               hint=f"use --adapter {record.name} (or {record.base or 'BASE'}+{record.name} in the API)")
+        raise InvalidParameter(
+            f"{record.name} is a LoRA adapter, not a model",
+            hint=f"use --adapter {record.name} (or {record.base or 'BASE'}+{record.name} in the API)",
+        )
     path = Path(record.path)
     if not path.exists():
         raise ModelNotFound(f"{record.name} is registered but {path} is gone",
@@ -234,7 +238,10 @@ def import_model(path: str | Path, name: str | None = None, copy: bool = False, 
     model = _from_path(source)  # refuses non-GGUF files and unknown directories
     name = (name or model.name).strip().lower()
     if not NAME_PATTERN.fullmatch(name):
-        raise InvalidParameter(f"bad model name {name!r}", hint="use up to 100 letters, digits, '.', '-', '_' (and one ':' with up to 40 more)")
+        raise InvalidParameter(
+            f"bad model name {name!r}",
+            hint="use up to 100 letters, digits, '.', '-', '_' (and one ':' with up to 40 more)",
+        )
     if not force and (registry.get(name) or catalog.find(name)):
         raise InvalidParameter(f"the name {name!r} is taken", hint="pass --name NEW_NAME, or --force to replace it")
     target = source
@@ -423,9 +430,18 @@ def _kind(record: registry.Record) -> str:
 
 def listing() -> tuple[list[Listed], list[Listed]]:
     """(models on this machine, catalog models not downloaded yet)."""
-    here = [Listed(r.name, _kind(r), r.quant, r.size, {"import": "imported", "export": "exported"}.get(r.source, "downloaded"),
-                   r.path, role=role(catalog.find(r.name) if r.source == "catalog" else None))
-            for r in registry.records().values()]
+    here = [
+        Listed(
+            r.name,
+            _kind(r),
+            r.quant,
+            r.size,
+            {"import": "imported", "export": "exported"}.get(r.source, "downloaded"),
+            r.path,
+            role=role(catalog.find(r.name) if r.source == "catalog" else None),
+        )
+        for r in registry.records().values()
+    ]
     taken = {row.name for row in here}
     available = []
     for entry in catalog.entries():

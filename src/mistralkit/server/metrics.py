@@ -42,20 +42,36 @@ class _EngineCollector:
     def collect(self):
         engines = self.metrics._engines
         gauges = {
-            "slots": GaugeMetricFamily("mistralkit_slots", "Sequences a model can decode at once (--parallel)", labels=["model"]),
+            "slots": GaugeMetricFamily(
+                "mistralkit_slots", "Sequences a model can decode at once (--parallel)", labels=["model"]
+            ),
             "busy": GaugeMetricFamily("mistralkit_slots_busy", "Slots holding a running generation", labels=["model"]),
-            "waiting": GaugeMetricFamily("mistralkit_requests_waiting", "Requests queued for a free slot", labels=["model"]),
-            "prompt_tps": GaugeMetricFamily("mistralkit_prefill_tokens_per_second",
-                                            "Prompt tokens evaluated per second of prefill steps", labels=["model"]),
-            "decode_tps": GaugeMetricFamily("mistralkit_decode_tokens_per_second",
-                                            "Tokens generated per second of decode steps (all slots together)", labels=["model"]),
+            "waiting": GaugeMetricFamily(
+                "mistralkit_requests_waiting", "Requests queued for a free slot", labels=["model"]
+            ),
+            "prompt_tps": GaugeMetricFamily(
+                "mistralkit_prefill_tokens_per_second",
+                "Prompt tokens evaluated per second of prefill steps",
+                labels=["model"],
+            ),
+            "decode_tps": GaugeMetricFamily(
+                "mistralkit_decode_tokens_per_second",
+                "Tokens generated per second of decode steps (all slots together)",
+                labels=["model"],
+            ),
         }
         counters = {
             "steps": CounterMetricFamily("mistralkit_engine_steps", "llama_decode calls", labels=["model"]),
-            "prompt_tokens": CounterMetricFamily("mistralkit_engine_prompt_tokens", "Prompt tokens evaluated (cache hits excluded)", labels=["model"]),
-            "generated_tokens": CounterMetricFamily("mistralkit_engine_generated_tokens", "Tokens sampled", labels=["model"]),
+            "prompt_tokens": CounterMetricFamily(
+                "mistralkit_engine_prompt_tokens", "Prompt tokens evaluated (cache hits excluded)", labels=["model"]
+            ),
+            "generated_tokens": CounterMetricFamily(
+                "mistralkit_engine_generated_tokens", "Tokens sampled", labels=["model"]
+            ),
         }
-        seconds = CounterMetricFamily("mistralkit_engine_seconds", "Time in llama.cpp by phase", labels=["model", "phase"])
+        seconds = CounterMetricFamily(
+            "mistralkit_engine_seconds", "Time in llama.cpp by phase", labels=["model", "phase"]
+        )
         for model, st in engines.items():
             for key in ("slots", "busy", "waiting"):
                 gauges[key].add_metric([model], st[key])

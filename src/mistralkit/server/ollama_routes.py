@@ -49,8 +49,11 @@ async def version() -> dict:
 @router.get("/tags")
 async def tags(request: Request) -> dict:
     """The models ``GET /v1/models`` lists, in Ollama's shape."""
-    families = {resident.model.name: resident.model.info.architecture for resident in list(request.app.state.pool.residents.values())
-                if getattr(resident.model, "info", None) is not None}
+    families = {
+        resident.model.name: resident.model.info.architecture
+        for resident in list(request.app.state.pool.residents.values())
+        if getattr(resident.model, "info", None) is not None
+    }
     return {"models": await run_in_threadpool(shapes.tag_rows, families)}
 
 
@@ -228,8 +231,13 @@ async def embed(body: shapes.OllamaEmbedRequest, request: Request) -> dict:
     if body.dimensions is not None and body.dimensions != result.dimensions:
         raise InvalidParameter(f"dimensions={body.dimensions}: {result.model} makes vectors of {result.dimensions}",
                                hint="drop dimensions (mistralkit does not shorten vectors)")
-    return {"model": body.model, "embeddings": result.vectors, "total_duration": shapes.ns(time.perf_counter() - started),
-            "load_duration": shapes.ns(load_s), "prompt_eval_count": result.prompt_tokens}
+    return {
+        "model": body.model,
+        "embeddings": result.vectors,
+        "total_duration": shapes.ns(time.perf_counter() - started),
+        "load_duration": shapes.ns(load_s),
+        "prompt_eval_count": result.prompt_tokens,
+    }
 
 
 @router.post("/embeddings")

@@ -236,13 +236,23 @@ def tag_rows(families: dict[str, str]) -> list[dict]:
         entry = catalog.find(row.name) if record is None or record.source == "catalog" else None
         spec = entry.files.get(row.quant or "") if entry else None
         family = families.get(row.name, "")
-        rows.append({"name": row.name, "model": row.name, "size": row.size,
-                     "modified_at": when(record.added if record else 0),
-                     "digest": (record.sha256 if record else "") or (spec.sha256 if spec else ""),
-                     "details": {"parent_model": "", "format": record.format if record else (spec.format if spec else ""),
-                                 "family": family, "families": [family] if family else None,
-                                 "parameter_size": parameter_size(entry.params) if entry and entry.params else "",
-                                 "quantization_level": (row.quant or "").upper()}})
+        rows.append(
+            {
+                "name": row.name,
+                "model": row.name,
+                "size": row.size,
+                "modified_at": when(record.added if record else 0),
+                "digest": (record.sha256 if record else "") or (spec.sha256 if spec else ""),
+                "details": {
+                    "parent_model": "",
+                    "format": record.format if record else (spec.format if spec else ""),
+                    "family": family,
+                    "families": [family] if family else None,
+                    "parameter_size": parameter_size(entry.params) if entry and entry.params else "",
+                    "quantization_level": (row.quant or "").upper(),
+                },
+            }
+        )
     return rows
 
 
@@ -321,7 +331,9 @@ class OllamaWire:
             if message.get("more_body", False):
                 return
             status, payload = error_body(start["status"], body)
-            kept = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
+            kept = [
+                (k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")
+            ]
             kept += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
             await send({**start, "status": status, "headers": kept})
             await send({"type": "http.response.body", "body": payload})

@@ -333,7 +333,9 @@ class ChatRun:
 
     def calls(self) -> list[dict] | None:
         """The tool calls of the finished answer (None: a text answer); finish becomes "tool_calls"."""
-        calls = self.turn.calls(self.run.text, self.run.token_ids, self.run.tool_calls) if self.turn is not None else None
+        calls = (
+            self.turn.calls(self.run.text, self.run.token_ids, self.run.tool_calls) if self.turn is not None else None
+        )
         if calls:
             self.run.finish = "tool_calls" if self.run.finish == "stop" else self.run.finish
         return calls

@@ -203,7 +203,9 @@ class Pool:
 
         base, adapter = split_ref(ref)
         remote = lookup(base)  # remotes are named by whoever configured this server, so allowed
-        model = remote if remote is not None else self._operator_file(base) or boundary.model(base, self.config.model_dirs)
+        model = (
+            remote if remote is not None else self._operator_file(base) or boundary.model(base, self.config.model_dirs)
+        )
         path = boundary.adapter(adapter, self.config.model_dirs) if adapter else None
         key = f"{model.name}+{path}" if path else model.name
         if remote is None:
@@ -263,7 +265,9 @@ class Pool:
             async with self.lock:
                 self.pending -= planned
                 del self.loading[key]
-            loading.set_exception(exc if isinstance(exc, Exception) else MistralkitError("the model load was interrupted"))
+            loading.set_exception(
+                exc if isinstance(exc, Exception) else MistralkitError("the model load was interrupted")
+            )
             loading.exception()  # retrieved: no "never retrieved" warning when nobody else waited
             raise
         async with self.lock:
@@ -345,7 +349,9 @@ class Pool:
         return {name: resident.worker.in_flight for name, resident in self.loaded().items()}
 
     def engine_stats(self) -> dict[str, dict]:
-        return {name: stats for name, resident in self.loaded().items() if (stats := resident.worker.stats()) is not None}
+        return {
+            name: stats for name, resident in self.loaded().items() if (stats := resident.worker.stats()) is not None
+        }
 
     def close(self) -> None:
         self.closed = True
@@ -381,7 +387,12 @@ def _planned(model: LocalModel, ctx: int | None, kv_type: str, parallel: int = 1
     from ..models.store import size_of
 
     if model.format == "gguf":
-        return plan(ModelShape.from_model(model), context_size(model.name, model.info.context_length, ctx), kv_type, parallel=parallel).total
+        return plan(
+            ModelShape.from_model(model),
+            context_size(model.name, model.info.context_length, ctx),
+            kv_type,
+            parallel=parallel,
+        ).total
     return size_of(model.path) if model.path is not None else 0
 
 

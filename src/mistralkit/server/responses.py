@@ -104,9 +104,14 @@ class ResponsesRequest(Sampling):
             body["parallel_tool_calls"] = self.parallel_tool_calls
         fmt = self.text.format if self.text else None
         if fmt is not None and fmt.type != "text":
-            body["response_format"] = ({"type": "json_object"} if fmt.type == "json_object" else
-                                       {"type": "json_schema", "json_schema": {"name": fmt.name, "schema": fmt.schema_ or {},
-                                                                               "strict": fmt.strict}})
+            body["response_format"] = (
+                {"type": "json_object"}
+                if fmt.type == "json_object"
+                else {
+                    "type": "json_schema",
+                    "json_schema": {"name": fmt.name, "schema": fmt.schema_ or {}, "strict": fmt.strict},
+                }
+            )
         try:
             return ChatRequest.model_validate(body)
         except ValidationError as exc:
@@ -211,19 +216,37 @@ class Response:
         fmt = body.text.format if body.text and body.text.format else TextFormat()
         incomplete = status == "incomplete"
         return {
-            "id": self.id, "object": "response", "created_at": self.created_at, "status": status,
-            "model": run.model, "output": self.output, "error": None,
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "model": run.model,
+            "output": self.output,
+            "error": None,
             "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-            "instructions": body.instructions, "max_output_tokens": body.max_output_tokens,
-            "temperature": body.temperature, "top_p": body.top_p, "parallel_tool_calls": body.parallel_tool_calls
-            is not False, "tool_choice": body.tool_choice or "auto", "tools": body.tools or [],
-            "text": {"format": fmt.model_dump(by_alias=True, exclude_none=True)}, "metadata": body.metadata or {},
-            "store": False, "truncation": "disabled", "previous_response_id": None, "reasoning": None, "user": body.user,
-            "usage": None if usage is None else {
-                "input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens,
+            "instructions": body.instructions,
+            "max_output_tokens": body.max_output_tokens,
+            "temperature": body.temperature,
+            "top_p": body.top_p,
+            "parallel_tool_calls": body.parallel_tool_calls is not False,
+            "tool_choice": body.tool_choice or "auto",
+            "tools": body.tools or [],
+            "text": {"format": fmt.model_dump(by_alias=True, exclude_none=True)},
+            "metadata": body.metadata or {},
+            "store": False,
+            "truncation": "disabled",
+            "previous_response_id": None,
+            "reasoning": None,
+            "user": body.user,
+            "usage": None
+            if usage is None
+            else {
+                "input_tokens": usage.prompt_tokens,
+                "output_tokens": usage.completion_tokens,
                 "total_tokens": usage.prompt_tokens + usage.completion_tokens,
                 "input_tokens_details": {"cached_tokens": usage.cached_tokens},
-                "output_tokens_details": {"reasoning_tokens": 0}},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
         }
 
     @property
@@ -320,8 +343,14 @@ async def _events(response: Response) -> AsyncIterator[str]:
                     for line in open_(_message_item(_item_id("msg"), "", "in_progress")):
                         yield line
                 text += piece
-                yield event("response.output_text.delta", item_id=open_item["id"], output_index=len(response.output) - 1,
-                            content_index=0, delta=piece, logprobs=[])
+                yield event(
+                    "response.output_text.delta",
+                    item_id=open_item["id"],
+                    output_index=len(response.output) - 1,
+                    content_index=0,
+                    delta=piece,
+                    logprobs=[],
+                )
         if not response.output:  # an empty answer is still one message
             for line in open_(_message_item(_item_id("msg"), "", "in_progress")):
                 yield line

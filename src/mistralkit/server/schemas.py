@@ -353,6 +353,8 @@ class EmbeddingRequest(RequestBody):
         if isinstance(self.input, str):
             return [self.input]
         if any(not isinstance(item, str) for item in self.input):
-            raise InvalidParameter("input: token ids are not accepted (each model has its own tokenizer)",
-                                   hint="send the text itself; LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False)")
+            raise InvalidParameter(
+                "input: token ids are not accepted (each model has its own tokenizer)",
+                hint="send the text itself; LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False)",
+            )
         return few_enough(list(self.input))  # type: ignore[arg-type]

@@ -91,7 +91,9 @@ def message_dict(m: ChatMessage) -> dict:
 
 
 def involves_tools(body: ChatRequest) -> bool:
-    return bool(body.tools) or body.tool_choice is not None or any(m.role == "tool" or m.tool_calls for m in body.messages)
+    return (
+        bool(body.tools) or body.tool_choice is not None or any(m.role == "tool" or m.tool_calls for m in body.messages)
+    )
 
 
 def _tool(f: FunctionDefinition) -> dict:

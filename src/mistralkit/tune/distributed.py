@@ -63,7 +63,9 @@ def training_arguments(config: TuneConfig, dtype: str, **extra):
 
     steps = {"max_steps": config.max_steps} if config.max_steps else {"num_train_epochs": config.epochs}
     evals = {"eval_strategy": "steps", "eval_steps": config.eval_every} if config.valid and config.eval_every else {}
-    saves = {"save_strategy": "steps", "save_steps": config.save_every} if config.save_every else {"save_strategy": "no"}
+    saves = (
+        {"save_strategy": "steps", "save_steps": config.save_every} if config.save_every else {"save_strategy": "no"}
+    )
     settings = dict(
         output_dir=config.out, per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,

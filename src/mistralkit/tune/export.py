@@ -75,8 +75,10 @@ def find_peft_dir(path: Path) -> Path:
             return candidate
     found = sorted(path.rglob("adapter_config.json"), key=lambda p: p.stat().st_mtime) if path.is_dir() else []
     if not found:
-        raise InvalidParameter(f"no PEFT adapter (adapter_config.json) in {path}",
-                               hint="pass a run folder of `mistralkit tune` or a folder saved by peft's save_pretrained")
+        raise InvalidParameter(
+            f"no PEFT adapter (adapter_config.json) in {path}",
+            hint="pass a run folder of `mistralkit tune` or a folder saved by peft's save_pretrained",
+        )
     return found[-1].parent
 
 
