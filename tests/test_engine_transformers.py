@@ -637,7 +637,6 @@ def test_a_template_that_takes_tools_gets_them_as_transformers_renders_them(tmp_
 
     from mistralkit.models import resolve
     from mistralkit.server.schemas import ChatRequest
-    from mistralkit.server.tools import prepare
 
     folder = save_tiny(tmp_path / "tiny-tools", vocab=131072, hidden=32)
     convert_tekken_tokenizer(str(shipped("tekken_240718.json"))).save_pretrained(folder)
@@ -680,7 +679,7 @@ def test_a_template_that_takes_tools_gets_them_as_transformers_renders_them(tmp_
         assert eng.format.name == "jinja" and eng.format.supports_tools
         body = ChatRequest.model_validate({"model": "m", "messages": openai_turns,
                                            "tools": [{"type": "function", "function": weather}]})
-        turn = prepare(body, eng)
+        turn = body.prepare(eng)
         expected = tok.apply_chat_template(hf_turns, tools=[{"type": "function", "function": weather}],
                                            add_generation_prompt=True, tokenize=True)
         assert turn.prompt == list(expected["input_ids"])

@@ -93,7 +93,7 @@ def test_a_streamed_required_call_streams_its_arguments_and_reassembles(client):
 
 @pytest.mark.parametrize("size", [1, 3, 1000])
 def test_a_required_call_is_read_piece_by_piece(size):
-    from mistralkit.server.tools import RequiredCall
+    from mistralkit.turn import RequiredCall
 
     arguments = '{"q": "a \\"}{[\\" b", "n": [1, {"m": "}"}]}'
     answer = f' {{ "name" : "search\\u00e9", "arguments" :  {arguments} \n}}'
@@ -216,12 +216,12 @@ def test_mistral_tool_call_output_is_parsed(version):
 
 def test_parallel_tool_calls_false_keeps_the_first_call():
     from mistralkit.formats.tools import parse_fallback
-    from mistralkit.server.tools import ToolTurn
+    from mistralkit.turn import Turn
 
     answer = "\n".join(json.dumps({"tool_call": {"name": name, "arguments": {"zone": zone}}})
                        for name, zone in (("get_time", "UTC"), ("get_time", "CET")))
-    both = ToolTurn([], [], None, None, lambda text, ids: parse_fallback(text)).calls(answer, [])
-    one = ToolTurn([], [], None, None, lambda text, ids: parse_fallback(text), parallel=False).calls(answer, [])
+    both = Turn([], [], None, None, lambda text, ids: parse_fallback(text)).calls(answer, [])
+    one = Turn([], [], None, None, lambda text, ids: parse_fallback(text), parallel=False).calls(answer, [])
     assert [json.loads(c["function"]["arguments"])["zone"] for c in both] == ["UTC", "CET"]
     assert [json.loads(c["function"]["arguments"])["zone"] for c in one] == ["UTC"]
 
@@ -281,7 +281,7 @@ def test_named_call_answers_are_parsed_as_mistral_common_writes_them(version, tm
     from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
 
     from mistralkit.formats.tools import parse_mistral, parse_template, with_control_tokens
-    from mistralkit.server.tools import ToolTurn
+    from mistralkit.turn import Turn
 
     tokenizer = _tekken_with_named_calls(version, tmp_path)
     instruct = tokenizer.instruct_tokenizer
@@ -298,7 +298,7 @@ def test_named_call_answers_are_parsed_as_mistral_common_writes_them(version, tm
     for calls in (parse_template(text), parse_mistral(text)):
         assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [(n, a) for n, _, a in wanted]
         assert [c.get("id") for c in calls] == ([i for _, i, _ in wanted] if version == "v11" else [None, None])
-    answered = ToolTurn([], [], None, None, lambda answer, ids: parse_template(answer)).calls(text, tokens)
+    answered = Turn([], [], None, None, lambda answer, ids: parse_template(answer)).calls(text, tokens)
     if version == "v11":  # the model's own ids are kept (the next turn sends them back)
         assert [c["id"] for c in answered] == [i for _, i, _ in wanted]
     assert parse_template(vocab.decode(tokens, special_token_policy=SpecialTokenPolicy.IGNORE)) is None

@@ -37,6 +37,14 @@ class InvalidParameter(MistralkitError):
     exit_code = 2
 
 
+class BadParameter(InvalidParameter):
+    """An invalid request field, named in ``param`` (OpenAI's error body carries it)."""
+
+    def __init__(self, message: str, param: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.param = param
+
+
 class TooLarge(InvalidParameter):
     """A request (or a part of it) is larger than what is accepted at once; ``param`` names the field."""
 

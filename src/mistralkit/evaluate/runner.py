@@ -241,7 +241,7 @@ def planned_answer(loaded, system: System, items: list[Item], config: EvalConfig
     the figure ``--max-latency`` is weighed against before any item runs."""
     from dataclasses import asdict
 
-    from ..engines.llamacpp import gpu_layers
+    from ..engines.llama_native import gpu_layers
     from ..models.memory import ModelShape
     from ..models.speed import speed_of
 

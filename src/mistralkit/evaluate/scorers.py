@@ -9,7 +9,7 @@
   answer tokens (the closing EOS left out), as lm-evaluation-harness scores ``acc``; the highest
   wins. No text is generated.
 * ``tool_call``: the item's conversation is prompted with its tools as the server prompts a chat
-  request (``server/tools.py``: Mistral's native layout, the fallback elsewhere, a grammar for
+  request (``turn.py``: Mistral's native layout, the fallback elsewhere, a grammar for
   ``required`` or a named function); correct when a call in the answer names the expected function
   and its arguments contain each expected argument (``call_matches``).
 * ``judge``: another model reads a rubric, the question, the reference (if any) and the answer, and
@@ -118,13 +118,10 @@ def call_matches(calls: Sequence[dict] | None, expected: dict) -> bool:
 
 
 def tool_turn(engine, item, messages: Sequence[Message]):
-    """The server's prompt, grammar and parser for this item's conversation and tools."""
-    from ..server.schemas import ChatRequest
-    from ..server.tools import prepare
+    """The server's prompt, grammar and parser for this item's conversation and tools (``turn.prepare``)."""
+    from ..turn import functions_of, prepare
 
-    request = ChatRequest.model_validate({"model": engine.name, "messages": list(messages), "tools": list(item.tools),
-                                          "tool_choice": item.tool_choice})
-    return prepare(request, engine)
+    return prepare(engine, [dict(m) for m in messages], functions_of(item.tools), item.tool_choice)
 
 
 # --- the judge --------------------------------------------------------------------------------

@@ -78,9 +78,8 @@ def _messages(obj: dict, fail) -> tuple[Message, ...]:
 
 def _tool_call(obj: dict, fail) -> dict[str, Any]:
     """The tool_call item's fields, checked as the server checks a request (and the expected call)."""
-    from pydantic import ValidationError
-
-    from ..server.schemas import BadParameter, ChatRequest
+    from ..errors import BadParameter
+    from ..turn import choose, functions_of
 
     tools = obj.get("tools")
     if not isinstance(tools, list) or not tools:
@@ -89,13 +88,7 @@ def _tool_call(obj: dict, fail) -> dict[str, Any]:
              else t for t in tools]  # the Responses API's flat shape too
     choice = obj.get("tool_choice", "auto")
     try:
-        request = ChatRequest.model_validate({"model": "eval", "messages": [{"role": "user", "content": "?"}],
-                                              "tools": tools, "tool_choice": choice})
-        _, functions = request.chosen_tools()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "tools"
-        fail(first["msg"], where)
+        choose(functions_of(tools), choice)
     except BadParameter as exc:
         fail(exc.message, exc.param)
     expected = obj["expected_call"]

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
-from ..engines import Usage, require
+from ..engines import Usage
 from ..errors import InvalidParameter, MistralkitError
 from ..http.errors import redact
 from . import ollama_shapes as shapes
@@ -84,40 +84,20 @@ async def show(body: shapes.ShowRequest, request: Request) -> dict:
 
 
 async def _queue(request: Request, body: ChatRequest, num_predict: int | None,
-                 prompt_of: Callable[[object], Awaitable[list]]) -> tuple[Run, float]:
-    """Queue the generation on the model's worker, as ``/v1/chat/completions`` does; (run, load seconds)."""
+                 raw: str | None = None) -> tuple[Run, float]:
+    """Prepare the turn (``raw``: a text prompted as it is) and queue it on the model's worker, as
+    ``/v1/chat/completions`` does; (run, load seconds)."""
     before = time.perf_counter()
     async with request.app.state.pool.use(body.model) as resident:  # held until the job is queued
         load_s = time.perf_counter() - before
         engine = resident.worker.engine
         if num_predict in shapes.FOREVER:
             body.max_tokens = engine.n_ctx  # the engine stops where the context ends
-        prompt = await prompt_of(engine)
-        grammar = await run_in_threadpool(shapes.grammar_of, body)
-        if grammar is not None:  # a bad one is a 400 now, not an error inside a 200 stream
-            require(engine, "grammar", "format")
-            await run_in_threadpool(engine.check_grammar, grammar)
-        job = await queue_job(request, body, resident, prompt, grammar)
+        turn = await run_in_threadpool(shapes.prepare, body, engine, raw)
+        job = await queue_job(request, body, resident, turn.prompt, turn.grammar)
     run = Run(request, job, resident.model.name)
-    run.prompt = prompt
+    run.prompt = turn.prompt
     return run, load_s
-
-
-def _chat_prompt(messages: list[dict]) -> Callable[[object], Awaitable[list]]:
-    async def prompt_of(engine) -> list:
-        if not engine.capabilities.tokens:  # a remote gets the messages themselves
-            return messages
-        return await run_in_threadpool(engine.prompt_tokens, messages)
-
-    return prompt_of
-
-
-def _raw_prompt(text: str) -> Callable[[object], Awaitable[list]]:
-    async def prompt_of(engine) -> list:
-        require(engine, "tokens", "raw: true (a raw-text prompt)")
-        return await run_in_threadpool(engine.encode_text, text)
-
-    return prompt_of
 
 
 def _final(run: Run, started: float, load_s: float) -> dict:
@@ -191,8 +171,7 @@ async def chat(body: shapes.OllamaChatRequest, request: Request):
         return await _load_only(request, body.model, _message, body.stream)
     messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
     ours = shapes.to_chat_request(shapes.model_ref(body.model), messages, body.options, body.format)
-    checked = [m.plain() for m in ours.messages]
-    run, load_s = await _queue(request, ours, body.options.num_predict, _chat_prompt(checked))
+    run, load_s = await _queue(request, ours, body.options.num_predict)
     return await _reply(run, body.model, _message, body.stream, started, load_s)
 
 
@@ -205,8 +184,7 @@ async def generate(body: shapes.OllamaGenerateRequest, request: Request):
         return await _load_only(request, body.model, _response, body.stream)
     messages = body.messages()
     ours = shapes.to_chat_request(shapes.model_ref(body.model), messages, body.options, body.format)
-    prompt_of = _raw_prompt(body.prompt) if body.raw else _chat_prompt(messages)
-    run, load_s = await _queue(request, ours, body.options.num_predict, prompt_of)
+    run, load_s = await _queue(request, ours, body.options.num_predict, body.prompt if body.raw else None)
     return await _reply(run, body.model, _response, body.stream, started, load_s, _context)
 
 

@@ -21,6 +21,7 @@ from pydantic import Field, StrictBool, ValidationError, field_validator, model_
 
 from ..errors import InvalidParameter, Unsupported
 from ..http.errors import validation_message
+from ..turn import Turn
 from .schemas import ChatRequest, Sampling, BaseBody, RequestBody, few_enough
 
 FOREVER = -1, -2  # num_predict: Ollama's "no limit" and "fill the context"
@@ -170,11 +171,14 @@ def to_chat_request(model: str, messages: list[dict], options: Options, fmt: str
         raise InvalidParameter(validation_message(errors)[1]) from None
 
 
-def grammar_of(body: ChatRequest) -> str | None:
-    """GBNF for ``format``, refused in Ollama's words."""
+def prepare(body: ChatRequest, engine, raw: str | None = None) -> Turn:
+    """The request's turn, prepared as ``/v1/chat/completions`` prepares one (``turn.prepare``); a bad
+    ``format`` is refused in Ollama's words; ``raw``: the prompt's text as it is (``raw: true``)."""
     try:
-        return body.grammar()
+        return body.prepare(engine, "format", raw)
     except InvalidParameter as exc:
+        if "response_format" not in exc.message:
+            raise
         message = exc.message.replace("response_format.json_schema.schema", "format")
         raise InvalidParameter(message.replace("response_format.json_schema", "format: the JSON schema"),
                                exc.hint) from None

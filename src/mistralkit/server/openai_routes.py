@@ -15,15 +15,18 @@ from pathlib import Path
 
 import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..engines import Chunk, Usage, require
 from ..engines.base import TokenLogprob, check_fits
+from ..http.sse import EventStream
+from ..turn import FIT_HINT, NativeTools, Turn
+from .tool_deltas import tool_deltas
 from ..errors import InvalidParameter, MistralkitError
 from ..http.errors import redact
-from . import history, tools
-from .pool import Job, Resident, stream
+from . import history
+from .pool import Resident
+from .worker import Job, stream
 from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
 from .watch import cancelled
 
@@ -76,16 +79,11 @@ def _usage(usage: Usage | None) -> dict:
             "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
 
 
-def _check_fits(tokens: list[int], n_ctx: int) -> None:
-    check_fits(tokens, n_ctx, hint="shorten the messages or start the server with a larger --ctx")
-
-
 async def queue_job(request: Request, body: Sampling, resident: Resident, prompt: list, grammar: str | None,
-                 native: tools.NativeTools | None = None) -> Job:
+                 native: NativeTools | None = None) -> Job:
     """Queue the generation of ``prompt`` (token ids, or messages for an engine without tokens);
-    ``native``: the tools an engine that calls them itself is given."""
-    if resident.worker.engine.capabilities.tokens:
-        _check_fits(prompt, resident.worker.engine.n_ctx)
+    ``native``: the tools an engine that calls them itself is given. The prompt was checked to fit
+    (``turn.prepare``, or the caller's ``check_fits``)."""
     params = body.params(request.app.state.config.settings.max_tokens, grammar)
     if native is not None:
         params = replace(params, tools=native.tools, tool_choice=native.choice)
@@ -166,112 +164,6 @@ def text_logprobs(entries: Sequence[TokenLogprob], offset: int = 0) -> dict:
             "text_offset": offsets}
 
 
-def _tool_deltas(turn: tools.ToolTurn):
-    """OpenAI's streamed tool call: id and name first, then argument fragments; finish "tool_calls".
-
-    A forced single function streams its arguments as they are generated, and so does a ``required``
-    call once its name is written (``tools.RequiredCall``). Otherwise the answer is
-    held while it may still be a call (``ToolTurn.may_be_call``: it opens as calls do); once it
-    cannot, it streams as text; an answer held to the end is sent as its calls (or as text).
-    """
-    async def deltas(run: Run) -> AsyncIterator[dict]:
-        if turn.named:
-            call = tools.new_call_id()
-            yield {"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, "id": call, "type": "function", "function": {"name": turn.named, "arguments": ""}}]}
-            async for chunk in run.chunks():
-                if chunk.text:
-                    yield {"tool_calls": [{"index": 0, "function": {"arguments": chunk.text}}]}
-            run.finish = "tool_calls" if run.finish == "stop" else run.finish
-            return
-        if turn.mode == "required" and turn.native is None:
-            reader = tools.RequiredCall()
-            async for chunk in run.chunks():
-                had_name = reader.name is not None
-                fragment = reader.feed(chunk.text)
-                if reader.name is not None and not had_name:
-                    yield {"role": "assistant", "content": None, "tool_calls": [
-                        {"index": 0, "id": tools.new_call_id(), "type": "function",
-                         "function": {"name": reader.name, "arguments": ""}}]}
-                if fragment:
-                    yield {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}
-            if reader.name is None:  # cut short before the name: what was written, as text
-                yield {"role": "assistant", "content": run.text}
-                return
-            run.finish = "tool_calls" if run.finish == "stop" else run.finish
-            return
-        chunks = run.chunks().__aiter__()
-        said = False  # text went out
-        async for _ in chunks:
-            if turn.may_be_call(run.text, run.token_ids):
-                continue
-            yield {"role": "assistant", "content": run.text}  # what was held, then the rest as it comes
-            said = True
-            async for chunk in chunks:
-                if chunk.text:
-                    yield {"content": chunk.text}
-            if turn.native is None:  # text is the whole answer; an API with native tools may call after it
-                return
-        calls = turn.calls(run.text, run.token_ids, run.tool_calls)
-        if not calls:
-            if not said:
-                yield {"role": "assistant", "content": run.text}
-            return
-        for index, call in enumerate(calls):
-            head = {"index": index, "id": call["id"], "type": "function",
-                    "function": {"name": call["function"]["name"], "arguments": ""}}
-            first = index == 0 and not said
-            yield {"role": "assistant", "content": None, "tool_calls": [head]} if first else {"tool_calls": [head]}
-            yield {"tool_calls": [{"index": index, "function": {"arguments": call["function"]["arguments"]}}]}
-        run.finish = "tool_calls" if run.finish == "stop" else run.finish
-    return deltas
-
-
-KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients ignore it, proxies see the connection is alive
-
-
-class EventStream(StreamingResponse):
-    """A ``text/event-stream`` response that writes an SSE comment (``KEEPALIVE``) whenever nothing
-    was sent for ``keepalive_s`` seconds (a long prompt being evaluated, a queue).
-
-    The comment comes from a timer beside the body, not from a wrapper around the body's iterator:
-    such a wrapper costs a task and a timed wait per event, on the event loop that every stream's
-    tokens pass through. The body's generator runs in the response's own task, so a client that
-    leaves cancels it there (Starlette listens for the disconnect) and its clean-up runs.
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(self, content: AsyncIterator[str], keepalive_s: float) -> None:
-        super().__init__(content, headers={"Cache-Control": "no-cache"})
-        self.keepalive_s = keepalive_s
-
-    async def stream_response(self, send) -> None:
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-
-        async def beat() -> None:
-            nonlocal last
-            try:
-                while True:
-                    await asyncio.sleep(last + self.keepalive_s - loop.time())
-                    if loop.time() - last >= self.keepalive_s:
-                        last = loop.time()
-                        await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
-            except OSError:  # the client is gone: the body's next send says so
-                pass
-
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        beating = loop.create_task(beat())
-        try:
-            async for event in self.body_iterator:
-                await send({"type": "http.response.body", "body": event.encode(), "more_body": True})
-                last = loop.time()
-        finally:
-            beating.cancel()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
 async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_end,
                         deltas=_text_deltas) -> AsyncIterator[str]:
     """SSE (sent as an ``EventStream``): one event per delta (text by default), then the finish event,
@@ -323,26 +215,24 @@ async def collect(run: Run) -> None:
 
 @dataclass
 class ChatRun:
-    """A chat generation under way: its ``Run``, the tool turn (if tools are involved), what the
-    response carries besides (``session_id``) and what saves it when it ends."""
+    """A chat generation under way: its ``Run``, its turn (read for tool calls when tools are involved),
+    what the response carries besides (``session_id``) and what saves it when it ends."""
 
     run: Run
-    turn: tools.ToolTurn | None
+    turn: Turn
     extra: dict
     on_end: Callable[[str, bool], None]
 
     def calls(self) -> list[dict] | None:
         """The tool calls of the finished answer (None: a text answer); finish becomes "tool_calls"."""
-        calls = (
-            self.turn.calls(self.run.text, self.run.token_ids, self.run.tool_calls) if self.turn is not None else None
-        )
+        calls = self.turn.calls(self.run.text, self.run.token_ids, self.run.tool_calls) if self.turn.tools else None
         if calls:
             self.run.finish = "tool_calls" if self.run.finish == "stop" else self.run.finish
         return calls
 
     def deltas(self):
         """The chat deltas of this answer: text, or tool calls in OpenAI's streamed shapes."""
-        return _tool_deltas(self.turn) if self.turn is not None else _text_deltas
+        return tool_deltas(self.turn) if self.turn.tools else _text_deltas
 
 
 async def start_chat(body: ChatRequest, request: Request) -> ChatRun:
@@ -351,30 +241,17 @@ async def start_chat(body: ChatRequest, request: Request) -> ChatRun:
     pool = request.app.state.pool
     async with pool.use(body.model) as resident:  # held until its job is queued: not unloaded meanwhile
         engine = resident.worker.engine
-        turn = await run_in_threadpool(tools.prepare, body, engine) if tools.involves_tools(body) else None
-        if turn is not None:
-            messages, prompt, grammar = turn.messages, turn.prompt, turn.grammar
-        else:
-            messages = [m.plain() for m in body.messages]
-            prompt = messages  # an engine without a tokenizer here (a remote) gets the messages themselves
-            if engine.capabilities.tokens:
-                prompt = await run_in_threadpool(engine.prompt_tokens, messages)
-            grammar = await run_in_threadpool(body.grammar)
-            if grammar is not None:  # a bad one is a 400 now, not an error halfway through a 200 stream
-                require(engine, "grammar", "response_format")
-                await run_in_threadpool(engine.check_grammar, grammar)
-        if engine.capabilities.tokens:
-            _check_fits(prompt, engine.n_ctx)  # before a "new" session is created for nothing
+        turn = await run_in_threadpool(body.prepare, engine)
         if body.logprobs:
             require(engine, "logprobs", "logprobs")
-        session = await run_in_threadpool(history.open_session, body.session_id, resident.model.name, messages)
+        session = await run_in_threadpool(history.open_session, body.session_id, resident.model.name, turn.messages)
         if body.max_completion_tokens and not body.max_tokens:
             body.max_tokens = body.max_completion_tokens
-        job = await queue_job(request, body, resident, prompt, grammar, turn.native if turn is not None else None)
+        job = await queue_job(request, body, resident, turn.prompt, turn.grammar, turn.native)
     run = Run(request, job, body.model if "+" in body.model else resident.model.name)
 
     def on_end(text: str, partial: bool) -> None:
-        history.save_turn(session, messages, text, run.usage, partial)
+        history.save_turn(session, turn.messages, text, run.usage, partial)
 
     return ChatRun(run, turn, {"session_id": session} if session else {}, on_end)
 
@@ -382,7 +259,7 @@ async def start_chat(body: ChatRequest, request: Request) -> ChatRun:
 @router.post("/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request):
     """Chat completion, streamed (SSE) or not; ``response_format`` and forced tool calls are enforced
-    with a llama.cpp grammar (see ``server/tools.py``)."""
+    with a llama.cpp grammar (see ``turn.py``)."""
     chat = await start_chat(body, request)
     run, extra = chat.run, chat.extra
     if body.stream:
@@ -410,6 +287,7 @@ async def completions(body: CompletionRequest, request: Request):
         if body.logprobs is not None:
             require(resident.worker.engine, "logprobs", "logprobs")
         tokens = await run_in_threadpool(resident.worker.engine.encode_text, body.text())
+        check_fits(tokens, resident.worker.engine.n_ctx, hint=FIT_HINT)
         job = await queue_job(request, body, resident, tokens, None)
     run = Run(request, job, resident.model.name)
 

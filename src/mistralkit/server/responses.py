@@ -27,7 +27,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import MistralkitError
 from ..http.errors import redact
-from .openai_routes import ChatRun, EventStream, collect, start_chat
+from ..http.sse import EventStream
+from .openai_routes import ChatRun, collect, start_chat
 from .schemas import BadParameter, ChatRequest, Sampling, BaseBody
 
 router = APIRouter(prefix="/v1", tags=["openai"])

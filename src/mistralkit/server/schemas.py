@@ -4,7 +4,7 @@ Extra fields beyond OpenAI's: ``session_id`` (save the turn in the history; ``"n
 session), and llama.cpp's ``top_k``, ``min_p``, ``repeat_penalty``. A sampling field sent as
 ``null`` means its default, as OpenAI reads it. Image parts and token-id embedding input are
 refused with a 400 that says what to send instead. Tool calling (``tools``, ``tool_choice``, tool
-and tool-call messages) is validated here and carried out by ``server/tools.py``.
+and tool-call messages) is validated here and carried out by ``turn.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pydantic_core import PydanticCustomError
 
 from ..defaults import SAMPLING_DEFAULTS
 from ..engines import GenerationParams
-from ..errors import InvalidParameter
+from ..errors import BadParameter, InvalidParameter
 from ..http.body import BaseBody, RequestBody
+from ..turn import Function, Turn, check_function_name, check_parameters, involves_tools, prepare
 
 
 # Fields where JSON null means "the default" (clients send every field, null when unset).
@@ -27,7 +28,6 @@ NULL_MEANS_DEFAULT = frozenset({"temperature", "top_p", "top_k", "min_p", "repea
                                 "presence_penalty", "stream", "n", "max_tokens", "max_completion_tokens", "seed",
                                 "stop", "logit_bias", "stream_options", "response_format", "tools",
                                 "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs"})
-FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 class TextPart(BaseBody):
@@ -37,20 +37,6 @@ class TextPart(BaseBody):
 
 class ImagePart(BaseBody):
     type: Literal["image_url", "input_image", "image"]
-
-
-class BadParameter(InvalidParameter):
-    """An invalid request field, named in ``param`` (OpenAI's error body carries it)."""
-
-    def __init__(self, message: str, param: str, hint: str | None = None) -> None:
-        super().__init__(message, hint)
-        self.param = param
-
-
-def _function_name(value: str) -> str:
-    if not FUNCTION_NAME.match(value):
-        raise ValueError(f"{value!r} is not a valid function name: use 1-64 letters, digits, '_' or '-'")
-    return value
 
 
 class FunctionCall(BaseBody):
@@ -84,20 +70,15 @@ class FunctionDefinition(BaseBody):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _function_name(value)
+        return check_function_name(value)
 
     @field_validator("parameters")
     @classmethod
     def _object_schema(cls, value):
-        if value and value.get("type") != "object":
-            raise ValueError(f'must be a JSON Schema with "type": "object", got "type": {value.get("type")!r}')
-        if value and not isinstance(value.get("properties", {}), dict):
-            raise ValueError('"properties" must be an object')
-        return value
+        return check_parameters(value)
 
-    def schema(self) -> dict[str, Any]:
-        """The arguments' JSON Schema (an object with no declared properties when none was given)."""
-        return self.parameters or {"type": "object", "properties": {}}
+    def plain(self) -> Function:
+        return Function(self.name, self.description, self.parameters)
 
 
 class ToolDefinition(BaseBody):
@@ -145,6 +126,18 @@ class ChatMessage(BaseBody):
         """The message as engines take it: OpenAI's ``developer`` role is a system message (the one
         place that says so for every route)."""
         return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+
+    def as_dict(self) -> dict:
+        """The message with its tool calls or the call it answers, as ``turn.prepare`` takes it."""
+        out = self.plain()
+        if self.tool_calls:
+            out["tool_calls"] = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+                                 for c in self.tool_calls]
+        if self.role == "tool":
+            out["tool_call_id"] = self.tool_call_id
+            if self.name:
+                out["name"] = self.name
+        return out
 
 
 class StreamOptions(BaseBody):
@@ -267,28 +260,14 @@ class ChatRequest(Sampling):
     def wanted_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
 
-    def chosen_tools(self) -> tuple[str, list[FunctionDefinition]]:
-        """("none" | "auto" | "required" | "named", the functions the model may call), checked.
-
-        >>> ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}]).chosen_tools()
-        ('none', [])
-        """
-        functions = [tool.function for tool in self.tools or ()]
-        names = [f.name for f in functions]
-        duplicate = next((n for n in names if names.count(n) > 1), None)
-        if duplicate:
-            raise BadParameter(f"tools: the function {duplicate!r} is defined twice", "tools")
-        choice = self.tool_choice
-        if choice is not None and not functions:
-            raise BadParameter("tool_choice is only allowed when tools are given", "tool_choice",
-                               hint="send tools, or leave tool_choice out")
-        if isinstance(choice, NamedToolChoice):
-            if choice.function.name not in names:
-                raise BadParameter(f"tool_choice names the function {choice.function.name!r}, which is not "
-                                   f"in tools ({', '.join(names)})", "tool_choice")
-            return "named", [f for f in functions if f.name == choice.function.name]
-        mode = choice or ("auto" if functions else "none")
-        return mode, functions if mode != "none" else []
+    def prepare(self, engine, grammar_field: str = "response_format", raw: str | None = None) -> Turn:
+        """This request's turn on ``engine``: prompt, grammar and answer reader, checked (``turn.prepare``)."""
+        messages = [m.as_dict() for m in self.messages]
+        functions = [tool.function.plain() for tool in self.tools or ()]
+        choice = self.tool_choice.model_dump() if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
+        grammar = None if involves_tools(messages, functions, choice) else self.grammar()
+        return prepare(engine, messages, functions, choice, parallel=self.parallel_tool_calls, grammar=grammar,
+                       grammar_field=grammar_field, raw=raw)
 
     def grammar(self) -> str | None:
         """GBNF text for ``response_format`` (llama.cpp enforces it token by token)."""
