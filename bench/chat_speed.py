@@ -39,7 +39,7 @@ import llama_cpp
 
 from report import table  # bench/report.py; a script's own folder is on sys.path
 from mistralkit.engines import GenerationParams, load_engine
-from mistralkit.engines.llamacpp import default_threads
+from mistralkit.engines.llama_native import default_threads
 from mistralkit.models import resolve
 
 TOPICS = ["the ocean", "volcanoes", "bees", "the moon", "bread", "glaciers", "owls", "copper",

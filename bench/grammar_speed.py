@@ -28,7 +28,7 @@ import llama_cpp
 from chat_speed import med, mk_rep, raw_child
 from report import table  # bench/report.py; a script's own folder is on sys.path
 from mistralkit.engines import GenerationParams, load_engine
-from mistralkit.engines.llamacpp import default_threads
+from mistralkit.engines.llama_native import default_threads
 from mistralkit.models import resolve
 from mistralkit.grammar import schema_grammar
 

@@ -27,7 +27,7 @@ from statistics import median
 import real_shape
 from chat_speed import llama_bench, llama_bench_binary
 from report import table  # bench/report.py; a script's own folder is on sys.path
-from mistralkit.engines.llamacpp import default_threads
+from mistralkit.engines.llama_native import default_threads
 
 ANSWER_PROMPT, ANSWER_TOKENS = 100, 200
 

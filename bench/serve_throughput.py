@@ -46,7 +46,7 @@ import httpx
 
 from report import table  # bench/report.py; a script's own folder is on sys.path
 from mistralkit import __version__
-from mistralkit.engines.llamacpp import default_threads
+from mistralkit.engines.llama_native import default_threads
 from mistralkit.models import resolve
 
 

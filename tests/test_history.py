@@ -3,7 +3,8 @@ import sqlite3
 import pytest
 
 from mistralkit.chat.export import to_json, to_markdown
-from mistralkit.chat.history import MIGRATIONS, Store, StoredMessage
+from mistralkit.chat.history import Store, StoredMessage
+from mistralkit.chat.history_db import MIGRATIONS
 from mistralkit.errors import SessionNotFound
 
 

@@ -14,7 +14,8 @@ from mistralkit.engines import GenerationParams
 from mistralkit.server.config import ServerConfig
 from mistralkit.server.app import _default_model
 from mistralkit.server.openai_routes import _model_rows
-from mistralkit.server.pool import Job, Pool, _planned
+from mistralkit.server.pool import Pool, _planned
+from mistralkit.server.worker import Job
 from mistralkit.settings import Settings
 
 pytestmark = pytest.mark.slow

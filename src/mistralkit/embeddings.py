@@ -155,7 +155,7 @@ class LlamaCppEmbeddingEngine:
 
     def __init__(self, model: LocalModel, *, pooling: str | None = None, max_tokens: int | None = None,
                  threads: int | None = None) -> None:
-        from .engines.llamacpp import gpu_layers, open_llama
+        from .engines.llama_native import gpu_layers, open_llama
 
         pooling_type = gguf_pooling(model, pooling)
         context = (model.info.context_length if model.info else None) or GGUF_MAX_TOKENS

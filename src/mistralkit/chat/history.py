@@ -16,7 +16,6 @@ they had landed. Every public method turns ``sqlite3`` errors into ``StorageErro
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
@@ -27,13 +26,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import paths
 from ..errors import HistoryBusy, HistoryUnavailable, InvalidParameter, SessionNotFound, StorageError
+from .history_db import (MIGRATIONS, SELECT_SESSIONS, is_busy, like_prefix, now, read_json, run_migration,
+                         storage_error)
 from .journal import Journal
 from .writes import SESSION_FIELDS, apply, turn_landed
 
@@ -43,41 +43,6 @@ T = TypeVar("T")
 WAIT_ENV = "MISTRALKIT_HISTORY_WAIT"
 DEFAULT_WAIT_S = 10.0
 MAX_WAIT_S = 3600.0
-SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CORRUPT, SQLITE_NOTADB = 5, 6, 11, 26
-
-MIGRATIONS: tuple[tuple[str, str], ...] = (
-    ("m001_initial", """
-        CREATE TABLE sessions (
-            id TEXT PRIMARY KEY,
-            title TEXT,
-            model TEXT NOT NULL,
-            system_prompt TEXT,
-            params TEXT NOT NULL DEFAULT '{}',
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL
-        );
-        CREATE TABLE messages (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
-            content TEXT NOT NULL,
-            tokens INTEGER,
-            timings TEXT,
-            partial INTEGER NOT NULL DEFAULT 0,
-            created_at TEXT NOT NULL
-        );
-        CREATE INDEX messages_by_session ON messages(session_id, id);
-    """),
-)
-
-SELECT_SESSIONS = ("SELECT s.*, (SELECT count(*) FROM messages m WHERE m.session_id = s.id) AS n "
-                   "FROM sessions s")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 class Saved(StrEnum):
     """Where a write went: into the database, or into the journal until the database is free."""
 
@@ -104,7 +69,7 @@ class StoredMessage:
     tokens: int | None = None
     timings: dict[str, Any] | None = None
     partial: bool = False
-    created_at: str = field(default_factory=_now)
+    created_at: str = field(default_factory=now)
     id: int | None = None
 
 
@@ -189,7 +154,7 @@ class Store:
                 self._db.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
+                if not is_busy(exc) or time.monotonic() >= deadline:
                     raise
             finally:
                 self._busy_timeout(self.wait)
@@ -244,7 +209,7 @@ class Store:
             log.debug("pending history writes stay in %s: %s", self.journal.path, exc.message)
 
     def _write(self, op: str, data: dict[str, Any]) -> Saved:
-        entry = {"id": uuid.uuid4().hex, "op": op, "at": _now(), "data": data}
+        entry = {"id": uuid.uuid4().hex, "op": op, "at": now(), "data": data}
         wait = 0.0 if time.monotonic() < self._busy_until else self.wait
         try:
             self._locked(lambda db: apply(db, entry, replay=False), wait)
@@ -274,7 +239,7 @@ class Store:
         done = {row[0] for row in self._db.execute("SELECT name FROM _migrations")}
         for name, sql in MIGRATIONS:
             if name not in done:
-                self._locked(functools.partial(_run_migration, name, sql), self.wait, replay=False)
+                self._locked(functools.partial(run_migration, name, sql), self.wait, replay=False)
 
     @_guarded
     def migrations(self) -> list[str]:
@@ -323,7 +288,7 @@ class Store:
         """A session by id; with ``exact=False`` (a CLI convenience) also by unambiguous id prefix."""
         pending = self._pending()
         where, args = (
-            ("s.id = ?", (ref,)) if exact else ("s.id = ? OR s.id LIKE ? ESCAPE '\\'", (ref, _like_prefix(ref)))
+            ("s.id = ?", (ref,)) if exact else ("s.id = ? OR s.id LIKE ? ESCAPE '\\'", (ref, like_prefix(ref)))
         )
         rows = self._db.execute(f"{SELECT_SESSIONS} WHERE {where} ORDER BY s.id = ? DESC LIMIT 2",
                                 (*args, ref)).fetchall()
@@ -384,7 +349,7 @@ class Store:
         rows = self._db.execute("SELECT * FROM messages WHERE session_id = ? ORDER BY id", (session_id,))
         stored = [
             StoredMessage(row["role"], row["content"], row["tokens"],
-                          _json(row["timings"]) if row["timings"] else None, bool(row["partial"]),
+                          read_json(row["timings"]) if row["timings"] else None, bool(row["partial"]),
                           row["created_at"], row["id"])
             for row in rows
         ]
@@ -394,40 +359,14 @@ class Store:
         return stored
 
     def _error(self, exc: BaseException) -> StorageError:
-        if isinstance(exc, sqlite3.Error) and _is_busy(exc):
+        if isinstance(exc, sqlite3.Error) and is_busy(exc):
             return HistoryBusy(f"the history database {self.path} is busy: another program is writing to it",
                                hint=f"retry in {self.retry_after} s", retry_after=self.retry_after)
-        return _storage_error(self.path, exc)
-
-
-def _run_migration(name: str, sql: str, db: sqlite3.Connection) -> None:
-    if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
-        return  # another process applied it while this one waited
-    for statement in filter(str.strip, sql.split(";")):
-        db.execute(statement)
-    db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, _now()))
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
-    return "database is locked" in str(exc) or "database is busy" in str(exc)
-
-
-def _like_prefix(ref: str) -> str:
-    return ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError) as exc:  # garbage where a page was damaged
-        raise sqlite3.DatabaseError("database disk image is malformed (a stored JSON value is unreadable)") from exc
+        return storage_error(self.path, exc)
 
 
 def _session(row: sqlite3.Row) -> Session:
-    return Session(row["id"], row["title"], row["model"], row["system_prompt"], _json(row["params"]),
+    return Session(row["id"], row["title"], row["model"], row["system_prompt"], read_json(row["params"]),
                    row["created_at"], row["updated_at"], row["n"])
 
 
@@ -435,17 +374,3 @@ def _pending_session(entry: dict[str, Any]) -> Session:
     data = entry["data"]
     return Session(data["session_id"], data["title"], data["model"], data["system_prompt"], data["params"],
                    entry["at"], entry["at"])
-
-
-def _storage_error(path: Path, exc: BaseException) -> HistoryUnavailable:
-    text = str(exc)
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-    if "readonly" in text or "unable to open" in text or isinstance(exc, PermissionError):
-        return HistoryUnavailable(f"cannot write the history database {path}: {text}",
-                                  hint="make the data directory writable, or set MISTRALKIT_HOME to a writable folder")
-    if text.startswith("Could not decode"):  # sqlite3 quotes the undecodable bytes: never echo them
-        text = "a stored text is not valid UTF-8"
-    if code in (SQLITE_CORRUPT, SQLITE_NOTADB) or "malformed" in text or "not a database" in text or "UTF-8" in text:
-        return HistoryUnavailable(f"the history database {path} is damaged: {text}",
-                                  hint="move it aside (mistralkit never deletes it) and start again")
-    return HistoryUnavailable(f"history database error ({path}): {text}")

@@ -36,7 +36,7 @@ def bench(
 
       mistralkit bench --adapter support --json
     """
-    from ..engines.llamacpp import default_threads
+    from ..engines.llama_native import default_threads
     from ..errors import InvalidParameter
     from ..evaluate.bench import plot, run_bench
     from ..logs import setup

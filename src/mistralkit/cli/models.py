@@ -261,7 +261,7 @@ def verify(name: Annotated[str | None, typer.Argument(
       mistralkit models verify mistral-7b-instruct-v0.3 --json
     """
     from ..errors import IntegrityFailure
-    from ..models.store import verify as verify_models
+    from ..models.verify import verify as verify_models
 
     results = verify_models(name)
     if as_json:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 
 from ..errors import DatasetError
-from . import targets
+from . import schema as json_schema
 from .errors import SpecError
 
 
@@ -76,7 +76,7 @@ def _seed(spec, obj: dict, sample, number: int) -> tuple[Seed, list[str]]:
         if not isinstance(record, dict):
             wrong.append("record must be a JSON object")
             record = None
-    if record is not None and (problem := targets.first_error(spec.schema, record)):
+    if record is not None and (problem := json_schema.first_error(spec.schema, record)):
         wrong.append(f"record does not match the schema {problem}")
     labels = obj.get("dimensions", {})
     if not isinstance(labels, dict):

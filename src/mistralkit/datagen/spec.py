@@ -19,6 +19,7 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
+from . import schema as json_schema
 from . import targets
 from .errors import DatagenError, SpecError
 from .seeds import Seed, scan_seeds
@@ -343,7 +344,7 @@ def _schema(path: Path, top: dict, found: Found) -> dict | None:
             return None
         node = read_yaml(file, Found(file), text=text)  # JSON is YAML: its nodes give a schema error's line
     before = len(where.errors)
-    jsonschema = targets.require_module("jsonschema")
+    jsonschema = json_schema.require_module("jsonschema")
     if not isinstance(schema, dict):
         where(node or 1, "the schema must be a JSON object")
     else:
@@ -353,7 +354,7 @@ def _schema(path: Path, top: dict, found: Found) -> dict | None:
             where(locate(node, list(exc.path)) if node is not None else 1,
                   f"not a valid Draft 2020-12 schema at /{'/'.join(map(str, exc.path))}: {exc.message}")
         else:
-            if targets.resolve(schema, schema).get("type", "object") != "object":
+            if json_schema.resolve(schema, schema).get("type", "object") != "object":
                 where(node or 1, "the target schema must describe an object (type: object)")
     fine = len(where.errors) == before
     if where is not found:
@@ -365,15 +366,15 @@ def _against_schema(spec: Spec, lines: dict, found: Found) -> None:
     """Dimension paths and value records must be places and contents the schema allows."""
     for d in spec.dimensions:
         if d.path:
-            place = targets.schema_at(spec.schema, d.path)
+            place = json_schema.schema_at(spec.schema, d.path)
             if place is None:
                 found(lines[(d.name, "path")], f"path {d.path}: the schema declares nothing there")
                 continue
             for v in d.values:
-                if targets.writes_name(v) and (problem := targets.value_problem(spec.schema, place, v.name)):
+                if targets.writes_name(v) and (problem := json_schema.value_problem(spec.schema, place, v.name)):
                     found(lines[(d.name, v.name)], f"value {v.name!r} cannot stand at {d.path}: {problem}")
         for v in d.values:
-            for problem in targets.record_problems(spec.schema, v.record or {}):
+            for problem in json_schema.record_problems(spec.schema, v.record or {}):
                 pointer = problem.split(":", 1)[0]
                 node = lines[(d.name, v.name, "record")]
                 found(locate(node, pointer.split("/")[1:]), f"record of {v.name!r}: {problem}")

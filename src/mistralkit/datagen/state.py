@@ -22,68 +22,14 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import StorageError
 from . import dispatch, exports, gates, targets
+from .state_db import BUSY_TIMEOUT_S, MIGRATIONS, iso, read_seeds, store_seeds, use_wal
 from .errors import Conflict, DatagenError, LeaseExpired, NotFound, TooLarge, WrongAgent
 
 DB_NAME = "datagen.sqlite3"
-BUSY_TIMEOUT_S = 30.0
-
-MIGRATIONS: tuple[tuple[str, str], ...] = (
-    ("m001_initial", """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE seeds (
-            id INTEGER PRIMARY KEY, line INTEGER NOT NULL, case_text TEXT NOT NULL, record TEXT,
-            dimensions TEXT NOT NULL, training TEXT
-        );
-        CREATE TABLE instructions (
-            seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, dimensions TEXT NOT NULL, target TEXT NOT NULL,
-            target_toon TEXT NOT NULL, prompt TEXT NOT NULL, created_at TEXT NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('leased', 'pooled', 'accepted')),
-            agent_id TEXT, lease_expires REAL, case_id INTEGER
-        );
-        CREATE INDEX instructions_by_status ON instructions(status, seq);
-        CREATE TABLE leases (
-            id INTEGER PRIMARY KEY, instruction_id TEXT NOT NULL, agent_id TEXT NOT NULL, leased_at TEXT NOT NULL,
-            expires REAL NOT NULL, ended TEXT CHECK (ended IN ('expired', 'released', 'accepted'))
-        );
-        CREATE INDEX leases_by_instruction ON leases(instruction_id, agent_id);
-        CREATE TABLE submissions (
-            id INTEGER PRIMARY KEY, instruction_id TEXT NOT NULL, agent_id TEXT NOT NULL, text_sha TEXT NOT NULL,
-            case_text TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('accepted', 'rejected')),
-            reason TEXT, detail TEXT, case_id INTEGER, created_at TEXT NOT NULL,
-            UNIQUE (instruction_id, agent_id, text_sha)
-        );
-        CREATE TABLE cases (
-            id INTEGER PRIMARY KEY, instruction_id TEXT NOT NULL UNIQUE, agent_id TEXT NOT NULL,
-            submission_id INTEGER NOT NULL, case_text TEXT NOT NULL, created_at TEXT NOT NULL
-        );
-        CREATE TABLE cover (key TEXT PRIMARY KEY, n INTEGER NOT NULL)
-    """),
-)
-
-
-def _use_wal(db: sqlite3.Connection) -> None:
-    """WAL mode (kept in the file: set once). The switch needs the database alone and SQLite answers
-    "locked" at once, without waiting, while another connection opens it: so try again until it takes."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
-    while True:
-        try:
-            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                db.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 def _guarded(method):
     """sqlite3 errors (a damaged file, a full disk, a lock held past the timeout) become StorageError."""
@@ -125,7 +71,7 @@ class State:
             db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
             db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            _use_wal(db)
+            use_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
             self._local.db = db
             with self._lock:
@@ -153,7 +99,7 @@ class State:
                 if not db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
                     for statement in filter(str.strip, sql.split(";")):
                         db.execute(statement)
-                    db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, _iso(self.clock())))
+                    db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, iso(self.clock())))
         self._adopt_spec()
         self.seeds = db.execute("SELECT count(*) FROM seeds").fetchone()[0]
         self.goal = max(0, self.spec.target_total - self.seeds)
@@ -168,11 +114,11 @@ class State:
     def _adopt_spec(self) -> None:
         """First open: record the spec's fingerprint and load its seeds; later opens: refuse another spec."""
         meta = dict(self._db().execute("SELECT key, value FROM meta").fetchall())
-        seeds = None if meta else _read_seeds(self.spec)
+        seeds = None if meta else read_seeds(self.spec)
         with self._write() as db:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
-                _store_seeds(db, self.spec, seeds or [])
+                store_seeds(db, self.spec, seeds or [])
                 db.executemany("INSERT INTO meta VALUES (?, ?)", [("fingerprint", self.spec.fingerprint()),
                                                                  ("spec_path", str(self.spec.path))])
         if meta and meta["fingerprint"] != self.spec.fingerprint():
@@ -228,7 +174,7 @@ class State:
         db.execute("UPDATE instructions SET status = 'leased', agent_id = ?, lease_expires = ? WHERE id = ?",
                    (agent_id, now + self.lease_s, ident))
         db.execute("INSERT INTO leases (instruction_id, agent_id, leased_at, expires) VALUES (?, ?, ?, ?)",
-                   (ident, agent_id, _iso(now), now + self.lease_s))
+                   (ident, agent_id, iso(now), now + self.lease_s))
         self._bump(db, dimensions, +1)
 
     # --- the agents' calls -------------------------------------------------------------------
@@ -264,7 +210,7 @@ class State:
         db.execute("INSERT INTO instructions (seq, id, dimensions, target, target_toon, prompt, created_at, status) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'pooled')",
                    (seq, ident, json.dumps(dimensions, ensure_ascii=False), json.dumps(target, ensure_ascii=False),
-                    targets.to_toon(target), targets.render_prompt(self.spec, dimensions, target), _iso(now)))
+                    targets.to_toon(target), targets.render_prompt(self.spec, dimensions, target), iso(now)))
         return db.execute("SELECT * FROM instructions WHERE id = ?", (ident,)).fetchone()
 
     def _instruction(self, row: sqlite3.Row, now: float) -> dict:
@@ -275,7 +221,7 @@ class State:
             "target": json.loads(row["target"]),
             "target_toon": row["target_toon"],
             "prompt": row["prompt"],
-            "lease_expires_at": _iso(row["lease_expires"]),
+            "lease_expires_at": iso(row["lease_expires"]),
             "lease_seconds": max(0, int(row["lease_expires"] - now)),
         }
 
@@ -327,7 +273,7 @@ class State:
         return row
 
     def _record(self, db, row, agent_id, case_text, sha, refusal, now) -> sqlite3.Row:
-        stamp = _iso(now)
+        stamp = iso(now)
         status = "rejected" if refusal else "accepted"
         cur = db.execute(
             "INSERT INTO submissions (instruction_id, agent_id, text_sha, case_text, status, reason, detail, "
@@ -408,30 +354,3 @@ class State:
 def _result(sub: sqlite3.Row) -> dict:
     return {"instruction_id": sub["instruction_id"], "status": sub["status"], "reason": sub["reason"],
             "detail": sub["detail"], "case_id": sub["case_id"]}
-
-
-def _read_seeds(spec) -> list:
-    from .spec import read_seeds
-
-    return read_seeds(spec) if spec.seed_path else []
-
-
-def _store_seeds(db: sqlite3.Connection, spec, seeds: list) -> None:
-    """Seeds into the database once, with their coverage and their training conversation."""
-    for seed in seeds:
-        training = _seed_training(spec, seed)
-        db.execute("INSERT INTO seeds (line, case_text, record, dimensions, training) VALUES (?, ?, ?, ?, ?)",
-                   (seed.line, seed.text, None if seed.record is None else json.dumps(seed.record, ensure_ascii=False),
-                    json.dumps(seed.dimensions, ensure_ascii=False),
-                    None if training is None else json.dumps(training, ensure_ascii=False)))
-        db.executemany("INSERT INTO cover (key, n) VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET n = n + 1",
-                       [(dispatch.key_text(k),) for k in dispatch.keys(spec, seed.dimensions)])
-
-
-def _seed_training(spec, seed) -> dict | None:
-    """A seed as a training conversation: like a generated case when it has a record, else its own turns."""
-    if seed.record is not None:
-        return exports.training_line(spec.system_prompt, seed.text, seed.record)
-    if getattr(seed.sample, "text", None) is None:
-        return seed.sample.to_messages()
-    return None  # a raw-text seed without a record has no answer to train on

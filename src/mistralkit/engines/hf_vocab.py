@@ -99,7 +99,7 @@ class GGUFVocab:
     def __init__(self, model: LocalModel) -> None:
         import llama_cpp
 
-        from .llamacpp import open_llama
+        from .llama_native import open_llama
 
         self._llm = open_llama(model, n_ctx=64, purpose=" for its vocabulary", vocab_only=True)
         vocab = self._llm._model.vocab

@@ -127,7 +127,7 @@ def predict(shape: ModelShape, calibration: Calibration, prompt_tokens: int = PR
 def speed_of(shape: ModelShape, threads: int | None = None, prompt_tokens: int = PROMPT_TOKENS,
              answer_tokens: int = ANSWER_TOKENS, recalibrate: bool = False) -> Speed:
     """``predict`` on this machine's calibration for ``threads`` (default: the physical cores)."""
-    from ..engines.llamacpp import default_threads
+    from ..engines.llama_native import default_threads
 
     for name, value in (("--prompt-tokens", prompt_tokens), ("--answer-tokens", answer_tokens)):
         if value < 1:

@@ -1,4 +1,5 @@
-"""The model store: resolve a reference to local files, and import, remove, list and verify models.
+"""The model store: resolve a reference to local files, and import, remove and list models (``verify.py``
+re-hashes them).
 
 A reference is a registered name (``mistral-7b-instruct-v0.3:q4_k_m``, an imported name), a catalog
 name with or without ``:quant``, an alias, ``hf:OWNER/REPO`` of a pulled hub repository (registered
@@ -278,9 +279,9 @@ class Removed:
 
 def remove(ref: str) -> Removed:
     """Unregister a model; delete its files only when the store owns them."""
-    record = _record(ref)
+    record = record_of(ref)
     if record is None:
-        if embedded := _embedded_gguf(ref):
+        if embedded := embedded_gguf(ref):
             from . import bundled  # the assembled copy goes unread (it may be damaged); next use rebuilds it
 
             entry, quant = catalog.lookup(embedded)  # type: ignore[misc]
@@ -300,57 +301,7 @@ def remove(ref: str) -> Removed:
     return Removed(record.name, record.path, record.managed, freed)
 
 
-@dataclass
-class Verified:
-    name: str
-    path: str
-    ok: bool
-    expected: str
-    actual: str
-    against: str  # catalog, recorded, package
-
-
-def _expected(record: registry.Record) -> tuple[str, str]:
-    found = catalog.lookup(record.name) if record.source == "catalog" else None
-    published = found[0].files[found[1]].sha256 if found else ""
-    return (published, "catalog") if published else (record.sha256, "recorded")
-
-
-def verify(ref: str | None = None) -> list[Verified]:
-    """Re-hash one model (or every one here, the embedded model included) and compare with the
-    catalog's, the recorded or the package's sha256. Nothing is repaired: it reports what it finds."""
-    if ref is not None:
-        record = _record(ref)
-        if record is not None:
-            targets = [record]
-        elif embedded := _embedded_gguf(ref):
-            return [_verify_embedded(embedded)]
-        else:
-            return [_verify_bundled(resolve(ref))]
-    else:
-        targets = list(registry.records().values())
-    results = []
-    for record in targets:
-        expected, against = _expected(record)
-        path = Path(record.path)
-        actual = sha256_path(path) if path.exists() else "missing"
-        results.append(Verified(record.name, record.path, actual == expected, expected, actual, against))
-    if ref is None:
-        from .bundled import bundled_path
-
-        taken = {record.name for record in targets}
-        from . import packaged
-
-        for name in _embedded_refs():
-            entry, quant = catalog.lookup(name)  # type: ignore[misc]
-            spec = entry.files[quant]
-            here = bundled_path().exists() if spec.bundled == ASSEMBLED else packaged.installed(spec)
-            if here and name not in taken:  # the Gemma not assembled yet, a package not installed: nothing
-                results.append(_verify_embedded(name))
-    return results
-
-
-def _record(ref: str) -> registry.Record | None:
+def record_of(ref: str) -> registry.Record | None:
     """The registry record of a name, or of a catalog reference (``mistral`` -> ``mistral-7b-…:q4_k_m``)."""
     record = registry.get(ref)
     if record is None and not looks_like_path(ref) and (found := catalog.lookup(ref)):
@@ -358,48 +309,20 @@ def _record(ref: str) -> registry.Record | None:
     return record
 
 
-def _embedded_refs() -> list[str]:
+def embedded_refs() -> list[str]:
     """The catalog's GGUF files that ship in a Python package (``gemma-3-270m:q4_k_m``,
     ``smollm2-135m-instruct:q4_1``)."""
     return [entry.ref(quant) for entry in catalog.entries() for quant, spec in entry.files.items()
             if spec.bundled and spec.format == "gguf"]
 
 
-def _embedded_gguf(ref: str) -> str | None:
+def embedded_gguf(ref: str) -> str | None:
     """The full name when ``ref`` names an embedded GGUF model, else None."""
     found = catalog.lookup(ref) if not looks_like_path(ref) else None
     if found is None:
         return None
     name = found[0].ref(found[1])
-    return name if name in _embedded_refs() else None
-
-
-def _verify_embedded(name: str) -> Verified:
-    """An embedded GGUF against its package's hash, as found (the assembled Gemma is assembled first
-    only if absent; a file used in its package is hashed where it is)."""
-    from . import bundled, packaged
-
-    entry, quant = catalog.lookup(name)  # type: ignore[misc]
-    spec = entry.files[quant]
-    if spec.bundled != ASSEMBLED:
-        path = packaged.locate_unchecked(spec)
-        actual = sha256_path(path) if path is not None else "missing"
-        return Verified(name, str(path or spec.bundled), actual == spec.sha256, spec.sha256, actual, "package")
-    found = bundled.check(full=True)
-    if found.state == "missing":  # nothing to hide: build it as any use would, then hash that
-        bundled.repair()
-        found = bundled.check(full=True)
-    return Verified(name, str(found.path), found.ok, found.expected, found.actual, "package")
-
-
-def _verify_bundled(model: LocalModel) -> Verified:
-    """A model file given by path, against the catalog's sha256 for its file name."""
-    expected = model.entry.files[model.quant].sha256 if model.entry and model.quant else ""
-    if not expected:
-        raise InvalidParameter(f"{model.name} has no recorded sha256 to verify against",
-                               hint="import it with `mistralkit models import` to record one")
-    actual = sha256_path(model.path)
-    return Verified(model.name, str(model.path), actual == expected, expected, actual, "catalog")
+    return name if name in embedded_refs() else None
 
 
 @dataclass

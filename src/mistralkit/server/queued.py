@@ -15,7 +15,8 @@ from collections.abc import Iterator, Sequence
 from ..engines import Chunk, GenerationParams
 from ..engines.base import EngineBase, Request
 from ..formats.base import Message
-from .pool import Job, Resident, stream
+from .pool import Resident
+from .worker import Job, stream
 
 
 class QueuedEngine(EngineBase):
