@@ -1,7 +1,8 @@
 """Our own rules for homophones Grammalecte lets through in pupils' writing, decided on the
 dictionary's readings of the neighbouring words (``morphology``), never on a word list of a sentence:
 
-- "son" / "sont": "son" before a word that cannot follow a determiner ("son allé", "son des");
+- "son" / "sont": "son" before a word that cannot follow a determiner ("son allé", "son des", the
+  conjugated verb of "son partit", which the checker then makes a participle);
   "sont" before a noun that only a determiner can introduce ("sont vélo");
 - "c'est", "sait", "ces", "ses" / "s'est": after a subject, before the participle of a verb that can
   be pronominal ("Nathan c'est levé", "Elle sait fait mal");
@@ -53,7 +54,7 @@ def son_sont(s: Sentence, i: int, apos: str) -> Finding | None:
     if w.lower == "son" and not (prev is not None and prev.determiner and s.joined(i - 1, i)):
         nxt = _after_adverb(s, i)
         if _plain(nxt) and not nxt.nominal_number("s", "i") and not nxt.has("B") and (
-                nxt.participle or nxt.nominal or nxt.has("D")):
+                nxt.participle or nxt.nominal or nxt.has("D") or nxt.finite and not nxt.has("N")):
             return w.start, w.end, keep_case(w.text, "sont"), "son_sont", \
                 "« son » ne peut pas introduire ce mot : c'est le verbe « être », « sont »"
     if w.lower == "sont" and s.joined(i, i + 1):

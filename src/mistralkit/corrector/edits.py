@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import difflib
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .guards import edit_distance
+from .guards import edit_distance, fold
 from .types import Edit, Issue, Protected, Source
 
 _TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
@@ -70,10 +69,10 @@ def rule_edits(text: str, issues: Sequence[Issue], protected: Sequence[Protected
     words = [m.span() for m in re.finditer(r"\w+", text)]
     edits: list[Edit] = []
     hints: list[Issue] = []
-    taken: list[tuple[int, int]] = []  # word index ranges of the picks
+    taken: list[tuple[int, int]] = []  # word index ranges of the picks, and of the picks put off
     renamed = [i.start for i in issues if _renames(text, i)]
     for issue in sorted(issues, key=lambda i: (_priority(i), i.start)):
-        if overlaps(issue.start, issue.end, protected):
+        if overlaps(issue.start, issue.end, protected) or looks_like_a_name(text, issue):
             continue
         before = text[issue.start:issue.end]
         pick = best_suggestion(before, issue, text)
@@ -84,10 +83,14 @@ def rule_edits(text: str, issues: Sequence[Issue], protected: Sequence[Protected
         if pick is not None and agreement and issue.start in renamed:
             pick = None
         first, last = _word_range(words, issue.start, issue.end)
-        if pick is None or any(first <= b + 1 and a - 1 <= last for a, b in taken):
+        near = any(first <= b + 1 and a - 1 <= last for a, b in taken)
+        if pick is None or near:
+            if near and pick is not None:  # it waits for the next round; so do the findings beside it,
+                taken.append((first, last))  # or one of them is fixed first ("son allé": "allé" -> "aller")
             hints.append(issue)
             continue
-        edits.append(Edit(issue.start, issue.end, before, pick, "rule", issue.message, issue.rule))
+        edits.append(Edit(issue.start, issue.end, before, pick, "rule", issue.message, issue.rule,
+                          certainty(before, issue, pick)))
         taken.append((first, last))
     return sorted(edits, key=lambda e: e.start), hints
 
@@ -105,9 +108,9 @@ def _renames(text: str, issue: Issue) -> bool:
     """An agreement fix that swaps the word for another one rather than inflecting it ("Le maîtresse"
     -> "Le maître"): the determiner beside it is then the likelier mistake ("La maîtresse")."""
     before = text[issue.start:issue.end]
-    if not _agreement(issue) or not issue.suggestions or _fold(before).strip() in DETERMINERS:
+    if not _agreement(issue) or not issue.suggestions or fold(before).strip() in DETERMINERS:
         return False
-    return edit_distance(_fold(before), _fold(issue.suggestions[0])) > 2  # more than an ending
+    return edit_distance(fold(before), fold(issue.suggestions[0])) > 2  # more than an ending
 
 
 def _swaps_determiner(before: str, after: str) -> bool:
@@ -129,24 +132,37 @@ def _word_range(words: list[tuple[int, int]], start: int, end: int) -> tuple[int
     return before, before - 1
 
 
-def _fold(word: str) -> str:
-    """Lower case, no accents, no spaces, hyphens or apostrophes: what a pupil's spelling keeps."""
-    plain = unicodedata.normalize("NFD", word.lower())
-    return "".join(c for c in plain if c.isalnum() and not unicodedata.combining(c))
-
-
 def best_suggestion(before: str, issue: Issue, text: str) -> str | None:
     """The checker's first suggestion, unless another only adds accents or spaces ("tres" -> "très",
     "parceque" -> "parce que"); in the apostrophe style of the text; None when there is none to use."""
     options = [s for s in issue.suggestions if s and s != before]
     if not options:
         return None
-    pick = next((s for s in options if _fold(s) == _fold(before)), options[0])
+    pick = next((s for s in options if fold(s) == fold(before)), options[0])
     if issue.kind == "spelling":  # the nearest spelling, then the checker's order ("abite" -> "habite")
-        pick = min(options, key=lambda s: (edit_distance(_fold(s), _fold(before)), s != pick))
+        pick = min(options, key=lambda s: (edit_distance(fold(s), fold(before)), s != pick))
     if "’" in pick and "’" not in text:
         pick = pick.replace("’", "'")
     return pick if pick != before else None
+
+
+def looks_like_a_name(text: str, issue: Issue) -> bool:
+    """A spelling finding on a capitalised word inside a sentence: a name the dictionary and the NER
+    model do not know ("la tablette de Malo" -> "Mal"), not a mistake."""
+    word = text[issue.start:issue.end]
+    if issue.kind != "spelling" or not word[:1].isupper() or " " in word.strip():
+        return False
+    before = text[:issue.start].rstrip(" \t\u00a0«\"'(“")
+    return bool(before) and before[-1] not in ".!?…:\n"
+
+
+def certainty(before: str, issue: Issue, pick: str) -> float:
+    """How sure a rule fix is: a grammar rule's or ours 0.95; a spelling fix with one suggestion, or one
+    that only adds accents or spaces, 0.85; the nearest of several spellings, a guess, 0.6."""
+    if issue.kind != "spelling":
+        return 0.95
+    options = [s for s in issue.suggestions if s and s != before]
+    return 0.85 if len(options) == 1 or fold(pick) == fold(before) else 0.6
 
 
 class OffsetMap:
@@ -202,7 +218,8 @@ def combine(original: str, earlier: list[Edit], middle: str, final: str, source:
         makers = [e for e in stage if e.start < end and start < e.end or e.start == e.end == start] + touched
         merged.append(Edit(o_start, o_end, original[o_start:o_end], final[a_start:a_end], source,
                            "; ".join(dict.fromkeys(e.message for e in makers if e.message)) or message,
-                           ",".join(dict.fromkeys(e.rule for e in makers if e.rule))))
+                           ",".join(dict.fromkeys(e.rule for e in makers if e.rule)),
+                           min((e.confidence for e in makers), default=1.0)))
     kept = [edit for edit in earlier if edit not in touched_all]
     return sorted([*kept, *merged], key=lambda e: (e.start, e.end))
 

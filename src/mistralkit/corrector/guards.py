@@ -224,7 +224,8 @@ GLUE_WORDS = frozenset("un une le la les l de d du des à au aux en y ne n se s 
 _SOUND = str.maketrans({"ç": "s", "c": "s", "z": "s", "q": "k", "g": "j", "h": "", "y": "i"})
 
 
-def _fold(word: str) -> str:
+def fold(word: str) -> str:
+    """Lower case, no accents, no spaces, hyphens or apostrophes: what a pupil's spelling keeps."""
     plain = unicodedata.normalize("NFD", word.lower())
     return "".join(c for c in plain if c.isalnum() and not unicodedata.combining(c))
 
@@ -232,7 +233,7 @@ def _fold(word: str) -> str:
 def _sounds_alike(old: str, new: str) -> bool:
     """Could ``new`` be a spelling fix of ``old``: close letters, and for short words the same first sound
     ("a" -> "à", "son" -> "sont", "ces" -> "ses"; not "tu" -> "je" nor "demain" -> "")."""
-    a, b = _fold(old), _fold(new)
+    a, b = fold(old), fold(new)
     if a == b:
         return True
     if not a or not b:
@@ -246,13 +247,13 @@ def _rewording_reason(before: str, after: str) -> str | None:
     """A rewrite fixes spelling and grammar: each changed stretch of words must sound like what it
     replaces. Dropping "Demain", turning "Tu" into "Je" or adding "ne … pas" is rewording."""
     old, new = _LETTERS.findall(before), _LETTERS.findall(after)
-    matcher = difflib.SequenceMatcher(None, [_fold(w) for w in old], [_fold(w) for w in new], autojunk=False)
+    matcher = difflib.SequenceMatcher(None, [fold(w) for w in old], [fold(w) for w in new], autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
             continue
         gone, came = " ".join(old[i1:i2]), " ".join(new[j1:j2])
         pairs = list(zip(old[i1:i2], new[j1:j2])) if i2 - i1 == j2 - j1 else [(gone, came)]
-        if not gone and all(_fold(w) in GLUE_WORDS for w in new[j1:j2]):
+        if not gone and all(fold(w) in GLUE_WORDS for w in new[j1:j2]):
             continue
         if not all(_sounds_alike(x.replace(" ", ""), y.replace(" ", "")) for x, y in pairs):
             if not came:

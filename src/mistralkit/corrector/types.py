@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
-Source = Literal["rule", "llm"]
+Source = Literal["rule", "llm", "lm"]  # lm: chosen by a model's scores (ranking.py), llm: its rewrite
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class Edit:
     source: Source
     message: str = ""
     rule: str = ""
+    confidence: float = 1.0  # a rule's certainty, or the model's probability of ``after`` against ``before``
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ class Correction:
 
     text: str  # the input
     corrected: str
-    mode: str  # rules or hybrid
+    mode: str  # rules, rank or hybrid
     edits: list[Edit] = field(default_factory=list)
+    proposed: list[Edit] = field(default_factory=list)  # unsure changes, not applied (spans in ``text``)
     protected: list[Protected] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
     issues_left: list[Issue] = field(default_factory=list)  # the checker's findings in ``corrected``
@@ -92,3 +94,13 @@ class Correction:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_unsure(self) -> str:
+        """The text with the applied edits and the proposed ones (``--apply-unsure``)."""
+        out, at = [], 0
+        for edit in sorted([*self.edits, *self.proposed], key=lambda e: (e.start, e.end)):
+            if edit.start < at:
+                continue  # overlaps one already taken
+            out += [self.text[at:edit.start], edit.after]
+            at = edit.end
+        return "".join(out) + self.text[at:]
