@@ -9,8 +9,13 @@ e-mails and URLs it contains (which no system may alter). Systems, each over the
 - ``naive``: Grammalecte alone, the first suggestion of every finding applied (right to left,
   overlapping findings skipped): what the corrector improves on;
 - ``rules``: ``mistralkit.correct(text, mode="rules")``;
+- ``rank``: ``mode="rank"``: the embedded Gemma 3 270M (a base model) chooses among the rules'
+  candidates by log-probability; ``rank:MODEL`` with another model (``rank:smollm2`` the instruct one);
 - ``hybrid``: ``mistralkit.correct(text, mode="hybrid")`` with the embedded model;
 - ``hybrid:MODEL``: the same with ``model=MODEL`` (``--model MODEL``, repeatable).
+
+Rank mode's unsure changes (proposed, not applied) are counted, and judged one by one: right when
+applying it alone fixes more word errors than the output had fixed and introduces none.
 
 Each system runs in a fresh child process, so its peak RSS is its own; the checker's process (and
 any other child) is reported apart. ``rules`` and ``hybrid`` use one
@@ -18,7 +23,8 @@ any other child) is reported apart. ``rules`` and ``hybrid`` use one
 so that loading Grammalecte, spaCy and the model is not timed per sentence; one untimed warm-up
 sentence comes first. Metrics (bench/correct_metrics.py): exact matches; word errors fixed and
 introduced (% of the word errors in the text); edit precision, recall and F0.5; protected strings
-altered; guard reverts by reason; latency per sentence p50/p95; peak RSS.
+altered; guard reverts by reason; latency per sentence p50/p95; peak RSS; and the wall time of one
+``mistralkit correct "SENTENCE"`` command in rules mode (median of 3, a fresh process each).
 
 Run:   .venv/bin/python bench/correct_quality.py --modes naive,rules [--data FILE]
        (--modes is --systems; the held-out set: --data bench/data/correct_fr_heldout.jsonl)
@@ -39,7 +45,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from correct_metrics import TAGS, load_rows, percentile, problems, revert_reasons, score
+from correct_metrics import TAGS, load_rows, percentile, problems, revert_reasons, score, word_errors
 from report import table  # bench/report.py; a script's own folder is on sys.path
 from mistralkit.measure import peak_rss, reset_peak_rss
 
@@ -68,8 +74,8 @@ class Naive:
 
         self.checker = open_checker("grammalecte")
 
-    def __call__(self, text: str) -> tuple[str, list[str]]:
-        return apply_first_suggestions(text, self.checker.check(text)), []
+    def __call__(self, text: str) -> tuple[str, list[str], list[str]]:
+        return apply_first_suggestions(text, self.checker.check(text)), [], []
 
     def close(self) -> None:
         self.checker.close()
@@ -91,9 +97,13 @@ class Pipeline:
             self.corrector = Corrector(CorrectSettings(mode=mode, model=model))
             self.correct = self.corrector.correct
 
-    def __call__(self, text: str) -> tuple[str, list[str]]:
+    def __call__(self, text: str) -> tuple[str, list[str], list[str]]:
+        """(output, refusal reasons, the output with each unsure proposal applied alone)."""
+        from dataclasses import replace
+
         done = self.correct(text)
-        return done.corrected, [r.reason for r in done.refused]
+        unsure = [replace(done, proposed=[edit]).with_unsure() for edit in getattr(done, "proposed", ())]
+        return done.corrected, [r.reason for r in done.refused], unsure
 
     def close(self) -> None:
         if self.corrector is not None:
@@ -101,13 +111,13 @@ class Pipeline:
 
 
 def open_system(name: str):
-    """The system called ``name``: naive, rules, hybrid or hybrid:MODEL."""
+    """The system called ``name``: naive, rules, rank, rank:MODEL, hybrid or hybrid:MODEL."""
     mode, _, model = name.partition(":")
     if mode == "naive" and not model:
         return Naive()
-    if mode in ("rules", "hybrid") and (mode == "hybrid" or not model):
+    if mode in ("rules", "rank", "hybrid") and (mode != "rules" or not model):
         return Pipeline(mode, model or None)
-    raise SystemExit(f"unknown system {name!r}: choose naive, rules, hybrid or hybrid:MODEL")
+    raise SystemExit(f"unknown system {name!r}: choose naive, rules, rank[:MODEL] or hybrid[:MODEL]")
 
 
 def run_system(system, rows: Sequence[dict]) -> dict:
@@ -116,11 +126,22 @@ def run_system(system, rows: Sequence[dict]) -> dict:
     sentences = []
     for row in rows:
         started = time.perf_counter()
-        output, reasons = system(row["text"])
+        output, reasons, unsure = system(row["text"])
         seconds = time.perf_counter() - started
         sentences.append({"id": row["id"], "output": output, "seconds": seconds,
-                          "refused": list(reasons)})
+                          "refused": list(reasons), "unsure": unsure})
     return {"sentences": sentences}
+
+
+def cli_wall_s(runs: int = 3) -> float:
+    """Median wall seconds of ``mistralkit correct SENTENCE`` (rules mode), a fresh process each time."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mistralkit", "correct", WARM_UP], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
 
 
 def children_peak_rss() -> int:
@@ -192,7 +213,14 @@ def summarize(rows: Sequence[dict], raw: dict) -> dict:
             tagged = score([rows[i] for i in picked], [outputs[i] for i in picked])
             by_tag[tag] = {k: tagged[k] for k in ("sentences", "exact", "word_errors", "fixed_pct",
                                                   "introduced_pct", "protected_altered")}
-    return {**score(rows, outputs), "reverts": sum(reverts.values()),
+    unsure = right = 0
+    for row, s in zip(rows, raw["sentences"]):
+        base = word_errors(row["text"], row["reference"], s["output"])
+        for applied in s.get("unsure", ()):
+            alone = word_errors(row["text"], row["reference"], applied)
+            unsure += 1
+            right += alone.fixed > base.fixed and alone.introduced <= base.introduced
+    return {**score(rows, outputs), "reverts": sum(reverts.values()), "unsure": unsure, "unsure_right": right,
             "reverts_by_reason": dict(reverts), "latency_p50_s": percentile(seconds, 50),
             "latency_p95_s": percentile(seconds, 95),
             "peak_rss": raw["peak_rss"], "children_peak_rss": raw["children_peak_rss"],
@@ -201,11 +229,11 @@ def summarize(rows: Sequence[dict], raw: dict) -> dict:
 
 def row_of(name: str, s: dict) -> list[str]:
     if "error" in s:
-        return [name, "failed"] + [""] * 11
+        return [name, "failed"] + [""] * 12
     reverts = ", ".join(f"{k} {v}" for k, v in sorted(s["reverts_by_reason"].items()))
     return [name, f"{s['exact']}/{s['sentences']}", f"{s['fixed_pct']:.1f}",
             f"{s['introduced_pct']:.1f}", f"{s['precision']:.3f}", f"{s['recall']:.3f}",
-            f"{s['f05']:.3f}", str(s["protected_altered"]),
+            f"{s['f05']:.3f}", f"{s['unsure_right']}/{s['unsure']}", str(s["protected_altered"]),
             f"{s['reverts']}" + (f" ({reverts})" if reverts else ""), f"{s['latency_p50_s']:.3f}",
             f"{s['latency_p95_s']:.3f}", f"{s['peak_rss'] / MIB:.0f}",
             f"{s['children_peak_rss'] / MIB:.0f}"]
@@ -225,7 +253,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, default=DATA,
                     help="evaluation set, JSON lines (default: %(default)s)")
     ap.add_argument("--systems", "--modes", dest="systems", default="naive,rules,hybrid",
-                    help="comma-separated: naive, rules, hybrid, hybrid:MODEL"
+                    help="comma-separated: naive, rules, rank, rank:MODEL, hybrid, hybrid:MODEL"
                          " (default: %(default)s)")
     ap.add_argument("--model", action="append", default=[], metavar="NAME",
                     help="also run hybrid with this model (repeatable)")
@@ -235,6 +263,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     metavar="PATH")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads of the model (default: all cores)")
+    ap.add_argument("--no-cli", action="store_true", help="skip timing the one-sentence CLI command")
     ap.add_argument("--child", nargs=2, metavar=("SYSTEM", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.limit is not None and args.limit < 1:
@@ -265,9 +294,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\n{args.data.name}: {len(rows)} sentences, {wrong} with errors,"
           f" {sum(len(r['protected']) for r in rows)} protected strings | latency per sentence"
           f" (medians and p95) | peak RSS in MiB, this process + child processes\n")
-    print(table(["system", "exact", "fixed %", "introduced %", "P", "R", "F0.5",
+    print(table(["system", "exact", "fixed %", "introduced %", "P", "R", "F0.5", "unsure right",
                  "protected altered", "reverts", "p50 s", "p95 s", "peak RSS", "+children"],
                 [row_of(name, results[name]) for name in names]))
+    cli = cli_wall_s() if not args.no_cli else None
+    if cli is not None:
+        print(f"\nmistralkit correct \"{WARM_UP}\" (rules, a fresh process): {cli:.2f} s wall, median of 3")
     for name in names:
         if "error" in results[name]:
             print(f"{name} failed: {results[name]['error']}")
@@ -287,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "processor": platform.processor(), "python": sys.version.split()[0]},
         "data": str(args.data), "sentences": len(rows), "tags": dict(tags), "threads": args.threads,
-        "systems": results, "outputs": outputs,
+        "systems": results, "outputs": outputs, "cli_wall_s": cli,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False))

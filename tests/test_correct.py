@@ -212,8 +212,8 @@ def post(server, body: dict, key: str = KEY) -> httpx.Response:
                       timeout=300)
 
 
-def test_server_corrects_in_both_modes(server):
-    rules = post(server, {"text": PUPIL})
+def test_server_corrects_in_every_mode(server):
+    rules = post(server, {"text": PUPIL, "mode": "rules"})
     assert rules.status_code == 200, rules.text
     body = rules.json()
     assert body["object"] == "correction" and body["mode"] == "rules" and "a mangé" in body["corrected"]
@@ -222,6 +222,14 @@ def test_server_corrects_in_both_modes(server):
     assert hybrid.status_code == 200, hybrid.text
     result = hybrid.json()
     assert result["mode"] == "hybrid" and result["model"] == "gemma-3-270m:q4_k_m" and "pome" in result["corrected"]
+    ranked = post(server, {"text": "Mes cousins on gagné le tournoi de Brest."})  # serve's default: rank
+    assert ranked.status_code == 200, ranked.text
+    result = ranked.json()
+    assert result["mode"] == "rank" and result["model"] == "gemma-3-270m:q4_k_m"
+    assert "ont gagné" in result["corrected"] and "Brest" in result["corrected"]
+    assert all(0 < e["confidence"] <= 1 for e in result["edits"]) and isinstance(result["proposed"], list)
+    control = post(server, {"text": "Il a\u0000 mangé."})
+    assert control.status_code == 400 and "control character" in control.json()["error"]["message"]
 
 
 def test_server_correct_errors_and_schema(server):

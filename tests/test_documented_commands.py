@@ -148,8 +148,13 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit embed 'The cat sat on the mat.' 'A kitten rests on a rug.'": Run(says="cosine"),
     "mistralkit embed --file sentences.txt --json > vectors.json": Run(),
     "mistralkit embed -m '~/models/nomic-embed-text-v1.5.Q8_0.gguf' 'search_query: local LLMs'": Parse(NET),
-    "mistralkit correct 'Hier, Lucas et sa soeur son allé au cinéma avec 3 amis.'": Run(),
-    "mistralkit correct --diff --protect Leblanc 'M. Leblanc et sa femme son partit.'": Run(),
+    "mistralkit correct 'Hier, Lucas et sa soeur son allé au cinéma avec 3 amis.'": Run(says="sœur sont allés"),
+    "mistralkit correct --diff --protect Leblanc 'M. Leblanc et sa femme son partit.'": Run(
+        says="[-son-]{+sont+} [-partit-]{+partis+}"),
+    "mistralkit correct --mode rank --diff --lang fr 'Mes cousins on gagné le tournoi a Brest.'": Run(
+        says="[-on-]{+ont+}"),
+    "mistralkit correct --mode rank --diff 'Mes cousins on gagné le tournoi de Brest en 2022.'": Run(
+        says="Mes cousins [-on-]{+ont+} gagné le tournoi de Brest en 2022."),
     "mistralkit correct -f devoir.txt -o devoir.corrige.txt --mode hybrid -m ministral-3b-instruct --explain": Parse(
         NET
     ),

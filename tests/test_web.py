@@ -217,8 +217,24 @@ def test_correction_page_highlights_edits_and_refusals(another_model, server, br
         sum(e["source"] == "llm" for e in result["edits"]))
     expect(page.locator("#refused li.refused")).to_have_count(len(result["refused"]))
     for item, refusal in zip(page.locator("#refused li").all_inner_texts(), result["refused"]):
-        assert refusal["reason"] in item and "résultat des règles est gardé" in item
+        assert "résultat des règles est gardé" in item  # the reason in French, its quoted words as they are
+        assert refusal["reason"].split(":")[0] not in item or refusal["reason"].startswith("model error"), item
+        corrected = result["corrected"]
+        assert f"« {corrected[refusal['start']:refusal['end']].strip()} »" in item  # the sentence, from its start
     expect(page.locator("#corrected")).to_have_text(result["corrected"])
+
+    # Rank mode: the model's choices are marked as such, with how sure it was.
+    page.get_by_label("Mode").select_option("rank")
+    page.get_by_label("Texte à corriger").fill("Mes cousins on gagné le tournoi de Brest.")
+    with page.expect_response(lambda r: r.url.endswith("/v1/correct")) as answer:
+        page.get_by_role("button", name="Corriger").click()
+    result = answer.value.json()
+    assert result["mode"] == "rank"
+    chosen = page.locator("#corrected mark.edit.lm")
+    expect(chosen).to_have_count(sum(e["source"] == "lm" for e in result["edits"]))
+    expect(page.locator("#corrected mark.edit.unsure")).to_have_count(len(result["proposed"]))
+    assert "confiance" in chosen.first.get_attribute("title")
+    expect(page.locator("#corrected")).to_contain_text("ont gagné")
 
     # The chat page links here and back; the key is remembered across them.
     page.get_by_role("link", name="Chat").click()

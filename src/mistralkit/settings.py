@@ -133,19 +133,22 @@ class LoadedSettings:
 class CorrectSettings:
     """``mistralkit correct`` (config.toml section ``[correct]``, env ``MISTRALKIT_CORRECT_<NAME>``)."""
 
-    mode: str = field(default="rules", metadata=_doc("rules (checker only) or hybrid (checker, then the LLM)"))
-    model: str | None = field(default=None, metadata=_doc("model for hybrid mode (default: the embedded one)"))
+    mode: str = field(default="rules", metadata=_doc(
+        "rules (checker only), rank (a model chooses among the rules' candidates) or hybrid (the LLM rewrites)"))
+    model: str | None = field(default=None, metadata=_doc(
+        "model for rank mode (default: the embedded Gemma 3 270M) or hybrid mode (default: the embedded one)"))
     adapter: str | None = field(default=None, metadata=_doc("GGUF LoRA adapter on top of that model"))
     checker: str = field(default="grammalecte", metadata=_doc("grammalecte or languagetool"))
     languagetool_url: str | None = field(default=None, metadata=_doc("LanguageTool server, e.g. http://127.0.0.1:8081"))
     temperature: float = field(default=0.0, metadata=_doc("LLM sampling temperature (0 = greedy)"))
     max_tokens: int = field(default=256, metadata=_doc("most tokens of one sentence's rewrite"))
     spacy_model: str = field(default="fr_core_news_sm", metadata=_doc("spaCy model for names and places"))
+    apply_unsure: bool = field(default=False, metadata=_doc("rank mode: apply the changes the model is unsure of too"))
     protect: tuple[str, ...] = field(default=(), metadata=_doc("words never changed (comma-separated in env)"))
 
     def __post_init__(self) -> None:
         self.mode, self.checker = self.mode.lower(), self.checker.lower()
-        _check(self.mode in ("rules", "hybrid"), "correct.mode", self.mode, "must be rules or hybrid")
+        _check(self.mode in ("rules", "rank", "hybrid"), "correct.mode", self.mode, "must be rules, rank or hybrid")
         _check(self.checker in ("grammalecte", "languagetool"), "correct.checker", self.checker,
                "must be grammalecte or languagetool")
         _check(self.checker != "languagetool" or bool(self.languagetool_url), "correct.languagetool_url",

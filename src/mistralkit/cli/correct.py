@@ -37,11 +37,14 @@ def correct(
         str | None,
         _opt(
             "--mode",
-            help="rules (checker only, fast) or hybrid (then an LLM per "
-            "sentence, kept only when every guard passes) [rules].",
+            help="rules (checker only, fast), rank (a model chooses among the rules' candidates by their "
+            "likelihood) or hybrid (an LLM rewrites each sentence, kept only when every guard passes) "
+            "[rules; rank with --model].",
         ),
     ] = None,
-    model: Annotated[str | None, _opt("--model", "-m", help="Model for hybrid mode [the embedded one].")] = None,
+    model: Annotated[
+        str | None, _opt("--model", "-m", help="Model for rank or hybrid mode [rank: the embedded Gemma 3 270M].")
+    ] = None,
     adapter: Annotated[str | None, _opt("--adapter", help="GGUF LoRA adapter on top of the model.")] = None,
     checker: Annotated[
         str | None, _opt("--checker", help="grammalecte or languagetool [grammalecte].", panel=CHECK)
@@ -56,7 +59,12 @@ def correct(
     protect_file: Annotated[
         Path | None, _opt("--protect-file", help="Words never to change, one per line (# comments).", panel=CHECK)
     ] = None,
-    diff: Annotated[bool, _opt("--diff", help="Show the changes inline: [-old-]{+new+}.", panel=OUTPUT)] = False,
+    apply_unsure: Annotated[
+        bool, _opt("--apply-unsure", help="rank mode: apply the changes the model is unsure of too.")
+    ] = False,
+    diff: Annotated[
+        bool, _opt("--diff", help="Show the changes inline: [-old-]{+new+}, unsure ones old{?new?}.", panel=OUTPUT)
+    ] = False,
     as_json: Annotated[bool, _opt("--json", help="Print the whole result as JSON.", panel=OUTPUT)] = False,
     explain: Annotated[
         bool,
@@ -64,6 +72,7 @@ def correct(
             "--explain", help="List every change with its source and reason, and every refused rewrite.", panel=OUTPUT
         ),
     ] = False,
+    lang: Annotated[str, _opt("--lang", help="Language of the messages: fr or en [en].", panel=OUTPUT)] = "en",
     temperature: Annotated[float | None, _opt("--temperature", help="LLM temperature [0].")] = None,
     max_tokens: Annotated[int | None, _opt("--max-tokens", help="Most tokens of one sentence's rewrite [256].")] = None,
 ) -> None:
@@ -80,22 +89,28 @@ def correct(
 
       mistralkit correct --diff --protect Leblanc "M. Leblanc et sa femme son partit."
 
+      mistralkit correct --mode rank --diff --lang fr "Mes cousins on gagné le tournoi a Brest."
+
       mistralkit correct --checker languagetool --languagetool-url http://127.0.0.1:8081 "Sa va ?"
     """
     from ..corrector import Corrector
     from ..corrector.protect import read_protect_file
     from ..logs import setup
+    from ..corrector.pipeline import validate
+    from ..errors import InvalidParameter
     from ..settings import load_section
 
-    from ..corrector.pipeline import validate
-
     setup("warning")
+    if lang not in MESSAGES:
+        raise InvalidParameter(f"--lang must be fr or en, got {lang!r}")
     source = _read_input(text, file)
     validate(source)  # before anything loads or is written
     words = [*(protect or []), *(read_protect_file(protect_file) if protect_file else [])]
+    if mode is None and model is not None:
+        mode = "rank"  # a model is there: let it choose among the rules' candidates
     settings = load_section("correct", {"mode": mode, "model": model, "adapter": adapter, "checker": checker,
                                         "languagetool_url": languagetool_url, "temperature": temperature,
-                                        "max_tokens": max_tokens}).settings
+                                        "max_tokens": max_tokens, "apply_unsure": apply_unsure or None}).settings
     if settings.mode == "hybrid":
         _memory_note(settings.model)
     with Corrector(settings) as corrector:
@@ -108,7 +123,7 @@ def correct(
         sys.stdout.write(result.corrected + ("" if result.corrected.endswith("\n") else "\n"))
     if explain and not as_json:
         sys.stdout.flush()
-        print(_explanation(result), file=sys.stderr if out is None and not diff else sys.stdout)
+        print(_explanation(result, MESSAGES[lang]), file=sys.stderr if out is None and not diff else sys.stdout)
 
 
 def _read_input(text: str | None, file: Path | None) -> str:
@@ -178,24 +193,45 @@ def _open(path: Path):
 
 
 def _inline_diff(result) -> str:
+    """Applied edits as ``[-old-]{+new+}``; an unsure one (proposed, not applied) as ``old{?new?}``."""
     out, at = [], 0
-    for edit in result.edits:
+    changes = [(e, True) for e in result.edits] + [(e, False) for e in result.proposed]
+    for edit, applied in sorted(changes, key=lambda c: (c[0].start, c[0].end)):
+        if edit.start < at:
+            continue
         out.append(result.text[at:edit.start])
-        out.append((f"[-{edit.before}-]" if edit.before else "") + (f"{{+{edit.after}+}}" if edit.after else ""))
+        if applied:
+            out.append((f"[-{edit.before}-]" if edit.before else "") + (f"{{+{edit.after}+}}" if edit.after else ""))
+        else:
+            out.append(f"{edit.before}{{?{edit.after}?}}")
         at = edit.end
     return "".join(out) + result.text[at:]
 
 
-def _explanation(result) -> str:
+MESSAGES = {
+    "en": {"kept": "kept the rules result for {span!r}: {reason}", "left": "left  {span!r}: {message}",
+           "unsure": "unsure {before!r} -> {after!r} ({percent}%), not applied (--apply-unsure applies it){why}",
+           "none": "no change", "sure": "{percent}%"},
+    "fr": {"kept": "résultat des règles gardé pour {span!r} : {reason}", "left": "reste {span!r} : {message}",
+           "unsure": "incertain {before!r} -> {after!r} ({percent} %), non appliqué (--apply-unsure l'applique){why}",
+           "none": "aucune modification", "sure": "{percent} %"},
+}
+
+
+def _explanation(result, words: dict[str, str]) -> str:
     lines = []
     for edit in result.edits:
         why = f": {edit.message}" if edit.message else ""
-        lines.append(f"{edit.source:4} {edit.before!r} -> {edit.after!r}{why}")
+        sure = f" ({words['sure'].format(percent=round(edit.confidence * 100))})" if edit.source == "lm" else ""
+        lines.append(f"{edit.source:4} {edit.before!r} -> {edit.after!r}{sure}{why}")
+    for edit in result.proposed:
+        lines.append(words["unsure"].format(before=edit.before, after=edit.after, percent=round(edit.confidence * 100),
+                                            why=f": {edit.message}" if edit.message else ""))
     for refusal in result.refused:
-        lines.append(f"kept the rules result for {result.corrected[refusal.start:refusal.end]!r}: {refusal.reason}")
+        lines.append(words["kept"].format(span=result.corrected[refusal.start:refusal.end], reason=refusal.reason))
     for issue in result.issues_left:
-        lines.append(f"left  {result.corrected[issue.start:issue.end]!r}: {issue.message}")
-    return "\n".join(lines) or "no change"
+        lines.append(words["left"].format(span=result.corrected[issue.start:issue.end], message=issue.message))
+    return "\n".join(lines) or words["none"]
 
 
 def _memory_note(model: str | None) -> None:

@@ -112,7 +112,7 @@ def serve(
     from ..logs import setup
     from ..models.memory import parse_size
     from ..server import ServerConfig, create_app
-    from ..settings import load, load_section
+    from ..settings import load
 
     settings = load(cli={"ctx": ctx, "threads": threads, "kv_type": kv_type, "max_tokens": max_tokens,
                          "n_gpu_layers": n_gpu_layers, "device": device, "quant": quant, "strict_memory": strict_memory,
@@ -134,10 +134,21 @@ def serve(
         model_dirs=tuple(allow_model_paths or ()),
         preload=model or settings.model,
         settings=settings,
-        correct=load_section("correct").settings,
+        correct=_correct_settings(),
     )
     app = create_app(config)
     listening = bind(host, port)  # a busy port is an error before anything is announced
     print(f"mistralkit {'requires an API key' if keys else 'open (no API key)'}: web page http://{host}:{port}/ "
           f"· OpenAI API http://{host}:{port}/v1 · Ctrl-C to stop", file=sys.stderr)
     run(app, listening, host, port, settings.log_level, config.body_timeout_s, grace_s=config.shutdown_grace_s)
+
+
+def _correct_settings():
+    """``/v1/correct``'s defaults: the [correct] settings, in rank mode unless they name a mode (a
+    server has a model at hand to choose among the rules' candidates)."""
+    from dataclasses import replace
+
+    from ..settings import load_section
+
+    loaded = load_section("correct")
+    return replace(loaded.settings, mode="rank") if loaded.sources["mode"] == "default" else loaded.settings

@@ -54,23 +54,37 @@ def params(temperature: float, max_tokens: int, sentence_tokens: int) -> Generat
                             stop=("\n\n",))  # not "\n": some models open their answer with one
 
 
-class FirstLine:
-    """Collects a streamed answer and says when its first non-empty line is complete (stop there)."""
+LOOP = "the rewrite ran far past the sentence's length (a repetition loop): stopped, the sentence is kept"
 
-    def __init__(self) -> None:
-        self.text = ""
+
+def limit_for(sentence: str) -> int:
+    """Characters a rewrite may reach before it is taken for a loop: half as long again, and some."""
+    return int(1.5 * len(sentence)) + 20
+
+
+class FirstLine:
+    """Collects a streamed answer and says when its first non-empty line is complete (stop there), or
+    when it grew past ``limit`` characters (``overflow``: a model repeating itself)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.text, self.limit, self.overflow = "", limit, False
 
     def feed(self, piece: str) -> bool:
         self.text += piece
-        return "\n" in self.text.lstrip()
+        head = self.text.lstrip()
+        if "\n" in head:
+            return True
+        self.overflow = self.limit is not None and len(head) > self.limit
+        return self.overflow
 
 
-def first_line(engine, messages: list[Message], params: GenerationParams) -> str:
-    """Generate until the first non-empty line ends (base models go on with more turns)."""
+def first_line(engine, messages: list[Message], params: GenerationParams, limit: int | None = None) -> FirstLine:
+    """Generate until the first non-empty line ends (base models go on with more turns) or passes
+    ``limit`` characters."""
     import threading
 
-    cancel, line = threading.Event(), FirstLine()
+    cancel, line = threading.Event(), FirstLine(limit)
     for chunk in engine.generate(messages, params, cancel):
         if line.feed(chunk.text):
             cancel.set()  # the engine stops before its next token
-    return line.text
+    return line

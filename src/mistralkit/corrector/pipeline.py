@@ -1,5 +1,6 @@
-"""``mistralkit.correct``: rules (checker suggestions outside protected spans), then in hybrid mode
-an LLM rewrite of each sentence that guards keep or refuse.
+"""``mistralkit.correct``: rules (checker suggestions outside protected spans); in rank mode a model
+chooses among the rules' candidates by their likelihood (``ranking.py``) instead; in hybrid mode an LLM
+rewrite of each sentence follows the rules, kept or refused by the guards.
 
 >>> from mistralkit import correct
 >>> correct("Il a manger une pomme.").corrected  # doctest: +SKIP
@@ -9,6 +10,7 @@ an LLM rewrite of each sentence that guards keep or refuse.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +26,8 @@ from .types import Checker, Correction, Issue, Protected, Refusal
 
 log = logging.getLogger(__name__)
 RULE_ROUNDS = 4  # rule passes at most: each re-checks the text the previous one left
+RANK_PARALLEL = 4  # sequences the rank mode's own model decodes at once
+RANK_CTX = 1024  # tokens per slot: a scored sentence is far shorter (a longer one keeps its spots as they are)
 PIECE = 4000  # characters corrected at once at most (Grammalecte checks ~7,000 a second here)
 CANCELLED = "cancelled: the request was abandoned, the sentence is kept as the rules left it"
 Cancelled = Callable[[], bool]
@@ -48,8 +52,8 @@ class Corrector:
 
     def __init__(self, settings: CorrectSettings | None = None, *, checker: Checker | None = None,
                  engine: Engine | None = None, model_name: str | None = None) -> None:
-        """``engine`` (hybrid mode): the model to rewrite with, any ``Engine`` (the server hands in its
-        queue as one); without one, hybrid mode loads ``settings.model``."""
+        """``engine`` (rank and hybrid modes): the model that scores or rewrites, any ``Engine`` (the server
+        hands in its queue as one); without one, those modes load ``settings.model``."""
         from .checkers import open_checker
 
         self.settings = settings or CorrectSettings()
@@ -57,18 +61,27 @@ class Corrector:
         self._owns_checker = checker is None
         self._loaded = None
         self.engine, self.model_name = engine, model_name
-        if self.settings.mode == "hybrid" and engine is None:
+        if self.settings.mode != "rules" and engine is None:
             self._load_model()
+        self._scorer = None
 
     def _load_model(self) -> None:
         from ..api import load
         from ..settings import load as load_settings
 
+        from ..models.catalog import BASE_MODEL
+
         s = self.settings
-        self._loaded = loaded = load(load_settings({"model": s.model, "adapter": s.adapter}).settings)
+        model = s.model or (BASE_MODEL if s.mode == "rank" else None)  # ranking needs French, not chat
+        parallel = RANK_PARALLEL if s.mode == "rank" else 1  # a spot's variants are scored together
+        ctx = RANK_CTX if s.mode == "rank" else None  # a sentence at a time: a small KV cache per slot
+        self._loaded = loaded = load(load_settings({"model": model, "adapter": s.adapter, "ctx": ctx}).settings,
+                                     parallel)
         self.engine, self.model_name = loaded.engine, loaded.model.name
 
     def close(self) -> None:
+        if self._scorer is not None:
+            self._scorer.close()
         if self._owns_checker:
             self.checker.close()
         if self._loaded is not None:
@@ -112,7 +125,11 @@ class Corrector:
         protected = stage.timed("protect", find_protected, text, words=words, ner=self.settings.spacy_model,
                                 proper_nouns=self.checker.proper_nouns)
         issues = stage.timed("check", self._issues, text, protected)
-        middle, rules, left = self._rules(text, protected, issues, stage, cancelled)
+        proposed: list[E.Edit] = []
+        if self.settings.mode == "rank":
+            middle, rules, left, proposed = self._ranked(text, protected, issues, stage, cancelled)
+        else:
+            middle, rules, left = self._rules(text, protected, issues, stage, cancelled)
         final, refused = middle, []
         if self.settings.mode == "hybrid":
             final, refused, left = self._rewrite(middle, _moved(protected, rules), left, stage,
@@ -120,8 +137,9 @@ class Corrector:
         stage.seconds["total"] = time.perf_counter() - started
         in_final = _moved(protected, E.diff_edits(text, final, "llm"))
         left = [i for i in left if not E.overlaps(i.start, i.end, in_final)]  # a name is no mistake
-        return Correction(text, final, self.settings.mode, E.combine(text, rules, middle, final), protected, refused,
-                          left, stage.seconds, self.checker.name, self.model_name)
+        edits = [e for e in E.combine(text, rules, middle, final) if e.before != e.after]  # a fix undone: no edit
+        return Correction(text, final, self.settings.mode, edits, proposed, protected, refused, left, stage.seconds,
+                          self.checker.name, self.model_name)
 
     def _rules(self, text: str, protected: list[Protected], issues: list[Issue], stage: _Stage,
                cancelled: Cancelled | None = None) -> tuple[str, list[E.Edit], list[Issue]]:
@@ -139,6 +157,40 @@ class Corrector:
             seen.add(current)
             issues = stage.timed("check", self._issues, current, spans)
         return current, done, issues
+
+    def _ranked(self, text: str, protected: list[Protected], issues: list[Issue], stage: _Stage,
+                cancelled: Cancelled | None = None) -> tuple[str, list[E.Edit], list[Issue], list[E.Edit]]:
+        """Rounds of spots decided by the model's scores (``ranking.py``), re-checked after each: (text,
+        applied edits, issues left, proposed edits), edits in ``text``'s coordinates."""
+        from . import ranking
+
+        if self._scorer is None:
+            self._scorer = ranking.Scorer(self.engine)
+        morph = getattr(self.checker, "morph", None)
+        current, done, spans, seen = text, [], protected, {text}
+        unsure: list[E.Edit] = []
+        for round_ in range(ranking.ROUNDS):
+            if cancelled is not None and cancelled():
+                break
+            found = stage.timed("spots", ranking.spots, current, issues, spans, morph, free=round_ == 0)
+            apply_unsure = self.settings.apply_unsure
+            choices = stage.timed("rank", ranking.decide, current, found, self._scorer, cancelled, apply_unsure)
+            edits = [E.Edit(c.start, c.end, c.before, c.after, "lm", c.message or ranking.MESSAGE, c.rule,
+                            round(c.confidence, 3)) for c in choices]
+            picks = [e for e, c in zip(edits, choices) if c.sure or apply_unsure]
+            back = E.OffsetMap(done)  # the unsure ones, in the original text's coordinates
+            unsure += [replace(e, start=back.original(e.start), end=back.original(e.end),
+                               before=text[back.original(e.start):back.original(e.end)])
+                       for e, c in zip(edits, choices) if not (c.sure or apply_unsure)]
+            following = E.apply(current, picks)
+            if not picks or following in seen:
+                break
+            done = E.combine(text, done, current, following, "lm", picks)
+            spans, current = _moved(spans, picks), following
+            seen.add(current)
+            issues = stage.timed("check", self._issues, current, spans)
+        unsure = [u for u in unsure if not E.overlaps(u.start, u.end, [_as_span(e) for e in done])]
+        return current, done, issues, unsure
 
     def _issues(self, text: str, protected: Sequence[Protected]) -> list[Issue]:
         """The checker's findings and our own rules' ("a"/"à", confusions decided on its dictionary)."""
@@ -161,11 +213,13 @@ class Corrector:
             sentence = middle[start:end]
             out.append(middle[at:start])
             at = end
+            here = sum(map(len, out))  # where the sentence starts in the final text (rewrites before it
+            span = (here, here + len(sentence))  # may have changed its length): refusals point there
             if not sentence.strip():
                 out.append(sentence)
                 continue
             if cancelled is not None and cancelled():  # checked between sentences, never mid-generation
-                refused.append(Refusal(start, end, CANCELLED))
+                refused.append(Refusal(*span, CANCELLED))
                 out.append(sentence)
                 continue
             inside = [p for p in protected if start <= p.start and p.end <= end]
@@ -178,7 +232,7 @@ class Corrector:
             if reason is None:
                 out.append(kept)
             else:
-                refused.append(Refusal(start, end, reason, proposal))
+                refused.append(Refusal(*span, reason, proposal))
                 out.append(sentence)
         out.append(middle[at:])
         final = "".join(out)
@@ -196,12 +250,15 @@ class Corrector:
             tokens = engine.count_tokens(prompt)
             if tokens + 16 >= engine.n_ctx:
                 raise ContextOverflow(f"{tokens} tokens")
-            reply = llm.first_line(engine, prompt, llm.params(self.settings.temperature, self.settings.max_tokens,
-                                                              max(1, tokens // 3)))
+            line = llm.first_line(engine, prompt, llm.params(self.settings.temperature, self.settings.max_tokens,
+                                                             max(1, tokens // 3)), llm.limit_for(masked))
         except ContextOverflow:
             return sentence, "too long for the model's context: the sentence is kept as the rules left it", ""
         except MistralkitError as exc:
             return sentence, f"model error: {exc.message}", ""
+        reply = line.text
+        if line.overflow:
+            return sentence, llm.LOOP, reply
         proposal = llm.clean(reply, masked)
         if not proposal:
             return sentence, "empty rewrite", reply
@@ -211,10 +268,16 @@ class Corrector:
         return len(self.checker.check(sentence))
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")  # C0 controls but tab, line breaks and form feed; DEL
+
+
 def validate(text: str) -> None:
     if not isinstance(text, str):
         raise InvalidParameter("the text to correct must be a string")
     check_text(text, "the text to correct")
+    if found := CONTROL.search(text):
+        raise InvalidParameter(f"the text to correct holds a control character (U+{ord(found.group()):04X}) at "
+                               f"character {found.start() + 1}", hint="remove it: it is no part of a French text")
     if not text.strip():
         raise InvalidParameter("the text to correct is empty", hint="pass some French text")
 
@@ -249,6 +312,7 @@ def join(text: str, pieces: Sequence[tuple[int, Correction]], mode: str, checker
         at = offset + len(piece.text)
         new_offset = sum(map(len, out)) - len(piece.corrected)
         whole.edits += E.shift(piece.edits, offset)
+        whole.proposed += E.shift(piece.proposed, offset)
         whole.protected += [replace(p, start=p.start + offset, end=p.end + offset) for p in piece.protected]
         whole.refused += [replace(r, start=r.start + new_offset, end=r.end + new_offset) for r in piece.refused]
         whole.issues_left += [replace(i, start=i.start + new_offset, end=i.end + new_offset) for i in piece.issues_left]

@@ -132,12 +132,30 @@ _MODELS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
 
+def _import_spacy() -> Any:
+    """spaCy, without the PyTorch its thinc layer imports when torch is installed: the NER model runs
+    on thinc's own NumPy ops, and importing torch costs a CLI call 1-2 s. A later ``import torch``
+    (hybrid mode on a transformers model) works as usual."""
+    import sys
+
+    if "spacy" in sys.modules or "torch" in sys.modules:
+        import spacy
+
+        return spacy
+    sys.modules["torch"] = None  # type: ignore[assignment]  # "import torch" raises ImportError meanwhile
+    try:
+        import spacy
+    finally:
+        del sys.modules["torch"]
+    return spacy
+
+
 def load_ner(name: str = "fr_core_news_sm") -> Any:
     """The spaCy pipeline ``name``, loaded once per process, without the pipes protection does not use."""
     with _LOCK:
         if name not in _MODELS:
             try:
-                import spacy
+                spacy = _import_spacy()
             except ImportError:
                 raise MissingDependency("spaCy is not installed", hint="pip install 'mistralkit[correct]'") from None
             try:

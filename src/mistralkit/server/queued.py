@@ -45,6 +45,11 @@ class QueuedEngine(EngineBase):
         finally:  # stream's own exit: cancel the job, give a waiting job's place back
             asyncio.run_coroutine_threadsafe(chunks.aclose(), self._loop).result()
 
+    def logprobs(self, tokens: Sequence[int], start: int) -> list[float]:
+        """Scoring (the corrector's rank mode) goes straight into the model's batch: a short prefill,
+        decoded beside the running generations, not a job of the queue."""
+        return self._engine.logprobs(tokens, start)
+
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return self._engine.count_tokens(messages)
 

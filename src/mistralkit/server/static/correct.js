@@ -10,16 +10,21 @@ function protectedSpan(result, span) {
   return node;
 }
 
-/** The corrected text as nodes: each edit a <mark> (class rule or llm) whose title is its reason. */
+const SOURCES = { rule: "règle", llm: "modèle", lm: "choix du modèle" };
+
+/** The corrected text as nodes: each edit a <mark> (class rule, llm or lm) whose title is its reason;
+ * an unsure change (proposed, not applied) shows the text as written, outlined, with the proposal. */
 function renderCorrected(result) {
   const nodes = [];
   let at = 0;          // position in the original text
+  const changes = [...result.edits, ...(result.proposed || []).map((e) => ({ ...e, unsure: true }))];
   const untouched = result.protected.filter(
-    (p) => !result.edits.some((e) => e.start < p.end && p.start < e.end));  // edits win, should one overlap
-  const spans = [...result.edits.map((edit) => ({ edit, start: edit.start, end: edit.end })),
+    (p) => !changes.some((e) => e.start < p.end && p.start < e.end));  // edits win, should one overlap
+  const spans = [...changes.map((edit) => ({ edit, start: edit.start, end: edit.end })),
                  ...untouched.map((span) => ({ span, start: span.start, end: span.end }))]
     .sort((a, b) => a.start - b.start || a.end - b.end);
   for (const { edit, span, start } of spans) {
+    if (start < at) continue;  // overlaps what is already shown
     nodes.push(document.createTextNode(result.text.slice(at, start)));
     if (span) {
       nodes.push(protectedSpan(result, span));
@@ -27,11 +32,15 @@ function renderCorrected(result) {
       continue;
     }
     const mark = document.createElement("mark");
-    mark.className = `edit ${edit.source}`;
+    mark.className = edit.unsure ? "edit unsure" : `edit ${edit.source}`;
     mark.tabIndex = 0;
-    mark.textContent = edit.after || "∅";
-    const why = edit.message || (edit.source === "llm" ? "réécrit par le modèle" : "règle du correcteur");
-    mark.title = `${edit.before} → ${edit.after || "(supprimé)"} : ${why}`;
+    mark.textContent = edit.unsure ? edit.before : (edit.after || "∅");
+    const sure = edit.source === "lm" ? ` (confiance ${Math.round(edit.confidence * 100)} %)` : "";
+    const why = (edit.message || (edit.source === "llm" ? "réécrit par le modèle" : "règle du correcteur")) + sure;
+    mark.title = edit.unsure ? `proposition incertaine, non appliquée : ${edit.before} → ${edit.after}${sure}`
+                             : `${edit.before} → ${edit.after || "(supprimé)"} : ${why}`;
+    mark.dataset.after = edit.after;
+    mark.dataset.source = edit.unsure ? "incertain, non appliqué" : (SOURCES[edit.source] || edit.source);
     mark.dataset.before = edit.before;
     mark.dataset.message = why;
     mark.addEventListener("click", () => showDetail(mark));
@@ -44,8 +53,27 @@ function renderCorrected(result) {
 }
 
 function showDetail(mark) {
-  const source = mark.classList.contains("llm") ? "modèle" : "règle";
-  $("detail").textContent = `« ${mark.dataset.before} » → « ${mark.textContent} » (${source}) : ${mark.dataset.message}`;
+  $("detail").textContent =
+    `« ${mark.dataset.before} » → « ${mark.dataset.after} » (${mark.dataset.source}) : ${mark.dataset.message}`;
+}
+
+// The guards' reasons (corrector/guards.py) in French, by the words they begin with.
+const REASONS = [
+  ["protected string changed", "une chaîne protégée a changé"], ["placeholder", "un nom masqué a été abîmé"],
+  ["new digits", "des chiffres ont été ajoutés"], ["new number word", "un nombre a été ajouté"],
+  ["new name", "un nom a été ajouté"], ["word dropped", "un mot a disparu"], ["word added", "un mot a été ajouté"],
+  ["word changed", "un mot a été remplacé"], ["rule fix undone", "une correction des règles a été défaite"],
+  ["edit ratio", "la phrase a trop changé"], ["length ratio", "la longueur a trop changé"],
+  ["more checker errors", "plus d'erreurs qu'avant"], ["the rewrite ran far past", "le modèle s'est répété"],
+  ["too long for the model", "phrase trop longue pour le modèle"], ["model error", "erreur du modèle"],
+  ["empty rewrite", "réponse vide"], ["cancelled", "correction interrompue"],
+];
+
+function reasonInFrench(reason) {
+  const found = REASONS.find(([prefix]) => reason.startsWith(prefix));
+  if (!found) return reason;
+  const quoted = reason.match(/'[^']*'(?: -> '[^']*')?/);
+  return quoted ? `${found[1]} : ${quoted[0]}` : found[1];
 }
 
 function renderRefused(result) {
@@ -53,7 +81,7 @@ function renderRefused(result) {
     const item = document.createElement("li");
     item.className = "refused";
     const sentence = result.corrected.slice(refusal.start, refusal.end).trim();
-    item.textContent = `Réécriture du modèle refusée pour « ${sentence} » (${refusal.reason}) : ` +
+    item.textContent = `Réécriture du modèle refusée pour « ${sentence} » (${reasonInFrench(refusal.reason)}) : ` +
       "le résultat des règles est gardé.";
     return item;
   });
@@ -78,7 +106,7 @@ async function correct() {
   const mode = $("mode").value;
   const body = { text, mode,
                  protect: $("protect").value.split(",").map((w) => w.trim()).filter(Boolean) };
-  if (mode === "hybrid" && $("model").value) body.model = $("model").value;
+  if (mode === "hybrid" && $("model").value) body.model = $("model").value;  // rank: the server's French base model
   $("run").disabled = true;
   $("run").textContent = "Correction…";
   try {
@@ -87,9 +115,11 @@ async function correct() {
     const result = await response.json();
     renderCorrected(result);
     renderRefused(result);
-    const count = result.edits.length;
-    $("detail").textContent = count ? `${count} correction${count > 1 ? "s" : ""} : cliquez sur un mot pour la raison.`
-                                    : "Aucune correction.";
+    const count = result.edits.length, unsure = (result.proposed || []).length;
+    const doubts = unsure ? ` ${unsure} proposition${unsure > 1 ? "s" : ""} incertaine${unsure > 1 ? "s" : ""}` +
+                            " (encadrée" + (unsure > 1 ? "s" : "") + "), non appliquée" + (unsure > 1 ? "s" : "") + "." : "";
+    $("detail").textContent = (count ? `${count} correction${count > 1 ? "s" : ""} : cliquez sur un mot pour la raison.`
+                                     : "Aucune correction.") + doubts;
     $("result").hidden = false;
   } finally {
     $("run").disabled = false;
