@@ -193,20 +193,21 @@ class StubCorrector:
     """Stands in for ``mistralkit.correct``, which needs Grammalecte and (hybrid) a model that these
     metric tests must not: it tests the bench's plumbing (timing, refusals, summary, table row)."""
 
-    def __init__(self, fixes: dict[str, tuple[str, list[str]]]) -> None:
+    def __init__(self, fixes: dict[str, tuple[str, list[str], list[str]]]) -> None:
         self.fixes, self.seen = fixes, []
 
-    def __call__(self, text: str) -> tuple[str, list[str]]:
+    def __call__(self, text: str) -> tuple[str, list[str], list[str]]:
         self.seen.append(text)
-        return self.fixes.get(text, (text, []))
+        return self.fixes.get(text, (text, [], []))
 
 
 def test_run_system_and_summary_with_a_stub():
     rows = [_row(1, "les chat noir", "les chats noirs"), _row(2, "Il mange.", "Il mange."),
             _row(3, "Il a manger à Lyon.", "Il a mangé à Lyon.", ["Lyon"])]
-    stub = StubCorrector({"les chat noir": ("les chats noirs", []),
+    stub = StubCorrector({"les chat noir": ("les chats noirs", [], []),
+                          "Il mange.": ("Il mange.", [], ["Il manges."]),  # an unsure proposal, wrong
                           "Il a manger à Lyon.": ("Il a mangé à Lyon.",
-                                                  ["protected: Lyon", "edit ratio: 0.7"])})
+                                                  ["protected: Lyon", "edit ratio: 0.7"], [])})
     raw = Q.run_system(stub, rows)
     assert stub.seen == [Q.WARM_UP, *(r["text"] for r in rows)]  # one untimed warm-up first
     outputs = [s["output"] for s in raw["sentences"]]
@@ -217,8 +218,10 @@ def test_run_system_and_summary_with_a_stub():
     assert (s["exact"], s["fixed_pct"], s["reverts"]) == (3, 100.0, 2)
     assert s["reverts_by_reason"] == {"protected": 1, "edit ratio": 1}
     assert s["by_tag"]["correct"]["exact"] == 1 and s["by_tag"]["agreement"]["sentences"] == 2
+    assert (s["unsure"], s["unsure_right"]) == (1, 0)
     row = Q.row_of("stub", s)
-    assert row[:4] == ["stub", "3/3", "100.0", "0.0"] and row[8] == "2 (edit ratio 1, protected 1)"
+    assert row[:4] == ["stub", "3/3", "100.0", "0.0"] and row[7] == "0/1"
+    assert row[9] == "2 (edit ratio 1, protected 1)"
     assert row[-2:] == ["100", "50"]
 
 
