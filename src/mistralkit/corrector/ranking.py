@@ -15,7 +15,7 @@ Spots and candidates (never inside a protected span):
   text is wrong there, so a smaller margin suffices);
 - every word of a homophone set (son/sont, a/à, et/est, on/ont, ou/où, ces/ses/c'est/s'est, ...),
   with the others of its set;
-- every verb form heard like another (-er/-é/-és/-ée/-ées/-ez/-ait), with the forms the
+- every -er infinitive or participle (manger/mangé/mangez), with the other forms the
   dictionary knows; a noun after a number or a plural determiner, with its plural.
 Spots are decided left to right, each within its own sentence (the same choice alone or inside a
 paragraph) as the ones before it left it; then the checker looks again (a fixed "sont" makes "allé"
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from ..engines import require
 from .guards import edit_distance, fold
+from .homophones import SUBJECTS
 from .morphology import Morph, keep_case
 from .types import Issue, Protected
 
@@ -47,6 +48,7 @@ HOMOPHONES: tuple[frozenset[str], ...] = tuple(frozenset(s.split()) for s in (
 ))  # not articles (un/une, le/la), mes/mais or tout/tous: the model flips right ones (the checker flags those)
 # Verb endings heard alike: "manger", "mangé", "mangés", "mangée", "mangées", "mangez".
 ENDINGS = ("er", "é", "és", "ée", "ées", "ez")
+AUXILIARIES = frozenset("ai as a avons avez ont suis es est sommes êtes sont été".split())
 PLURAL_BEFORE = frozenset("les des mes tes ses ces nos vos leurs plusieurs quelques deux trois quatre cinq six "
                           "sept huit neuf dix".split())
 WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?|\d+(?:[,.]\d+)?")
@@ -71,13 +73,23 @@ def alternatives(word: str) -> set[str]:
 
 
 def _stem_forms(word: str) -> set[str]:
-    """Forms of the same -er verb heard alike (to be checked against the dictionary)."""
+    """The infinitive of an -er participle, and the participle of an infinitive ("mangé" <-> "manger"), to be
+    checked against the dictionary. Not the participle's gender or number: who "je" is, the model cannot know
+    (the checker's agreement rules flag those)."""
     lower = word.lower()
     for ending in sorted(ENDINGS, key=len, reverse=True):
         if lower.endswith(ending) and len(lower) > len(ending) + 1:
             stem = word[:len(word) - len(ending)]
-            return {stem + e for e in ENDINGS if e != ending}
+            return {stem + "é"} if ending == "er" else {stem + "er"} if ending != "ez" else {stem + "er", stem + "é"}
     return set()
+
+
+def _verb_a(word: str, previous: str) -> bool:
+    """"a" right after a subject pronoun or a name ("Clément a 3 lapins") is the verb, and a capital "À"
+    opening a sentence is the preposition: neither is a spot."""
+    if word == "À":
+        return True
+    return word.lower() in ("a", "as") and (previous.lower() in SUBJECTS or previous[:1].isupper())
 
 
 @dataclass
@@ -114,12 +126,13 @@ def spots(text: str, issues: Sequence[Issue], protected: Sequence[Protected], mo
     words = [(m.start(), m.end(), m.group()) for m in WORD.finditer(text)] if free else []
     forms: dict[tuple[int, int], set[str]] = {}
     for n, (start, end, word) in enumerate(words):
-        if hidden(start, end):
-            continue
-        options = alternatives(word)
-        previous = words[n - 1][2].lower() if n else ""
-        if not word[0].isdigit():
-            forms[(start, end)] = _stem_forms(word)
+        if hidden(start, end) or text[end:end + 1] == "-" or text[start - 1:start] == "-":
+            continue  # "as-tu", "a-t-il": an inversion is written as it is
+        previous = words[n - 1][2] if n else ""
+        options = alternatives(word) if not _verb_a(word, previous) else set()
+        previous = previous.lower()
+        if not word[0].isdigit() and not (previous in AUXILIARIES and not word.lower().endswith("er")):
+            forms[(start, end)] = _stem_forms(word)  # after "a", "est"... a participle stays one
             if previous in PLURAL_BEFORE or previous.isdigit() and previous not in ("0", "1"):
                 forms[(start, end)] |= {word + "s"} if not word.endswith(("s", "x", "z")) else set()
         if options:
@@ -131,7 +144,11 @@ def spots(text: str, issues: Sequence[Issue], protected: Sequence[Protected], mo
         if options:
             spot = found.setdefault((start, end), Spot(start, end, set()))
             spot.candidates |= options
-    ordered = sorted(found.values(), key=lambda s: (s.start, -s.end))
+    for spot in found.values():  # "Gilles a aboyé": the verb, whatever a rule suggests
+        before = WORD.findall(text[max(0, spot.start - 40):spot.start])
+        if _verb_a(text[spot.start:spot.end], before[-1] if before else ""):
+            spot.candidates -= {"à", "À"}
+    ordered = sorted((s for s in found.values() if s.candidates), key=lambda s: (s.start, -s.end))
     out: list[Spot] = []
     for spot in ordered:  # overlapping spots: the first (the longest at a start) wins
         if out and spot.start < out[-1].end:
@@ -231,8 +248,8 @@ def decide(text: str, found: Sequence[Spot], scorer: Scorer, cancelled: Callable
         cut = current.find(" ", min(last, end + RIGHT_CONTEXT))  # what follows the spot, a few words of it
         last = min(last, cut) if cut != -1 else last
         scores = scorer.compare([current[first:start] + o + current[end:last] for o in options])
-        scores = [score - DISTANCE * edit_distance(plain, fold(o)) + (RULE if o == spot.favoured else 0.0)
-                  for score, o in zip(scores, options)]
+        scores = [score + RULE if o == spot.favoured else score - DISTANCE * edit_distance(plain, fold(o))
+                  for score, o in zip(scores, options)]  # the rule's pick is near by its own measure
         best = max(range(len(options)), key=scores.__getitem__)
         margin = scores[best] - max(score for i, score in enumerate(scores) if i != best)  # over the runner-up
         if best == 0 or margin < UNSURE:
