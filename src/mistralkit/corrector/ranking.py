@@ -171,7 +171,6 @@ class Scorer:
         require(engine, "logprobs", "LM-ranked correction")
         require(engine, "tokens", "LM-ranked correction")
         self.engine = engine
-        self.scored = 0  # variants scored, for the bench
         # The variants of a spot go in together when the engine batches: one decode step for all.
         self._threads = ThreadPoolExecutor(engine.parallel, "rank") if engine.parallel > 1 else None
 
@@ -191,7 +190,6 @@ class Scorer:
                 shared = i
                 break
         start = max(1, shared)
-        self.scored += len(variants)
         def score(ids: list[int]) -> float:
             return math.fsum(self.engine.logprobs(ids, start)) if len(ids) > start else 0.0
 
