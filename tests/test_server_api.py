@@ -411,3 +411,15 @@ def test_least_recently_used_model_is_unloaded_over_the_memory_budget(model, tmp
             assert httpx.get(f"{serve.url}/health").json()["models_loaded"] == [name]
     finally:
         assert serve.stop() == 0
+
+
+def test_system_messages_anywhere_join_the_first(client):
+    """OpenAI takes system and developer messages anywhere (pydantic-ai's retry sends one late); a local
+    chat format takes one, first: they are joined there, in order (formats.base.gather_system)."""
+    late = [{"role": "system", "content": "Be brief."}, *STORY,
+            {"role": "developer", "content": "Use plain words."}, {"role": "system", "content": "No lists."}]
+    merged = [{"role": "system", "content": "Be brief.\n\nUse plain words.\n\nNo lists."}, *STORY]
+    warm(client, merged)
+    joined, expected = chat(client, late), chat(client, merged)
+    assert joined.choices[0].message.content == expected.choices[0].message.content
+    assert joined.usage.prompt_tokens == expected.usage.prompt_tokens > chat(client, STORY).usage.prompt_tokens

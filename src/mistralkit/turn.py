@@ -26,6 +26,7 @@ from typing import Any
 from .engines import require
 from .engines.base import check_fits
 from .errors import BadParameter
+from .formats.base import gather_system
 from .formats.mistral import MistralFormat
 from .formats.tools import (fallback_messages, new_call_id, parse_fallback, parse_mistral, parse_template,
                             with_control_tokens)
@@ -208,7 +209,10 @@ def prepare(engine, messages: list[dict], functions: Sequence[Function] = (), ch
     engine cannot run or refuses, a prompt that does not fit its context, a bad tool choice are
     errors now (a 400 before anything streams). ``messages`` are OpenAI's, as dicts (tool turns
     included); ``grammar``: the response format's GBNF, ``grammar_field`` the field it came from;
-    ``raw``: a text prompted as it is, without the chat format (Ollama's ``raw: true``)."""
+    ``raw``: a text prompted as it is, without the chat format (Ollama's ``raw: true``). System
+    messages after the first turn join the first one for a local model (``gather_system``)."""
+    if engine.capabilities.tokens:
+        messages = gather_system(messages)
     if involves_tools(messages, functions, choice):
         turn = _tool_turn(engine, messages, *choose(functions, choice), parallel)
     else:

@@ -61,6 +61,18 @@ def check_messages(messages: Sequence[Message]) -> None:
         raise InvalidParameter("the last message must be from the user")
 
 
+def gather_system(messages: Sequence[dict]) -> list[dict]:
+    """OpenAI takes system (and developer) messages anywhere, several of them; the chat formats of
+    local models take one, first (Gemma's and Mistral's templates refuse any other). So every
+    system message joins the first place, in order, separated by a blank line; the other turns
+    keep their order. A conversation with one system message, first, is returned as it is."""
+    systems = [m for m in messages if m.get("role") == "system"]
+    if not systems or (len(systems) == 1 and messages[0].get("role") == "system"):
+        return list(messages)
+    merged = {"role": "system", "content": "\n\n".join(str(m.get("content") or "") for m in systems)}
+    return [merged, *(m for m in messages if m.get("role") != "system")]
+
+
 def split_system(messages: Sequence[Message]) -> tuple[str | None, list[Message]]:
     if messages and messages[0]["role"] == "system":
         return messages[0]["content"], list(messages[1:])
