@@ -167,9 +167,9 @@ def test_bad_options_are_400(client, bad):
 
 
 def test_what_we_do_not_do_is_refused_clearly(client, server):
-    with pytest.raises(ollama.ResponseError) as info:
-        client.chat(model=MODEL, messages=STORY, tools=[{"type": "function", "function": {"name": "f"}}])
-    assert info.value.status_code == 400 and "tools" in info.value.error
+    images = httpx.post(f"{server.url}/api/chat", headers=AUTH, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "What is this?", "images": ["aGk="]}]})
+    assert images.status_code == 400 and "images" in images.json()["error"]
     with pytest.raises(ollama.ResponseError) as info:
         client.pull(MODEL)
     assert info.value.status_code == 501 and "mistralkit models pull" in info.value.error
@@ -193,3 +193,59 @@ def test_the_api_key_guards_api_as_v1(server, monkeypatch):
     bare = httpx.post(f"{server.url}/api/chat", json={"model": MODEL, "messages": STORY})
     assert bare.status_code == 401 and isinstance(bare.json()["error"], str)
     assert bare.headers["www-authenticate"] == "Bearer"
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather forecast for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+# A call, its result and an answer, then a new question: the base model follows the pattern and calls.
+TOOL_HISTORY = [
+    {"role": "user", "content": "What is the weather in Paris?"},
+    {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather",
+                                                                      "arguments": {"city": "Paris"}}}]},
+    {"role": "tool", "content": "sunny, 24 C", "tool_name": "get_weather"},
+    {"role": "assistant", "content": "It is sunny and 24 C in Paris."},
+    {"role": "user", "content": "What is the weather in Lyon?"},
+]
+
+
+def test_chat_with_tools_returns_calls_in_ollamas_shape_streamed_or_not(client, server):
+    """/api/chat with tools and a tool-call history: the call comes back with its arguments an object
+    (Ollama's shape), whole, and streamed in one message line before the done line."""
+    options = {"temperature": 0, "num_predict": 40}
+    whole = client.chat(model=MODEL, messages=TOOL_HISTORY, tools=[WEATHER_TOOL], options=options)
+    (call,) = whole.message.tool_calls
+    assert call.function.name == "get_weather" and isinstance(call.function.arguments["city"], str)
+    assert whole.message.content == "" and whole.done_reason == "stop"
+    parts = list(client.chat(model=MODEL, messages=TOOL_HISTORY, tools=[WEATHER_TOOL], options=options, stream=True))
+    called = [p for p in parts if p.message.tool_calls]
+    assert len(called) == 1 and not called[0].done and parts[-1].done and not parts[-1].message.tool_calls
+    assert called[0].message.tool_calls[0].function == call.function
+    raw = httpx.post(f"{server.url}/api/chat", headers=AUTH, json={
+        "model": MODEL, "messages": TOOL_HISTORY, "tools": [WEATHER_TOOL], "options": options, "stream": False})
+    assert raw.json()["message"]["tool_calls"][0]["function"]["index"] == 0
+
+
+def test_chat_with_tools_answers_text_when_the_model_writes_text(client):
+    answer = client.chat(model=MODEL, messages=STORY, tools=[WEATHER_TOOL], options=GREEDY)
+    assert answer.message.tool_calls is None and answer.message.content.strip()
+    streamed = "".join(p.message.content for p in client.chat(model=MODEL, messages=STORY, tools=[WEATHER_TOOL],
+                                                               options=GREEDY, stream=True))
+    assert streamed == answer.message.content
+
+
+@pytest.mark.parametrize("messages, says", [
+    ([{"role": "tool", "content": "sunny", "tool_name": "get_weather"}, {"role": "user", "content": "So?"}],
+     "messages[0]: a tool result that answers no earlier tool call named 'get_weather'"),
+    ([*TOOL_HISTORY[:2], {"role": "tool", "content": "sunny", "tool_name": "get_time"}], "named 'get_time'"),
+    ([{"role": "assistant", "content": "", "tool_calls": [{"function": {"arguments": {}}}]}], "function.name"),
+])
+def test_bad_tool_histories_are_400_naming_the_message(server, messages, says):
+    reply = httpx.post(f"{server.url}/api/chat", headers=AUTH,
+                       json={"model": MODEL, "messages": messages, "tools": [WEATHER_TOOL], "stream": False})
+    assert reply.status_code == 400 and says in reply.json()["error"]
+
+
+def test_show_says_which_models_call_tools(client):
+    assert client.show(MODEL).capabilities == ["completion"]  # a base model
+    assert client.show(catalog.DEFAULT_MODEL).capabilities == ["completion", "tools"]  # the embedded instruct one

@@ -23,9 +23,11 @@ from .. import __version__
 from ..engines import Usage
 from ..errors import InvalidParameter, MistralkitError
 from ..http.errors import redact
+from ..turn import Turn
 from . import ollama_shapes as shapes
 from .openai_routes import EMBED_LOCK, Run, queue_job
 from .schemas import ChatRequest
+from .tool_deltas import tool_deltas
 from .watch import cancelled
 
 # Not in /openapi.json: Ollama documents these, and the schema fuzzer bounds only OpenAI's max_tokens.
@@ -84,9 +86,9 @@ async def show(body: shapes.ShowRequest, request: Request) -> dict:
 
 
 async def _queue(request: Request, body: ChatRequest, num_predict: int | None,
-                 raw: str | None = None) -> tuple[Run, float]:
+                 raw: str | None = None) -> tuple[Run, float, Turn]:
     """Prepare the turn (``raw``: a text prompted as it is) and queue it on the model's worker, as
-    ``/v1/chat/completions`` does; (run, load seconds)."""
+    ``/v1/chat/completions`` does; (run, load seconds, turn)."""
     before = time.perf_counter()
     async with request.app.state.pool.use(body.model) as resident:  # held until the job is queued
         load_s = time.perf_counter() - before
@@ -97,7 +99,7 @@ async def _queue(request: Request, body: ChatRequest, num_predict: int | None,
         job = await queue_job(request, body, resident, turn.prompt, turn.grammar)
     run = Run(request, job, resident.model.name)
     run.prompt = turn.prompt
-    return run, load_s
+    return run, load_s, turn
 
 
 def _final(run: Run, started: float, load_s: float) -> dict:
@@ -169,10 +171,44 @@ async def chat(body: shapes.OllamaChatRequest, request: Request):
     body.check()
     if not body.messages:
         return await _load_only(request, body.model, _message, body.stream)
-    messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
-    ours = shapes.to_chat_request(shapes.model_ref(body.model), messages, body.options, body.format)
-    run, load_s = await _queue(request, ours, body.options.num_predict)
-    return await _reply(run, body.model, _message, body.stream, started, load_s)
+    ours = shapes.to_chat_request(shapes.model_ref(body.model), body.openai_messages(), body.options, body.format,
+                                  body.tools)
+    run, load_s, turn = await _queue(request, ours, body.options.num_predict)
+    if not turn.tools:
+        return await _reply(run, body.model, _message, body.stream, started, load_s)
+    if body.stream:
+        return StreamingResponse(_tool_ndjson(run, turn, body.model, started, load_s),
+                                 media_type="application/x-ndjson", headers={"Cache-Control": "no-cache"})
+    async for _ in run.chunks():
+        pass
+    return {"model": body.model, "created_at": shapes.now(), **_answer(run, turn),
+            **_final(run, started, load_s)}
+
+
+def _answer(run: Run, turn: Turn) -> dict:
+    """The finished answer of a turn with tools: its calls in Ollama's shape, or its text."""
+    calls = turn.calls(run.text, run.token_ids, run.tool_calls)
+    ollama_calls = shapes.ollama_calls(calls) if calls else None
+    if ollama_calls:
+        return {"message": {"role": "assistant", "content": "", "tool_calls": ollama_calls}}
+    return _message(run.text)
+
+
+async def _tool_ndjson(run: Run, turn: Turn, name: str, started: float, load_s: float) -> AsyncIterator[str]:
+    """A streamed turn with tools: text as it comes once it cannot be a call (``tool_deltas``), a
+    call whole in one message line (Ollama does not stream arguments), then the done line."""
+    run.streamed = True  # the StreamingResponse cancels this when the client leaves
+    texted = False
+    try:
+        async for delta in tool_deltas(turn)(run):
+            if delta.get("content"):
+                texted = True
+                yield _line({"model": name, "created_at": shapes.now(), **_message(delta["content"]), "done": False})
+        if not texted and run.text:
+            yield _line({"model": name, "created_at": shapes.now(), **_answer(run, turn), "done": False})
+        yield _line({"model": name, "created_at": shapes.now(), **_message(""), **_final(run, started, load_s)})
+    except MistralkitError as exc:
+        yield _line({"error": redact(str(exc))})
 
 
 @router.post("/generate")
@@ -184,7 +220,7 @@ async def generate(body: shapes.OllamaGenerateRequest, request: Request):
         return await _load_only(request, body.model, _response, body.stream)
     messages = body.messages()
     ours = shapes.to_chat_request(shapes.model_ref(body.model), messages, body.options, body.format)
-    run, load_s = await _queue(request, ours, body.options.num_predict, body.prompt if body.raw else None)
+    run, load_s, _ = await _queue(request, ours, body.options.num_predict, body.prompt if body.raw else None)
     return await _reply(run, body.model, _response, body.stream, started, load_s, _context)
 
 

@@ -5,9 +5,15 @@ Accepted and ignored: ``keep_alive`` (models stay loaded until the memory budget
 ``options.num_ctx`` (the server's ``--ctx`` decides; a prompt over it is still a 400), the load and
 sampler options we do not have (``num_batch``, ``num_gpu``, ``num_thread``, ``mirostat``,
 ``typical_p``, ...), ``show``'s ``verbose``. ``num_predict`` -1 or -2 means
-"until the context is full"; left out, it is the server's ``--max-tokens``, as on ``/v1``. Refused
-with a 400: tools (and tool messages), images, ``think``, ``logprobs``, ``suffix``, ``template``,
-``context``, and an embedding ``dimensions`` other than the model's.
+"until the context is full"; left out, it is the server's ``--max-tokens``, as on ``/v1``.
+
+Tools on ``/api/chat`` are OpenAI's ``tools`` with ``tool_choice`` auto (Ollama has no choice): the
+model decides. Calls come back as Ollama writes them, ``{"function": {"index", "name", "arguments":
+{...}}}`` (arguments an object, not a JSON string), in the last message line before the done line when
+streamed. A history's assistant ``tool_calls`` and ``tool`` results (``tool_name``: the function they
+answer; left out, the oldest call not yet answered) are translated to OpenAI's turns with call ids.
+Refused with a 400: images, ``think``, ``logprobs``, ``suffix``, ``template``, ``context``, and an
+embedding ``dimensions`` other than the model's.
 """
 
 from __future__ import annotations
@@ -41,11 +47,24 @@ class Options(BaseBody):
     num_ctx: int | None = None  # accepted, ignored: the server's --ctx decides
 
 
+class OllamaFunctionCall(BaseBody):
+    name: str = Field(min_length=1, max_length=64)
+    arguments: dict[str, Any] | str = Field(default_factory=dict)  # Ollama's: an object; a JSON text taken too
+    index: int | None = None
+
+
+class OllamaToolCall(BaseBody):
+    function: OllamaFunctionCall
+    id: str | None = Field(default=None, max_length=64)
+
+
 class OllamaMessage(BaseBody):
     role: str
     content: str | None = ""
     images: list[str] | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[OllamaToolCall] | None = None
+    tool_name: str | None = Field(default=None, max_length=64)  # a tool result: the function it answers
+    tool_call_id: str | None = Field(default=None, max_length=64)
 
 
 class _Generation(RequestBody):
@@ -78,9 +97,58 @@ class OllamaChatRequest(_Generation):
     tools: list[dict[str, Any]] | None = None
 
     def check(self) -> None:
-        self.refuse_unsupported({"tools": self.tools, "images": any(m.images for m in self.messages),
-                                 "tool_calls": any(m.tool_calls for m in self.messages),
-                                 "role 'tool'": any(m.role == "tool" for m in self.messages)})
+        self.refuse_unsupported({"images": any(m.images for m in self.messages)})
+
+    def openai_messages(self) -> list[dict]:
+        """The conversation in OpenAI's shape: calls get ids, each tool result the id of the call it answers."""
+        out: list[dict] = []
+        waiting: list[tuple[str, str]] = []  # (id, name) of calls not answered yet, oldest first
+        for index, message in enumerate(self.messages):
+            if message.role == "tool":
+                out.append({"role": "tool", "content": message.content or "",
+                            "tool_call_id": _answered(waiting, message, index)})
+                continue
+            turn: dict[str, Any] = {"role": message.role, "content": message.content or ""}
+            if message.tool_calls:
+                turn["tool_calls"] = [_openai_call(call, f"call_{index}x{n}")
+                                      for n, call in enumerate(message.tool_calls)]
+                waiting += [(call["id"], call["function"]["name"]) for call in turn["tool_calls"]]
+            out.append(turn)
+        return out
+
+
+def _openai_call(call: OllamaToolCall, default_id: str) -> dict:
+    arguments = call.function.arguments
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return {"id": call.id or default_id, "type": "function", "function": {"name": call.function.name,
+                                                                          "arguments": text}}
+
+
+def _answered(waiting: list[tuple[str, str]], message: OllamaMessage, index: int) -> str:
+    """The id of the call a tool result answers (by id, by ``tool_name``, else the oldest), taken off ``waiting``."""
+    for position, (call_id, name) in enumerate(waiting):
+        if message.tool_call_id == call_id or (not message.tool_call_id and message.tool_name in (None, name)):
+            del waiting[position]
+            return call_id
+    raise InvalidParameter(f"messages[{index}]: a tool result that answers no earlier tool call"
+                           + (f" named {message.tool_name!r:.70}" if message.tool_name else ""),
+                           hint="put the assistant message with its tool_calls before the tool results")
+
+
+def ollama_calls(calls: list[dict]) -> list[dict] | None:
+    """OpenAI's calls (arguments a JSON text) as Ollama writes them (arguments an object); None when an
+    answer's arguments are not a JSON object (cut short by num_predict): it is then text."""
+    out = []
+    for index, call in enumerate(calls):
+        try:
+            arguments = json.loads(call["function"]["arguments"] or "{}")
+        except ValueError:
+            return None
+        if not isinstance(arguments, dict):
+            return None
+        out.append({"id": call["id"], "function": {"index": index, "name": call["function"]["name"],
+                                                   "arguments": arguments}})
+    return out
 
 
 class OllamaGenerateRequest(_Generation):
@@ -155,7 +223,8 @@ def _response_format(fmt: str | dict | None) -> dict | None:
     return {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt}}
 
 
-def to_chat_request(model: str, messages: list[dict], options: Options, fmt: str | dict | None) -> ChatRequest:
+def to_chat_request(model: str, messages: list[dict], options: Options, fmt: str | dict | None,
+                    tools: list[dict] | None = None) -> ChatRequest:
     """The same request in our OpenAI shape, validated by the same rules (a bad value is a 400 here).
 
     ``num_predict`` -1 or -2 is left unset: the route sets it to the context size once the model is loaded.
@@ -164,7 +233,8 @@ def to_chat_request(model: str, messages: list[dict], options: Options, fmt: str
     if options.num_predict is not None and options.num_predict not in FOREVER:
         values["max_tokens"] = options.num_predict
     try:
-        return ChatRequest(model=model, messages=messages, response_format=_response_format(fmt), **values)
+        return ChatRequest(model=model, messages=messages, response_format=_response_format(fmt), tools=tools or None,
+                           **values)
     except ValidationError as exc:
         errors = [{**e, "loc": (_OPTION_OF.get(str(e["loc"][0]), e["loc"][0]), *e["loc"][1:]) if e["loc"] else ()}
                   for e in exc.errors()]
@@ -283,8 +353,18 @@ def show(model, defaults: dict[str, Any]) -> dict:
     return {"modelfile": modelfile, "parameters": parameters,
             "template": (info.chat_template or "") if info else "",  # GGUF's Jinja template, not a Go one
             "details": details(model), "model_info": metadata, "license": entry.license if entry else "",
-            "capabilities": ["embedding"] if kind == "embedding" else ["completion"],
+            "capabilities": capabilities(model, kind),
             "modified_at": when(model.path.stat().st_mtime) if getattr(model, "path", None) else when(0)}
+
+
+def capabilities(model, kind: str) -> list[str]:
+    """What ``/api/show`` says a model does: "embedding"; or "completion", and "tools" for a chat model
+    (an instruct catalog entry, or a file whose chat template reads tools) or a remote API."""
+    if kind == "embedding":
+        return ["embedding"]
+    info, entry = getattr(model, "info", None), getattr(model, "entry", None)
+    chat = entry.instruct if entry is not None else "tools" in ((info.chat_template or "") if info else "")
+    return ["completion", "tools"] if chat or info is None else ["completion"]
 
 
 def sampling_defaults() -> dict[str, Any]:
