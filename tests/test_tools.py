@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import jsonschema
 import openai
 import pytest
@@ -27,10 +28,22 @@ FAST = {"temperature": 0, "max_tokens": 48, "seed": 1}
 
 
 @pytest.fixture(scope="module")
-def client(model, mk_home, tmp_path_factory):
+def served(model, mk_home, tmp_path_factory):
     serve = Serve(mk_home, tmp_path_factory.mktemp("serve") / "tools.log", "--api-key", KEY, *ONE_THREAD)
-    yield serve.client()
+    yield serve
     serve.stop()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return served.client()
+
+
+@pytest.fixture(scope="module")
+def mistral(served):
+    from mistralai.client import Mistral
+
+    return Mistral(api_key=KEY, server_url=served.url, timeout_ms=120_000)
 
 
 def _valid(call) -> dict:
@@ -303,3 +316,34 @@ def test_named_call_answers_are_parsed_as_mistral_common_writes_them(version, tm
         assert [c["id"] for c in answered] == [i for _, i, _ in wanted]
     assert parse_template(vocab.decode(tokens, special_token_policy=SpecialTokenPolicy.IGNORE)) is None
     assert parse_template(text[:-4]) is None  # cut short inside the last call's arguments
+
+
+# --- Mistral's API dialect, through its own SDK (mistralai) ---------------------------------------------
+
+def test_mistral_sdk_tool_choice_any_whole_and_streamed(mistral):
+    """``tool_choice: "any"`` is Mistral's "required"; streamed, every tool-call chunk names its function
+    (the SDK requires it) and the last chunk carries the usage, as Mistral's API sends them."""
+    ask = {"model": MODEL, "messages": ASK, "tools": TOOLS, "tool_choice": "any", "temperature": 0, "max_tokens": 48}
+    (call,) = mistral.chat.complete(**ask).choices[0].message.tool_calls
+    assert call.function.name in SCHEMAS
+    jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
+    events = [event.data for event in mistral.chat.stream(**ask)]
+    deltas = [d for e in events for c in e.choices for d in c.delta.tool_calls or ()]
+    assert len(deltas) > 1 and {d.function.name for d in deltas} == {call.function.name}
+    assert json.loads("".join(d.function.arguments for d in deltas)) == json.loads(call.function.arguments)
+    assert events[-1].choices[0].finish_reason == "tool_calls" and events[-1].usage.completion_tokens > 0
+
+
+def test_mistral_sdk_random_seed_embeddings_and_models(mistral, served):
+    ask = {"model": MODEL, "messages": ASK, "temperature": 1.0, "max_tokens": 12}
+    answers = {mistral.chat.complete(**ask, random_seed=7).choices[0].message.content for _ in range(2)}
+    others = {mistral.chat.complete(**ask, random_seed=s).choices[0].message.content for s in (8, 9, 10)}
+    assert len(answers) == 1 and others - answers  # the seed decides the sampling
+    both = httpx.post(f"{served.url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                      json={**ask, "seed": 1, "random_seed": 2})
+    assert both.status_code == 400 and "random_seed" in both.json()["error"]["message"]
+    embedded = mistral.embeddings.create(model="all-minilm-l6-v2", inputs=["hello", "world"])
+    assert embedded.id and len(embedded.data) == 2 and len(embedded.data[0].embedding) == 384
+    listed = {m.id: m for m in mistral.models.list().data}
+    assert listed[MODEL].type == "base" and listed[MODEL].capabilities.completion_chat
+    assert mistral.models.retrieve(model_id="gemma-3-270m").id == MODEL  # the name chat takes

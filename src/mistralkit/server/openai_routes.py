@@ -42,17 +42,23 @@ def _model_rows(operator: str | None) -> list[dict]:
     from .boundary import looks_like_path
 
     here, _ = listing()
-    rows = [{"id": row.name, "object": "model", "created": 0, "owned_by": "mistralkit", "kind": row.kind}
-            for row in here]
+    rows = [_model_row(row.name, "mistralkit", row.kind) for row in here]
     if operator and looks_like_path(operator) and Path(operator).stem not in {row["id"] for row in rows}:
-        rows.insert(0, {"id": Path(operator).stem, "object": "model", "created": 0, "owned_by": "mistralkit",
-                        "kind": "llm"})
+        rows.insert(0, _model_row(Path(operator).stem, "mistralkit", "llm"))
     names = {row["id"] for row in rows}
     for listed in remote_listing():
         name = listed.remote.name
         if name not in names:
-            rows.append({"id": name, "object": "model", "created": 0, "owned_by": "remote", "kind": "llm"})
+            rows.append(_model_row(name, "remote", "llm"))
     return rows
+
+
+def _model_row(name: str, owner: str, kind: str) -> dict:
+    """OpenAI's model object, with what Mistral's SDK requires of one (``type``, ``capabilities``)."""
+    chat = kind in ("llm", "adapter")
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner, "kind": kind, "type": "base",
+            "capabilities": {"completion_chat": chat, "function_calling": chat, "fine_tuning": kind == "llm",
+                             "completion_fim": False, "vision": False}}
 
 
 @router.get("/models")
@@ -63,12 +69,14 @@ async def models(request: Request) -> dict:
 
 @router.get("/models/{model_id:path}")
 async def model(model_id: str, request: Request) -> dict:
-    """One model of ``/v1/models`` (404 ``model_not_found`` for another name)."""
+    """One model of ``/v1/models``, by its id or the name chat takes (``gemma-3-270m`` for
+    ``gemma-3-270m:q4_k_m``); 404 ``model_not_found`` for another name."""
     from ..errors import ModelNotFound
 
-    for row in await run_in_threadpool(_model_rows, request.app.state.config.preload):
-        if row["id"] == model_id:
-            return row
+    rows = await run_in_threadpool(_model_rows, request.app.state.config.preload)
+    short = model_id.removesuffix(":latest")
+    for row in [r for r in rows if r["id"] == model_id] or [r for r in rows if r["id"].split(":", 1)[0] == short]:
+        return row
     raise ModelNotFound(f"the model {model_id!r} does not exist here", hint="GET /v1/models lists them")
 
 
@@ -165,15 +173,16 @@ def text_logprobs(entries: Sequence[TokenLogprob], offset: int = 0) -> dict:
 
 
 async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_end,
-                        deltas=_text_deltas) -> AsyncIterator[str]:
-    """SSE (sent as an ``EventStream``): one event per delta (text by default), then the finish event,
-    usage (if asked) and ``[DONE]``."""
+                        deltas=_text_deltas, finish_usage: bool = False) -> AsyncIterator[str]:
+    """SSE (sent as an ``EventStream``): one event per delta (text by default), then the finish event
+    (with the usage in Mistral's dialect: ``finish_usage``), usage (if asked) and ``[DONE]``."""
     complete = False
     run.streamed = True
     try:
         async for delta in deltas(run):
             yield _sse(shape(run, delta, None, extra))
-        yield _sse(shape(run, {}, run.finish, extra))
+        finish = shape(run, {}, run.finish, extra)
+        yield _sse({**finish, "usage": _usage(run.usage)} if finish_usage else finish)
         if include_usage:
             yield _sse({**shape(run, None, None, extra), "choices": [], "usage": _usage(run.usage)})
         complete = True
@@ -264,7 +273,9 @@ async def chat_completions(body: ChatRequest, request: Request):
     run, extra = chat.run, chat.extra
     if body.stream:
         usage_extra = {**extra, "usage": None} if body.include_usage else extra
-        return EventStream(_event_stream(run, _chat_chunk, body.include_usage, usage_extra, chat.on_end, chat.deltas()),
+        deltas, mistral = chat.deltas(), _mistral_dialect(request)
+        return EventStream(_event_stream(run, _chat_chunk, body.include_usage, usage_extra, chat.on_end,
+                                         _named_fragments(deltas) if mistral else deltas, finish_usage=mistral),
                            request.app.state.config.keepalive_s)
     try:
         await collect(run)
@@ -277,6 +288,29 @@ async def chat_completions(body: ChatRequest, request: Request):
             "choices": [{"index": 0, "message": message, "finish_reason": run.finish,
                          "logprobs": chat_logprobs(run.logprobs) if body.logprobs else None}],
             "usage": _usage(run.usage), **extra}
+
+
+def _mistral_dialect(request: Request) -> bool:
+    """A client of Mistral's API (its SDKs say so in User-Agent), whose streams differ from OpenAI's:
+    the last chunk carries the usage, and every tool-call fragment names its call (the SDK requires
+    ``function.name``; OpenAI's SDK would join repeated names into one)."""
+    return "mistral-client" in request.headers.get("user-agent", "").lower()
+
+
+def _named_fragments(deltas):
+    """``deltas`` with each tool-call fragment carrying its call's id and function name (Mistral's dialect)."""
+    async def named(run) -> AsyncIterator[dict]:
+        heads: dict[int, tuple[str, str]] = {}
+        async for delta in deltas(run):
+            for call in delta.get("tool_calls") or ():
+                function = call.setdefault("function", {})
+                if function.get("name"):
+                    heads[call["index"]] = call.get("id", ""), function["name"]
+                else:
+                    call_id, function["name"] = heads.get(call["index"], ("", ""))
+                    call.setdefault("id", call_id)
+            yield delta
+    return named
 
 
 @router.post("/completions")
@@ -323,7 +357,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
             result = await run_in_threadpool(lambda: embedder.embed(texts, cancelled=gone))
     request.app.state.metrics.tokens.labels(result.model, "in").inc(result.prompt_tokens)
     encode = _base64_floats if body.encoding_format == "base64" else list
-    return {"object": "list", "model": result.model,
+    return {"id": f"embd-{uuid.uuid4().hex[:24]}", "object": "list", "model": result.model,  # id: Mistral's SDK
             "data": [{"object": "embedding", "index": i, "embedding": encode(vector)}
                      for i, vector in enumerate(result.vectors)],
             "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}}

@@ -27,7 +27,7 @@ from ..turn import Function, Turn, check_function_name, check_parameters, involv
 NULL_MEANS_DEFAULT = frozenset({"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "frequency_penalty",
                                 "presence_penalty", "stream", "n", "max_tokens", "max_completion_tokens", "seed",
                                 "stop", "logit_bias", "stream_options", "response_format", "tools",
-                                "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs"})
+                                "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs", "random_seed"})
 
 
 class TextPart(BaseBody):
@@ -176,10 +176,20 @@ class Sampling(RequestBody):
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None  # token id (as text) -> -100..100
     seed: int | None = Field(default=None, ge=-1, le=2**32 - 2)  # -1: random
+    random_seed: int | None = Field(default=None, ge=0, le=2**32 - 2)  # Mistral's API's name for seed
     stop: str | list[str] | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1)  # one choice per request
+
+    @model_validator(mode="after")
+    def _one_seed(self):
+        """``random_seed`` (Mistral's API) is ``seed``: either, or both the same."""
+        if self.random_seed is not None:
+            if self.seed is not None and self.seed != self.random_seed:
+                raise ValueError(f"seed ({self.seed}) and random_seed ({self.random_seed}) differ: send one of them")
+            self.seed = self.random_seed
+        return self
 
     @field_validator("logit_bias")
     @classmethod
@@ -224,7 +234,7 @@ class ChatRequest(Sampling):
     response_format: ResponseFormat | None = None
     session_id: str | None = Field(default=None, max_length=64)
     tools: list[ToolDefinition] | None = None
-    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    tool_choice: Literal["auto", "none", "required", "any"] | NamedToolChoice | None = None  # any: Mistral's required
     parallel_tool_calls: StrictBool = True
     logprobs: StrictBool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
@@ -265,6 +275,7 @@ class ChatRequest(Sampling):
         messages = [m.as_dict() for m in self.messages]
         functions = [tool.function.plain() for tool in self.tools or ()]
         choice = self.tool_choice.model_dump() if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
+        choice = "required" if choice == "any" else choice
         grammar = None if involves_tools(messages, functions, choice) else self.grammar()
         return prepare(engine, messages, functions, choice, parallel=self.parallel_tool_calls, grammar=grammar,
                        grammar_field=grammar_field, raw=raw)
