@@ -347,3 +347,29 @@ def test_mistral_sdk_random_seed_embeddings_and_models(mistral, served):
     listed = {m.id: m for m in mistral.models.list().data}
     assert listed[MODEL].type == "base" and listed[MODEL].capabilities.completion_chat
     assert mistral.models.retrieve(model_id="gemma-3-270m").id == MODEL  # the name chat takes
+
+
+ANSWER = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 40}}, "required": ["answer"],
+          "additionalProperties": False}
+AS_ANSWER = {"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER}}
+
+
+def test_response_format_holds_with_tools(client):
+    """response_format is not dropped when tools are given or the history holds tool turns: with
+    tool_choice none the answer follows the schema; with auto it is a valid call or a schema'd answer."""
+    none = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="none",
+                                          response_format=AS_ANSWER, **FAST).choices[0]
+    assert none.message.tool_calls is None
+    jsonschema.validate(json.loads(none.message.content), ANSWER)
+    for messages in (ASK, [*ASK, {"role": "assistant", "content": "It is sunny."},
+                           {"role": "user", "content": "And in Rome?"}]):
+        auto = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, response_format=AS_ANSWER,
+                                              **FAST).choices[0]
+        if auto.message.tool_calls:
+            assert auto.finish_reason == "tool_calls" and all(_valid(call) for call in auto.message.tool_calls)
+        else:
+            jsonschema.validate(json.loads(auto.message.content), ANSWER)
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model=MODEL, messages=ASK, tools=TOOLS, tool_choice="none", response_format=AS_ANSWER, stream=True, **FAST)
+        if c.choices)
+    assert streamed == none.message.content

@@ -204,17 +204,23 @@ def involves_tools(messages: Sequence[dict], functions: Sequence[Function], choi
 
 def prepare(engine, messages: list[dict], functions: Sequence[Function] = (), choice: Any = None, *,
             parallel: bool = True, grammar: str | None = None, grammar_field: str = "response_format",
-            raw: str | None = None) -> Turn:
+            raw: str | None = None, answer_schema: dict | None = None) -> Turn:
     """The prompt, grammar and answer reader of a chat turn on ``engine``, checked: a grammar the
     engine cannot run or refuses, a prompt that does not fit its context, a bad tool choice are
     errors now (a 400 before anything streams). ``messages`` are OpenAI's, as dicts (tool turns
     included); ``grammar``: the response format's GBNF, ``grammar_field`` the field it came from;
     ``raw``: a text prompted as it is, without the chat format (Ollama's ``raw: true``). System
-    messages after the first turn join the first one for a local model (``gather_system``)."""
+    messages after the first turn join the first one for a local model (``gather_system``).
+
+    With tools, a response format holds where no call is forced: ``tool_choice`` none answers in
+    the format; auto answers a call (``{"name", "arguments"}``) or the format's JSON (its schema,
+    ``answer_schema``; ``{}`` for any JSON object), one grammar allowing either."""
     if engine.capabilities.tokens:
         messages = gather_system(messages)
     if involves_tools(messages, functions, choice):
-        turn = _tool_turn(engine, messages, *choose(functions, choice), parallel)
+        mode, chosen = choose(functions, choice)
+        answer = (grammar, answer_schema or {}) if grammar is not None else None
+        turn = _tool_turn(engine, messages, mode, chosen, parallel, answer, grammar_field)
     else:
         text_turns = [{"role": m["role"], "content": m["content"]} for m in messages]
         if raw is not None:
@@ -231,7 +237,9 @@ def prepare(engine, messages: list[dict], functions: Sequence[Function] = (), ch
     return turn
 
 
-def _tool_turn(engine, messages: list[dict], mode: str, functions: list[Function], parallel: bool) -> Turn:
+def _tool_turn(engine, messages: list[dict], mode: str, functions: list[Function], parallel: bool,
+               answer: tuple[str, dict] | None = None, answer_field: str = "response_format") -> Turn:
+    """``answer``: the response format's grammar and schema, where one was asked (see ``prepare``)."""
     text_turns = fallback_messages(messages, [])
     tools = [f.as_tool() for f in functions]
     if engine.capabilities.tools:  # a remote API: tools and tool turns go as they are, calls come back
@@ -239,6 +247,9 @@ def _tool_turn(engine, messages: list[dict], mode: str, functions: list[Function
         return Turn(text_turns, messages, None, None, _no_calls, parallel, mode, None,
                     NativeTools(tuple(tools), choice))
     grammar = grammar_for(mode, functions)
+    if answer is not None and mode in ("auto", "none"):
+        grammar = answer[0] if mode == "none" else _call_or_answer_grammar(functions, answer[1])
+        require(engine, "grammar", answer_field)
     if grammar is not None:
         require(engine, "grammar", f"tool_choice={mode!r}")
         engine.check_grammar(grammar)
@@ -269,6 +280,11 @@ def _tool_turn(engine, messages: list[dict], mode: str, functions: list[Function
         parse = _parse_required
     elif mode == "none":
         parse = _no_calls
+    elif answer is not None:  # auto with a response format: a call's JSON, or the answer's
+        names = {f.name for f in functions}
+
+        def parse(text: str, token_ids: list[int]) -> list[dict] | None:
+            return _parse_call_json(text, names)
     return Turn(text_turns, prompt, grammar, functions[0].name if mode == "named" else None, parse, parallel, mode,
                 marker)
 
@@ -277,6 +293,29 @@ def _single_token(engine, text: str) -> int | None:
     """The id of the one control token that ``text`` is in this engine's vocabulary, or None."""
     ids = engine.tokenize(text, special=True)
     return ids[0] if len(ids) == 1 and engine.token_text(ids[0]) == text else None
+
+
+def _call_or_answer_grammar(functions: Sequence[Function], answer_schema: dict) -> str:
+    """GBNF for a call of one of ``functions`` (as ``required`` writes it) or the answer's JSON."""
+    from .grammar import GrammarError, schema_grammar
+
+    calls = [{"type": "object", "properties": {"name": {"const": f.name}, "arguments": f.schema()},
+              "required": ["name", "arguments"], "additionalProperties": False} for f in functions]
+    try:
+        return schema_grammar({"anyOf": [*calls, answer_schema or {"type": "object"}]})
+    except GrammarError as exc:  # each part compiled alone before; together they still may not
+        raise BadParameter(f"tools with response_format: {exc.reason}", "response_format", exc.hint) from None
+
+
+def _parse_call_json(text: str, names: set[str]) -> list[dict] | None:
+    """A call when the answer is ``{"name": <a tool>, "arguments": {...}}`` and nothing else; None: the answer."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, dict) and value.keys() == {"name", "arguments"} and value["name"] in names:
+        return [{"name": value["name"], "arguments": json.dumps(value["arguments"], ensure_ascii=False)}]
+    return None
 
 
 def _parse_required(text: str, token_ids: list[int]) -> list[dict] | None:

@@ -20,7 +20,7 @@ from ..defaults import SAMPLING_DEFAULTS
 from ..engines import GenerationParams
 from ..errors import BadParameter, InvalidParameter
 from ..http.body import BaseBody, RequestBody
-from ..turn import Function, Turn, check_function_name, check_parameters, involves_tools, prepare
+from ..turn import Function, Turn, check_function_name, check_parameters, prepare
 
 
 # Fields where JSON null means "the default" (clients send every field, null when unset).
@@ -276,9 +276,10 @@ class ChatRequest(Sampling):
         functions = [tool.function.plain() for tool in self.tools or ()]
         choice = self.tool_choice.model_dump() if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
         choice = "required" if choice == "any" else choice
-        grammar = None if involves_tools(messages, functions, choice) else self.grammar()
-        return prepare(engine, messages, functions, choice, parallel=self.parallel_tool_calls, grammar=grammar,
-                       grammar_field=grammar_field, raw=raw)
+        fmt = self.response_format
+        schema = fmt.json_schema.schema_ if fmt is not None and fmt.json_schema is not None else None
+        return prepare(engine, messages, functions, choice, parallel=self.parallel_tool_calls, grammar=self.grammar(),
+                       grammar_field=grammar_field, raw=raw, answer_schema=schema)
 
     def grammar(self) -> str | None:
         """GBNF text for ``response_format`` (llama.cpp enforces it token by token)."""
