@@ -105,3 +105,14 @@ def test_what_is_not_supported_is_a_400(client, extra, param):
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(**{"model": MODEL, "input": "hi", "max_output_tokens": 4, **extra})
     assert caught.value.body["param"] == param, caught.value.body
+
+
+def test_a_truncated_answer_is_incomplete_in_its_item_too(client):
+    """Cut at max_output_tokens: the response and its message item both say incomplete, streamed or not."""
+    ask = {"model": MODEL, "input": "Count: 1, 2, 3,", "temperature": 0, "max_output_tokens": 4}
+    whole = client.responses.create(**ask)
+    assert whole.status == "incomplete" and whole.output[0].status == "incomplete"
+    events = list(client.responses.create(**ask, stream=True))
+    done = [e.item for e in events if e.type == "response.output_item.done"]
+    assert events[-1].type == "response.incomplete" and [item.status for item in done] == ["incomplete"]
+    assert events[-1].response.output[0].status == "incomplete"

@@ -273,7 +273,7 @@ async def responses(body: ResponsesRequest, request: Request):
         response.output = [_call_item(_item_id("fc"), c["id"], c["function"]["name"], c["function"]["arguments"])
                            for c in calls]
     else:
-        response.output = [_message_item(_item_id("msg"), run.text)]
+        response.output = [_message_item(_item_id("msg"), run.text, response.status)]
     return response.shape(response.status)
 
 
@@ -290,7 +290,8 @@ async def _events(response: Response) -> AsyncIterator[str]:
     open_item: dict[str, Any] | None = None
     text = ""
 
-    def close() -> list[str]:
+    def close(status: str = "completed") -> list[str]:
+        """Close the open item; the last one takes the response's status (incomplete when cut short)."""
         nonlocal open_item
         item, open_item = open_item, None
         if item is None:
@@ -299,13 +300,13 @@ async def _events(response: Response) -> AsyncIterator[str]:
         if item["type"] == "message":
             item["content"][0]["text"] = text
             part = item["content"][0]
-            item["status"] = "completed"
+            item["status"] = status
             return [event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
                           text=text, logprobs=[]),
                     event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,
                           part=part),
                     event("response.output_item.done", output_index=index, item=item)]
-        item["status"] = "completed"
+        item["status"] = status
         return [event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
                       arguments=item["arguments"]),
                 event("response.output_item.done", output_index=index, item=item)]
@@ -355,7 +356,7 @@ async def _events(response: Response) -> AsyncIterator[str]:
         if not response.output:  # an empty answer is still one message
             for line in open_(_message_item(_item_id("msg"), "", "in_progress")):
                 yield line
-        for line in close():
+        for line in close(response.status):
             yield line
         status = response.status
         yield event(f"response.{status}", response=response.shape(status))
