@@ -158,6 +158,14 @@ def test_bad_tool_requests_are_400(client, tools, choice, param):
     assert body.get("param") == param
 
 
+@pytest.mark.parametrize("legacy", [{"functions": [TOOLS[0]["function"]]}, {"function_call": "auto"}])
+def test_legacy_function_fields_are_400_not_ignored(client, legacy):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=4, **legacy)
+    (name,) = legacy
+    assert info.value.body.get("param") == name and "send tool" in info.value.body["message"]
+
+
 def test_unparsable_arguments_in_history_are_400(client):
     messages = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{city: Paris"}}]},

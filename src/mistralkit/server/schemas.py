@@ -238,6 +238,18 @@ class ChatRequest(Sampling):
     parallel_tool_calls: StrictBool = True
     logprobs: StrictBool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    functions: list[Any] | None = None  # OpenAI's legacy form of tools: refused, see _no_legacy_functions
+    function_call: Any = None
+
+    @field_validator("functions", "function_call")
+    @classmethod
+    def _no_legacy_functions(cls, value, info):
+        """The legacy ``functions``/``function_call`` are refused, not ignored: a client that sent them
+        waits for ``message.function_call``, which would never come."""
+        if value is not None:
+            new = "tools" if info.field_name == "functions" else "tool_choice"
+            raise ValueError(f"OpenAI's deprecated form of {new}, which mistralkit does not take: send {new}")
+        return value
 
     @model_validator(mode="after")
     def _results_answer_calls(self):
