@@ -76,6 +76,31 @@ def test_tuned_model_scores_higher_than_the_base_and_reports_hold_every_system(e
 
 
 @pytest.mark.slow
+def test_the_report_compares_tuned_and_base_on_the_same_items(evaluated):
+    """McNemar's discordant counts and p, recounted here from results.jsonl and scipy's binomial test."""
+    from scipy.stats import binomtest
+
+    report = json.loads((evaluated / "out" / "report.json").read_text())
+    [pair] = report["comparisons"]
+    correct = {(r["system"], r["id"]): r["correct"] for r in rows(evaluated)}
+    ids = {i for _, i in correct}
+    only_tuned = sum(correct[(TUNED, i)] and not correct[(BASE, i)] for i in ids)
+    only_base = sum(correct[(BASE, i)] and not correct[(TUNED, i)] for i in ids)
+    assert (pair["a"], pair["b"], pair["n"], pair["not_compared"]) == (TUNED, BASE, 9, 0)
+    assert (pair["a_right_b_wrong"], pair["a_wrong_b_right"]) == (only_tuned, only_base) and only_tuned > only_base
+    assert pair["mcnemar_p"] == pytest.approx(binomtest(only_base, only_tuned + only_base, 0.5).pvalue)
+    systems = {s["system"]: s for s in report["systems"]}
+    assert pair["accuracy_diff"] == pytest.approx(systems[TUNED]["accuracy"] - systems[BASE]["accuracy"])
+    low, high = pair["accuracy_diff_ci95"]
+    assert low <= pair["accuracy_diff"] <= high and pair["latency_diff_ci95_s"][0] <= pair["latency_diff_median_s"]
+    expected = (f"{TUNED} better than {BASE} (p = {pair['mcnemar_p']:.3g})" if pair["mcnemar_p"] < 0.05
+                else f"not significant (p = {pair['mcnemar_p']:.3g})")
+    assert pair["verdict"] == expected and pair["resamples"] == 10_000
+    markdown = (evaluated / "out" / "report.md").read_text()
+    assert "## Comparisons" in markdown and f"| {TUNED} | {BASE} | 9 |" in markdown and expected in markdown
+
+
+@pytest.mark.slow
 def test_choice_scores_equal_log_probabilities_computed_directly_with_llama_cpp(evaluated, model, facts_adapter):
     """Each choice's score is the sum of log p(answer token) llama.cpp gives, here recomputed in one batch."""
     import llama_cpp
@@ -228,6 +253,12 @@ def test_an_ablation_gives_each_system_its_own_prompt_label_and_engine(cli, mode
         assert tokens[("prompt", item)] == tokens[("both", item)] > tokens[(TUNED, item)] + 10
         assert tokens[(TUNED, item)] < tokens[(f"{BASE} + prompt", item)] < tokens[("prompt", item)]
     assert "tokens/answer" in (tmp_path / "out" / "report.md").read_text()
+    pairs = [(c["a"], c["b"], c["n"]) for c in report["comparisons"]]
+    assert pairs == [(TUNED, "prompt", 2), (TUNED, "both", 2), (TUNED, f"{BASE} + prompt", 2),
+                     ("prompt", "both", 2), ("prompt", f"{BASE} + prompt", 2), ("both", f"{BASE} + prompt", 2)]
+    # two items are never enough: the smallest two-sided exact p on two discordant items is 0.5
+    assert all(c["verdict"].startswith("not significant") for c in report["comparisons"])
+    assert "no correction for multiple comparisons" in (tmp_path / "out" / "report.md").read_text()
 
     twice = cli("eval", "-s", str(suite), "--vs", f"{BASE}::a", "--vs", f"{BASE}::b", "--out", str(tmp_path / "o2"))
     assert twice.returncode != 0 and "both called" in twice.stderr and "Traceback" not in twice.stderr

@@ -76,6 +76,9 @@ def eval_command(
     choices are scored by log-probability; pattern by regex; expected by normalized exact match (or
     --match contains); expected_call (with tools) by the tool call made; items with none of these by
     the --judge model. Greedy decoding by default.
+    Every pair of systems (--model and each --vs) is compared on the items both scored: accuracy
+    difference with a 95% paired-bootstrap interval, exact McNemar p ("not significant" where
+    p >= 0.05), median per-item latency difference.
     Writes OUT/results.jsonl, report.json, report.md and report.png. Exit 1 when --model fails a threshold.
 
     Examples:
@@ -158,7 +161,20 @@ def _print_table(report: dict, out: Path) -> None:
               f"{s['latency_p95_s']:>7.2f} {plan:>7} {per_answer:>7} {rss:>8}  {mark}")
     if any(s.get("planned") for s in report["systems"]):
         print("plan s: the speed planner's seconds for an answer of --max-tokens on this CPU (as `models fit`)")
+    _print_comparisons(report)
     print(f"reports: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}")
+
+
+def _print_comparisons(report: dict) -> None:
+    from ..evaluate.report import accuracy_text, comparisons_note, latency_text
+
+    if not report.get("comparisons"):
+        return
+    print(f"\nComparisons. {comparisons_note(report)}")
+    for c in report["comparisons"]:
+        print(f"  {c['a']} vs {c['b']}: n {c['n']}, accuracy {accuracy_text(c)}, McNemar p {c['mcnemar_p']:.3g} "
+              f"({c['a_right_b_wrong']} vs {c['a_wrong_b_right']} items only one got right), "
+              f"latency {latency_text(c)}: {c['verdict']}")
 
 
 class _Bar:

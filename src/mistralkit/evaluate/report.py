@@ -1,9 +1,10 @@
-"""Eval reports: per-system accuracy (overall and per tag), latency percentiles, memory, verdicts.
+"""Eval reports: per-system accuracy (overall and per tag), latency percentiles, memory, verdicts,
+and every pair of systems compared on the items both scored (``paired``: McNemar, bootstrap intervals).
 
-``OUT/report.json`` (everything, for scripts), ``OUT/report.md`` (a side-by-side table, then every
-item with each system's answer) and ``OUT/report.png`` (accuracy and latency per system, with the
-thresholds drawn). A system passes when its accuracy is at least ``--min-accuracy`` and its p95
-latency at most ``--max-latency``.
+``OUT/report.json`` (everything, for scripts), ``OUT/report.md`` (a side-by-side table, the pairwise
+comparisons, then every item with each system's answer) and ``OUT/report.png`` (accuracy and latency
+per system, with the thresholds drawn). A system passes when its accuracy is at least
+``--min-accuracy`` and its p95 latency at most ``--max-latency``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import asdict
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 from ..measure import pyplot
+from . import paired
 from .suite import Item
-
 
 REMOTE_ENGINES = ("openai", "anthropic")  # their memory is not this machine's
 
@@ -75,8 +77,78 @@ def summarize(rows: list[dict], items: list[Item], config, memory: dict[str, int
     settings = asdict(config)
     settings["systems"] = [asdict(s) for s in config.systems]
     return {"suite": config.suite, "items": len(items), "systems": per, "settings": settings,
+            "comparisons": comparisons(rows, items, systems),
             "thresholds": {"min_accuracy": config.min_accuracy, "max_latency_s": config.max_latency},
             "machine": {"python": platform.python_version(), "platform": platform.platform()}}
+
+
+def _scored(row: dict) -> bool:
+    """A row that counts in a comparison: scored right or wrong, no error recorded."""
+    return isinstance(row.get("correct"), bool) and not row.get("error")
+
+
+def compare_pair(a: str, b: str, scored: dict[tuple[str, str], dict], items: list[Item]) -> dict[str, Any]:
+    """``a`` against ``b`` on the suite items both scored (``scored``: (system, id) -> its scored row);
+    ``not_compared`` counts the items one of them has no scored row for."""
+    common = [i.id for i in items if (a, i.id) in scored and (b, i.id) in scored]
+    first, second = [scored[(a, i)] for i in common], [scored[(b, i)] for i in common]
+    found = paired.compare(a, b, [r["correct"] for r in first], [r["correct"] for r in second],
+                           [r.get("latency_s") for r in first], [r.get("latency_s") for r in second])
+    return {**found.to_dict(), "not_compared": len(items) - len(common)}
+
+
+def comparisons(rows: list[dict], items: list[Item], systems: list[str]) -> list[dict[str, Any]]:
+    """Every pair of systems, in report order (the first system against each later one, and so on)."""
+    scored = {(r["system"], r["id"]): r for r in rows if _scored(r)}
+    return [compare_pair(a, b, scored, items) for a, b in combinations(systems, 2)]
+
+
+def _points(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:+.1f}"
+
+
+def accuracy_text(c: dict[str, Any]) -> str:
+    """``+22.0 pts [+8.0, +36.0]``: the accuracy difference a - b and its 95% interval."""
+    if c["accuracy_diff"] is None:
+        return "–"
+    low, high = c["accuracy_diff_ci95"]
+    return f"{_points(c['accuracy_diff'])} pts [{_points(low)}, {_points(high)}]"
+
+
+def latency_text(c: dict[str, Any]) -> str:
+    """``-0.120 s [-0.204, -0.051]``: the median per-item latency difference a - b and its 95% interval
+    (to the millisecond: small models differ by less than 0.01 s an item)."""
+    if c["latency_diff_median_s"] is None:
+        return "–"
+    low, high = c["latency_diff_ci95_s"]
+    return f"{c['latency_diff_median_s']:+.3f} s [{low:+.3f}, {high:+.3f}]"
+
+
+def comparisons_note(report: dict[str, Any]) -> str:
+    """How the comparisons were computed, in one sentence."""
+    found = report.get("comparisons") or []
+    resamples, seed = (found[0]["resamples"], found[0]["seed"]) if found else (paired.RESAMPLES, paired.SEED)
+    note = (f"Paired, on the items both systems scored (n); differences are a - b; 95% intervals from "
+            f"{resamples} bootstrap resamples of the items (seed {seed}); exact McNemar p on the items only "
+            f"one of the two got right; not significant where p >= {paired.ALPHA:g}.")
+    return note + (" Each p is for its pair alone (no correction for multiple comparisons)." if len(found) > 1 else "")
+
+
+def comparisons_markdown(report: dict[str, Any]) -> list[str]:
+    found = report.get("comparisons") or []
+    if not found:
+        return []
+    head = ["a", "b", "n", "a accuracy", "b accuracy", "accuracy a - b (95% CI)", "only a right", "only b right",
+            "McNemar p", "latency a - b, median (95% CI)", "verdict"]
+    lines = ["", "## Comparisons", "", comparisons_note(report), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in found:
+        accuracies = [_fmt(c["a_accuracy"], "%", 100, 1), _fmt(c["b_accuracy"], "%", 100, 1)]
+        cells = [_cell(c["a"]), _cell(c["b"]), str(c["n"]), *accuracies, accuracy_text(c),
+                 str(c["a_right_b_wrong"]), str(c["a_wrong_b_right"]), f"{c['mcnemar_p']:.3g}", latency_text(c),
+                 _cell(c["verdict"], 120)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _cell(text: Any, width: int = 60) -> str:
@@ -108,6 +180,7 @@ def markdown(report: dict[str, Any], rows: list[dict], items: list[Item]) -> str
                  _fmt((s.get("planned") or {}).get("answer_s"), " s"), _fmt(s["ttft_p50_s"], " s"),
                  _fmt(s["tokens_per_s_p50"], "", 1, 1), _fmt(s.get("tokens_per_answer"), "", 1, 1), rss, mark]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += comparisons_markdown(report)
     names = [s["system"] for s in systems]
     by_key = {(r["system"], r["id"]): r for r in rows}
     lines += ["", "## Items", "", "| id | expected | " + " | ".join(map(_cell, names)) + " |",
