@@ -73,6 +73,18 @@ def fixed_by(found: list[Issue], text: str) -> str:
     # -là
     ("Ce chien la est gentil.", "Ce chien-là est gentil."),
     ("Ce chien la mord.", None),
+    # elision, before a vowel or a mute h, names included; not before an aspirated h, "onze", "la une", "là où"
+    ("Il la a garée devant le hôtel.", "Il l'a garée devant l'hôtel."),
+    ("Je ai vu le arc-en-ciel de Ilan.", "J'ai vu l'arc-en-ciel d'Ilan."),
+    ("Ce est vrai lorsque on rit, si il pleut.", "C'est vrai lorsqu'on rit, s'il pleut."),
+    ("Le hibou et le héros ont vu le onze de France et la une du journal.", None),
+    ("Ce arbre est là où je suis.", None),
+    # a singular noun after a number of two or more
+    ("Le trajet dure 2 heure et trois cahier.", "Le trajet dure 2 heures et trois cahiers."),
+    ("Il a 1 frère, 2 fois, en 2024 marque.", None),
+    # an -er verb opening a sentence without "tu" is an imperative; "Va-y" is "Vas-y"
+    ("Ranges ta chambre. Va-y !", "Range ta chambre. Vas-y !"),
+    ("Tu ranges ta chambre.", None),
 ])
 def test_confusion_rules(checker, text, fixed):
     found = confusion_issues(text, checker.morph)
@@ -132,3 +144,17 @@ def test_a_capital_letter_alone_is_no_name(checker, rules):
 def test_sentence_reads_lower_case_readings_of_a_capitalised_first_word(checker):
     words = Sentence("Mon équipe a gagné.", checker.morph).words
     assert words[0].determiner and words[1].nominal and words[3].participle
+
+
+@pytest.mark.parametrize(("text", "fixed"), [
+    ("ce matin il pleut sur Brest", "Ce matin il pleut sur Brest."),
+    ("Mon chien s'appelle Rocky. il a 5 ans et il court", "Mon chien s'appelle Rocky. Il a 5 ans et il court."),
+    ("Pourquoi le bus ne passe plus", "Pourquoi le bus ne passe plus ?"),
+    ("Viens-tu au parc avec Léa demain", "Viens-tu au parc avec Léa demain ?"),
+    ("Tu viens à mon anniversaire, Marius", "Tu viens à mon anniversaire, Marius"),  # a question by its tone, or not
+    ("Bonjour Madame Dupuis", "Bonjour Madame Dupuis"),  # under four words: a greeting, a title
+    ("iPhone et eBay sont des marques.", "iPhone et eBay sont des marques."),
+    ("Il dit (au revoir)", "Il dit (au revoir)"),
+])
+def test_typography_capitals_and_final_marks(rules, text, fixed):
+    assert rules.correct(text).corrected == fixed

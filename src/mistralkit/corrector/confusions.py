@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from .guards import fold
 from .morphology import Morph, Sentence, Word, keep_case
 from .types import Issue, Protected
 
@@ -169,8 +170,89 @@ def la_là(s: Sentence, i: int, apos: str) -> Finding | None:
     return None
 
 
+# Elision: the word, what it becomes before a vowel. "ce" only before "est"/"était", "si" before "il(s)".
+ELIDED = {"le": "l", "la": "l", "de": "d", "je": "j", "me": "m", "te": "t", "se": "s", "ne": "n", "que": "qu",
+          "lorsque": "lorsqu", "puisque": "puisqu", "jusque": "jusqu", "ce": "c", "si": "s"}
+ONLY_BEFORE = {"ce": frozenset("est était étaient".split()), "si": frozenset("il ils".split())}
+# Words before which nothing elides: an aspirated h ("le hibou"), "onze", "oui", a "y" sounded as a consonant.
+NO_ELISION = frozenset("oui ouistiti onze onzième yaourt yoga yacht yéti".split())
+ASPIRATED = ("hach", "haie", "hain", "haïr", "hall", "halt", "hamac", "hameau", "hamster", "hanche", "hand",
+             "hangar", "hant", "harc", "hardi", "hareng", "haricot", "harp", "hasard", "hât", "hauss", "haut",
+             "havre", "hérisson", "héron", "héros", "hêtre", "hibou", "hiérarch", "hipp", "hiss", "hobby", "hockey",
+             "hollande", "homard", "hongr", "honte", "hoquet", "hors", "hot", "houl", "houss", "houx", "hublot",
+             "huer", "huit", "hurl", "hutte")
+
+
+def _vowel_start(word: Word) -> bool:
+    first = fold(word.lower[:1])
+    if word.lower in NO_ELISION or word.lower.startswith(ASPIRATED):
+        return False
+    return first in "aeiou" or word.lower == "y" or first == "h"
+
+
+def elision(s: Sentence, i: int, apos: str) -> Finding | None:
+    """"le arbre", "je ai", "que il", "Ce est" -> "l'arbre", "j'ai", "qu'il", "C'est" (names too: "d'Ilan")."""
+    w, nxt = s[i], s[i + 1]
+    if w.lower not in ELIDED or not s.joined(i, i + 1) or not nxt.text[0].isalpha() or nxt.text.isupper():
+        return None
+    if w.lower in ONLY_BEFORE and nxt.lower not in ONLY_BEFORE[w.lower] or not _vowel_start(nxt):
+        return None
+    if w.lower in ("le", "la") and nxt.lower in ("un", "une", "où", "ou"):  # "la une", "là où"
+        return None
+    return w.start, nxt.start, keep_case(w.text, ELIDED[w.lower] + apos), "elision", \
+        f"devant une voyelle, « {w.lower} » s'élide : « {ELIDED[w.lower]}' »"
+
+
+NUMBER_WORDS = frozenset("deux trois quatre cinq six sept huit neuf dix onze douze treize quatorze quinze seize "
+                         "vingt trente quarante cinquante soixante cent mille plusieurs".split())
+
+
+def _plural(word: str) -> str:
+    lower = word.lower()
+    if lower.endswith(("eau", "au", "eu")) and lower not in ("pneu", "bleu"):
+        return word + "x"
+    return word[:-2] + "aux" if lower.endswith("al") and lower not in ("bal", "festival", "carnaval") else word + "s"
+
+
+def plural_after_number(s: Sentence, i: int, apos: str) -> Finding | None:
+    """"2 heure", "trois cahier" -> "2 heures", "trois cahiers": a singular noun after a number of 2 or more
+    (not a year, not a verb form: "en 2024 marque")."""
+    w, nxt = s[i], s[i + 1]
+    if not s.joined(i, i + 1) or not _plain(nxt) or nxt.lower.endswith(("s", "x", "z")):
+        return None
+    if w.text[0].isdigit():
+        value = float(w.text.replace(",", "."))
+        if value < 2 or 1000 <= value <= 2100 and "," not in w.text:
+            return None
+    elif w.lower not in NUMBER_WORDS:
+        return None
+    if not nxt.nominal_number("s") or nxt.nominal_number("p", "i") or nxt.verb or nxt.has("G"):
+        return None
+    plural = _plural(nxt.text)
+    if not any(":p" in r or ":i" in r for r in s.readings(plural)):
+        return None
+    return nxt.start, nxt.end, plural, "pluriel_nombre", f"après « {w.text} », le nom se met au pluriel"
+
+
+def imperative(s: Sentence, i: int, apos: str) -> Finding | None:
+    """"Écoutes bien", "Manges ta soupe" -> "Écoute", "Mange": a verb in -er opening a sentence without "tu"
+    is an imperative, which has no "s" (and "Va-y" is "Vas-y")."""
+    w = s[i]
+    if w.lower == "va-y":
+        return w.start, w.end, keep_case(w.text, "vas-y"), "imperatif", "devant « y », l'impératif s'écrit « vas »"
+    if not s.at_sentence_start(i) or not w.lower.endswith("es") or not w.has("Ip", "2s"):
+        return None
+    if not any(t.startswith(">") and ":V1" in t for t in w.readings):
+        return None
+    bare = w.text[:-1]
+    if not any(":E" in r and ":2s" in r for r in s.readings(bare.lower())):
+        return None
+    return w.start, w.end, bare, "imperatif", "à l'impératif, un verbe en -er ne prend pas de « s »"
+
+
 DEMONSTRATIVES = frozenset("ce cet cette ces".split())
-RULES: tuple[Rule, ...] = (son_sont, s_est, c_est, on_ont, et_est, m_a, la_là)
+RULES: tuple[Rule, ...] = (son_sont, s_est, c_est, on_ont, et_est, m_a, la_là, elision, plural_after_number,
+                           imperative)
 
 
 def hidden(protected: Sequence[Protected]) -> list[tuple[int, int]]:

@@ -24,7 +24,7 @@ SUBJECT_PRONOUNS = frozenset("il elle on ils elles qui".split())
 
 
 def _tags(reading: str) -> list[str]:
-    return reading.lstrip(">").partition("/")[2].split("/")[0].split(":")
+    return reading.lstrip(">").partition("/")[2].split("/")[0].split(";")[0].split(":")
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class Sentence:
 
     def __init__(self, text: str, morph: Morph | None, hidden: Sequence[tuple[int, int]] = ()) -> None:
         """``hidden``: spans (URLs, e-mails) whose words are no words of the sentence."""
-        self.text = text
+        self.text, self._morph = text, morph
         spans = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)
                  if not any(s < m.end() and m.start() < e for s, e in hidden)]
         keys = {w: w.rstrip("'’") for _, _, w in spans if not w[0].isdigit()}
@@ -141,6 +141,11 @@ class Sentence:
 
     def __len__(self) -> int:
         return len(self.words)
+
+    def readings(self, word: str) -> tuple[str, ...]:
+        """The dictionary's readings of a word not in the sentence (a form a rule would write)."""
+        found = (self._morph([word]) if self._morph else {}) or {}
+        return tuple(found.get(word, ()))
 
     def __getitem__(self, i: int) -> Word | None:
         return self.words[i] if 0 <= i < len(self.words) else None

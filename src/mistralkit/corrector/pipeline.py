@@ -130,6 +130,7 @@ class Corrector:
             middle, rules, left, proposed = self._ranked(text, protected, issues, stage, cancelled)
         else:
             middle, rules, left = self._rules(text, protected, issues, stage, cancelled)
+        middle, rules = self._typography(text, middle, rules, protected)
         final, refused = middle, []
         if self.settings.mode == "hybrid":
             final, refused, left = self._rewrite(middle, _moved(protected, rules), left, stage,
@@ -157,6 +158,20 @@ class Corrector:
             seen.add(current)
             issues = stage.timed("check", self._issues, current, spans)
         return current, done, issues
+
+    def _typography(self, text: str, current: str, done: list[E.Edit],
+                    protected: list[Protected]) -> tuple[str, list[E.Edit]]:
+        """Capitals opening sentences and the paragraph's final mark (``typography.py``), on the text the
+        word rules left: (text, edits in ``text``'s coordinates)."""
+        from .typography import issues
+
+        spans = _moved(protected, done)
+        picks = [E.Edit(i.start, i.end, current[i.start:i.end], i.suggestions[0], "rule", i.message, i.rule, 0.95)
+                 for i in issues(current, spans) if not E.overlaps(i.start, i.end, spans)]
+        if not picks:
+            return current, done
+        following = E.apply(current, picks)
+        return following, E.combine(text, done, current, following, "rule", picks)
 
     def _ranked(self, text: str, protected: list[Protected], issues: list[Issue], stage: _Stage,
                 cancelled: Cancelled | None = None) -> tuple[str, list[E.Edit], list[Issue], list[E.Edit]]:

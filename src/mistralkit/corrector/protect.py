@@ -69,6 +69,8 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     # A word holding an invisible character (zero-width space or joiner, soft hyphen, BOM): the checker
     # reads it as two words or a misspelling, and a "fix" would drop the character. Left as written.
     ("invisible", re.compile(r"[\w'’-]*[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]+[\w'’-]*")),
+    # A capital after a small letter inside a word: a brand or a name ("iPhone", "eBay", "McDonald").
+    ("name", re.compile(r"(?<!\w)[^\W\d_]*[a-zà-ÿ][A-ZÀ-Þ][^\W\d_]*")),
 )
 # On a tie in width, the earlier kind names the merged span.
 SPECIFICITY = ("url", "email", "phone", "amount", "percent", "date", "time", "number", "user", "invisible", "name")
@@ -83,7 +85,8 @@ NOT_NAMES = frozenset("lundi mardi mercredi jeudi vendredi samedi dimanche janvi
                       "car ni que qui quoi quand comme si".split())
 # After a sentence's first word, these say it was no name but a misspelt word or a verb spaCy took
 # for one ("Demin on va", "Kan je suis", "Apelle moi", "Pendan les vacances", "Écris à Paul").
-_NOT_AFTER_A_NAME = frozenset("je j' j’ tu il elle on nous vous ils elles moi toi".split())
+_NOT_AFTER_A_NAME = frozenset("je j' j’ tu il elle on nous vous ils elles moi toi ma mon mes ta ton tes sa son ses "
+                               "notre nos votre vos".split())  # "Manges ta soupe": a verb, which a possessive follows
 _NAME_TOKEN = re.compile(r"[^\W\d_]+(?:[-'’.][^\W\d_]+)*\.?")
 _CLOSED_POS = frozenset("DET ADP PRON CCONJ SCONJ AUX PUNCT SYM NUM PART SPACE".split())
 _TITLE = re.compile(rf"(?<!\w)(?:M|MM|Mme|Mmes|Mlle|Mlles|Dr|Pr|Me|Mgr|Monsieur|Madame|Mademoiselle|Docteur|"
@@ -99,11 +102,31 @@ def _trim_url(value: str) -> str:
     return value
 
 
+# A singular unit after a number of 2 or more ("9 heure", "7 euro"): the number is protected, the
+# unit is a word like any other, which the agreement rules may put in the plural.
+_SINGULAR_UNIT = re.compile(rf"({_NUM}){_SP}?(?:heure|euro|centime|dollar|franc|yen)$")
+
+
+def _number_alone(value: str) -> str | None:
+    """The number of ``value`` when its unit is singular where French wants a plural, else None."""
+    found = _SINGULAR_UNIT.fullmatch(value)
+    if found is None:
+        return None
+    number = found[1]
+    digits = re.sub(r"[\s\u00a0\u202f]", "", number).replace(",", ".")
+    try:
+        return number if float(digits) >= 2 else None
+    except ValueError:
+        return None
+
+
 def _regex_spans(text: str) -> list[Protected]:
     found = []
     for kind, pattern in PATTERNS:
         for match in pattern.finditer(text):
             value = _trim_url(match.group()) if kind == "url" else match.group()
+            if kind in ("amount", "time") and (number := _number_alone(value)):
+                value, kind = number, "number"
             if value:
                 end = match.start() + len(value)
                 found.append(Protected(match.start(), end, value, kind))  # type: ignore[arg-type]
@@ -216,11 +239,12 @@ def _keep(token: Any, in_entity: bool, starts: set[int]) -> bool:
 
 
 def _misread_start(tokens: list[Any], run: list[Any], starts: set[int]) -> bool:
-    """A run at a sentence start followed by a subject pronoun, a determiner or a preposition."""
+    """A run at a sentence start followed by a subject pronoun, a determiner, a preposition or an adverb
+    ("Écoutes bien": a verb; a name there is still protected when the checker's dictionary has it)."""
     if run[0].idx not in starts or run[-1].i + 1 >= len(tokens):
         return False
     following = tokens[run[-1].i + 1]
-    return following.lower_ in _NOT_AFTER_A_NAME or following.pos_ in ("DET", "ADP")
+    return following.lower_ in _NOT_AFTER_A_NAME or following.pos_ in ("DET", "ADP", "ADV")
 
 
 def _name_runs(doc: Any, offset: int, starts: set[int]) -> list[Protected]:
