@@ -81,8 +81,10 @@ def run_lm_eval(lm_eval: str, model: str, url: str, batch: int, out: Path) -> tu
     if done.returncode != 0:
         raise SystemExit(f"lm_eval failed ({done.returncode}):\n{done.stderr[-3000:]}")
     results = json.loads(next(out.rglob("results_*.json")).read_text())["results"]
-    samples = {task: [json.loads(line) for line in next(out.rglob(f"samples_{task}_*.jsonl")).read_text().splitlines()]
-               for task in TASKS}
+    samples = {}
+    for task in TASKS:  # samples_TASK_DATE.jsonl: a digit after TASK_ (mistralkit_mc_bos is not mistralkit_mc's)
+        lines = next(out.rglob(f"samples_{task}_[0-9]*.jsonl")).read_text().splitlines()
+        samples[task] = [json.loads(line) for line in lines]
     return {task: results[task]["acc,none"] for task in TASKS}, samples, seconds
 
 
