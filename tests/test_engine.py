@@ -123,6 +123,21 @@ def test_logprobs_agree_between_one_pass_and_token_by_token(engine, model):
     assert stepwise == pytest.approx(one_pass, abs=0.3)
 
 
+def test_score_is_logprobs_with_token_texts_and_alternatives(engine):
+    """``Engine.score`` (the server's echo) reads the same sequence as ``logprobs``; the best alternative of a
+    token that is the best equals its own value exactly (lm-eval's is_greedy compares with ==)."""
+    tokens = engine.prompt_tokens(QUESTION) + engine.tokenize("The capital is Paris.", special=False)
+    scored = engine.score(tokens, 1, top=3)
+    assert [e.logprob for e in scored] == pytest.approx(engine.logprobs(tokens, 1), abs=1e-3)
+    assert b"".join(e.token for e in scored).endswith(b"The capital is Paris.")
+    for entry in scored:
+        values = [v for _, v in entry.top]
+        assert len(values) == 3 and values == sorted(values, reverse=True) and entry.logprob <= values[0]
+    assert any(entry.logprob == entry.top[0][1] for entry in scored)
+    with pytest.raises(InvalidParameter, match="outside the vocabulary"):
+        engine.score([2, engine.n_vocab], 1)
+
+
 def test_the_greedy_token_is_the_most_likely_one(engine):
     prompt = engine.prompt_tokens(QUESTION)
     first = complete(engine, prompt, GenerationParams(max_tokens=1, greedy=True, repeat_penalty=1.0)).token_ids[0]

@@ -284,6 +284,23 @@ def test_generated_tokens_carry_their_logprobs(engine, reference):
         assert entry.top[0][1] == pytest.approx(entry.logprob)  # greedy took the best
     assert not any(chunk.logprobs for chunk in engine.generate(MESSAGES, GREEDY))
 
+def test_score_is_logprobs_with_texts_and_alternatives(engine):
+    """``score`` (the server's echo) gives ``logprobs``' values, each token's text, the best tokens sorted;
+    ``logprob_of_end`` lists the end-of-text token that stopped an answer; ``detokenize`` round-trips."""
+    from dataclasses import replace
+
+    tokens = engine.prompt_tokens(MESSAGES) + complete(engine, MESSAGES, GREEDY).token_ids
+    scored = engine.score(tokens, 3, top=2)
+    assert [e.logprob for e in scored] == engine.logprobs(tokens, 3)
+    assert [e.token for e in scored] == [engine.token_text(t).encode() for t in tokens[3:]]
+    for entry in scored:
+        assert len(entry.top) == 2 and entry.top[0][1] >= entry.top[1][1] and entry.top[0][1] >= entry.logprob
+    ended = list(engine.generate(MESSAGES, replace(GREEDY, max_tokens=200, top_logprobs=1, logprob_of_end=True)))
+    if ended[-1].finish_reason == "stop":
+        assert len([e for c in ended for e in c.logprobs]) == len([t for c in ended for t in c.token_ids]) + 1
+    assert engine.detokenize(tokens, special=True).startswith(engine.token_text(tokens[0]))
+
+
 # --- adapters ------------------------------------------------------------------------------------
 
 def test_adapter_output_is_the_merged_model(local, tiny, adapter, engine, reference):

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
 from ..defaults import SAMPLING_DEFAULTS
-from ..errors import ContextOverflow, InvalidParameter, Unsupported
+from ..errors import BadParameter, ContextOverflow, InvalidParameter, Unsupported
 from ..formats.base import ChatFormat, Message
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -81,6 +81,9 @@ class GenerationParams:
     ignore_eos: bool = False  # generate max_tokens tokens even past end-of-text (benchmarks)
     json_end: bool = False  # stop when the JSON object or array the output opened closes (JSON mode)
     top_logprobs: int | None = None  # report each token's log-probability and this many alternatives (0-20)
+    # With top_logprobs: report the end-of-generation token that ended the answer too (no text of its own),
+    # as the legacy completions API lists it (lm-eval's echo scoring counts on one token after the prompt).
+    logprob_of_end: bool = False
     # Tools for an engine that calls them natively (capability ``tools``: a remote API), in
     # ``formats.tools``' shape ({"name", "description", "parameters"}); ``tool_choice`` is "auto",
     # "none", "required" or a function's name. Local engines get tools in the prompt instead.
@@ -149,16 +152,31 @@ ROWS_PER_STEP = 64  # logits rows turned to float64 at a time (a row is vocabula
 def log_softmax_rows(rows, targets: Sequence[int]) -> list[float]:
     """log_softmax(rows[i])[targets[i]] for each row, stable (max subtracted): the exponentials in float32
     (a row is vocabulary-sized: 262,144 values for Gemma, and float64 doubles the time), summed in float64."""
+    return [value for value, _ in score_rows(rows, targets, 0)]
+
+
+def score_rows(rows, targets: Sequence[int], n_top: int) -> list[tuple[float, list[tuple[int, float]]]]:
+    """(log_softmax(rows[i])[targets[i]], the ``n_top`` best (id, log-probability) of that row, best first)
+    for each row, all read against the same normalizer: a target that is the row's best has exactly the
+    value its alternative shows (lm-eval's ``is_greedy`` compares them with ``==``)."""
     import numpy as np
 
-    out: list[float] = []
+    out: list[tuple[float, list[tuple[int, float]]]] = []
     for first in range(0, len(targets), ROWS_PER_STEP):
         block = np.asarray(rows[first:first + ROWS_PER_STEP], dtype=np.float32)
         picked = np.asarray(targets[first:first + ROWS_PER_STEP])
         peak = block.max(axis=1, keepdims=True)
         total = np.exp(block - peak).sum(axis=1, dtype=np.float64)
         lse = peak[:, 0].astype(np.float64) + np.log(total)
-        out.extend((block[np.arange(len(picked)), picked].astype(np.float64) - lse).tolist())
+        values = (block[np.arange(len(picked)), picked].astype(np.float64) - lse).tolist()
+        tops: list[list[tuple[int, float]]] = [[] for _ in values]
+        if n_top:
+            best = np.argpartition(block, -n_top, axis=1)[:, -n_top:]
+            for i, ids in enumerate(best):
+                scores = block[i, ids].astype(np.float64) - lse[i]
+                order = np.argsort(-scores, kind="stable")
+                tops[i] = [(int(ids[j]), float(scores[j])) for j in order]
+        out.extend(zip(values, tops, strict=True))
     return out
 
 
@@ -225,6 +243,16 @@ CAPABILITY_TEXT = {
 }
 
 
+def check_ids(tokens: Sequence[int], n_vocab: int, field: str = "prompt") -> list[int]:
+    """``tokens`` when each is a token id of a vocabulary of ``n_vocab`` (llama.cpp would read past its
+    tables, not raise); ``field`` names where they came from in the error."""
+    for i, token in enumerate(tokens):
+        if not 0 <= token < n_vocab:
+            raise BadParameter(f"{field}[{i}]: token id {token} is outside the vocabulary (0 to {n_vocab - 1})",
+                               field, hint="send token ids of this model (POST /tokenize gives them)")
+    return list(tokens)
+
+
 def check_fits(tokens: Sequence[int], n_ctx: int, hint: str = "shorten the prompt or raise --ctx") -> None:
     """Refuse a prompt that leaves no room in the context window for even one generated token (the
     engines' rule, and the server's before it queues anything)."""
@@ -258,7 +286,9 @@ class Engine(Protocol):
     # capability ``tokens``: the vocabulary and the chat layout over it (None / False without it)
     format: ChatFormat | None  # builds prompts (tools, chat templates); formats/
     bos_id: int | None
+    eos_id: int | None
     add_bos: bool  # the model wants its BOS first
+    n_vocab: int  # token ids are 0 .. n_vocab - 1
 
     def generate(self, request: Request, params: GenerationParams,
                  cancel: threading.Event | None = None) -> Iterator[Chunk]: ...
@@ -281,12 +311,22 @@ class Engine(Protocol):
         """A token's text, control tokens included (``tokens``)."""
         ...
 
+    def detokenize(self, tokens: Sequence[int], *, special: bool = False) -> str:
+        """Token ids back to text, control tokens left out (``special``: written as their text) (``tokens``)."""
+        ...
+
     def check_grammar(self, gbnf: str) -> None:
         """Refuse a grammar the engine cannot compile, before any generation (``grammar``)."""
         ...
 
     def logprobs(self, tokens: Sequence[int], start: int) -> list[float]:
         """log P(tokens[i] | tokens[:i]) for each i >= start (``logprobs``); ``start`` >= 1."""
+        ...
+
+    def score(self, tokens: Sequence[int], start: int, *, top: int = 0,
+              cancel: threading.Event | None = None) -> list[TokenLogprob]:
+        """``logprobs`` with each token's text and the ``top`` most likely tokens at its place (``logprobs``):
+        the same values. Raises ``Cancelled`` when ``cancel`` is set before the end."""
         ...
 
     def reset_cache(self) -> None:
@@ -310,7 +350,9 @@ class EngineBase:
     capabilities = Capabilities()
     format: ChatFormat | None = None
     bos_id: int | None = None
+    eos_id: int | None = None
     add_bos: bool = False
+    n_vocab: int = 0
 
     def prompt_tokens(self, request: Request) -> list[int]:
         require(self, "tokens")  # type: ignore[arg-type]
@@ -328,10 +370,19 @@ class EngineBase:
         require(self, "tokens")  # type: ignore[arg-type]
         raise NotImplementedError
 
+    def detokenize(self, tokens: Sequence[int], *, special: bool = False) -> str:
+        require(self, "tokens")  # type: ignore[arg-type]
+        raise NotImplementedError
+
     def check_grammar(self, gbnf: str) -> None:
         require(self, "grammar")  # type: ignore[arg-type]
 
     def logprobs(self, tokens: Sequence[int], start: int) -> list[float]:
+        require(self, "logprobs")  # type: ignore[arg-type]
+        raise NotImplementedError
+
+    def score(self, tokens: Sequence[int], start: int, *, top: int = 0,
+              cancel: threading.Event | None = None) -> list[TokenLogprob]:
         require(self, "logprobs")  # type: ignore[arg-type]
         raise NotImplementedError
 

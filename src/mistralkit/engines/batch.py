@@ -2,8 +2,9 @@
 
 ``Batcher`` owns the context and a loop thread. Callers (any thread) hand it a ``Seq`` and read
 what comes back on the sequence's queue: token ids as they are sampled (``(id, (log-probability,
-top alternatives))`` when the sampler was asked for log-probabilities), lists of log-probabilities
-for a scoring job, then an ``End`` (or an exception). Each step puts into one batch the next token
+top alternatives))`` when the sampler was asked for log-probabilities), lists of (log-probability,
+top alternatives) for a scoring job, then an ``End`` (or an exception); a sequence stopped by an
+end-of-generation token names it in its ``End``. Each step puts into one batch the next token
 of every generating sequence, then prompt chunks of newly admitted ones, up to ``n_batch`` tokens
 (chunked prefill: a long prompt never stalls the running streams for more than one step, and a
 cancel stops it within a chunk). New sequences are admitted between steps.
@@ -42,6 +43,8 @@ class End:
     """The last item of a sequence's queue: why it ended."""
 
     reason: str  # "stop", "length" or "cancelled"
+    token: int | None = None  # the end-of-generation token that stopped it
+    logprobs: tuple | None = None  # that token's (log-probability, top alternatives), when the sampler reports them
 
 
 @dataclass(eq=False)
@@ -54,6 +57,7 @@ class Seq:
     stop_ids: frozenset[int] = frozenset()  # besides the vocabulary's end-of-generation tokens
     ignore_eos: bool = False
     score_from: int = 0  # scoring: log P(tokens[i] | tokens[:i]) for every i >= score_from
+    top: int = 0  # scoring: the most likely tokens reported at each place
     cancel: threading.Event | None = None  # the caller's (client gone, Ctrl-C)
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     dropped: threading.Event = field(default_factory=threading.Event)  # the caller stopped reading
@@ -360,7 +364,7 @@ class Batcher:
         for index, seq in samples:
             token = seq.sampler.sample(self.ctx, index)  # type: ignore[union-attr]
             if not seq.ignore_eos and (token in seq.stop_ids or L.llama_vocab_is_eog(self.vocab, token)):
-                self._finish(seq, End("stop"))
+                self._finish(seq, End("stop", token, seq.sampler.last))  # type: ignore[union-attr]
                 continue
             seq.generated += 1
             self.stats.generated_tokens += 1
@@ -374,15 +378,15 @@ class Batcher:
     def _score(self, scores: list[tuple[int, Seq, int]]) -> None:
         if not scores:
             return
-        from .base import log_softmax_rows
+        from .base import score_rows
 
         np, L = self.np, self.L
         rows = np.stack([np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
                          for index, _, _ in scores])
-        values = log_softmax_rows(rows, [target for _, _, target in scores])
-        by_seq: dict[int, tuple[Seq, list[float]]] = {}
-        for (_, seq, _), value in zip(scores, values, strict=True):
-            by_seq.setdefault(id(seq), (seq, []))[1].append(value)
+        values = score_rows(rows, [target for _, _, target in scores], max(seq.top for _, seq, _ in scores))
+        by_seq: dict[int, tuple[Seq, list]] = {}
+        for (_, seq, _), (value, top) in zip(scores, values, strict=True):
+            by_seq.setdefault(id(seq), (seq, []))[1].append((value, top[:seq.top]))
         for seq, part in by_seq.values():
             seq.out.put(part)
             if not seq.prefilling:

@@ -33,8 +33,8 @@ class Vocab(Protocol):
 
     def token_text(self, token_id: int) -> str: ...
 
-    def decode(self, tokens: Sequence[int]) -> str:
-        """Text of generated tokens, control tokens left out."""
+    def decode(self, tokens: Sequence[int], special: bool = False) -> str:
+        """Text of generated tokens, control tokens left out (``special``: written as their text)."""
         ...
 
     def close(self) -> None: ...
@@ -56,8 +56,11 @@ class MistralVocab:
 
         return self._raw.decode([token_id], special_token_policy=SpecialTokenPolicy.KEEP)
 
-    def decode(self, tokens: Sequence[int]) -> str:
-        return self._raw.decode(list(tokens))
+    def decode(self, tokens: Sequence[int], special: bool = False) -> str:
+        from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
+
+        policy = SpecialTokenPolicy.KEEP if special else SpecialTokenPolicy.IGNORE
+        return self._raw.decode(list(tokens), special_token_policy=policy)
 
     def close(self) -> None:
         pass
@@ -86,8 +89,8 @@ class HFVocab:
     def token_text(self, token_id: int) -> str:
         return self._tok.decode([token_id], skip_special_tokens=False)
 
-    def decode(self, tokens: Sequence[int]) -> str:
-        return self._tok.decode(list(tokens), skip_special_tokens=True)
+    def decode(self, tokens: Sequence[int], special: bool = False) -> str:
+        return self._tok.decode(list(tokens), skip_special_tokens=not special)
 
     def close(self) -> None:
         pass
@@ -115,8 +118,8 @@ class GGUFVocab:
     def token_text(self, token_id: int) -> str:
         return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
 
-    def decode(self, tokens: Sequence[int]) -> str:
-        return self._llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
+    def decode(self, tokens: Sequence[int], special: bool = False) -> str:
+        return self._llm.detokenize(list(tokens), special=special).decode("utf-8", errors="replace")
 
     def close(self) -> None:
         llm, self._llm = self._llm, None

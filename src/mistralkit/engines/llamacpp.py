@@ -19,14 +19,14 @@ import time
 from collections.abc import Iterator, Sequence
 
 from .. import formats
-from ..errors import ContextOverflow, InvalidModelFile, InvalidParameter
+from ..errors import Cancelled, ContextOverflow, InvalidModelFile, InvalidParameter
 from ..formats.base import Message
 from ..models.memory import context_size, flash_attention
 from ..models.store import LocalModel
 from ..text import check
 from .llama_native import default_threads, gpu_layers, load_model
 from .base import (ROWS_PER_STEP, Capabilities, Chunk, EngineBase, FinishReason, GenerationParams, Request,
-                   TokenLogprob, Usage, check_fits)
+                   TokenLogprob, Usage, check_fits, check_ids)
 from .stops import JsonEnd, StopMatcher
 
 log = logging.getLogger(__name__)
@@ -145,9 +145,10 @@ class LlamaCppEngine(EngineBase):
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         return self._model.tokenize(_utf8(text), add_bos=False, special=special)
 
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        """Token ids back to text (control tokens left out)."""
-        return self._model.detokenize(list(tokens)).decode("utf-8", errors="replace")
+    def detokenize(self, tokens: Sequence[int], *, special: bool = False) -> str:
+        """Token ids back to text (control tokens left out; ``special``: written as their text)."""
+        return self._model.detokenize(check_ids(tokens, self.n_vocab, "tokens"), special=special).decode(
+            "utf-8", errors="replace")
 
     def token_text(self, token_id: int) -> str:
         return self._model.detokenize([token_id], special=True).decode("utf-8", errors="replace")
@@ -188,19 +189,33 @@ class LlamaCppEngine(EngineBase):
 
     def logprobs(self, tokens: Sequence[int], start: int) -> list[float]:
         """log P(tokens[i] | tokens[:i]) for i >= start: a scoring sequence in the batch, rows read per step."""
+        return [value for value, _ in self._scored(tokens, start, 0, None)]
+
+    def score(self, tokens: Sequence[int], start: int, *, top: int = 0,
+              cancel: threading.Event | None = None) -> list[TokenLogprob]:
+        """``logprobs`` (the same sequence in the batch) with each token's text and the ``top`` best at its place."""
+        scored = self._scored(tokens, start, top, cancel)
+        return [TokenLogprob(self._piece(token), value, tuple((self._piece(t), v) for t, v in best))
+                for token, (value, best) in zip(list(tokens)[start:], scored, strict=True)]
+
+    def _scored(self, tokens: Sequence[int], start: int, top: int,
+                cancel: threading.Event | None) -> list[tuple[float, list[tuple[int, float]]]]:
         from .batch import End, Seq
 
-        tokens = list(tokens)
+        tokens = check_ids(tokens, self.n_vocab, "tokens")
         if not 1 <= start < len(tokens):
             raise InvalidParameter(f"logprobs: start {start} must be in 1..{len(tokens) - 1}")
         if len(tokens) > self.n_ctx:
             raise ContextOverflow(f"{len(tokens)} tokens to score but the context window holds {self.n_ctx}",
                                   hint="shorten the text or raise --ctx")
-        seq = Seq(tokens, score_from=start)
+        seq = Seq(tokens, score_from=start, top=top, cancel=cancel)
         self.batcher.submit(seq)
-        out: list[float] = []
+        out: list[tuple[float, list[tuple[int, float]]]] = []
         for item in self.batcher.items(seq):
-            if not isinstance(item, End):
+            if isinstance(item, End):
+                if item.reason == "cancelled":
+                    raise Cancelled("the scoring stopped: its caller left")
+            else:
                 out.extend(item)
         return out
 
@@ -208,7 +223,7 @@ class LlamaCppEngine(EngineBase):
         if isinstance(request, str):
             return self.format.encode([{"role": "user", "content": request}])
         if request and isinstance(request[0], int):
-            return list(request)  # already tokens
+            return check_ids(request, self.n_vocab)  # type: ignore[arg-type]
         return self.format.encode(request)  # type: ignore[arg-type]
 
     def generate(self, request: Request, params: GenerationParams,
@@ -246,6 +261,10 @@ class LlamaCppEngine(EngineBase):
                     usage.ttft_s = time.perf_counter() - started
                 if isinstance(item, End):
                     finish = item.reason  # type: ignore[assignment]
+                    if params.logprob_of_end and item.logprobs is not None:
+                        logprob, top = item.logprobs
+                        pending.append(TokenLogprob(self._piece(item.token), logprob,
+                                                    tuple((self._piece(t), v) for t, v in top)))
                     break
                 if isinstance(item, tuple):  # (token, its log-probabilities): asked for
                     item, (logprob, top) = item

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from ..errors import ContextOverflow, InvalidModelFile, InvalidParameter
+from ..errors import Cancelled, ContextOverflow, InvalidModelFile, InvalidParameter
 from ..formats.base import Message
 from ..models.memory import context_size
 from ..models.store import LocalModel
@@ -111,7 +111,7 @@ class TransformersEngine(EngineBase):
             raise
         self._net = net
         self.load_s = time.perf_counter() - started
-        self.vocab_size = int(net.get_input_embeddings().num_embeddings)
+        self.vocab_size = self.n_vocab = int(net.get_input_embeddings().num_embeddings)
         if self._vocab.size > self.vocab_size:
             raise InvalidModelFile(f"{source.name}: its tokenizer has {self._vocab.size} tokens but the model "
                                    f"only {self.vocab_size}", hint="the tokenizer files belong to another model")
@@ -140,6 +140,9 @@ class TransformersEngine(EngineBase):
 
     def token_text(self, token_id: int) -> str:
         return self._vocab.token_text(token_id)
+
+    def detokenize(self, tokens: Sequence[int], *, special: bool = False) -> str:
+        return self._vocab.decode(self._checked_ids(tokens), special=special)
 
     def encode_text(self, text: str) -> list[int]:
         """Raw text (a completion prompt, no chat format) to tokens, with BOS when the model wants it."""
@@ -186,6 +189,18 @@ class TransformersEngine(EngineBase):
 
     def logprobs(self, tokens: Sequence[int], start: int) -> list[float]:
         """log P(tokens[i] | tokens[:i]) for i >= start: float64 log-softmax of the model's logits."""
+        return [value for value, _ in self._scored(tokens, start, 0, None)]
+
+    def score(self, tokens: Sequence[int], start: int, *, top: int = 0,
+              cancel: threading.Event | None = None) -> list[TokenLogprob]:
+        """``logprobs`` with each token's text and the ``top`` best tokens at its place."""
+        piece = lambda t: self._vocab.token_text(t).encode("utf-8")
+        return [TokenLogprob(piece(token), value, tuple((piece(t), v) for t, v in best))
+                for token, (value, best) in zip(list(tokens)[start:], self._scored(tokens, start, top, cancel),
+                                                strict=True)]
+
+    def _scored(self, tokens: Sequence[int], start: int, top: int,
+                cancel: threading.Event | None) -> list[tuple[float, list[tuple[int, float]]]]:
         import torch
 
         tokens = self._checked_ids(tokens)
@@ -196,6 +211,8 @@ class TransformersEngine(EngineBase):
                                   hint="shorten the text or raise --ctx")
         inputs, out, cache = tokens[:-1], [], None
         for first in range(0, len(inputs), LOGPROB_CHUNK):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("the scoring stopped: its caller left")
             chunk = inputs[first:first + LOGPROB_CHUNK]
             wanted = first + len(chunk) - max(first, start - 1)  # rows at positions >= start - 1
             logits, cache = self._forward(chunk, cache, keep=max(wanted, 1) if self._keep_kw else 0)
@@ -204,7 +221,14 @@ class TransformersEngine(EngineBase):
             rows = logits[-wanted:].to(torch.float64).log_softmax(-1)
             targets = torch.tensor(tokens[first + len(chunk) - wanted + 1: first + len(chunk) + 1],
                                    device=rows.device)
-            out.extend(rows.gather(1, targets[:, None])[:, 0].tolist())
+            values = rows.gather(1, targets[:, None])[:, 0].tolist()
+            if top:
+                best = rows.topk(top, dim=-1)
+                tops = [list(zip(ids, scores, strict=True))
+                        for ids, scores in zip(best.indices.tolist(), best.values.tolist(), strict=True)]
+            else:
+                tops = [[] for _ in values]
+            out.extend(zip(values, tops, strict=True))
         return out
 
     # --- generation ------------------------------------------------------------------------
@@ -239,6 +263,8 @@ class TransformersEngine(EngineBase):
                 usage.ttft_s = time.perf_counter() - started
             if not params.ignore_eos and token in self._stop_ids:
                 finish = "stop"
+                if params.top_logprobs is not None and params.logprob_of_end:
+                    pending.append(self._token_logprob(logits[-1], token, params.top_logprobs))
                 break
             if params.top_logprobs is not None:  # the raw distribution (pick worked on a copy)
                 pending.append(self._token_logprob(logits[-1], token, params.top_logprobs))

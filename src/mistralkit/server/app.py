@@ -117,10 +117,13 @@ def _middleware(app: FastAPI, config: ServerConfig) -> None:
 
 
 def _routes(app: FastAPI) -> None:
-    from . import correct_routes, ollama_routes, openai_routes, responses, sessions_routes
+    from . import (completions, correct_routes, ollama_routes, openai_routes, responses, sessions_routes,
+                   tokenizer_routes)
 
     guarded = [Depends(require_key)]
     app.include_router(openai_routes.router, dependencies=guarded)
+    app.include_router(completions.router, dependencies=guarded)
+    app.include_router(tokenizer_routes.router, dependencies=guarded)
     app.include_router(responses.router, dependencies=guarded)
     app.include_router(correct_routes.router, dependencies=guarded)
     app.include_router(sessions_routes.router, dependencies=guarded)

@@ -27,7 +27,10 @@ def _unknown(kind: str, ref: str, dirs: tuple[Path, ...]) -> ModelNotFound:
 
 def allowed_file(ref: str, dirs: tuple[Path, ...], kind: str) -> Path:
     """The real path of ``ref`` when it lies inside one of ``dirs`` (symbolic links followed)."""
-    given = Path(ref).expanduser()
+    try:
+        given = Path(ref).expanduser()
+    except RuntimeError:  # "~name/..." of a user this machine does not have
+        raise _unknown(kind, ref, dirs) from None
     candidates = [given] if given.is_absolute() else [folder / given for folder in dirs]
     for candidate in candidates:
         real = candidate.resolve()

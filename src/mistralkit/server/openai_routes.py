@@ -1,4 +1,5 @@
-"""``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` in OpenAI's wire format."""
+"""``/v1/models``, ``/v1/chat/completions``, ``/v1/embeddings`` in OpenAI's wire format, and what
+``/v1/completions`` (completions.py) and ``/v1/responses`` share with them: ``Run``, the SSE stream, logprobs."""
 
 from __future__ import annotations
 
@@ -18,16 +19,16 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from ..engines import Chunk, Usage, require
-from ..engines.base import TokenLogprob, check_fits
+from ..engines.base import TokenLogprob
 from ..http.sse import EventStream
-from ..turn import FIT_HINT, NativeTools, Turn
+from ..turn import NativeTools, Turn
 from .tool_deltas import tool_deltas
 from ..errors import InvalidParameter, MistralkitError
 from ..http.errors import redact
 from . import history
 from .pool import Resident
 from .worker import Job, stream
-from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
+from .schemas import ChatRequest, EmbeddingRequest, Sampling
 from .watch import cancelled
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -160,16 +161,19 @@ def chat_logprobs(entries: Sequence[TokenLogprob]) -> dict:
                         for e in entries], "refusal": None}
 
 
-def text_logprobs(entries: Sequence[TokenLogprob], offset: int = 0) -> dict:
-    """The legacy completions ``logprobs``: parallel lists, alternatives as {text: log-probability}."""
+def text_logprobs(entries: Sequence[TokenLogprob], offset: int = 0, first: str | None = None) -> dict:
+    """The legacy completions ``logprobs``: parallel lists, alternatives as {text: log-probability};
+    ``first``: the text of a first token that has no log-probability (an echoed prompt's), listed with nulls."""
     tokens = [e.token.decode("utf-8", errors="replace") for e in entries]
+    logprobs: list[float | None] = [e.logprob for e in entries]
+    top: list[dict | None] = [{t.decode("utf-8", errors="replace"): v for t, v in e.top} for e in entries]
+    if first is not None:
+        tokens, logprobs, top = [first, *tokens], [None, *logprobs], [None, *top]
     offsets = []
     for token in tokens:
         offsets.append(offset)
         offset += len(token)
-    return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
-            "top_logprobs": [{t.decode("utf-8", errors="replace"): v for t, v in e.top} for e in entries],
-            "text_offset": offsets}
+    return {"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": top, "text_offset": offsets}
 
 
 async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_end,
@@ -313,32 +317,6 @@ def _named_fragments(deltas):
     return named
 
 
-@router.post("/completions")
-async def completions(body: CompletionRequest, request: Request):
-    """Raw-text completion (no chat format), streamed or not."""
-    async with request.app.state.pool.use(body.model) as resident:
-        require(resident.worker.engine, "tokens", "/v1/completions (a raw-text prompt)")
-        if body.logprobs is not None:
-            require(resident.worker.engine, "logprobs", "logprobs")
-        tokens = await run_in_threadpool(resident.worker.engine.encode_text, body.text())
-        check_fits(tokens, resident.worker.engine.n_ctx, hint=FIT_HINT)
-        job = await queue_job(request, body, resident, tokens, None)
-    run = Run(request, job, resident.model.name)
-
-    def on_end(text: str, partial: bool) -> None:
-        pass
-
-    if body.stream:
-        extra = {"usage": None} if body.include_usage else {}
-        return EventStream(_event_stream(run, _text_chunk, body.include_usage, extra, on_end),
-                           request.app.state.config.keepalive_s)
-    await collect(run)
-    return {"id": f"cmpl-{run.id}", "object": "text_completion", "created": run.created, "model": run.model,
-            "choices": [{"index": 0, "text": run.text, "finish_reason": run.finish,
-                         "logprobs": text_logprobs(run.logprobs) if body.logprobs is not None else None}],
-            "usage": _usage(run.usage)}
-
-
 EMBED_LOCK = asyncio.Lock()
 
 
@@ -348,7 +326,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
     pool = request.app.state.pool
     async with EMBED_LOCK:  # one embedding model call at a time: the engines are not thread-safe
         embedder = await run_in_threadpool(pool.embedder, body.model)
-        texts = body.texts()
+        texts = await run_in_threadpool(body.texts)
         if body.dimensions is not None and body.dimensions != embedder.dimensions:
             raise InvalidParameter(
                 f"dimensions={body.dimensions}: {body.model} gives {embedder.dimensions}-dimensional vectors and "

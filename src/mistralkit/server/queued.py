@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from ..engines import Chunk, GenerationParams
-from ..engines.base import EngineBase, Request
+from ..engines.base import EngineBase, Request, TokenLogprob
 from ..formats.base import Message
 from .pool import Resident
 from .worker import Job, stream
@@ -25,7 +25,8 @@ class QueuedEngine(EngineBase):
         self._slot, self._loop, self._engine = resident, loop, engine
         self.name, self.kind, self.n_ctx, self.parallel = engine.name, engine.kind, engine.n_ctx, engine.parallel
         self.capabilities, self.format = engine.capabilities, engine.format
-        self.bos_id, self.add_bos = engine.bos_id, engine.add_bos
+        self.bos_id, self.eos_id, self.add_bos = engine.bos_id, engine.eos_id, engine.add_bos
+        self.n_vocab = engine.n_vocab
 
     def generate(self, request: Request, params: GenerationParams,
                  cancel: threading.Event | None = None) -> Iterator[Chunk]:
@@ -50,6 +51,11 @@ class QueuedEngine(EngineBase):
         decoded beside the running generations, not a job of the queue."""
         return self._engine.logprobs(tokens, start)
 
+    def score(self, tokens: Sequence[int], start: int, *, top: int = 0,
+              cancel: threading.Event | None = None) -> list[TokenLogprob]:
+        """``logprobs`` with token texts and alternatives: the same way into the batch."""
+        return self._engine.score(tokens, start, top=top, cancel=cancel)
+
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return self._engine.count_tokens(messages)
 
@@ -64,6 +70,9 @@ class QueuedEngine(EngineBase):
 
     def token_text(self, token_id: int) -> str:
         return self._engine.token_text(token_id)
+
+    def detokenize(self, tokens: Sequence[int], *, special: bool = False) -> str:
+        return self._engine.detokenize(tokens, special=special)
 
     def close(self) -> None:
         """The model belongs to the pool: nothing to close here."""
