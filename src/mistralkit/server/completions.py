@@ -26,7 +26,7 @@ from ..engines.base import TokenLogprob, check_fits, check_ids
 from ..errors import BadParameter, ContextOverflow, TooLarge
 from ..http.sse import EventStream
 from ..turn import FIT_HINT
-from .openai_routes import Run, _event_stream, _text_chunk, _usage, collect, queue_job, text_logprobs
+from .openai_routes import Run, event_stream, text_chunk, usage_shape, collect, queue_job, text_logprobs
 from .pool import Resident
 from .schemas import CompletionRequest
 from .watch import cancel_event
@@ -74,7 +74,7 @@ async def completions(body: CompletionRequest, request: Request):
             return await _answer(body, request, resident, prompts)
     run = Run(request, job, resident.model.name)
     extra = {"usage": None} if body.include_usage else {}
-    return EventStream(_event_stream(run, _text_chunk, body.include_usage, extra, lambda text, partial: None),
+    return EventStream(event_stream(run, text_chunk, body.include_usage, extra, lambda text, partial: None),
                        request.app.state.config.keepalive_s)
 
 
@@ -103,7 +103,7 @@ async def _answer(body: CompletionRequest, request: Request, resident: Resident,
     return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": created,
             "model": resident.model.name,
             "choices": [{"index": i * body.n, **choice} for i, (choice, _) in enumerate(results)],  # choice 0 of n
-            "usage": _usage(usage)}
+            "usage": usage_shape(usage)}
 
 
 async def _choice(body: CompletionRequest, request: Request, resident: Resident, tokens: list[int],

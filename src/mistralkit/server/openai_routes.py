@@ -81,7 +81,7 @@ async def model(model_id: str, request: Request) -> dict:
     raise ModelNotFound(f"the model {model_id!r} does not exist here", hint="GET /v1/models lists them")
 
 
-def _usage(usage: Usage | None) -> dict:
+def usage_shape(usage: Usage | None) -> dict:
     usage = usage or Usage()
     return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.prompt_tokens + usage.completion_tokens,
@@ -176,7 +176,7 @@ def text_logprobs(entries: Sequence[TokenLogprob], offset: int = 0, first: str |
     return {"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": top, "text_offset": offsets}
 
 
-async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_end,
+async def event_stream(run: Run, shape, include_usage: bool, extra: dict, on_end,
                         deltas=_text_deltas, finish_usage: bool = False) -> AsyncIterator[str]:
     """SSE (sent as an ``EventStream``): one event per delta (text by default), then the finish event
     (with the usage in Mistral's dialect: ``finish_usage``), usage (if asked) and ``[DONE]``."""
@@ -186,9 +186,9 @@ async def _event_stream(run: Run, shape, include_usage: bool, extra: dict, on_en
         async for delta in deltas(run):
             yield _sse(shape(run, delta, None, extra))
         finish = shape(run, {}, run.finish, extra)
-        yield _sse({**finish, "usage": _usage(run.usage)} if finish_usage else finish)
+        yield _sse({**finish, "usage": usage_shape(run.usage)} if finish_usage else finish)
         if include_usage:
-            yield _sse({**shape(run, None, None, extra), "choices": [], "usage": _usage(run.usage)})
+            yield _sse({**shape(run, None, None, extra), "choices": [], "usage": usage_shape(run.usage)})
         complete = True
         yield _sse("[DONE]")
     except MistralkitError as exc:
@@ -210,7 +210,7 @@ def _chat_chunk(run: Run, delta: dict | None, finish: str | None, extra: dict) -
             "model": run.model, "choices": [choice] if delta is not None else [], **extra}
 
 
-def _text_chunk(run: Run, delta: dict | None, finish: str | None, extra: dict) -> dict:
+def text_chunk(run: Run, delta: dict | None, finish: str | None, extra: dict) -> dict:
     entries = (delta or {}).get(LOGPROBS)
     logprobs = None
     if entries:
@@ -278,8 +278,8 @@ async def chat_completions(body: ChatRequest, request: Request):
     if body.stream:
         usage_extra = {**extra, "usage": None} if body.include_usage else extra
         deltas, mistral = chat.deltas(), _mistral_dialect(request)
-        return EventStream(_event_stream(run, _chat_chunk, body.include_usage, usage_extra, chat.on_end,
-                                         _named_fragments(deltas) if mistral else deltas, finish_usage=mistral),
+        return EventStream(event_stream(run, _chat_chunk, body.include_usage, usage_extra, chat.on_end,
+                                        _named_fragments(deltas) if mistral else deltas, finish_usage=mistral),
                            request.app.state.config.keepalive_s)
     try:
         await collect(run)
@@ -291,7 +291,7 @@ async def chat_completions(body: ChatRequest, request: Request):
     return {"id": f"chatcmpl-{run.id}", "object": "chat.completion", "created": run.created, "model": run.model,
             "choices": [{"index": 0, "message": message, "finish_reason": run.finish,
                          "logprobs": chat_logprobs(run.logprobs) if body.logprobs else None}],
-            "usage": _usage(run.usage), **extra}
+            "usage": usage_shape(run.usage), **extra}
 
 
 def _mistral_dialect(request: Request) -> bool:
