@@ -120,3 +120,21 @@ def test_a_rewrite_that_runs_on_is_cut_short():
     assert stopped and line.overflow and len(line.text) <= limit_for(sentence) + len(" 12 mars") + 1
     short = FirstLine(limit_for(sentence))
     assert not short.feed("Le 12 mars, Paul a mangé.") and short.feed("\n") and not short.overflow
+
+
+@pytest.mark.parametrize(("written", "meant", "apart"), [
+    ("fesait", "faisait", 0), ("magnifik", "magnifique", 0), ("vaissel", "vaisselle", 0), ("bonome", "bonhomme", 0),
+    ("mension", "mention", 0), ("cahié", "cahiers", 0), ("fesait", "ferait", 1), ("vaissel", "naisse", 2),
+])
+def test_a_misspelling_that_sounds_like_the_word_costs_no_letters(written, meant, apart):
+    assert ranking.letters_apart(written, meant, by_ear=True) == apart
+    assert ranking.letters_apart(written, meant) >= apart  # a known word's neighbours: letters as written
+
+
+def test_two_words_the_dictionary_knows_as_one_are_a_spot(rank):
+    text = "Enzo a mis son manteau par ce qu'il fait froid, Valentin a ri."
+    found = {text[s.start:s.end]: s.candidates for s in ranking.spots(text, [], [], rank.checker.morph)}
+    assert "parce" in found["par ce"] and "Valentin a" not in found  # a name is never glued to what follows
+    result = rank.correct("Enzo a mis son manteau par ce qu'il fesait froid.")
+    consistent(result)
+    assert "parce qu'il" in result.corrected

@@ -79,6 +79,7 @@ def fixed_by(found: list[Issue], text: str) -> str:
     ("Ce est vrai lorsque on rit, si il pleut.", "C'est vrai lorsqu'on rit, s'il pleut."),
     ("Le hibou et le héros ont vu le onze de France et la une du journal.", None),
     ("Ce arbre est là où je suis.", None),
+    ("Elle la appelé Réglisse, la entrée est là.", "Elle l'a appelé Réglisse, l'entrée est là."),
     # a singular noun after a number of two or more
     ("Le trajet dure 2 heure et trois cahier.", "Le trajet dure 2 heures et trois cahiers."),
     ("Il a 1 frère, 2 fois, en 2024 marque.", None),
@@ -152,6 +153,7 @@ def test_sentence_reads_lower_case_readings_of_a_capitalised_first_word(checker)
     ("Pourquoi le bus ne passe plus", "Pourquoi le bus ne passe plus ?"),
     ("Viens-tu au parc avec Léa demain", "Viens-tu au parc avec Léa demain ?"),
     ("Tu viens à mon anniversaire, Marius", "Tu viens à mon anniversaire, Marius"),  # a question by its tone, or not
+    ("Mehdi, tu peux me rendre mon ballon", "Mehdi, tu peux me rendre mon ballon"),
     ("Bonjour Madame Dupuis", "Bonjour Madame Dupuis"),  # under four words: a greeting, a title
     ("iPhone et eBay sont des marques.", "iPhone et eBay sont des marques."),
     ("Il dit (au revoir)", "Il dit (au revoir)"),

@@ -199,6 +199,9 @@ def elision(s: Sentence, i: int, apos: str) -> Finding | None:
         return None
     if w.lower in ("le", "la") and nxt.lower in ("un", "une", "où", "ou"):  # "la une", "là où"
         return None
+    if w.lower == "la" and nxt.participle and not nxt.nominal_gender("f", "e"):  # "elle la appelé": "l'a appelé"
+        return w.start, w.end, keep_case(w.text, f"l{apos}a"), "elision", \
+            "devant un participe, c'est le pronom et le verbe « l'a »"
     return w.start, nxt.start, keep_case(w.text, ELIDED[w.lower] + apos), "elision", \
         f"devant une voyelle, « {w.lower} » s'élide : « {ELIDED[w.lower]}' »"
 

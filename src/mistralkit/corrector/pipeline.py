@@ -161,17 +161,25 @@ class Corrector:
 
     def _typography(self, text: str, current: str, done: list[E.Edit],
                     protected: list[Protected]) -> tuple[str, list[E.Edit]]:
-        """Capitals opening sentences and the paragraph's final mark (``typography.py``), on the text the
-        word rules left: (text, edits in ``text``'s coordinates)."""
-        from .typography import issues
+        """The sure rules, on the text the word rules (or the model) left: elisions ("si il" -> "s'il",
+        which the model's scores may leave), capitals opening sentences and the paragraph's final mark
+        (``typography.py``): (text, edits in ``text``'s coordinates)."""
+        from .confusions import issues as confusions
+        from .typography import issues as typography
 
-        spans = _moved(protected, done)
-        picks = [E.Edit(i.start, i.end, current[i.start:i.end], i.suggestions[0], "rule", i.message, i.rule, 0.95)
-                 for i in issues(current, spans) if not E.overlaps(i.start, i.end, spans)]
-        if not picks:
-            return current, done
-        following = E.apply(current, picks)
-        return following, E.combine(text, done, current, following, "rule", picks)
+        morph = getattr(self.checker, "morph", None)
+
+        def elisions(current: str, spans: list[Protected]) -> list[Issue]:
+            return [i for i in confusions(current, morph, spans) if i.rule == "mistralkit_elision"]
+
+        for finder in (elisions, typography):  # one after the other: "ce est" -> "c'est" -> "C'est"
+            spans = _moved(protected, done)
+            picks = [E.Edit(i.start, i.end, current[i.start:i.end], i.suggestions[0], "rule", i.message, i.rule,
+                            0.95) for i in finder(current, spans) if not E.overlaps(i.start, i.end, spans)]
+            if picks:
+                following = E.apply(current, picks)
+                done, current = E.combine(text, done, current, following, "rule", picks), following
+        return current, done
 
     def _ranked(self, text: str, protected: list[Protected], issues: list[Issue], stage: _Stage,
                 cancelled: Cancelled | None = None) -> tuple[str, list[E.Edit], list[Issue], list[E.Edit]]:

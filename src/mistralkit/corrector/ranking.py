@@ -16,7 +16,10 @@ Spots and candidates (never inside a protected span):
 - every word of a homophone set (son/sont, a/à, et/est, on/ont, ou/où, ces/ses/c'est/s'est, ...),
   with the others of its set;
 - every -er infinitive or participle (manger/mangé/mangez), with the other forms the
-  dictionary knows; a noun after a number or a plural determiner, with its plural.
+  dictionary knows; a noun after a number or a plural determiner, with its plural;
+- two words the dictionary knows as one ("par ce" -> "parce", "en fin" -> "enfin", "pique nique" ->
+  "pique-nique"), with that word.
+A misspelt word's candidates that sound like it ("fesait" -> "faisait", ``sound``) cost no letters.
 Spots are decided left to right, each within its own sentence (the same choice alone or inside a
 paragraph) as the ones before it left it; then the checker looks again (a fixed "sont" makes "allé"
 an agreement error) for up to ``ROUNDS`` rounds.
@@ -64,6 +67,38 @@ RULE = 1.5  # nats given to the rule pass's own pick: the model must disagree by
 MESSAGE = "le modèle de langue préfère cette forme"
 
 
+# How French letters sound, roughly: enough to see that "fesait" and "faisait", "magnifik" and
+# "magnifique", "bonome" and "bonhomme" are the same word to the ear. Applied in order to a folded word.
+_SOUNDS = tuple((re.compile(a), b) for a, b in (
+    (r"(.)\1", r"\1"), (r"(?:er|ez|et)s?$", "e"), (r"[sxtdp]+$", ""), (r"e$", ""), (r"t(?=ion)", "s"),
+    (r"ph", "f"), (r"qu|ck|k|c(?=[aou])", "k"), (r"(?<=[aeiou])s(?=[aeiouy])", "z"), (r"sc(?=[ei])|c(?=[eiy])", "s"),
+    (r"gu(?=[eiy])", "g"), (r"g(?=[eiy])", "j"), (r"h", ""), (r"eau|au", "o"), (r"ai|ei", "e"),
+    (r"(?:an|am|en|em)(?![aeiouy])", "A"), (r"(?:ain|ein|in|im|un)(?![aeiouy])", "I"), (r"(?:on|om)(?![aeiouy])", "O"),
+    (r"y", "i"),
+))
+
+
+def sound(word: str) -> str:
+    """A rough French phonetic key of a (folded) word: equal keys sound alike.
+
+    >>> sound("fesait") == sound("faisait"), sound("magnifik") == sound("magnifique"), sound("bonome") == sound("bonom")
+    (True, True, True)
+    """
+    key = word.lower()
+    for pattern, replacement in _SOUNDS:
+        key = pattern.sub(replacement, key)
+    return key
+
+
+def letters_apart(written: str, candidate: str, by_ear: bool = False) -> int:
+    """Letters a candidate changes in what is written (accents, spaces and case free); with ``by_ear``
+    (a misspelt word: a dyslexic writer spells by ear), none when the two sound alike."""
+    a, b = fold(written), fold(candidate)
+    if by_ear and sound(a.replace(" ", "")) == sound(b.replace(" ", "")):
+        return 0
+    return edit_distance(a, b)
+
+
 def alternatives(word: str) -> set[str]:
     """The other spellings of ``word``'s homophone sets, in its case."""
     plain = word.lower().replace("’", "'")
@@ -101,6 +136,7 @@ class Spot:
     candidates: set[str]
     flagged: bool = False  # a finding of the checker or of our rules
     favoured: str | None = None  # the rule pass's own pick there (``edits.best_suggestion``)
+    misspelt: bool = False  # the checker's dictionary does not know what is written
     message: str = ""
     rule: str = ""
 
@@ -123,6 +159,7 @@ def spots(text: str, issues: Sequence[Issue], protected: Sequence[Protected], mo
             spot.candidates |= options
             spot.flagged, spot.message, spot.rule = True, spot.message or issue.message, spot.rule or issue.rule
             spot.favoured = spot.favoured or best_suggestion(text[issue.start:issue.end], issue, text)
+            spot.misspelt = spot.misspelt or issue.kind == "spelling"
     words = [(m.start(), m.end(), m.group()) for m in WORD.finditer(text)] if free else []
     forms: dict[tuple[int, int], set[str]] = {}
     for n, (start, end, word) in enumerate(words):
@@ -138,6 +175,11 @@ def spots(text: str, issues: Sequence[Issue], protected: Sequence[Protected], mo
         if options:
             spot = found.setdefault((start, end), Spot(start, end, set()))
             spot.candidates |= options
+    for (start, end, first), (start2, end2, second) in zip(words, words[1:]):
+        name = second[0].isupper() or first[0].isupper() and text[:start].rstrip()[-1:] not in ("", ".", "!", "?")
+        if text[end:start2] == " " and not hidden(start, end2) and first.isalpha() and second[0].isalpha() \
+                and not name and len(first) + len(second) >= 5:
+            forms[(start, end2)] = {first + second, f"{first}-{second}"}  # "par ce" -> "parce", "pique-nique"
     known = _known(morph, {f for options in forms.values() for f in options})
     for (start, end), options in forms.items():
         options = {f for f in options if f in known}
@@ -160,8 +202,8 @@ def spots(text: str, issues: Sequence[Issue], protected: Sequence[Protected], mo
 def _known(morph: Morph | None, words: set[str]) -> set[str]:
     if morph is None or not words:
         return set()
-    readings = morph(sorted(words)) or {}
-    return {w for w, r in readings.items() if r}
+    readings = morph(sorted(words | {w.lower() for w in words})) or {}
+    return {w for w in words if readings.get(w) or readings.get(w.lower())}  # "Enfin" opening a sentence
 
 
 class Scorer:
@@ -235,9 +277,9 @@ def decide(text: str, found: Sequence[Spot], scorer: Scorer, cancelled: Callable
             break
         start, end = spot.start + shift, spot.end + shift
         written = current[start:end]
-        plain = fold(written)  # the writer meant a word near what is written: a nat per letter changed
+        # The writer meant a word near what is written, or one that sounds like it: a nat per letter changed.
         near = sorted((c for c in spot.candidates if c != written),
-                      key=lambda c: (c != spot.favoured, edit_distance(plain, fold(c)), c))[:MAX_CANDIDATES]
+                      key=lambda c: (c != spot.favoured, letters_apart(written, c, spot.misspelt), c))[:MAX_CANDIDATES]
         options = [written, *near]
         if len(options) < 2:
             continue
@@ -246,7 +288,7 @@ def decide(text: str, found: Sequence[Spot], scorer: Scorer, cancelled: Callable
         cut = current.find(" ", min(last, end + RIGHT_CONTEXT))  # what follows the spot, a few words of it
         last = min(last, cut) if cut != -1 else last
         scores = scorer.compare([current[first:start] + o + current[end:last] for o in options])
-        scores = [score + RULE if o == spot.favoured else score - DISTANCE * edit_distance(plain, fold(o))
+        scores = [score + RULE if o == spot.favoured else score - DISTANCE * letters_apart(written, o, spot.misspelt)
                   for score, o in zip(scores, options)]  # the rule's pick is near by its own measure
         best = max(range(len(options)), key=scores.__getitem__)
         margin = scores[best] - max(score for i, score in enumerate(scores) if i != best)  # over the runner-up

@@ -8,8 +8,8 @@ always lose):
   its first word holds a capital inside (a brand: "iPhone") or is protected (an e-mail, a URL);
 - a paragraph of four words or more that ends on a letter or a digit gets " ?" when it asks (it
   opens with a question word, or holds "est-ce que" or a verb-subject inversion such as "viens-tu"),
-  else a full stop; not when it opens with "tu" or "vous" (a question by its tone alone, or not: a
-  reader cannot tell), nor after a closing bracket or quote.
+  else a full stop; not when "tu" or "vous" is among its first three words (a question by its tone
+  alone, or not: a reader cannot tell), nor after a closing bracket or quote.
 
 >>> [(i.start, i.end, i.suggestions) for i in issues("ce matin il pleut sur Brest")]
 [(0, 2, ('Ce',)), (27, 27, ('.',))]
@@ -62,7 +62,7 @@ def _final_mark(text: str, start: int, end: int) -> Issue | None:
         space = "\u202f" if "\u202f?" in text else "\u00a0" if "\u00a0?" in text else " "
         return Issue(end, end, "Une question se termine par un point d'interrogation.", (space + "?",),
                      "mistralkit_ponctuation_finale", "typography", CHECKER)
-    if words[0].lower() in TONE_ONLY:
+    if TONE_ONLY & {w.lower() for w in words[:3]}:  # "Tu viens", "Mehdi, tu peux": asked by the tone, or not
         return None
     return Issue(end, end, "Une phrase se termine par un point.", (".",), "mistralkit_ponctuation_finale",
                  "typography", CHECKER)
