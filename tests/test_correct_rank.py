@@ -138,3 +138,27 @@ def test_two_words_the_dictionary_knows_as_one_are_a_spot(rank):
     result = rank.correct("Enzo a mis son manteau par ce qu'il fesait froid.")
     consistent(result)
     assert "parce qu'il" in result.corrected
+
+
+def test_a_misspellings_far_pick_is_proposed_and_names_are_not_glued(rank):
+    """The word meant ("vaisselle") is not among the checker's suggestions: the model's pick is a guess,
+    proposed, not applied. "Le maître" is no spelling of the name "Lemaître"; after "on" (for "ont") a
+    participle stays one."""
+    guessed = rank.correct("Samia a mis la table pendant que son frère faisait la vaissel.")
+    consistent(guessed)
+    assert "vaissel" in guessed.corrected and any(e.before == "vaissel" for e in guessed.proposed)
+    master = rank.correct("Le maître nous a demandé de rangé nos affaires.")
+    assert master.corrected.startswith("Le maître nous a demandé de ranger")
+    assert "aboyé" in rank.correct("Les chiens de Mamadou on aboyé toute la nuit.").corrected
+
+
+@pytest.mark.parametrize("text, name", [("Kofi ces fait mal au genou en sautant du muret.", "Kofi"),
+                                        ("Aïssatou ma prêté son livre sur les dinosaures.", "Aïssatou"),
+                                        ("Ewen ses cassé le bras en jouant au rugby samedi.", "Ewen")])
+def test_a_name_opening_a_sentence_is_never_spelt_into_another(rank, text, name):
+    rules = Corrector(CorrectSettings(mode="rules"))
+    try:
+        assert rules.correct(text).corrected.startswith(name + " ")
+    finally:
+        rules.close()
+    assert rank.correct(text).corrected.startswith(name + " ")

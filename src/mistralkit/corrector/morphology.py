@@ -23,7 +23,8 @@ _WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*['’]?|\d+(?:[,.]\d+)?")
 SUBJECT_PRONOUNS = frozenset("il elle on ils elles qui".split())
 
 
-def _tags(reading: str) -> list[str]:
+def tags(reading: str) -> list[str]:
+    """A reading's tags: ``>heure/:N:f:s;É/*`` -> ``['', 'N', 'f', 's']``."""
     return reading.lstrip(">").partition("/")[2].split("/")[0].split(";")[0].split(":")
 
 
@@ -39,7 +40,7 @@ class Word:
         return self.text.lower().replace("’", "'")
 
     def _with(self, *wanted: str) -> list[list[str]]:
-        return [t for t in map(_tags, self.readings) if all(w in t for w in wanted)]
+        return [t for t in map(tags, self.readings) if all(w in t for w in wanted)]
 
     def has(self, *wanted: str) -> bool:
         """Some reading carries every tag in ``wanted``."""
@@ -53,16 +54,16 @@ class Word:
     def nominal(self) -> bool:
         """A noun or an adjective that is not a verb form (a participle's ``:A`` does not count)."""
         return any(("N" in t or "A" in t) and not any(x.startswith("V") for x in t)
-                   for t in map(_tags, self.readings))
+                   for t in map(tags, self.readings))
 
     def nominal_number(self, *numbers: str) -> bool:
         """A noun or adjective reading (not a participle) of one of these numbers (s, p, i)."""
         return any(("N" in t or "A" in t) and not any(x.startswith("V") for x in t)
-                   and any(n in t for n in numbers) for t in map(_tags, self.readings))
+                   and any(n in t for n in numbers) for t in map(tags, self.readings))
 
     def nominal_gender(self, *genders: str) -> bool:
         return any(("N" in t or "A" in t) and not any(x.startswith("V") for x in t)
-                   and any(g in t for g in genders) for t in map(_tags, self.readings))
+                   and any(g in t for g in genders) for t in map(tags, self.readings))
 
     @property
     def participle(self) -> bool:
@@ -74,19 +75,19 @@ class Word:
 
     @property
     def only_infinitive(self) -> bool:
-        return self.known and all("Y" in t for t in map(_tags, self.readings))
+        return self.known and all("Y" in t for t in map(tags, self.readings))
 
     @property
     def finite(self) -> bool:
         """A conjugated verb form (indicative, subjunctive, conditional or imperative)."""
         return any(any(x.startswith("V") for x in t) and not ({"Q", "Y", "P"} & set(t))
-                   for t in map(_tags, self.readings))
+                   for t in map(tags, self.readings))
 
     def person(self, person: str) -> bool:
-        return any(person in t for t in map(_tags, self.readings))
+        return any(person in t for t in map(tags, self.readings))
 
     def _verb_flags(self) -> list[str]:
-        return [x[2:] for t in map(_tags, self.readings) for x in t if x.startswith("V") and len(x) > 6]
+        return [x[2:] for t in map(tags, self.readings) for x in t if x.startswith("V") and len(x) > 6]
 
     @property
     def verb(self) -> bool:
@@ -105,20 +106,20 @@ class Word:
 
     @property
     def adverb(self) -> bool:
-        return self.known and all("W" in t for t in map(_tags, self.readings))
+        return self.known and all("W" in t for t in map(tags, self.readings))
 
     @property
     def determiner(self) -> bool:
         """Le, la, un, des (``:D``), mon, ton (``:Dp``), ce, cette (``:Dd``)..."""
-        return any("G" in t and any(x.startswith("D") for x in t) for t in map(_tags, self.readings))
+        return any("G" in t and any(x.startswith("D") for x in t) for t in map(tags, self.readings))
 
     @property
     def pronoun(self) -> bool:
-        return any("G" in t and any(x.startswith("O") for x in t) for t in map(_tags, self.readings))
+        return any("G" in t and any(x.startswith("O") for x in t) for t in map(tags, self.readings))
 
     @property
     def proper(self) -> bool:
-        return any({"M1", "M2", "MP"} & set(t) for t in map(_tags, self.readings))
+        return any({"M1", "M2", "MP"} & set(t) for t in map(tags, self.readings))
 
 
 class Sentence:
@@ -178,6 +179,19 @@ class Sentence:
             return False
         return prev.lower in SUBJECT_PRONOUNS or self.is_name(i - 1) or (
             prev.has("N") and not prev.has("G") and not prev.text[0].isdigit())
+
+
+def common_words(morph: Morph | None, words: set[str]) -> set[str]:
+    """The ``words`` the dictionary knows as common words ("Enfin" opening a sentence, as "enfin"); a
+    name does not count ("Le maître" is not "Lemaître", "Sofi" no spelling of "Kofi")."""
+    if morph is None or not words:
+        return set()
+    readings = morph(sorted(words | {w.lower() for w in words})) or {}
+
+    def common(word: str) -> bool:
+        return any(not {"M1", "M2", "MP"} & set(tags(r)) for r in [*readings.get(word, ()),
+                                                                   *readings.get(word.lower(), ())])
+    return {w for w in words if common(w)}
 
 
 def keep_case(like: str, word: str) -> str:

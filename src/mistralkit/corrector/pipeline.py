@@ -223,7 +223,7 @@ class Corrector:
         morph = getattr(self.checker, "morph", None)  # LanguageTool has no dictionary lookup
         ours = confusion_issues(text, morph, protected)
         ours += [i for i in homophone_issues(text, protected, morph) if not E.overlaps(i.start, i.end, _spans(ours))]
-        return [*self.checker.check(text), *ours]
+        return [*_names_opening_sentences_kept(text, self.checker.check(text), morph), *ours]
 
     def _rewrite(self, middle: str, protected: list[Protected], issues: list[Issue], stage: _Stage,
                  fixes: list[tuple[str, str]], cancelled: Cancelled | None = None
@@ -292,6 +292,28 @@ class Corrector:
 
 
 CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")  # C0 controls but tab, line breaks and form feed; DEL
+
+
+def _names_opening_sentences_kept(text: str, issues: list[Issue], morph) -> list[Issue]:
+    """``issues`` less the spelling findings on a capitalised word opening a sentence that no common word
+    a letter away, or sounding like it, could fix: a name the NER model missed ("Kofi" -> "Sofi",
+    "Aïssatou" -> "Cassetout"), left as written; "Demin" -> "Demain", "Kan" -> "Quand" stay."""
+    from .morphology import common_words
+    from .ranking import letters_apart
+    from .sentences import sentence_starts
+
+    if morph is None:
+        return issues
+    starts = sentence_starts(text)
+    kept = []
+    for issue in issues:
+        word = text[issue.start:issue.end]
+        if issue.kind == "spelling" and issue.start in starts and word[:1].isupper():
+            near = {s for s in issue.suggestions if " " not in s and letters_apart(word, s, by_ear=True) <= 1}
+            if not common_words(morph, near):
+                continue
+        kept.append(issue)
+    return kept
 
 
 def validate(text: str) -> None:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from ..engines import require
 from .guards import edit_distance, fold
 from .homophones import SUBJECTS
-from .morphology import Morph, keep_case
+from .morphology import Morph, common_words, keep_case
 from .types import Issue, Protected
 
 # Words heard alike, written differently (a word may be in several sets).
@@ -52,6 +52,8 @@ HOMOPHONES: tuple[frozenset[str], ...] = tuple(frozenset(s.split()) for s in (
 # Verb endings heard alike: "manger", "mangé", "mangés", "mangée", "mangées", "mangez".
 ENDINGS = ("er", "é", "és", "ée", "ées", "ez")
 AUXILIARIES = frozenset("ai as a avons avez ont suis es est sommes êtes sont été".split())
+# After these a participle stays one too: they are the auxiliaries "ont", "est" miswritten ("Les chiens on aboyé").
+AUXILIARY_SOUNDS = frozenset("on et".split())
 PLURAL_BEFORE = frozenset("les des mes tes ses ces nos vos leurs plusieurs quelques deux trois quatre cinq six "
                           "sept huit neuf dix".split())
 WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?|\d+(?:[,.]\d+)?")
@@ -168,7 +170,8 @@ def spots(text: str, issues: Sequence[Issue], protected: Sequence[Protected], mo
         previous = words[n - 1][2] if n else ""
         options = alternatives(word) if not _verb_a(word, previous) else set()
         previous = previous.lower()
-        if not word[0].isdigit() and not (previous in AUXILIARIES and not word.lower().endswith("er")):
+        after_auxiliary = previous in AUXILIARIES or previous in AUXILIARY_SOUNDS
+        if not word[0].isdigit() and not (after_auxiliary and not word.lower().endswith("er")):
             forms[(start, end)] = _stem_forms(word)  # after "a", "est"... a participle stays one
             if previous in PLURAL_BEFORE or previous.isdigit() and previous not in ("0", "1"):
                 forms[(start, end)] |= {word + "s"} if not word.endswith(("s", "x", "z")) else set()
@@ -180,7 +183,7 @@ def spots(text: str, issues: Sequence[Issue], protected: Sequence[Protected], mo
         if text[end:start2] == " " and not hidden(start, end2) and first.isalpha() and second[0].isalpha() \
                 and not name and len(first) + len(second) >= 5:
             forms[(start, end2)] = {first + second, f"{first}-{second}"}  # "par ce" -> "parce", "pique-nique"
-    known = _known(morph, {f for options in forms.values() for f in options})
+    known = common_words(morph, {f for options in forms.values() for f in options})
     for (start, end), options in forms.items():
         options = {f for f in options if f in known}
         if options:
@@ -197,13 +200,6 @@ def spots(text: str, issues: Sequence[Issue], protected: Sequence[Protected], mo
             continue
         out.append(spot)
     return out
-
-
-def _known(morph: Morph | None, words: set[str]) -> set[str]:
-    if morph is None or not words:
-        return set()
-    readings = morph(sorted(words | {w.lower() for w in words})) or {}
-    return {w for w in words if readings.get(w) or readings.get(w.lower())}  # "Enfin" opening a sentence
 
 
 class Scorer:
@@ -251,6 +247,7 @@ class Choice:
     flagged: bool
     message: str
     rule: str
+    guess: bool = False  # a misspelling's pick two letters or more from it that does not sound like it
 
     @property
     def confidence(self) -> float:
@@ -259,7 +256,9 @@ class Choice:
 
     @property
     def sure(self) -> bool:
-        return self.margin >= (SURE if self.flagged else SURE_UNFLAGGED)
+        """Applied, not only proposed: by a margin, and not a guess ("vaissel" -> "naisse": the word meant
+        was not among the checker's suggestions, and the model can only pick the least bad one)."""
+        return self.margin >= (SURE if self.flagged else SURE_UNFLAGGED) and not self.guess
 
 
 def decide(text: str, found: Sequence[Spot], scorer: Scorer, cancelled: Callable[[], bool] | None = None,
@@ -294,7 +293,9 @@ def decide(text: str, found: Sequence[Spot], scorer: Scorer, cancelled: Callable
         margin = scores[best] - max(score for i, score in enumerate(scores) if i != best)  # over the runner-up
         if best == 0 or margin < UNSURE:
             continue
-        choice = Choice(spot.start, spot.end, written, options[best], margin, spot.flagged, spot.message, spot.rule)
+        guess = spot.misspelt and letters_apart(written, options[best], True) >= 2
+        choice = Choice(spot.start, spot.end, written, options[best], margin, spot.flagged, spot.message, spot.rule,
+                        guess)
         choices.append(choice)
         if choice.sure or apply_unsure:
             current = current[:start] + choice.after + current[end:]
