@@ -24,6 +24,7 @@ from ..engines import Usage
 from ..errors import InvalidParameter, MistralkitError
 from ..http.errors import redact
 from ..turn import Turn
+from . import ollama_models
 from . import ollama_shapes as shapes
 from .openai_routes import EMBED_LOCK, Run, queue_job
 from .schemas import ChatRequest
@@ -56,15 +57,15 @@ async def tags(request: Request) -> dict:
         for resident in list(request.app.state.pool.residents.values())
         if getattr(resident.model, "info", None) is not None
     }
-    return {"models": await run_in_threadpool(shapes.tag_rows, families)}
+    return {"models": await run_in_threadpool(ollama_models.tag_rows, families)}
 
 
 @router.get("/ps")
 async def ps(request: Request) -> dict:
     """Loaded models; they stay until the memory budget needs room (no ``expires_at``)."""
     loaded = request.app.state.pool.loaded()
-    return {"models": [{"name": name, "model": name, "size": resident.planned,
-                        "size_vram": 0, "digest": "", "expires_at": None, "details": shapes.details(resident.model),
+    return {"models": [{"name": name, "model": name, "size": resident.planned, "size_vram": 0, "digest": "",
+                        "expires_at": None, "details": ollama_models.details(resident.model),
                         "context_length": resident.worker.engine.n_ctx} for name, resident in loaded.items()]}
 
 
@@ -73,7 +74,7 @@ async def show(body: shapes.ShowRequest, request: Request) -> dict:
     """What the GGUF header says (``model_info``, chat template) and the server's sampling defaults."""
     pool = request.app.state.pool
     key, model, _ = await run_in_threadpool(pool.resolve, body.ref)
-    defaults: dict = shapes.sampling_defaults()
+    defaults: dict = ollama_models.sampling_defaults()
     resident = pool.residents.get(key)
     if resident is not None:
         defaults["num_ctx"] = resident.worker.engine.n_ctx
@@ -82,7 +83,7 @@ async def show(body: shapes.ShowRequest, request: Request) -> dict:
 
         defaults["num_ctx"] = context_size(model.name, model.info.context_length, request.app.state.config.settings.ctx)
     defaults["num_predict"] = request.app.state.config.settings.max_tokens
-    return await run_in_threadpool(shapes.show, model, defaults)
+    return await run_in_threadpool(ollama_models.show, model, defaults)
 
 
 async def _queue(request: Request, body: ChatRequest, num_predict: int | None,

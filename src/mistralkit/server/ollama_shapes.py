@@ -1,5 +1,5 @@
-"""Ollama's wire format: request bodies, their translation to our ``ChatRequest``, the model rows of
-``/api/tags``, ``/api/ps`` and ``/api/show``, and errors as ``{"error": "message"}``.
+"""Ollama's wire format: request bodies, their translation to our ``ChatRequest``, and errors as
+``{"error": "message"}`` (the model rows of ``/api/tags``, ``/api/ps`` and ``/api/show``: ollama_models.py).
 
 Accepted and ignored: ``keep_alive`` (models stay loaded until the memory budget needs the room),
 ``options.num_ctx`` (the server's ``--ctx`` decides; a prompt over it is still a 400), the load and
@@ -19,7 +19,6 @@ embedding ``dimensions`` other than the model's.
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -28,7 +27,7 @@ from pydantic import Field, StrictBool, ValidationError, field_validator, model_
 from ..errors import InvalidParameter, Unsupported
 from ..http.errors import validation_message
 from ..turn import Turn
-from .schemas import ChatRequest, Sampling, BaseBody, RequestBody, few_enough
+from .schemas import BaseBody, ChatRequest, RequestBody, few_enough
 
 FOREVER = -1, -2  # num_predict: Ollama's "no limit" and "fill the context"
 
@@ -258,118 +257,8 @@ def now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
-
-
 def ns(seconds: float) -> int:
     return max(0, int(seconds * 1e9))
-
-
-def parameter_size(billions: float) -> str:
-    """``0.27`` -> ``270M``, ``7.24`` -> ``7.2B`` (Ollama's style)."""
-    return f"{billions * 1000:.0f}M" if billions < 1 else f"{billions:.1f}B"
-
-
-def quant_level(model) -> str:
-    info = getattr(model, "info", None)
-    if getattr(model, "quant", None):
-        return str(model.quant).upper()
-    if info is not None and info.get("general.file_type") is not None:
-        import gguf
-
-        try:
-            return gguf.LlamaFileType(int(info.get("general.file_type"))).name.removeprefix("MOSTLY_")
-        except ValueError:
-            return ""
-    return ""
-
-
-def details(model) -> dict:
-    """Ollama's ``details`` of a resolved model (LocalModel or RemoteModel), from its GGUF header."""
-    info, entry = getattr(model, "info", None), getattr(model, "entry", None)
-    family = info.architecture if info is not None else ""
-    size = (info.get("general.size_label") if info is not None else None) or (
-        parameter_size(entry.params) if entry and entry.params else "")
-    return {"parent_model": "", "format": model.format, "family": family, "families": [family] if family else None,
-            "parameter_size": str(size), "quantization_level": quant_level(model)}
-
-
-def tag_rows(families: dict[str, str]) -> list[dict]:
-    """``/api/tags``: what ``/v1/models`` lists (adapters left out: they run on a model), read from the
-    registry and the catalog without opening a file; ``families``: architectures of the loaded models."""
-    from ..models import catalog, registry
-    from ..models.store import listing
-
-    here, _ = listing()
-    rows = []
-    for row in here:
-        if row.kind == "adapter":
-            continue
-        record = registry.get(row.name)
-        entry = catalog.find(row.name) if record is None or record.source == "catalog" else None
-        spec = entry.files.get(row.quant or "") if entry else None
-        family = families.get(row.name, "")
-        rows.append(
-            {
-                "name": row.name,
-                "model": row.name,
-                "size": row.size,
-                "modified_at": when(record.added if record else 0),
-                "digest": (record.sha256 if record else "") or (spec.sha256 if spec else ""),
-                "details": {
-                    "parent_model": "",
-                    "format": record.format if record else (spec.format if spec else ""),
-                    "family": family,
-                    "families": [family] if family else None,
-                    "parameter_size": parameter_size(entry.params) if entry and entry.params else "",
-                    "quantization_level": (row.quant or "").upper(),
-                },
-            }
-        )
-    return rows
-
-
-def _plain(value: Any) -> Any:
-    """A GGUF metadata value as JSON: long arrays (summarized as None by the reader) as ``[]``, as Ollama."""
-    if value is None:
-        return []
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value if isinstance(value, (str, int, float, bool)) else str(value)
-
-
-def show(model, defaults: dict[str, Any]) -> dict:
-    """``/api/show``: GGUF metadata and our defaults; ``modelfile`` is for reading (we build no models)."""
-    info, entry = getattr(model, "info", None), getattr(model, "entry", None)
-    parameters = "\n".join(f"{key} {json.dumps(value) if isinstance(value, str) else value}"
-                           for key, value in defaults.items())
-    metadata = {k: _plain(v) for k, v in info.metadata.items() if k != "tokenizer.chat_template"} if info else {}
-    kind = entry.kind if entry else ("embedding" if model.format == "sentence-transformers" else "llm")
-    modelfile = (f"# Modelfile generated by mistralkit serve (for reading: mistralkit builds no model from it)\n"
-                 f"FROM {model.name}\n" + "".join(f"PARAMETER {line}\n" for line in parameters.splitlines()))
-    return {"modelfile": modelfile, "parameters": parameters,
-            "template": (info.chat_template or "") if info else "",  # GGUF's Jinja template, not a Go one
-            "details": details(model), "model_info": metadata, "license": entry.license if entry else "",
-            "capabilities": capabilities(model, kind),
-            "modified_at": when(model.path.stat().st_mtime) if getattr(model, "path", None) else when(0)}
-
-
-def capabilities(model, kind: str) -> list[str]:
-    """What ``/api/show`` says a model does: "embedding"; or "completion", and "tools" for a chat model
-    (an instruct catalog entry, or a file whose chat template reads tools) or a remote API."""
-    if kind == "embedding":
-        return ["embedding"]
-    info, entry = getattr(model, "info", None), getattr(model, "entry", None)
-    chat = entry.instruct if entry is not None else "tools" in ((info.chat_template or "") if info else "")
-    return ["completion", "tools"] if chat or info is None else ["completion"]
-
-
-def sampling_defaults() -> dict[str, Any]:
-    fields = Sampling.model_fields
-    return {name: fields[name].default for name in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")}
 
 
 def error_body(status: int, body: bytes) -> tuple[int, bytes]:
