@@ -28,7 +28,7 @@ from ..http.sse import EventStream
 from ..turn import FIT_HINT
 from .openai_routes import Run, event_stream, text_chunk, usage_shape, collect, queue_job, text_logprobs
 from .pool import Resident
-from .schemas import CompletionRequest
+from .prompt_schemas import CompletionRequest
 from .watch import cancel_event
 
 router = APIRouter(prefix="/v1", tags=["openai"])

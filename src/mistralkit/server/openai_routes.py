@@ -28,7 +28,8 @@ from ..http.errors import redact
 from . import history
 from .pool import Resident
 from .worker import Job, stream
-from .schemas import ChatRequest, EmbeddingRequest, Sampling
+from .prompt_schemas import EmbeddingRequest
+from .schemas import ChatRequest, Sampling
 from .watch import cancelled
 
 router = APIRouter(prefix="/v1", tags=["openai"])

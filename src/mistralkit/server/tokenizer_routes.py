@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..engines import require
 from ..engines.base import check_ids
-from .schemas import DetokenizeRequest, TokenizeRequest
+from .prompt_schemas import DetokenizeRequest, TokenizeRequest
 
 router = APIRouter(tags=["tokenizer"])
 
