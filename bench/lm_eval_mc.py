@@ -5,10 +5,11 @@ same 20 multiple-choice items (bench/data/lm_eval_mc/items.jsonl).
    venv of its own: it is no dependency of mistralkit) runs two tasks through ``local-completions``: it
    finds the server's tokenizer (``/tokenizer_info``, ``/tokenize``) and scores "Question: ...\nAnswer:" +
    " CHOICE" by ``echo`` + ``logprobs`` on token-id prompts. Its remote tokenizer never adds a BOS, so
-   ``mistralkit_mc`` runs without one, and ``mistralkit_mc_bos`` writes "<bos>" first (read as the token).
+   ``mistralkit_mc`` sends none (the server reads such ids after the model's BOS, as it reads a text),
+   and ``mistralkit_mc_bos`` writes "<bos>" first (read as the token).
 2. Every log-likelihood lm-eval got back is scored again in this process by ``Engine.logprobs`` on the
-   same tokens: the largest difference per task is printed (Gemma without a BOS is numerically unstable:
-   a batch of another shape moves it by about a nat, where with one it moves by hundredths).
+   same tokens, after the BOS as the server reads them: the largest difference per task is printed
+   (without a BOS Gemma is numerically unstable: a batch of another shape moves it by about a nat).
 3. ``mistralkit eval`` on the same items: the question as a user turn, each choice as the answer (the
    chat layout training uses), so its accuracy need not match lm-eval's, whose layout is raw text.
 
@@ -109,7 +110,10 @@ def rescore(engine, samples: list[dict]) -> tuple[float, float]:
         pairs = [(args["arg_0"], args["arg_1"]) for args in sample["arguments"].values()]
         for (context, continuation), resp in zip(pairs, sample["resps"], strict=True):
             whole = engine.tokenize(context + continuation, special=True)
-            value = math.fsum(engine.logprobs(whole, len(engine.tokenize(context, special=True))))
+            start = len(engine.tokenize(context, special=True))
+            if engine.add_bos and whole[:1] != [engine.bos_id]:  # as the server reads ids sent without a BOS
+                whole, start = [engine.bos_id, *whole], start + 1
+            value = math.fsum(engine.logprobs(whole, start))
             scores.append(value)
             worst = max(worst, abs(value - float(resp[0][0])))
         right += max(range(len(scores)), key=scores.__getitem__) == int(sample["target"])
@@ -139,7 +143,7 @@ def main() -> None:
         again = {task: rescore(engine, samples[task]) for task in TASKS}
     finally:
         engine.close()
-    rows = [["lm-eval local-completions -> mistralkit serve", "Question/Answer text, no BOS",
+    rows = [["lm-eval local-completions -> mistralkit serve", "Question/Answer text, no BOS sent",
              f"{lm_acc['mistralkit_mc']:.2f}", f"{again['mistralkit_mc'][0]:.2f}", f"{again['mistralkit_mc'][1]:.3f}"],
             ["lm-eval local-completions -> mistralkit serve", '"<bos>" + Question/Answer text',
              f"{lm_acc['mistralkit_mc_bos']:.2f}", f"{again['mistralkit_mc_bos'][0]:.2f}",

@@ -114,8 +114,13 @@ def test_lm_eval_loglikelihood_batch_as_it_sends_it(server):
         greedy = all(v == max(top.values()) for v, top in zip(picked, logprobs["top_logprobs"][len(ctx):-1]))
         scores.append((sum(picked), greedy))
     assert max(range(3), key=lambda i: scores[i][0]) == 0, scores  # Paris
-    usage = reply.json()["usage"]
-    assert usage["prompt_tokens"] == sum(len(c) + len(x) for c, x in pairs) and usage["completion_tokens"] == 3
+    usage = reply.json()["usage"]  # each prompt was read after the model's BOS, which lm-eval leaves out
+    assert usage["prompt_tokens"] == sum(len(c) + len(x) + 1 for c, x in pairs) and usage["completion_tokens"] == 3
+    with_bos = post(server, "/v1/completions", {**body, "prompt": [[2, *c, *x] for c, x in pairs]}).json()["choices"]
+    for (ctx, cont), implied, written in zip(pairs, choices, sorted(with_bos, key=lambda c: c["index"]), strict=True):
+        assert implied["logprobs"]["token_logprobs"][0] is not None  # scored after the BOS, which is not listed
+        assert probabilities(implied["logprobs"]["token_logprobs"][len(ctx):-1]) == pytest.approx(
+            probabilities(written["logprobs"]["token_logprobs"][len(ctx) + 1:-1]), abs=CLOSE)
 
 
 def test_an_answer_ended_by_eos_still_lists_its_token(server):
