@@ -174,20 +174,14 @@ def la_là(s: Sentence, i: int, apos: str) -> Finding | None:
 ELIDED = {"le": "l", "la": "l", "de": "d", "je": "j", "me": "m", "te": "t", "se": "s", "ne": "n", "que": "qu",
           "lorsque": "lorsqu", "puisque": "puisqu", "jusque": "jusqu", "ce": "c", "si": "s"}
 ONLY_BEFORE = {"ce": frozenset("est était étaient".split()), "si": frozenset("il ils".split())}
-# Words before which nothing elides: an aspirated h ("le hibou"), "onze", "oui", a "y" sounded as a consonant.
-NO_ELISION = frozenset("oui ouistiti onze onzième yaourt yoga yacht yéti".split())
-ASPIRATED = ("hach", "haie", "hain", "haïr", "hall", "halt", "hamac", "hameau", "hamster", "hanche", "hand",
-             "hangar", "hant", "harc", "hardi", "hareng", "haricot", "harp", "hasard", "hât", "hauss", "haut",
-             "havre", "hérisson", "héron", "héros", "hêtre", "hibou", "hiérarch", "hipp", "hiss", "hobby", "hockey",
-             "hollande", "homard", "hongr", "honte", "hoquet", "hors", "hot", "houl", "houss", "houx", "hublot",
-             "huer", "huit", "hurl", "hutte")
-
-
+# The dictionary marks what a word allows before it: ";É" elision ("l'homme"), ";é" none (an aspirated h:
+# "le hibou", and "onze", "oui", "yaourt"). A word it does not know elides on a vowel, not on an h.
 def _vowel_start(word: Word) -> bool:
-    first = fold(word.lower[:1])
-    if word.lower in NO_ELISION or word.lower.startswith(ASPIRATED):
+    if any(";é" in r for r in word.readings):
         return False
-    return first in "aeiou" or word.lower == "y" or first == "h"
+    if word.lower.startswith("h"):
+        return any(";É" in r for r in word.readings)
+    return fold(word.lower[:1]) in "aeiou" or word.lower == "y"
 
 
 def elision(s: Sentence, i: int, apos: str) -> Finding | None:
