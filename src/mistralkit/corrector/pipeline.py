@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from ..engines.base import Engine
 from ..errors import ContextOverflow, InvalidParameter, MistralkitError
@@ -130,7 +131,7 @@ class Corrector:
             middle, rules, left, proposed = self._ranked(text, protected, issues, stage, cancelled)
         else:
             middle, rules, left = self._rules(text, protected, issues, stage, cancelled)
-        middle, rules = self._typography(text, middle, rules, protected)
+        middle, rules, left = self._sure_rules(text, middle, rules, protected, left)
         final, refused = middle, []
         if self.settings.mode == "hybrid":
             final, refused, left = self._rewrite(middle, _moved(protected, rules), left, stage,
@@ -159,18 +160,16 @@ class Corrector:
             issues = stage.timed("check", self._issues, current, spans)
         return current, done, issues
 
-    def _typography(self, text: str, current: str, done: list[E.Edit],
-                    protected: list[Protected]) -> tuple[str, list[E.Edit]]:
+    def _sure_rules(self, text: str, current: str, done: list[E.Edit], protected: list[Protected],
+                    left: list[Issue]) -> tuple[str, list[E.Edit], list[Issue]]:
         """The sure rules, on the text the word rules (or the model) left: elisions ("si il" -> "s'il",
-        which the model's scores may leave), capitals opening sentences and the paragraph's final mark
-        (``typography.py``): (text, edits in ``text``'s coordinates)."""
-        from .confusions import issues as confusions
+        which the model's scores may leave; found by the rounds' last check, among ``left``), capitals
+        opening sentences and the paragraph's final mark (``typography.py``): (text, edits in ``text``'s
+        coordinates, the issues left moved to the new text)."""
         from .typography import issues as typography
 
-        morph = getattr(self.checker, "morph", None)
-
         def elisions(current: str, spans: list[Protected]) -> list[Issue]:
-            return [i for i in confusions(current, morph, spans) if i.rule == "mistralkit_elision"]
+            return [i for i in left if i.rule == "mistralkit_elision"]
 
         for finder in (elisions, typography):  # one after the other: "ce est" -> "c'est" -> "C'est"
             spans = _moved(protected, done)
@@ -178,8 +177,9 @@ class Corrector:
                             0.95) for i in finder(current, spans) if not E.overlaps(i.start, i.end, spans)]
             if picks:
                 following = E.apply(current, picks)
-                done, current = E.combine(text, done, current, following, "rule", picks), following
-        return current, done
+                done, current, left = E.combine(text, done, current, following, "rule", picks), following, \
+                    _moved(left, picks)
+        return current, done, left
 
     def _ranked(self, text: str, protected: list[Protected], issues: list[Issue], stage: _Stage,
                 cancelled: Cancelled | None = None) -> tuple[str, list[E.Edit], list[Issue], list[E.Edit]]:
@@ -327,9 +327,12 @@ def validate(text: str) -> None:
         raise InvalidParameter("the text to correct is empty", hint="pass some French text")
 
 
-def _moved(protected: Sequence[Protected], edits: Sequence[E.Edit]) -> list[Protected]:
-    """Protected spans in the text after ``edits`` (which never touch them) — spans that an edit did
-    touch (possible only for an LLM diff) are dropped."""
+Span = TypeVar("Span", Protected, Issue)
+
+
+def _moved(protected: Sequence[Span], edits: Sequence[E.Edit]) -> list[Span]:
+    """Protected spans (or issues) in the text after ``edits`` (which never touch protected spans) — spans
+    that an edit did touch (possible only for an LLM diff, or an issue the edit fixed) are dropped."""
     out = []
     for p in protected:
         if E.overlaps(p.start, p.end, [_as_span(e) for e in edits if e.end > e.start]):
