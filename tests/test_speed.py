@@ -76,9 +76,12 @@ def test_prediction_is_near_a_measured_run_of_the_embedded_model(calibrated, mk_
     engine = load_engine(model, n_ctx=1024, threads=2)
     try:
         prompt = engine.encode_text(" ".join(f"word{i}" for i in range(200)))[:200]
-        done = complete(engine, prompt, GenerationParams(max_tokens=64, greedy=True, ignore_eos=True))
-        done = complete(engine, [*prompt[:-1], prompt[-1] + 1], GenerationParams(max_tokens=64, greedy=True,
-                                                                                 ignore_eos=True))
+        complete(engine, prompt, GenerationParams(max_tokens=64, greedy=True, ignore_eos=True))
+        # The fastest of three answers: one answer on a shared 2-core machine can be slowed 3x by a moment's
+        # contention (seen once in CI), which says nothing of the planner.
+        runs = [complete(engine, [*prompt[:-1], prompt[-1] + n], GenerationParams(max_tokens=64, greedy=True,
+                                                                                  ignore_eos=True)) for n in (1, 2, 3)]
+        done = max(runs, key=lambda run: run.usage.gen_tps)
     finally:
         engine.close()
     assert 0.5 < predicted.decode_tps / done.usage.gen_tps < 2, (predicted, done.usage)
