@@ -53,9 +53,11 @@ def sigint_sets(event: threading.Event):
 class Repl:
     def __init__(self, loaded: Loaded, store: Store, session: Session | None = None,
                  out: TextIO = sys.stdout, read: Callable[[str], str] = input,
-                 typed: frozenset[str] = frozenset()) -> None:
-        """``typed``: settings given as command-line flags; on resume they beat the session's saved values."""
+                 typed: frozenset[str] = frozenset(), docs=None) -> None:
+        """``typed``: settings given as command-line flags; on resume they beat the session's saved values.
+        ``docs``: a ``documents.answer.DocsChat`` that grounds each turn in a collection."""
         self.loaded = loaded
+        self.docs = docs
         self.store = store
         self.session = session
         self.out = out
@@ -143,20 +145,27 @@ class Repl:
 
     def turn(self, user_text: str) -> Completion:
         engine = self.loaded.engine
-        fitted = fit(self.messages(user_text), engine.count_tokens, engine.n_ctx, self.params.max_tokens)
-        if fitted.dropped_turns:
-            self.say(
-                f"(context window full: left out the {fitted.dropped_turns} oldest turn(s) of this answer's prompt)"
-            )
+        grounded = None
+        if self.docs is not None:
+            grounded = self.docs.ground(user_text, self.system, self.turns, engine, self.params.max_tokens)
+            messages, dropped = grounded.messages, grounded.dropped_turns
+            prompt_tokens = engine.count_tokens(messages)
+        else:
+            fitted = fit(self.messages(user_text), engine.count_tokens, engine.n_ctx, self.params.max_tokens)
+            messages, dropped, prompt_tokens = fitted.messages, fitted.dropped_turns, fitted.prompt_tokens
+        if dropped:
+            self.say(f"(context window full: left out the {dropped} oldest turn(s) of this answer's prompt)")
         cancel = threading.Event()
         on_text = (lambda piece: self.say(piece, end="")) if self.stream else None
         with sigint_sets(cancel):
-            result = complete(engine, fitted.messages, self.params, cancel, on_text)
+            result = complete(engine, messages, self.params, cancel, on_text)
         if not self.stream:
             self.say(result.text, end="")
         self.say("\n^C (stopped)" if result.finish_reason == "cancelled" else "")
+        if grounded is not None:
+            self.say("\n".join(self.docs.report(result.text, grounded)))
         self.say(_stats(result))
-        self.save_turn(user_text, fitted.prompt_tokens, result)
+        self.save_turn(user_text, prompt_tokens, result)
         return result
 
     def ensure_session(self, notify: bool = True) -> Session:

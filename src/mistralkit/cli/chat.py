@@ -57,6 +57,9 @@ def chat(
     quant: o.Quant = None,
     kv_type: o.KvType = None,
     strict_memory: o.StrictMemory = None,
+    docs: o.Docs = None,
+    docs_k: o.DocsK = 5,
+    docs_mode: o.DocsMode = "hybrid",
     log_level: o.LogLevel = None,
 ) -> None:
     """Chat with a local model; every turn is saved in the history.
@@ -80,6 +83,8 @@ def chat(
       mistralkit chat -m runs/support   # a tuned run folder directly (transformers engine), no export
 
       mistralkit chat -m gpt   # a configured remote (`mistralkit remotes add`), or MODEL_TYPE=openai
+
+      mistralkit chat --docs notes   # each answer from the collection's passages, with its sources
     """
     from ..api import load
     from ..chat.history import Store
@@ -117,10 +122,16 @@ def chat(
     from .models import pull_if_hub
 
     pull_if_hub(resolved.settings.model)
+    collection = _open_docs(docs, docs_k, docs_mode)
     loaded = load(resolved.settings)
     _notice(loaded.model)
     typed = frozenset(name for name, source in resolved.sources.items() if source == "command line")
-    repl = Repl(loaded, store, session, typed=typed)
+    grounding = None
+    if collection is not None:
+        from ..documents.answer import DocsChat
+
+        grounding = DocsChat(collection, docs_k, docs_mode)
+    repl = Repl(loaded, store, session, typed=typed, docs=grounding)
     if session:
         print(f"Resumed session {session.id} ({len(repl.turns)} messages).", file=sys.stderr)
     try:
@@ -133,6 +144,8 @@ def chat(
     finally:
         loaded.close()
         store.close()
+        if collection is not None:
+            collection.close()
 
 
 def _enable_line_editing() -> None:
@@ -165,6 +178,9 @@ def run(
     quant: o.Quant = None,
     kv_type: o.KvType = None,
     strict_memory: o.StrictMemory = None,
+    docs: o.Docs = None,
+    docs_k: o.DocsK = 5,
+    docs_mode: o.DocsMode = "hybrid",
     log_level: o.LogLevel = None,
 ) -> None:
     """Answer one prompt and exit (not saved in the history).
@@ -178,6 +194,8 @@ def run(
       mistralkit run --json --greedy "2+2=" | jq .usage
 
       mistralkit run --adapter ./my-tune.gguf "Hello"
+
+      mistralkit run --docs notes "When was Mr Hartley discharged?"   # cited sources from a collection
 
       MODEL_TYPE=openai OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_MODEL=gemma-3-270m mistralkit run "hi"
     """
@@ -202,9 +220,12 @@ def run(
     from .models import pull_if_hub
 
     pull_if_hub(settings.model)
+    collection = _open_docs(docs, docs_k, docs_mode)
     loaded = load(settings)
     if not as_json:
         _notice(loaded.model)
+    if collection is not None:
+        return _answer_from_docs(collection, prompt, loaded, as_json, docs_k, docs_mode)
     from ..chat.repl import sigint_sets
 
     cancel = threading.Event()  # Ctrl-C sets it: the engine stops at the next token, the partial answer stands
@@ -225,4 +246,40 @@ def run(
     finally:
         loaded.close()
     if result.finish_reason == "cancelled":
+        raise typer.Exit(130)
+
+
+def _open_docs(name: str | None, k: int, mode: str):
+    """The collection named by --docs, checked before a model loads (None without --docs)."""
+    if name is None:
+        return None
+    from ..documents import MODES, Collection
+    from ..errors import InvalidParameter
+
+    if mode not in MODES:
+        raise InvalidParameter(f"unknown --docs-mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
+    if not 1 <= k <= 100:
+        raise InvalidParameter(f"--docs-k must be between 1 and 100, got {k}")
+    return Collection.open(name)
+
+
+def _answer_from_docs(collection, prompt: str, loaded, as_json: bool, k: int, mode: str) -> None:
+    """``run --docs``: the answer streamed, then its sources and any citation that does not hold."""
+    from ..chat.repl import sigint_sets
+    from ..documents.answer import ask, report_lines
+
+    cancel = threading.Event()
+    try:
+        with collection, sigint_sets(cancel):
+            stream = None if as_json else (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
+            answer = ask(collection, prompt, loaded, k=k, mode=mode, on_text=stream, cancel=cancel)
+    finally:
+        loaded.close()
+    if as_json:
+        print(json.dumps({"model": loaded.model.name, "collection": collection.name, **answer.to_dict()},
+                         ensure_ascii=False))
+    else:
+        sys.stdout.write("\n\n" + "\n".join(report_lines(answer.text, answer.sources, answer.citations,
+                                                          answer.left_out)) + "\n")
+    if answer.finish_reason == "cancelled":
         raise typer.Exit(130)

@@ -8,8 +8,8 @@ import typer
 
 from .. import __version__
 from ..errors import MistralkitError
-from . import (bench, chat, config, correct, data, datagen, embed, evaluate, export, models, remotes, serve, sessions,
-               tune, vllm)
+from . import (bench, chat, config, correct, data, datagen, docs, embed, evaluate, export, models, remotes, serve,
+               sessions, tune, vllm)
 
 app = typer.Typer(
     name="mistralkit",
@@ -21,6 +21,7 @@ app = typer.Typer(
     "  mistralkit sessions list             # saved chats\n\n"
     "  mistralkit correct 'il a manger'     # French correction that never touches names or numbers\n\n"
     "  mistralkit datagen init legal/       # an instruction server that builds balanced training data\n\n"
+    "  mistralkit docs add notes ./records  # a document collection; then: mistralkit run --docs notes '...'\n\n"
     "  mistralkit serve                     # OpenAI-compatible API + web page on 127.0.0.1:8080",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -41,6 +42,7 @@ app.add_typer(sessions.app, name="sessions")
 app.add_typer(config.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(datagen.app, name="datagen")
+app.add_typer(docs.app, name="docs")
 app.add_typer(remotes.app, name="remotes")
 app.add_typer(vllm.app, name="vllm")
 

@@ -83,3 +83,10 @@ Quant = Annotated[
     int | None,
     typer.Option("--quant", help="Load HF weights in 4 or 8 bits (bitsandbytes, CUDA only).", rich_help_panel=MODEL),
 ]
+DOCS = "Documents"
+Docs = Annotated[str | None, typer.Option(
+    "--docs", help="Answer from this document collection (mistralkit docs add), citing its passages.",
+    rich_help_panel=DOCS)]
+DocsK = Annotated[int, typer.Option("--docs-k", help="Passages retrieved per question.", rich_help_panel=DOCS)]
+DocsMode = Annotated[str, typer.Option("--docs-mode", help="Retrieval: hybrid, vector or keyword.",
+                                       rich_help_panel=DOCS)]

@@ -69,6 +69,7 @@ class Grounded:
     messages: list[Message]
     sources: list[Source]
     left_out: list[Hit] = field(default_factory=list)
+    dropped_turns: int = 0
 
 
 @dataclass
@@ -104,6 +105,9 @@ def ground(question: str, hits: Sequence[Hit], count: Callable[[list[Message]], 
 
     given: list[Source] = []
     left_out: list[Hit] = []
+    dropped = 0
+    while history and count(build([])) + max_tokens > n_ctx:  # oldest exchanges go first, as in a chat
+        history, dropped = history[2:], dropped + 1
     if count(build([])) + max_tokens > n_ctx:
         raise ContextOverflow(f"the question alone does not fit the {n_ctx}-token context beside {max_tokens} "
                               "tokens of answer", hint="raise --ctx or lower --max-tokens")
@@ -113,7 +117,7 @@ def ground(question: str, hits: Sequence[Hit], count: Callable[[list[Message]], 
             given = trial
         else:
             left_out.append(hit)
-    return Grounded(build(given), given, left_out)
+    return Grounded(build(given), given, left_out, dropped)
 
 
 def _normal(text: str) -> str:
@@ -181,3 +185,21 @@ def report_lines(answer_text: str, sources: Sequence[Source], citations: Sequenc
             quote = f' ("{citation.quote}")' if citation.quote and "quote" in citation.problem else ""
             lines.append(f"  ! [{citation.number}] at character {citation.start}: {citation.problem}{quote}")
     return lines
+
+
+class DocsChat:
+    """Grounds each turn of a chat in a collection: the sources change with every question, the
+    history keeps the questions and answers only."""
+
+    def __init__(self, collection: Collection, k: int = 5, mode: str = "hybrid") -> None:
+        self.collection = collection
+        self.k = k
+        self.mode = mode
+
+    def ground(self, question: str, system: str | None, history: Sequence[Message], engine,
+               max_tokens: int) -> Grounded:
+        hits = self.collection.search(question, k=self.k, mode=self.mode)
+        return ground(question, hits, engine.count_tokens, engine.n_ctx, max_tokens, system, history)
+
+    def report(self, text: str, grounded: Grounded) -> list[str]:
+        return report_lines(text, grounded.sources, check_citations(text, grounded.sources), grounded.left_out)

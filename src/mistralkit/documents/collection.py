@@ -184,6 +184,13 @@ class Collection:
         self.store.set_meta({"roots": json.dumps(roots)})
         return found
 
+    def count_files(self, only: Sequence[str] | None = None) -> int:
+        """How many readable files the roots (or ``only``) hold now: the total of a progress bar."""
+        scratch = SyncReport()
+        roots = [r for r in self.roots() if only is None or r in only]
+        return sum(1 for root in roots if os.path.exists(root) for _, problem in _walk(Path(root), scratch)
+                   if not problem)
+
     def sync(self, only: Sequence[str] | None = None, *, progress: Progress | None = None,
              max_file_bytes: int = MAX_FILE_BYTES) -> SyncReport:
         """Index new and changed files under the roots (or under ``only``), drop the files gone."""
@@ -247,7 +254,8 @@ class Collection:
         except OSError as exc:
             return FileReport(key, "skipped", reason=exc.strerror or str(exc))
         meta = self.store.meta()
-        pieces = chunk(document, int(meta.get("chunk_chars", CHUNK_CHARS)), int(meta.get("overlap_chars", OVERLAP_CHARS)))
+        pieces = chunk(document, int(meta.get("chunk_chars", CHUNK_CHARS)),
+                       int(meta.get("overlap_chars", OVERLAP_CHARS)))
         record = FileRecord(key, digest, info.st_size, info.st_mtime, document.format, document.pages, len(pieces))
         return _Pending(record, pieces, "added" if known is None else "updated")
 

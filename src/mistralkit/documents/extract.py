@@ -124,8 +124,8 @@ class _HtmlText(HTMLParser):
     """Visible text of a page in blocks; scripts, styles and page furniture (nav, footer) left out."""
 
     SKIPPED = frozenset({"script", "style", "noscript", "template", "nav", "footer", "head", "svg", "button", "form"})
-    BLOCKS = frozenset({"p", "li", "div", "section", "article", "main", "td", "th", "tr", "pre", "blockquote", "dd", "dt",
-              "table", "ul", "ol", "br", "figcaption", "caption", "header", "aside", "body", "html"})
+    BLOCKS = frozenset({"p", "li", "div", "section", "article", "main", "td", "th", "tr", "pre", "blockquote", "dd",
+                        "dt", "table", "ul", "ol", "br", "figcaption", "caption", "header", "aside", "body", "html"})
     HEADINGS: ClassVar[dict[str, int]] = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 
     def __init__(self) -> None:
@@ -210,7 +210,8 @@ def read_pdf(path: Path, data: bytes) -> Document:
     except Unreadable:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, NotImplementedError) as exc:
-        reason = "encrypted PDF (a password is needed)" if "decrypt" in str(exc).lower() else f"not a readable PDF ({exc})"
+        encrypted = "decrypt" in str(exc).lower() or "crypt" in type(exc).__name__.lower()
+        reason = "encrypted PDF (a password is needed)" if encrypted else f"not a readable PDF ({exc})"
         raise Unreadable(path, reason) from exc
     return builder.document(path, "pdf", pages)
 
@@ -219,7 +220,8 @@ def read_docx(path: Path, data: bytes) -> Document:
     try:
         import docx
     except ImportError as exc:
-        raise MissingDependency("reading DOCX files needs python-docx, which is not installed", hint=DOCS_EXTRA) from exc
+        raise MissingDependency("reading DOCX files needs python-docx, which is not installed",
+                                hint=DOCS_EXTRA) from exc
     import io
 
     try:

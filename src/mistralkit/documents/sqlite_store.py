@@ -58,7 +58,8 @@ def connect(path: Path):
     try:
         import sqlite_vec
     except ImportError as exc:
-        raise MissingDependency("document collections need sqlite-vec, which is not installed", hint=DOCS_EXTRA) from exc
+        raise MissingDependency("document collections need sqlite-vec, which is not installed",
+                                hint=DOCS_EXTRA) from exc
     module = _sqlite_module()
     conn = module.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
     conn.enable_load_extension(True)
