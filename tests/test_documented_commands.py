@@ -144,6 +144,19 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit run --json --greedy 2+2= | jq .usage": Run(),
     "mistralkit run --adapter ./my-tune.gguf Hello": Run(),
     "mistralkit chat -m gpt": Parse(NET),
+    # document collections
+    "mistralkit docs add notes ./records": Run(says="added"),
+    "mistralkit docs add contracts '~/legal/*.pdf' --embed-model multilingual-e5-small": Parse(NET),
+    "mistralkit docs add notes ./records --json | jq .summary": Run(),
+    "mistralkit docs sync notes": Run(says="unchanged"),
+    "mistralkit docs list": Run(says="notes"),
+    "mistralkit docs status notes": Run(says="chunks"),
+    "mistralkit docs search notes 'insulin dose after surgery'": Run(says="hartley.md"),
+    "mistralkit docs search notes 'délai de résiliation' --mode keyword -k 3 --json": Run(says="résiliation"),
+    "mistralkit docs reembed notes --embed-model all-minilm-l6-v2": Run(says="chunks embedded"),
+    "mistralkit run --docs notes 'When was Mr Hartley discharged?'": Run(says="Sources:"),
+    "mistralkit chat --docs notes": Run(stdin=QUIT, says="Sources:"),
+    "mistralkit docs rm notes": Run(says="removed"),
     # embeddings, correction
     "mistralkit embed 'The cat sat on the mat.' 'A kitten rests on a rug.'": Run(says="cosine"),
     "mistralkit embed --file sentences.txt --json > vectors.json": Run(),
@@ -356,6 +369,13 @@ def place(model, tmp_path_factory) -> Place:
                                           for i, (q, a) in enumerate(QA)))
     (cwd / "pairs.jsonl").write_text("".join(json.dumps({"prompt": q, "response": a}) + "\n" for q, a in QA))
     (cwd / "sentences.txt").write_text("The cat sat on the mat.\nA kitten rests on a rug.\n")
+    (cwd / "records").mkdir()
+    (cwd / "records" / "hartley.md").write_text(
+        "# Discharge summary: Mr John Hartley\n\nAdmitted on 3 March for a hip replacement. After surgery the "
+        "insulin dose was lowered to 12 units at night.\n\n## Discharge\n\nMr Hartley was discharged on "
+        "9 March 2026, walking with a frame.\n")
+    (cwd / "records" / "bail.txt").write_text(
+        "Contrat de location\n\nLe délai de résiliation est de trois mois pour le locataire.\n")
     (cwd / "keys.txt").write_text(KEY + "\n")
     shutil.copyfile(model.path, cwd / "my-model.gguf")
     write_lora(cwd / "my-tune.gguf", model.path, 0.0)
@@ -560,6 +580,7 @@ def replace_cwd(place: Place, cwd: str) -> Place:
 FIRST = ("mistralkit datagen init legal/", "mistralkit chat --greedy",  # files and a session others use
          "mistralkit tune --config cpu-smoke --data train.jsonl --out runs/smoke", "mistralkit tune --base ./tiny")
 LAST = (
+    "mistralkit docs rm notes",
     "mistralkit tune --config runs/a.yaml",
     "mistralkit datagen serve",
     "mistralkit tune --config cpu-smoke --data legal",
