@@ -11,7 +11,7 @@ import time
 import httpx
 import openai
 import pytest
-from test_server_api import KEY, ONE_THREAD, Serve
+from test_server_api import KEY, MODEL, ONE_THREAD, Serve
 
 from mistralkit.documents import Collection, list_collections
 
@@ -200,3 +200,78 @@ def test_a_client_that_leaves_mid_indexing_leaves_nothing(client, server):
     with Collection.open("left") as collection:
         assert [r.split("/")[-1] for r in collection.roots()] == ["frimps.md"]
         assert collection.store.counts()["files"] == 1
+
+
+# -- /v1/responses with file_search -------------------------------------------------------------------
+
+def test_responses_with_file_search(client, facts):
+    store, ids = facts
+    reply = client.responses.create(
+        model=MODEL, input="What is the capital of Zorbania?", temperature=0, max_output_tokens=24,
+        tools=[{"type": "file_search", "vector_store_ids": [store.id], "max_num_results": 2}],
+        include=["file_search_call.results"])
+    search, message = reply.output
+    assert search.type == "file_search_call" and search.status == "completed"
+    assert search.queries == ["What is the capital of Zorbania?"]
+    assert search.results[0].file_id == ids[0] and "Quelmont" in search.results[0].text
+    assert [r.attributes["source"] for r in search.results] == list(range(1, len(search.results) + 1))
+    assert message.type == "message" and reply.output_text
+    part = message.content[0]
+    for note in part.annotations:
+        assert note.type == "file_citation" and note.file_id in ids and part.text[note.index] == "["
+    assert isinstance(part.model_extra["invalid_citations"], list)
+    bare = client.responses.create(model=MODEL, input="What is the capital of Zorbania?", temperature=0,
+                                   max_output_tokens=24, tools=[{"type": "file_search",
+                                                                 "vector_store_ids": [store.id]}])
+    assert bare.output[0].results is None  # only when include asks for them
+    plain = client.responses.create(model=MODEL, input="What is the capital of Zorbania?", temperature=0,
+                                    max_output_tokens=24)
+    assert bare.usage.input_tokens > plain.usage.input_tokens + 20  # the sources were in the prompt
+
+
+def test_responses_file_search_streamed(client, facts):
+    store, ids = facts
+    events = list(client.responses.create(
+        model=MODEL, input="What do frimps eat?", temperature=0, max_output_tokens=16, stream=True,
+        tools=[{"type": "file_search", "vector_store_ids": [store.id], "max_num_results": 1}],
+        include=["file_search_call.results"]))
+    kinds = [e.type for e in events]
+    assert kinds[2] == "response.output_item.added" and events[2].item.type == "file_search_call"
+    assert "response.file_search_call.completed" in kinds
+    final = events[-1].response
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    search, message = final.output
+    assert search.results[0].file_id == ids[1] and "copper" in search.results[0].text
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert message.content[0].text == text and isinstance(message.content[0].annotations, list)
+
+
+def test_file_search_bad_input(client):
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model=MODEL, input="x", max_output_tokens=4,
+                                tools=[{"type": "file_search", "vector_store_ids": ["vs_nowhere"]}])
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.responses.create(model=MODEL, input="x", max_output_tokens=4,
+                                tools=[{"type": "file_search", "vector_store_ids": []}])
+    assert bad.value.body["param"] == "tools.0"
+    with pytest.raises(openai.BadRequestError) as web:
+        client.responses.create(model=MODEL, input="x", max_output_tokens=4, tools=[{"type": "web_search"}])
+    assert web.value.body["param"] == "tools.0"
+
+
+def test_citations_become_file_citation_annotations(mk_home, tmp_path):
+    """The annotation of an answer's ``[n]``, on a real collection's chunks (no model involved)."""
+    from mistralkit.documents.answer import Source
+    from mistralkit.server.file_search import Grounding
+
+    (tmp_path / "zorbania.md").write_bytes(ZORBANIA)
+    with Collection.open("annotations", create=True) as collection:
+        collection.add_roots([tmp_path])
+        collection.sync()
+        (hit,) = collection.search("capital of Zorbania", k=1)
+    text = 'The capital is "Quelmont" [1]. It has "nine bridges" [1], see also [4].'
+    valid, invalid = Grounding({}, [Source(1, hit.chunk)]).annotate(text)
+    assert valid == [{"type": "file_citation", "file_id": valid[0]["file_id"], "filename": "zorbania.md",
+                      "index": text.index("[1]")}]
+    assert valid[0]["file_id"].startswith("file-local-")
+    assert [(c["number"], "quote" in c["problem"]) for c in invalid] == [(1, True), (4, False)]
