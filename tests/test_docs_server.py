@@ -100,6 +100,8 @@ def test_file_lifecycle_in_a_store(client):
     assert client.vector_stores.files.retrieve(upload.id, vector_store_id=store.id).status == "completed"
     assert client.vector_stores.files.delete(upload.id, vector_store_id=store.id).deleted
     assert client.vector_stores.retrieve(store.id).file_counts.completed == 0
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.files.retrieve(upload.id, vector_store_id=store.id)
     client.vector_stores.files.create(store.id, file_id=upload.id)
     client.files.delete(upload.id)  # deleting the upload takes it out of the store too
     assert client.vector_stores.retrieve(store.id).file_counts.total == 0

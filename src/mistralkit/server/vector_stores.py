@@ -38,7 +38,7 @@ from ..documents.collection import (
 from ..documents.extract import supported
 from ..errors import BadParameter, InvalidParameter, MistralkitError, StorageError
 from ..http.body import RequestBody
-from .files_routes import upload_id, upload_path
+from .files_routes import FileNotFound, upload_id, upload_path
 from .watch import cancelled
 
 router = APIRouter(prefix="/v1", tags=["vector stores"])
@@ -375,7 +375,7 @@ async def retrieve_file(store_id: str, file_id: str) -> dict:
     for item in (await list_files(store_id, limit=10000))["data"]:
         if item["id"] == file_id:
             return item
-    raise BadParameter(f"file_id: vector store {store_id} has no file {file_id!r}", "file_id") from None
+    raise FileNotFound(file_id)
 
 
 @router.delete("/vector_stores/{store_id}/files/{file_id}")
@@ -397,7 +397,7 @@ async def delete_file(store_id: str, file_id: str) -> dict:
             return removed
 
     if not await run_in_threadpool(remove):
-        raise BadParameter(f"file_id: vector store {store_id} has no file {file_id!r}", "file_id")
+        raise FileNotFound(file_id)
     return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
 
 
