@@ -59,6 +59,15 @@ def serve(
             rich_help_panel=SECURITY,
         ),
     ] = None,
+    allow_docs_paths: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--allow-docs-paths",
+            help="Let requests add files under this folder to collections (vector stores) by path "
+            "(repeatable; default: uploaded files only).",
+            rich_help_panel=SECURITY,
+        ),
+    ] = None,
     queue_size: Annotated[
         int, typer.Option("--queue-size", help="Requests per model, running + waiting; more get 429.")
     ] = 8,
@@ -132,6 +141,7 @@ def serve(
         max_body_bytes=parse_size(max_body),
         body_timeout_s=body_timeout,
         model_dirs=tuple(allow_model_paths or ()),
+        docs_dirs=tuple(allow_docs_paths or ()),
         preload=model or settings.model,
         settings=settings,
         correct=_correct_settings(),

@@ -34,7 +34,8 @@ STATIC = resources.files(__package__).joinpath("static")
 
 def create_app(config: ServerConfig) -> FastAPI:
     pool = Pool(config)
-    hide_folders({**{Path.home(): "~/", data_dir(): ""}, **{folder: "" for folder in config.model_dirs}})
+    allowed = (*config.model_dirs, *config.docs_dirs)
+    hide_folders({**{Path.home(): "~/", data_dir(): ""}, **{folder: "" for folder in allowed}})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -117,8 +118,17 @@ def _middleware(app: FastAPI, config: ServerConfig) -> None:
 
 
 def _routes(app: FastAPI) -> None:
-    from . import (completions, correct_routes, ollama_routes, openai_routes, responses, sessions_routes,
-                   tokenizer_routes)
+    from . import (
+        completions,
+        correct_routes,
+        files_routes,
+        ollama_routes,
+        openai_routes,
+        responses,
+        sessions_routes,
+        tokenizer_routes,
+        vector_stores,
+    )
 
     guarded = [Depends(require_key)]
     app.include_router(openai_routes.router, dependencies=guarded)
@@ -127,6 +137,8 @@ def _routes(app: FastAPI) -> None:
     app.include_router(responses.router, dependencies=guarded)
     app.include_router(correct_routes.router, dependencies=guarded)
     app.include_router(sessions_routes.router, dependencies=guarded)
+    app.include_router(files_routes.router, dependencies=guarded)
+    app.include_router(vector_stores.router, dependencies=guarded)
     app.include_router(ollama_routes.router, dependencies=guarded)
 
     @app.get("/health", tags=["operations"])

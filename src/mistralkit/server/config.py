@@ -27,6 +27,7 @@ class ServerConfig:
     max_body_bytes: int = 4 << 20
     body_timeout_s: float = 30.0  # longest wait for each part of a request body (408 after)
     model_dirs: tuple[Path, ...] = ()  # folders whose files a request may name as models/adapters
+    docs_dirs: tuple[Path, ...] = ()  # folders whose files a request may add to a collection (vector store)
     shutdown_grace_s: float = 10.0
     preload: str | None = None  # model to load at start
     settings: Settings = field(default_factory=Settings)  # ctx, threads, kv_type… for every model
@@ -42,6 +43,7 @@ class ServerConfig:
         if not self.body_timeout_s > 0:
             raise InvalidParameter(f"body timeout {self.body_timeout_s}: must be more than 0 seconds")
         self.model_dirs = tuple(_folder(d) for d in self.model_dirs)
+        self.docs_dirs = tuple(_folder(d, "--allow-docs-paths", "name a folder of documents") for d in self.docs_dirs)
         if not (0 < self.port < 65536):
             raise InvalidParameter(f"port {self.port}: must be between 1 and 65535")
         if not is_loopback(self.host) and not self.api_keys and not self.insecure_no_auth:
@@ -51,8 +53,8 @@ class ServerConfig:
             )
 
 
-def _folder(path: str | Path) -> Path:
+def _folder(path: str | Path, flag: str = "--allow-model-paths", hint: str = "name a folder that holds .gguf files") -> Path:
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
-        raise InvalidParameter(f"--allow-model-paths {path}: not a folder", hint="name a folder that holds .gguf files")
+        raise InvalidParameter(f"{flag} {path}: not a folder", hint=hint)
     return folder

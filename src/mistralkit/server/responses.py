@@ -9,8 +9,8 @@ stream as Responses events: ``response.created``, ``response.in_progress``, the 
 ``max_output_tokens``).
 
 Nothing is stored: ``store`` is accepted and ignored, ``previous_response_id`` is a 400 (send the
-whole conversation as ``input``); ``background``, ``reasoning`` effort and built-in tools (web
-search, file search...) are refused with a 400 that names them.
+whole conversation as ``input``); ``background``, ``reasoning`` effort and built-in tools other than
+``file_search`` (served from the docs collections: file_search.py) are refused with a 400 that names them.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import MistralkitError
 from ..http.errors import redact
 from ..http.sse import EventStream
+from .file_search import Grounding, prepare, split_tools
 from .openai_routes import ChatRun, collect, start_chat
-from .schemas import BadParameter, ChatRequest, Sampling, BaseBody
+from .schemas import BadParameter, BaseBody, ChatRequest, Sampling
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -67,6 +68,7 @@ class ResponsesRequest(Sampling):
     reasoning: dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
     user: str | None = None
+    include: list[str] | None = None  # "file_search_call.results": the passages found, in the file_search_call
 
     @field_validator("previous_response_id")
     @classmethod
@@ -205,11 +207,18 @@ def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: st
 class Response:
     """The response object, built up as its items come."""
 
-    def __init__(self, body: ResponsesRequest, chat: ChatRun) -> None:
-        self.body, self.chat = body, chat
+    def __init__(self, body: ResponsesRequest, chat: ChatRun, grounding: Grounding | None = None) -> None:
+        self.body, self.chat, self.grounding = body, chat, grounding
         self.id = f"resp_{chat.run.id}"
         self.created_at = int(time.time())
-        self.output: list[dict[str, Any]] = []
+        self.output: list[dict[str, Any]] = [grounding.item] if grounding else []
+
+    def cite(self, item: dict[str, Any]) -> dict[str, Any]:
+        """The message ``item`` with the file citations of its text (when file_search gave sources)."""
+        if self.grounding is not None:
+            part = item["content"][0]
+            part["annotations"], part["invalid_citations"] = self.grounding.annotate(part["text"])
+        return item
 
     def shape(self, status: str) -> dict[str, Any]:
         run, body = self.chat.run, self.body
@@ -259,8 +268,15 @@ class Response:
 async def responses(body: ResponsesRequest, request: Request):
     """OpenAI's Responses API: ``input`` (text or items), ``instructions``, ``max_output_tokens``,
     ``text.format`` (JSON, JSON schema), function tools; streamed as Responses events or not."""
-    chat = await start_chat(body.chat(), request)
-    response = Response(body, chat)
+    tool, others = split_tools(body.tools)
+    grounding = None
+    if tool is None:
+        chat_body = body.chat()
+    else:
+        chat_body = body.model_copy(update={"tools": others}).chat()
+        grounding = await prepare(chat_body, tool, body.include, request)
+    chat = await start_chat(chat_body, request)
+    response = Response(body, chat, grounding)
     if body.stream:
         return EventStream(_events(response), request.app.state.config.keepalive_s)
     run = chat.run
@@ -270,10 +286,10 @@ async def responses(body: ResponsesRequest, request: Request):
         await run_in_threadpool(chat.on_end, run.text, run.usage is None)
     calls = chat.calls()
     if calls:
-        response.output = [_call_item(_item_id("fc"), c["id"], c["function"]["name"], c["function"]["arguments"])
-                           for c in calls]
+        response.output += [_call_item(_item_id("fc"), c["id"], c["function"]["name"], c["function"]["arguments"])
+                            for c in calls]
     else:
-        response.output = [_message_item(_item_id("msg"), run.text, response.status)]
+        response.output.append(response.cite(_message_item(_item_id("msg"), run.text, response.status)))
     return response.shape(response.status)
 
 
@@ -299,7 +315,7 @@ async def _events(response: Response) -> AsyncIterator[str]:
         index = len(response.output) - 1
         if item["type"] == "message":
             item["content"][0]["text"] = text
-            part = item["content"][0]
+            part = response.cite(item)["content"][0]
             item["status"] = status
             return [event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
                           text=text, logprobs=[]),
@@ -327,6 +343,11 @@ async def _events(response: Response) -> AsyncIterator[str]:
     try:
         yield event("response.created", response=response.shape("in_progress"))
         yield event("response.in_progress", response=response.shape("in_progress"))
+        for index, item in enumerate(response.output):  # the file_search_call, done before the answer starts
+            yield event("response.output_item.added", output_index=index, item={**item, "status": "in_progress"})
+            for step in ("in_progress", "searching", "completed"):
+                yield event(f"response.file_search_call.{step}", output_index=index, item_id=item["id"])
+            yield event("response.output_item.done", output_index=index, item=item)
         run.streamed = True
         async for delta in chat.deltas()(run):
             for call in delta.get("tool_calls") or ():
@@ -353,7 +374,7 @@ async def _events(response: Response) -> AsyncIterator[str]:
                     delta=piece,
                     logprobs=[],
                 )
-        if not response.output:  # an empty answer is still one message
+        if not any(item["type"] != "file_search_call" for item in response.output):  # an empty answer: one message
             for line in open_(_message_item(_item_id("msg"), "", "in_progress")):
                 yield line
         for line in close(response.status):

@@ -136,23 +136,33 @@ async function send() {
   const controller = new AbortController();
   setStreaming(controller);
   let failed = false;
+  const storeId = $("collection").value;
+  const show = (piece) => {
+    reply.content += piece;
+    replyView.querySelector(".content").textContent = reply.content;
+    scrollToEnd();
+  };
   try {
-    const response = await api("/v1/chat/completions", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body), signal: controller.signal,
-    });
-    await readEvents(response, (chunk) => {
-      if (chunk.session_id && chunk.session_id !== state.sessionId) {
-        state.sessionId = chunk.session_id;  // a new session: show it in the sidebar right away
-        run(loadSessions());
+    if (storeId) {  // answered from a collection: sources under the answer, citations link to them
+      const final = await streamDocsAnswer(docsRequestBody(body, storeId), controller.signal, show);
+      if (final) {
+        reply.grounding = groundingOf(final);
+        showGrounded(replyView, reply.content, reply.grounding);
       }
-      const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-      if (delta && delta.content) {
-        reply.content += delta.content;
-        replyView.querySelector(".content").textContent = reply.content;
-        scrollToEnd();
-      }
-    });
+    } else {
+      const response = await api("/v1/chat/completions", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body), signal: controller.signal,
+      });
+      await readEvents(response, (chunk) => {
+        if (chunk.session_id && chunk.session_id !== state.sessionId) {
+          state.sessionId = chunk.session_id;  // a new session: show it in the sidebar right away
+          run(loadSessions());
+        }
+        const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+        if (delta && delta.content) show(delta.content);
+      });
+    }
   } catch (error) {
     reply.partial = true;
     if (error.name !== "AbortError") {
@@ -192,6 +202,7 @@ function render() {
   $("messages").replaceChildren();
   for (const message of state.messages) {
     const view = showMessage(message);
+    if (message.grounding) showGrounded(view, message.content, message.grounding);
     if (message.partial) markStopped(view);
   }
   for (const button of document.querySelectorAll("#sessions .session")) {
@@ -260,6 +271,7 @@ function wire() {
   $("stop").addEventListener("click", stop);
   $("new-chat").addEventListener("click", newChat);
   $("model").addEventListener("change", () => localStorage.setItem(MODEL, $("model").value));
+  $("collection").addEventListener("change", () => localStorage.setItem(COLLECTION, $("collection").value));
   $("temperature").addEventListener("input", () => {
     $("temperature-value").value = $("temperature").value;
   });
@@ -276,6 +288,7 @@ function wire() {
 async function start() {
   await loadModels();
   await loadSessions();
+  await loadCollections();
 }
 
 wire();
