@@ -59,7 +59,8 @@ def test_collection_panel_shows_sources_and_opens_cited_passages(server, browser
         const message = state.messages[state.messages.length - 1];
         const text = "Quelmont is the capital [1], with nine bridges [9].";
         const grounding = {...message.grounding, annotations: [{type: "file_citation", index: text.indexOf("[1]")}],
-                           invalid: [{number: 9, start: text.indexOf("[9]"), problem: "cites source 9, which was not given"}]};
+                           invalid: [{number: 9, start: text.indexOf("[9]"),
+                                      problem: "cites source 9, which was not given"}]};
         message.content = text;
         message.grounding = grounding;
         render();

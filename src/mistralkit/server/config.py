@@ -53,7 +53,8 @@ class ServerConfig:
             )
 
 
-def _folder(path: str | Path, flag: str = "--allow-model-paths", hint: str = "name a folder that holds .gguf files") -> Path:
+def _folder(path: str | Path, flag: str = "--allow-model-paths",
+            hint: str = "name a folder that holds .gguf files") -> Path:
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
         raise InvalidParameter(f"{flag} {path}: not a folder", hint=hint)
