@@ -94,7 +94,8 @@ async def prepare(chat: ChatRequest, tool: FileSearchTool, include: list[str] | 
         count: Callable = engine.count_tokens
         grounded = await run_in_threadpool(ground, question, [hit for _, hit, _ in found], count, engine.n_ctx,
                                            max_tokens, system, [m.as_dict() for m in history])
-    chat.messages = [ChatMessage(role="system", content=grounded.messages[0]["content"]), *history, last]
+    asked = ChatMessage(role="user", content=grounded.messages[-1]["content"]) if grounded.sources else last
+    chat.messages = [ChatMessage(role="system", content=grounded.messages[0]["content"]), *history, asked]
     scores = {id(hit.chunk): score for _, hit, score in found}
     results = [{**_result(source, scores.get(id(source.chunk), 0.0))} for source in grounded.sources]
     item = {"type": "file_search_call", "id": f"fs_{uuid.uuid4().hex[:24]}", "status": "completed",
