@@ -319,3 +319,54 @@ def test_run_docs_answers_with_sources_and_checked_citations(mk_home, notes):
     assert "left out: the context window is full" in shown.stdout
     refused = run_cli("run", "--docs", "nope", "hi", home=mk_home)
     assert refused.returncode == 1 and "no collection named 'nope'" in refused.stderr
+
+
+# --- the embedding model: chosen by settings, English-only said so -----------------------------
+
+def test_embeddings_model_from_the_hospital_env_names_is_used_or_refused(mk_home, tmp_path):
+    """The hospital README's .env (EMBEDDINGS_MODEL, EMBEDDINGS_TYPE=local) picks the model of `embed` and of
+    new collections; a model that is not there, or a non-local type, is an error, never MiniLM instead."""
+    from mistralkit.models import resolve
+
+    folder = resolve("all-minilm-l6-v2").path
+    work = tmp_path / "backend"
+    (work / "records").mkdir(parents=True)
+    (work / "records" / "a.md").write_text("The ward closes at 8 pm.\n")
+    (work / ".env").write_text(f"EMBEDDINGS_MODEL={folder}\nEMBEDDINGS_TYPE=local\n")
+    env = {"PWD": str(work)}
+    added = subprocess.run([sys.executable, "-m", "mistralkit", "docs", "add", "ward", "records", "--json"],
+                           cwd=work, capture_output=True, text=True, env=_env(mk_home, env), timeout=300)
+    assert added.returncode == 0, added.stderr
+    with Collection.open("ward") as ward:
+        assert ward.store.meta()["embed_ref"] == str(folder)
+    (work / ".env").write_text("EMBEDDINGS_MODEL=/nonexistent/e5\n")
+    missing = subprocess.run([sys.executable, "-m", "mistralkit", "embed", "hola"], cwd=work, capture_output=True,
+                             text=True, env=_env(mk_home, env), timeout=120)
+    assert missing.returncode != 0 and "/nonexistent/e5" in missing.stderr and "Traceback" not in missing.stderr
+    (work / ".env").write_text("EMBEDDINGS_TYPE=openai\n")
+    remote = subprocess.run([sys.executable, "-m", "mistralkit", "embed", "hola"], cwd=work, capture_output=True,
+                            text=True, env=_env(mk_home, env), timeout=120)
+    assert remote.returncode == 2 and "embed_type='openai'" in remote.stderr
+
+
+def _env(home: Path, extra: dict) -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "EMBEDDINGS_"))} | {
+        "MISTRALKIT_HOME": str(home), **extra}
+
+
+def test_documents_not_in_english_get_a_notice_naming_multilingual_models(mk_home, tmp_path):
+    (tmp_path / "fr").mkdir()
+    (tmp_path / "fr" / "bail.md").write_text(
+        "Le locataire doit payer le loyer au début de chaque mois. En cas de retard, le propriétaire peut "
+        "envoyer une mise en demeure par lettre recommandée. Le dépôt de garantie est rendu dans un délai de "
+        "deux mois après la remise des clés, déduction faite des sommes dues au titre des réparations.\n")
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "lease.md").write_text(
+        "The tenant pays the rent at the start of each month. If the rent is late, the landlord may send a "
+        "formal notice by registered letter. The deposit is returned within two months of the keys being "
+        "handed back, less any sums owed for repairs that are the tenant's responsibility.\n")
+    french = run_cli("docs", "add", "bail", str(tmp_path / "fr"), home=mk_home, timeout=300)
+    assert french.returncode == 0 and "1 file(s) do not read as English" in french.stderr
+    assert "multilingual-e5-small" in french.stderr and "docs reembed bail" in french.stderr
+    english = run_cli("docs", "add", "lease", str(tmp_path / "en"), home=mk_home, timeout=300)
+    assert english.returncode == 0 and "English" not in english.stderr

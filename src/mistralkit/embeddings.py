@@ -253,13 +253,21 @@ class Embedder:
         self.close()
 
 
+def default_embedding_model() -> str:
+    """The ``embed_model`` setting (``MISTRALKIT_EMBED_MODEL``, ``EMBEDDINGS_MODEL``, config.toml), else
+    the embedded all-MiniLM-L6-v2."""
+    from .settings import load
+
+    return load().settings.embed_model or DEFAULT_EMBEDDING_MODEL
+
+
 def load_embedder(model: str | LocalModel | None = None, *, pooling: str | None = None, max_tokens: int | None = None,
          threads: int | None = None) -> Embedder:
     """Load an embedding model (default ``all-minilm-l6-v2``) with the engine its format calls for.
 
     ``pooling`` (mean, cls, last) applies to GGUF files; ``max_tokens`` lowers the per-text limit.
     """
-    local = model if isinstance(model, LocalModel) else resolve(model or DEFAULT_EMBEDDING_MODEL)
+    local = model if isinstance(model, LocalModel) else resolve(model or default_embedding_model())
     engine_type = ENGINES.get(local.format)
     if engine_type is None:
         raise InvalidParameter(f"{local.name} is a {local.format} model, not an embedding model",

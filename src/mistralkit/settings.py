@@ -4,9 +4,9 @@ Every field can be set with ``MISTRALKIT_<NAME>`` (e.g. ``MISTRALKIT_TEMPERATURE
 ``config.toml`` under the same name. A few names people already use are honoured too:
 ``LLM_MODEL_PATH``, ``LLM_MAX_NEW_TOKENS``, ``LLM_TEMPERATURE``, ``LLM_DEVICE``, ``LLM_LOG_LEVEL``,
 and the ``.env`` names of apps that switch between a local model and an API: ``LOCAL_LLM_PATH``,
-``MAX_TOKENS``, ``TEMPERATURE``, ``TOP_P`` (``MODEL_TYPE`` and the ``OPENAI_*``/``ANTHROPIC_*``
-names are read by ``models.remotes``). A ``.env`` file in the current directory counts as
-environment, below the real one (``environment()``); ``MISTRALKIT_DOTENV=0`` turns it off.
+``MAX_TOKENS``, ``TEMPERATURE``, ``TOP_P``, ``EMBEDDINGS_MODEL``, ``EMBEDDINGS_TYPE`` (``MODEL_TYPE`` and
+the ``OPENAI_*``/``ANTHROPIC_*`` names are read by ``models.remotes``). A ``.env`` file in the current
+directory counts as environment, below the real one (``environment()``); ``MISTRALKIT_DOTENV=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ ENV_ALIASES = {
     "MAX_TOKENS": "max_tokens",
     "TEMPERATURE": "temperature",
     "TOP_P": "top_p",
+    "EMBEDDINGS_MODEL": "embed_model",
+    "EMBEDDINGS_TYPE": "embed_type",
 }
+EMBED_TYPES = ("local",)
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -90,6 +93,9 @@ class Settings:
     )
     stream: bool = field(default=True, metadata=_doc("stream tokens as they are generated"))
     log_level: str = field(default="warning", metadata=_doc("debug, info, warning or error"))
+    embed_model: str | None = field(default=None, metadata=_doc(
+        "embedding model of embed and new docs collections: name, folder or .gguf (default all-minilm-l6-v2)"))
+    embed_type: str = field(default="local", metadata=_doc("local: embeddings are computed on this machine"))
 
     def __post_init__(self) -> None:
         from .engines.base import check_sampling, check_seed
@@ -105,6 +111,9 @@ class Settings:
         _check(self.quant is None or self.quant in QUANTS, "quant", self.quant, "must be 4 or 8")
         self.kv_type = self.kv_type.lower()
         _check(self.kv_type in KV_TYPES, "kv_type", self.kv_type, f"must be one of {', '.join(KV_TYPES)}")
+        self.embed_type = self.embed_type.lower()
+        _check(self.embed_type in EMBED_TYPES, "embed_type", self.embed_type,
+               "mistralkit computes embeddings on this machine: use local (EMBEDDINGS_TYPE=local)")
         self.log_level = self.log_level.lower()
         _check(self.log_level in LOG_LEVELS, "log_level", self.log_level, f"must be one of {', '.join(LOG_LEVELS)}")
 

@@ -63,8 +63,15 @@ def _sync(collection, only, as_json: bool, max_file_mb: float) -> None:
               file=sys.stderr)
         raise typer.Exit(130) from None
     counts = collection.store.counts()
+    if report.not_english and collection.english_only:
+        print(f"note: {report.not_english} file(s) do not read as English, and {collection.embed_model} is an English "
+              "model (vector search in other languages is weak; keyword search is not affected). For French or "
+              "Spanish, make the collection with --embed-model multilingual-e5-small or bge-m3 (mistralkit models "
+              f"pull NAME), or re-embed this one: mistralkit docs reembed {collection.name} --embed-model NAME",
+              file=sys.stderr)
     if as_json:
         print(json.dumps({"collection": collection.name, "summary": report.summary(), "ignored": report.ignored,
+                          "not_english": report.not_english, "english_only_model": collection.english_only,
                           "files": [vars(item) for item in report.files], "totals": counts}, ensure_ascii=False))
     else:
         print(f"{collection.name}: {report.summary()}; {counts['files']} files, {counts['chunks']} chunks in all")

@@ -42,6 +42,9 @@ MODES = ("hybrid", "vector", "keyword")
 RRF_K = 10
 WEIGHTS = {"keyword": 1.0, "vector": 0.5}
 CANDIDATES = 50  # from each mode before fusion
+# Embedding models that know English only (by name): French or Spanish text gets a notice naming others.
+ENGLISH_ONLY = ("all-minilm",)
+ENGLISH_WORDS = frozenset("the and of to is in that it for was with as on are this be by not have from".split())
 # Embedding models trained with instructions in front of queries and passages (by name).
 PREFIXES = (("e5", "query: ", "passage: "), ("nomic-embed", "search_query: ", "search_document: "))
 
@@ -59,6 +62,13 @@ def check_name(name: str) -> str:
 
 def collection_file(name: str) -> Path:
     return collections_dir() / f"{check_name(name)}.sqlite"
+
+
+def looks_english(text: str) -> bool:
+    """Whether ``text`` reads as English: about a word in six of English prose is one of ENGLISH_WORDS,
+    French and Spanish prose have almost none of them."""
+    words = re.findall(r"[^\W\d_]+", text[:5000].lower())[:400]
+    return len(words) < 30 or sum(w in ENGLISH_WORDS for w in words) / len(words) > 0.06
 
 
 def prefixes_for(model_name: str) -> tuple[str, str]:
@@ -81,6 +91,7 @@ class FileReport:
 class SyncReport:
     files: list[FileReport] = field(default_factory=list)
     ignored: int = 0  # files of types that are not read, found in folders
+    not_english: int = 0  # files indexed whose text does not read as English
 
     def count(self, status: str) -> int:
         return sum(1 for item in self.files if item.status == status)
@@ -106,6 +117,7 @@ class _Pending:
     record: FileRecord
     chunks: list
     status: str
+    english: bool = True
 
 
 Progress = Callable[[FileReport], None]
@@ -136,11 +148,14 @@ class Collection:
         return collection
 
     def _start(self, embed_model: str | None) -> None:
+        from ..embeddings import default_embedding_model
         from ..models import resolve
-        from ..models.catalog import DEFAULT_EMBEDDING_MODEL
 
-        model = resolve(embed_model or DEFAULT_EMBEDDING_MODEL)
-        self.store.set_meta({"embed_model": model.name, "embed_ref": embed_model or DEFAULT_EMBEDDING_MODEL,
+        ref = embed_model or default_embedding_model()
+        model = resolve(ref)
+        if Path(ref).expanduser().exists():  # a folder or file: found again from any working folder
+            ref = str(Path(ref).expanduser().resolve())
+        self.store.set_meta({"embed_model": model.name, "embed_ref": ref,
                              "chunk_chars": str(CHUNK_CHARS), "overlap_chars": str(OVERLAP_CHARS), "roots": "[]"})
 
     # -- the embedding model -------------------------------------------------------------------
@@ -148,6 +163,11 @@ class Collection:
     @property
     def embed_model(self) -> str:
         return self.store.meta()["embed_model"]
+
+    @property
+    def english_only(self) -> bool:
+        """Whether the collection's embedding model knows English only (its vectors of other languages are poor)."""
+        return self.embed_model.lower().startswith(ENGLISH_ONLY)
 
     def check_model(self, requested: str) -> None:
         """Refuse a model other than the collection's: its vectors would not be comparable."""
@@ -234,6 +254,7 @@ class Collection:
                     tell(item)
                     continue
                 pending.append(item)
+                report.not_english += not item.english
                 if sum(len(p.chunks) for p in pending) >= EMBED_BATCH:
                     self._write(pending, tell)
                     pending = []
@@ -267,7 +288,7 @@ class Collection:
         pieces = chunk(document, int(meta.get("chunk_chars", CHUNK_CHARS)),
                        int(meta.get("overlap_chars", OVERLAP_CHARS)))
         record = FileRecord(key, digest, info.st_size, info.st_mtime, document.format, document.pages, len(pieces))
-        return _Pending(record, pieces, "added" if known is None else "updated")
+        return _Pending(record, pieces, "added" if known is None else "updated", looks_english(document.text))
 
     def _write(self, pending: list[_Pending], tell: Callable[[FileReport], None]) -> None:
         if not pending:
