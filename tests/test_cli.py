@@ -103,7 +103,7 @@ def test_bad_inputs_give_one_line_errors(cli, mk_home, tmp_path, history_hash):
         (("run", "-m", "llama-9000", "hi"), ["unknown model 'llama-9000'"]),
         (("run", "--temperature", "-1", "hi"), ["temperature=-1.0: must be >= 0"]),
         (("run", "--ctx", "100000", "hi"), ["--ctx 100000 is larger", "use --ctx 32768 or less"]),
-        (("chat", "--session-id", "nosuchsession", "--prompt", "hi"), ["no session with id"]),
+        (("chat", "--session-id", "no such/session", "--prompt", "hi"), ["no session with id"]),  # not a name
         (("run", "--ctx", "128", "-n", "16", "word " * 400), ["over the context window of 128"]),
         (("sessions", "export", "x", "--format", "pdf"), ["unknown format"]),
     ]

@@ -4,7 +4,8 @@ Every field can be set with ``MISTRALKIT_<NAME>`` (e.g. ``MISTRALKIT_TEMPERATURE
 ``config.toml`` under the same name. A few names people already use are honoured too:
 ``LLM_MODEL_PATH``, ``LLM_MAX_NEW_TOKENS``, ``LLM_TEMPERATURE``, ``LLM_DEVICE``, ``LLM_LOG_LEVEL``,
 and the ``.env`` names of apps that switch between a local model and an API: ``LOCAL_LLM_PATH``,
-``MAX_TOKENS``, ``TEMPERATURE``, ``TOP_P``, ``EMBEDDINGS_MODEL``, ``EMBEDDINGS_TYPE`` (``MODEL_TYPE`` and
+``MAX_TOKENS``, ``TEMPERATURE``, ``TOP_P``, ``EMBEDDINGS_MODEL``, ``EMBEDDINGS_TYPE``, ``LLM_QUANT_ENABLED`` +
+``LLM_QUANT_BITS`` (``MODEL_TYPE`` and
 the ``OPENAI_*``/``ANTHROPIC_*`` names are read by ``models.remotes``). A ``.env`` file in the current
 directory counts as environment, below the real one (``environment()``); ``MISTRALKIT_DOTENV=0`` turns it off.
 """
@@ -204,6 +205,9 @@ def load_section(section: str | None, cli: dict[str, Any] | None = None,
     for alias, name in ({} if section else ENV_ALIASES).items():
         if environ.get(alias):
             take(name, environ[alias], f"environment {alias}", f"env {alias}")
+    if not section and environ.get("LLM_QUANT_ENABLED", "").strip().lower() in ("1", "true", "yes", "on"):
+        # The chatbot template's pair: LLM_QUANT_ENABLED=1 turns on LLM_QUANT_BITS (4 or 8; 4 when unset).
+        take("quant", environ.get("LLM_QUANT_BITS") or "4", "environment LLM_QUANT_BITS", "env LLM_QUANT_BITS")
     for name in names:
         key = f"{prefix}{name.upper()}"
         if environ.get(key):

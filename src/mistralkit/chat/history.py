@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import random
+import re
 import sqlite3
 import time
 import uuid
@@ -38,6 +39,7 @@ from .journal import Journal
 from .writes import SESSION_FIELDS, apply, turn_landed
 
 log = logging.getLogger(__name__)
+SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a session id a user chose
 T = TypeVar("T")
 
 WAIT_ENV = "MISTRALKIT_HISTORY_WAIT"
@@ -270,9 +272,14 @@ class Store:
     # Sessions
     @_guarded
     def create_session(self, model: str, system_prompt: str | None = None,
-                       params: dict[str, Any] | None = None, title: str | None = None) -> Session:
-        """A new session; while the database is busy it is journalled (``last_write`` is PENDING)."""
-        session_id = uuid.uuid4().hex[:12]
+                       params: dict[str, Any] | None = None, title: str | None = None,
+                       session_id: str | None = None) -> Session:
+        """A new session, under ``session_id`` when given (a name: ``SESSION_NAME``); while the database is
+        busy it is journalled (``last_write`` is PENDING)."""
+        if session_id is None:
+            session_id = uuid.uuid4().hex[:12]
+        elif not SESSION_NAME.fullmatch(session_id):
+            raise InvalidParameter(f"session name {session_id!r}: use letters, digits, '.', '_' and '-' (up to 64)")
         self._write("create_session", {"session_id": session_id, "title": title, "model": model,
                                        "system_prompt": system_prompt, "params": params or {}})
         return self.get_session(session_id, exact=True)

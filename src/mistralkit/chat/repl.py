@@ -53,11 +53,12 @@ def sigint_sets(event: threading.Event):
 class Repl:
     def __init__(self, loaded: Loaded, store: Store, session: Session | None = None,
                  out: TextIO = sys.stdout, read: Callable[[str], str] = input,
-                 typed: frozenset[str] = frozenset(), docs=None) -> None:
+                 typed: frozenset[str] = frozenset(), docs=None, name: str | None = None) -> None:
         """``typed``: settings given as command-line flags; on resume they beat the session's saved values.
         ``docs``: a ``documents.answer.DocsChat`` that grounds each turn in a collection."""
         self.loaded = loaded
         self.docs = docs
+        self.name = name  # the id a new session is saved under (else a random one)
         self.store = store
         self.session = session
         self.out = out
@@ -171,7 +172,8 @@ class Repl:
     def ensure_session(self, notify: bool = True) -> Session:
         """The current session, created on first use (kept in the journal while the database is busy)."""
         if self.session is None:
-            self.session = self.store.create_session(self.loaded.model.name, self.system, self.params.to_dict())
+            self.session = self.store.create_session(_model_ref(self.loaded), self.system, self.params.to_dict(),
+                                                     session_id=self.name)
             if notify and self.store.last_write is Saved.PENDING:
                 self.say(_kept("this session", self.store))
         return self.session
@@ -282,3 +284,13 @@ def _stats(result: Completion) -> str:
     u = result.usage
     return (f"[{u.completion_tokens} tokens · {u.gen_tps:.1f} tok/s · first token {u.ttft_s:.2f} s"
             f" · prompt {u.prompt_tokens} ({u.cached_tokens} cached)]")
+
+
+def _model_ref(loaded: Loaded) -> str:
+    """What a session records as its model: the path the user gave (resumable from any folder), else the name."""
+    from pathlib import Path
+
+    given = loaded.settings.model
+    if given and Path(given).expanduser().exists():
+        return str(Path(given).expanduser().resolve())
+    return loaded.model.name

@@ -31,6 +31,7 @@ def _notice(model) -> None:
 
 def chat(
     model: o.Model = None,
+    local_path: o.LocalPath = None,
     adapter: o.Adapter = None,
     system: o.System = None,
     session_id: Annotated[
@@ -94,11 +95,11 @@ def chat(
     if prompt is not None and not prompt.strip():
         raise InvalidParameter("the prompt is empty", hint="pass some text with --prompt, or leave it out to chat")
     store = Store()
-    session = store.get_session(session_id) if session_id else None
-    if session and model is None:
+    session, name = _session_or_name(store, session_id)
+    if session and model is None and local_path is None:
         model = session.model
     resolved = _settings(
-        model=model,
+        model=o.model_or_path(model, local_path),
         adapter=adapter,
         system=system,
         stream=stream,
@@ -131,9 +132,11 @@ def chat(
         from ..documents.answer import DocsChat
 
         grounding = DocsChat(collection, docs_k, docs_mode)
-    repl = Repl(loaded, store, session, typed=typed, docs=grounding)
+    repl = Repl(loaded, store, session, typed=typed, docs=grounding, name=name)
     if session:
         print(f"Resumed session {session.id} ({len(repl.turns)} messages).", file=sys.stderr)
+    elif name:
+        print(f"New session {name!r}: resume it with --session-id {name}.", file=sys.stderr)
     try:
         if prompt is not None:
             repl.turn(prompt)
@@ -158,6 +161,7 @@ def _enable_line_editing() -> None:
 def run(
     prompt: Annotated[str | None, typer.Argument(help="The prompt; '-' or nothing reads standard input.")] = None,
     model: o.Model = None,
+    local_path: o.LocalPath = None,
     adapter: o.Adapter = None,
     system: o.System = None,
     as_json: Annotated[
@@ -213,7 +217,8 @@ def run(
         prompt = read_stdin()
     if not prompt.strip():
         raise InvalidParameter("the prompt is empty")
-    settings = _settings(model=model, adapter=adapter, system=system, temperature=temperature, top_p=top_p, top_k=top_k,
+    settings = _settings(model=o.model_or_path(model, local_path), adapter=adapter, system=system,
+                         temperature=temperature, top_p=top_p, top_k=top_k,
                          min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens,
                          greedy=greedy, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, device=device, quant=quant,
                          kv_type=kv_type, strict_memory=strict_memory, log_level=log_level).settings
@@ -283,3 +288,19 @@ def _answer_from_docs(collection, prompt: str, loaded, as_json: bool, k: int, mo
                                                           answer.left_out)) + "\n")
     if answer.finish_reason == "cancelled":
         raise typer.Exit(130)
+
+
+def _session_or_name(store, session_id: str | None):
+    """(the session ``--session-id`` names, None) or (None, the name for a new session): an id that matches
+    no session but reads as a name (``project-alpha``) starts a session under it, as the chatbot template does."""
+    from ..chat.history import SESSION_NAME
+    from ..errors import SessionNotFound
+
+    if not session_id:
+        return None, None
+    try:
+        return store.get_session(session_id), None
+    except SessionNotFound:
+        if not SESSION_NAME.fullmatch(session_id):
+            raise
+        return None, session_id

@@ -90,3 +90,17 @@ Docs = Annotated[str | None, typer.Option(
 DocsK = Annotated[int, typer.Option("--docs-k", help="Passages retrieved per question.", rich_help_panel=DOCS)]
 DocsMode = Annotated[str, typer.Option("--docs-mode", help="Retrieval: hybrid, vector or keyword.",
                                        rich_help_panel=DOCS)]
+LocalPath = Annotated[str | None, typer.Option(
+    "--local-path", help="A model folder or file on this machine: the same as --model PATH (the name the "
+    "chatbot template uses).", rich_help_panel=MODEL, show_default=False)]
+
+
+def model_or_path(model: str | None, local_path: str | None) -> str | None:
+    """``--local-path`` is ``--model``'s alias for a path; both at once must agree."""
+    if local_path is None:
+        return model
+    if model is not None and model != local_path:
+        from ..errors import InvalidParameter
+
+        raise InvalidParameter("--model and --local-path name two models", hint="give one of them")
+    return local_path

@@ -49,8 +49,23 @@ def load_engine(model, **options) -> Engine:
     accepted = inspect.signature(factory).parameters
     given = {key: value for key, value in options.items() if value is not None}
     for key in given:
+        if key == "quant" and model.format == "gguf":
+            raise Unsupported(f"{model.name} is a GGUF file whose weights are already quantized{_quant_of(model)}: "
+                              "--quant 4/8 loads a transformers model through bitsandbytes",
+                              hint="drop --quant (the file runs as it is); for another size pick another file, "
+                                   "e.g. mistralkit models pull NAME:q8_0")
         if key not in accepted and key in MEANINGFUL:
             kind = ENGINES[model.format][0]
             raise Unsupported(f"{model.name} runs on the {kind} engine, which takes no {MEANINGFUL[key]}",
                               hint=f"drop --{key}, or use a model format that supports it")
     return factory(model, **{key: value for key, value in given.items() if key in accepted})
+
+
+def _quant_of(model) -> str:
+    """`` (Q4_K_M)`` when the file's name says its quantization, as hub GGUF names do."""
+    import re
+
+    path = getattr(model, "path", None)
+    pattern = r"(?i)(?:^|[.\-_])((?:i?q\d(?:_[a-z0-9]+)*)|bf16|f16|f32)(?=$|[.\-])"
+    found = re.search(pattern, path.stem) if path else None
+    return f" ({found.group(1).upper()})" if found else ""
