@@ -55,3 +55,28 @@ def test_llm_quant_variables_ask_for_4_bits_and_a_gguf_says_it_is_already_quanti
     assert "Traceback" not in refused.stderr
     off = run_cli("config", "show", "--json", home=mk_home, env={"LLM_QUANT_ENABLED": "0", "LLM_QUANT_BITS": "4"})
     assert json.loads(off.stdout)["settings"]["quant"]["value"] is None
+
+
+def test_a_program_holds_a_conversation_sends_turns_and_saves_it(mk_home):
+    """The Python side the template has (an engine object, history, send, save), as ``mistralkit.Conversation``."""
+    import mistralkit
+    from mistralkit.chat.history import Store
+
+    with mistralkit.Conversation({"greedy": True, "max_tokens": 6}, system="Be brief.") as chat:
+        first = chat.send("The capital of France is")
+        seen: list[str] = []
+        second = chat.send("And of Spain?", on_text=seen.append)
+        assert "".join(seen) == second.text
+        assert second.usage.prompt_tokens > first.usage.prompt_tokens + 4  # the first exchange is in the prompt
+        assert [m["role"] for m in chat.messages] == ["user", "assistant"] * 2
+        assert chat.save("py-chat") == "py-chat"
+        chat.send("One more")
+        chat.save()
+    store = Store()
+    try:
+        saved = store.messages("py-chat")
+        assert [m.content for m in saved if m.role == "user"] == ["The capital of France is", "And of Spain?",
+                                                                   "One more"]
+        assert store.get_session("py-chat").system_prompt == "Be brief."
+    finally:
+        store.close()
