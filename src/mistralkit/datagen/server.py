@@ -23,7 +23,7 @@ from ..http.errors import error_handlers, error_response
 from ..http.limits import BodyLimit
 from ..http.body import RequestBody
 from ..http.runner import is_loopback
-from .state import State
+from .state import ANONYMOUS, State
 
 AGENT_ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$",
                  description="Who asks: letters, digits and . _ : @ -")
@@ -55,7 +55,8 @@ class DatagenConfig:
 
 
 class NextRequest(RequestBody):
-    agent_id: str = AGENT_ID
+    agent_id: str = Field(ANONYMOUS, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$",
+                          description="Who asks (default: anonymous, whose instruction any agent may answer)")
 
 
 class SubmitRequest(RequestBody):
@@ -115,7 +116,8 @@ def _routes(app: FastAPI, state: State) -> None:
         return HTMLResponse(render(state.stats(), refresh_s=5))
 
     @app.get("/next-instruction", dependencies=guarded)
-    def next_get(agent_id: str = Query(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")) -> dict:
+    def next_get(agent_id: str = Query(ANONYMOUS, min_length=1, max_length=128,
+                                       pattern=r"^[A-Za-z0-9._:@-]+$")) -> dict:
         return state.next_instruction(agent_id)
 
     @app.post("/next-instruction", dependencies=guarded)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import random
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,7 +27,9 @@ from .seeds import Seed, scan_seeds
 from .specfile import Found, locate, mapping, names_in_template, node_value, read_yaml, scalar_name
 
 TOP_KEYS = ("name", "target_total", "seed_file", "schema_file", "schema", "lease_minutes", "dimensions",
-            "forbidden", "prompt", "system", "min_chars", "max_chars", "near_duplicate", "random_seed")
+            "forbidden", "prompt", "system", "min_chars", "max_chars", "near_duplicate", "random_seed", "id_format")
+ID_FORMAT = "i{n:06d}"  # instruction ids: the instruction's number n in a Python format
+SAFE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 TEMPLATE_FIELDS = ("dimensions", "target_json", "target_toon", "numbers")
 EXAMPLE_FILES = ("spec.yaml", "schema.json", "seeds.jsonl")
 
@@ -79,6 +82,10 @@ class Spec:
     max_chars: int = 6000
     near_duplicate: float = 0.8
     random_seed: int = 0
+    id_format: str = ID_FORMAT
+
+    def instruction_id(self, n: int) -> str:
+        return self.id_format.format(n=n)
 
     @cached_property
     def _by_name(self) -> dict[str, Dimension]:
@@ -194,6 +201,8 @@ def _options(path: Path, top: dict, found: Found) -> dict:
                 found(top[key][1], f"{key} must be {what}, got {top[key][1].value!r}")
             else:
                 out[key] = kind(value)
+    if "id_format" in top:
+        _id_format(top["id_format"][1], out, found)
     if "name" in top:
         if not isinstance(node_value(top["name"][1]), str) or not node_value(top["name"][1]).strip():
             found(top["name"][1], "name must be a non-empty text")
@@ -407,3 +416,19 @@ def _complete(spec: Spec, partial: dict[str, str], budget: list[int] | None = No
         if budget[0] > 0 and spec.allowed(trial) and (done := _complete(spec, trial, budget)) is not None:
             return done
     return None
+
+
+def _id_format(node, out: dict, found: Found) -> None:
+    """``id_format: "INS-{n:04d}"``: a Python format of the instruction number, giving distinct ids made of
+    letters, digits and . _ : @ - (checked on the first numbers and a large one)."""
+    value = node_value(node)
+    try:
+        samples = [value.format(n=n) for n in (1, 2, 10, 999_999)] if isinstance(value, str) else None
+    except (KeyError, IndexError, ValueError) as exc:
+        found(node, f"id_format {value!r} does not format the number n ({exc})", hint='e.g. "INS-{n:04d}"')
+        return
+    if samples is None or len(set(samples)) < len(samples) or not all(SAFE_ID.fullmatch(s) for s in samples):
+        found(node, f"id_format must be a text with {{n}} giving distinct ids of letters, digits and . _ : @ -, "
+                    f"got {value!r}", hint='e.g. "INS-{n:04d}"')
+        return
+    out["id_format"] = value

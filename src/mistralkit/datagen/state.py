@@ -44,6 +44,8 @@ def _guarded(method):
 
     return guarded
 
+ANONYMOUS = "anonymous"  # the agent of a request that names none (GET /next-instruction, as READMEs show it)
+
 
 class State:
     """Instructions, leases, submissions and accepted cases of one spec, in one folder."""
@@ -206,7 +208,7 @@ class State:
         rng = random.Random(f"{self.spec.random_seed}/{seq}")  # a restart continues the same sequence
         dimensions = dispatch.choose(self.plan, self._counts(db), rng)
         target = targets.sample_target(self.spec, dimensions, rng)
-        ident = f"i{seq:06d}"
+        ident = self.spec.instruction_id(seq)
         db.execute("INSERT INTO instructions (seq, id, dimensions, target, target_toon, prompt, created_at, status) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'pooled')",
                    (seq, ident, json.dumps(dimensions, ensure_ascii=False), json.dumps(target, ensure_ascii=False),
@@ -258,6 +260,10 @@ class State:
                             (ident, agent_id, sha)).fetchone()
         if stored is not None:
             return _result(stored)
+        if row["status"] == "leased" and row["agent_id"] == ANONYMOUS and agent_id != ANONYMOUS:
+            # Asked for without an agent id: the first agent that answers it takes the lease over.
+            db.execute("UPDATE instructions SET agent_id = ? WHERE id = ?", (agent_id, ident))
+            db.execute("UPDATE leases SET agent_id = ? WHERE instruction_id = ? AND ended IS NULL", (agent_id, ident))
         if not db.execute("SELECT 1 FROM leases WHERE instruction_id = ? AND agent_id = ? LIMIT 1",
                           (ident, agent_id)).fetchone():
             raise WrongAgent(f"instruction {ident} is not leased to {agent_id!r}",

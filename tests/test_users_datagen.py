@@ -1,0 +1,62 @@
+"""The legal-tech team's instruction-server README (../shared/users/ministral-finetuning-readme.md), its curl
+sequence replayed as written: a GET /next-instruction with no agent id, instruction ids in the spec's
+format (``id_format: "INS-{n:04d}"``), and a submission under the README's agent id."""
+
+from __future__ import annotations
+
+import subprocess
+
+import httpx
+import pytest
+
+from mistralkit.datagen.errors import SpecError
+from mistralkit.datagen.spec import init_example, load_spec
+from test_datagen_server import Server, case_for
+
+pytestmark = pytest.mark.slow
+
+
+def curl(*args: str) -> str:
+    """curl as the README writes it (-s, -H, -d), against our server."""
+    done = subprocess.run(["curl", *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, mk_home):
+    folder = tmp_path_factory.mktemp("legal")
+    init_example(folder)
+    spec = folder / "spec.yaml"
+    spec.write_text(spec.read_text() + '\nid_format: "INS-{n:04d}"\n')
+    running = Server(spec, folder / "state", mk_home).start()
+    yield running
+    running.stop()
+
+
+def test_the_readme_curl_sequence_works_as_written(server):
+    import json
+
+    first = json.loads(curl("-s", f"{server.url}/next-instruction"))
+    assert first["instruction_id"] == "INS-0001" and first["agent_id"] == "anonymous"
+    again = json.loads(curl("-s", f"{server.url}/next-instruction"))
+    assert again["instruction_id"] == "INS-0001"  # one live lease per agent, anonymous too
+    text = case_for(first, 0)
+    answer = json.loads(curl("-s", "-H", "Content-Type: application/json", "-d", json.dumps(
+        {"instruction_id": "INS-0001", "agent_id": "agent-01", "case_text": text}), f"{server.url}/submit-case"))
+    assert answer["status"] == "accepted", answer
+    posted = json.loads(curl("-s", "-H", "Content-Type: application/json", "-d", '{"agent_id":"agent-01"}',
+                             f"{server.url}/next-instruction"))
+    assert posted["instruction_id"] == "INS-0002" and posted["agent_id"] == "agent-01"
+    stolen = httpx.post(f"{server.url}/submit-case", json={"instruction_id": "INS-0002", "agent_id": "agent-02",
+                                                           "case_text": case_for(posted, 1)})
+    assert stolen.status_code == 403  # a named agent's lease stays its own
+
+
+@pytest.mark.parametrize("value", ['"INS"', '"INS-{m}"', '"{n:02d}/x"', "3"])
+def test_a_bad_id_format_is_a_spec_error_naming_its_line(tmp_path, value):
+    init_example(tmp_path)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec.read_text() + f"\nid_format: {value}\n")
+    with pytest.raises(SpecError, match=r"spec.yaml:\d+: id_format"):
+        load_spec(spec)
