@@ -238,6 +238,7 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit models info ./my-model.gguf --json": Run(),
     "mistralkit models pull ministral-8b-instruct:q5_k_m": Parse(NET),
     "mistralkit models pull --llm --embeddings": Parse(NET),
+    "mistralkit models pull --alternative-llm mistral-7b": Parse(NET),
     "mistralkit models pull https://example.org/my-model.Q4_K_M.gguf --name mine": Parse(NET),
     "mistralkit models pull hf:mistralai/Mistral-7B-Instruct-v0.3": Parse(NET),
     "mistralkit models rm mistral-7b-instruct-v0.3:q4_k_m": Parse(NET + " (it removes a pulled model)"),
