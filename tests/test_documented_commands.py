@@ -161,6 +161,7 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit embed 'The cat sat on the mat.' 'A kitten rests on a rug.'": Run(says="cosine"),
     "mistralkit embed --file sentences.txt --json > vectors.json": Run(),
     "mistralkit embed -m '~/models/nomic-embed-text-v1.5.Q8_0.gguf' 'search_query: local LLMs'": Parse(NET),
+    "mistralkit embed -m multilingual-e5-small 'query: dolor torácico' 'passage: dolor en el pecho'": Parse(NET),
     "mistralkit correct 'Hier, Lucas et sa soeur son allé au cinéma avec 3 amis.'": Run(says="sœur sont allés"),
     "mistralkit correct --diff --protect Leblanc 'M. Leblanc et sa femme son partit.'": Run(
         says="[-son-]{+sont+} [-partit-]{+partis+}"),
@@ -238,6 +239,7 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit models info ./my-model.gguf --json": Run(),
     "mistralkit models pull ministral-8b-instruct:q5_k_m": Parse(NET),
     "mistralkit models pull --llm --embeddings": Parse(NET),
+    "mistralkit models pull --alternative-llm mistral-7b": Parse(NET),
     "mistralkit models pull https://example.org/my-model.Q4_K_M.gguf --name mine": Parse(NET),
     "mistralkit models pull hf:mistralai/Mistral-7B-Instruct-v0.3": Parse(NET),
     "mistralkit models rm mistral-7b-instruct-v0.3:q4_k_m": Parse(NET + " (it removes a pulled model)"),

