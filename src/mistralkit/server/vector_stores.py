@@ -38,7 +38,7 @@ from ..documents.collection import (
 from ..documents.extract import supported
 from ..errors import BadParameter, InvalidParameter, MistralkitError, StorageError
 from ..http.body import RequestBody
-from .files_routes import FileNotFound, upload_id, upload_path
+from .uploads import FileNotFound, upload_id, upload_path
 from .watch import cancelled
 
 router = APIRouter(prefix="/v1", tags=["vector stores"])
