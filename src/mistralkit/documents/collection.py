@@ -130,6 +130,9 @@ class Collection:
         self.name = name
         self.store = store
         self._embedder = None
+        # Asked between embedding batches: once true, indexing stops with ``Cancelled`` (the server's client
+        # left); what was written before stays whole.
+        self.cancelled: Callable[[], bool] | None = None
 
     @classmethod
     def open(cls, name: str, *, create: bool = False, embed_model: str | None = None) -> Collection:
@@ -191,7 +194,8 @@ class Collection:
     def _embed(self, texts: Sequence[str], role: str) -> list[list[float]]:
         query, passage = prefixes_for(self.embed_model)
         prefix = query if role == "query" else passage
-        return self.embedder().embed([prefix + t for t in texts], batch_size=EMBED_BATCH, truncate=True).vectors
+        return self.embedder().embed([prefix + t for t in texts], batch_size=EMBED_BATCH, truncate=True,
+                                     cancelled=self.cancelled).vectors
 
     def embed_query(self, query: str) -> list[float]:
         """The vector ``search`` compares chunks with (the model's query prefix applied)."""

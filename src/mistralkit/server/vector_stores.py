@@ -107,32 +107,13 @@ def _lock(name: str) -> threading.Lock:
         return _LOCKS.setdefault(name, threading.Lock())
 
 
-class _Stoppable:
-    """An embedder whose every call stops (``Cancelled``) between batches once ``cancelled()``."""
-
-    def __init__(self, embedder, cancelled: Callable[[], bool]) -> None:
-        self.embedder, self.cancelled = embedder, cancelled
-
-    def embed(self, texts, **options):
-        return self.embedder.embed(texts, cancelled=self.cancelled, **options)
-
-
-class Watched(Collection):
-    """A collection whose indexing stops when the request's client leaves."""
-
-    cancelled: Callable[[], bool] = staticmethod(lambda: False)
-
-    def embedder(self):
-        return _Stoppable(super().embedder(), self.cancelled)
-
-
-def open_store(store_id: str, cancelled: Callable[[], bool] | None = None) -> Watched:
+def open_store(store_id: str, cancelled: Callable[[], bool] | None = None) -> Collection:
+    """The collection behind ``store_id``; its indexing stops once ``cancelled()`` (the client left)."""
     name = store_name(store_id)
     if not collection_file(name).exists():
         raise StoreNotFound(store_id)
-    collection = Watched.open(name)
-    if cancelled is not None:
-        collection.cancelled = cancelled
+    collection = Collection.open(name)
+    collection.cancelled = cancelled
     return collection
 
 
@@ -184,7 +165,7 @@ def store_files(collection: Collection) -> list[dict]:
 
 # -- indexing ----------------------------------------------------------------------------------------
 
-def index_path(collection: Watched, path: Path, file_id: str | None) -> list[dict]:
+def index_path(collection: Collection, path: Path, file_id: str | None) -> list[dict]:
     """Add ``path`` (a file or folder) as a root and index it; a file that cannot be read is recorded as failed."""
     key = str(path)
     failed = _failed(collection)
@@ -241,7 +222,7 @@ def _remove(collection: Collection, file_id: str, key: str) -> bool:
     return found
 
 
-async def _indexing(request: Request, store_id: str, work: Callable[[Watched], Any]) -> Any:
+async def _indexing(request: Request, store_id: str, work: Callable[[Collection], Any]) -> Any:
     """``work(collection)`` in a thread, holding the collection's lock, stopped when the client leaves."""
     name = store_name(store_id)
     async with cancelled(request) as gone:
