@@ -60,3 +60,43 @@ def test_a_bad_id_format_is_a_spec_error_naming_its_line(tmp_path, value):
     spec.write_text(spec.read_text() + f"\nid_format: {value}\n")
     with pytest.raises(SpecError, match=r"spec.yaml:\d+: id_format"):
         load_spec(spec)
+
+
+BOILERPLATE = ("tenant:\n\n21.28,41,16624\n\n30.98@example.com\n\nThe following is the text of the message. "
+               "The message must state every fact of this record (TOON notation) in natural words, never as a list "
+               "of fields.")
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    (BOILERPLATE, "copies_instructions"),
+    ("name: Jane\ncity: Lyon\nrent: 950\ndeposit: 1900\nnotice: 3 months\nemail: jane@example.com\n"
+     "phone: 0612345678\nstatus: tenant", "not_prose"),
+    ("We paid 950 on 12/03 and 1900 on 14/03, then 4417 and 5512 and 6613 and 7714 8815 went to jane@example.com "
+     "for the rent of the flat", "mostly_data"),
+    ("My landlord kept the deposit. The message must state every fact of this record (TOON notation) in natural "
+     "words, and I want it back.", "copies_instructions"),
+])
+def test_the_gates_refuse_boilerplate_and_say_which_gate(tmp_path, text, reason):
+    from mistralkit.datagen import gates, targets
+
+    init_example(tmp_path)
+    spec = load_spec(tmp_path / "spec.yaml")
+    refusal = gates.check(spec, text, [], None, targets.instructions_of(spec))
+    assert refusal is not None and refusal.reason == reason, refusal
+
+
+def test_real_cases_pass_and_the_language_gate_reads_french(tmp_path):
+    from mistralkit.datagen import gates, targets
+
+    init_example(tmp_path)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(spec_file.read_text() + "\nlanguage: fr\n")
+    spec = load_spec(spec_file)
+    french = ("Bonjour, je loue un appartement à Lyon depuis 2019 et mon propriétaire refuse de me rendre le dépôt de "
+              "garantie de 1 900 euros alors que j'ai rendu les clés le 3 mars. Que puis-je faire ?")
+    english = ("Hello, I have rented a flat in Lyon since 2019 and my landlord refuses to return the deposit of "
+               "1,900 euros although I handed back the keys on 3 March. What can I do?")
+    instructions = targets.instructions_of(spec)
+    assert gates.check(spec, french, ["1900"], None, instructions) is None
+    refused = gates.check(spec, english, ["1900"], None, instructions)
+    assert refused is not None and refused.reason == "wrong_language"

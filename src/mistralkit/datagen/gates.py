@@ -1,4 +1,11 @@
-"""Cheap quality gates for a submitted case: length bounds, the target's numbers, near-duplicates.
+"""Cheap quality gates for a submitted case: length bounds, prose (not fields, numbers or the
+instructions copied back), the spec's language, the target's numbers, near-duplicates.
+
+Prose: the share of the text's characters in lines that read as sentences (4 words or more, at
+least 60 % of them words of letters) must reach ``spec.min_prose``; tokens that are numbers, e-mails,
+paths or codes must stay under ``spec.max_data_share``; no run of ``spec.max_copied_words`` words may
+come from the instruction's own fixed text (a model that echoes its prompt); with ``spec.language``
+(en, fr), about one word in twelve must be one of that language's commonest words.
 
 Numbers match in the usual French and English renderings: ``1250`` = ``1 250`` = ``1,250`` = ``1.250``
 (thin and no-break spaces too) and ``84.5`` = ``84,5`` = ``84.50``. Near-duplicates: word 5-gram
@@ -26,17 +33,31 @@ NUMBER_RUN = re.compile(r"\d+(?:[ \u00a0\u202f.,']\d+)*")
 
 
 class Refusal(NamedTuple):
-    reason: str  # numbers_missing | near_duplicate | too_short | too_long
+    reason: str  # too_short | too_long | not_prose | mostly_data | copies_instructions | wrong_language
+    #             | numbers_missing | near_duplicate
     detail: str
 
 
-def check(spec, text: str, numbers: list[str], index: NearDuplicates | None) -> Refusal | None:
-    """The first gate the text fails (cheapest first), or None when it passes them all."""
+COMMON = {  # the commonest words of each language a spec may name
+    "en": frozenset("the and of to a in is that it for was with as on are this be by not have from at".split()),
+    "fr": frozenset("le la les de des du un une et est en que qui dans pour pas sur au aux avec ce il elle ne "
+                    "se son sa ses par plus je vous nous mon ma mes a".split()),
+}
+WORD_OF_LETTERS = re.compile(r"[^\W\d_]{2,}")
+DATA_TOKEN = re.compile(r"\d|@|/|_|=|[{}\[\]|<>]")
+
+
+def check(spec, text: str, numbers: list[str], index: NearDuplicates | None, instructions: str = "") -> Refusal | None:
+    """The first gate the text fails (cheapest first), or None when it passes them all. ``instructions``:
+    the fixed text of the prompt the case answers (its template without the record), never to be echoed."""
     size = len(text.strip())
     if size < spec.min_chars:
         return Refusal("too_short", f"{size} characters; at least {spec.min_chars} needed")
     if size > spec.max_chars:
         return Refusal("too_long", f"{size} characters; at most {spec.max_chars} allowed")
+    refusal = prose(spec, text, instructions)
+    if refusal is not None:
+        return refusal
     missing = missing_numbers(text, numbers)
     if missing:
         return Refusal("numbers_missing", "the text must contain: " + ", ".join(missing))
@@ -44,6 +65,53 @@ def check(spec, text: str, numbers: list[str], index: NearDuplicates | None) -> 
     if found is not None:
         key, jaccard = found
         return Refusal("near_duplicate", f"too close to {key} (shingle Jaccard {jaccard:.2f} >= {spec.near_duplicate})")
+    return None
+
+
+# --- prose --------------------------------------------------------------------------------------
+
+def prose(spec, text: str, instructions: str = "") -> Refusal | None:
+    """Whether the text is written prose rather than fields, numbers or the prompt sent back."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    total = sum(len(line) for line in lines) or 1
+    share = sum(len(line) for line in lines if _sentence(line)) / total
+    if share < spec.min_prose:
+        return Refusal("not_prose", f"{share:.0%} of the text is in sentences; at least {spec.min_prose:.0%} needed "
+                                    "(labels, lists of values or lone numbers are not a case)")
+    tokens = text.split()
+    data = sum(1 for token in tokens if DATA_TOKEN.search(token)) / max(1, len(tokens))
+    if data > spec.max_data_share:
+        return Refusal("mostly_data", f"{data:.0%} of the words are numbers, e-mails or codes; at most "
+                                      f"{spec.max_data_share:.0%} allowed")
+    copied = copied_run(text, instructions, spec.max_copied_words)
+    if copied:
+        return Refusal("copies_instructions", f"repeats the instructions: \"{copied}\"")
+    language = getattr(spec, "language", None)
+    if language in COMMON:
+        words = [w.lower() for w in WORD_OF_LETTERS.findall(text)] + [w for w in text.lower().split() if w == "a"]
+        common = sum(1 for w in words if w in COMMON[language]) / max(1, len(words))
+        if common < 0.08:
+            return Refusal("wrong_language", f"does not read as {language} ({common:.0%} of its words are common "
+                                             f"{language} words; 8 % or more expected)")
+    return None
+
+
+def _sentence(line: str) -> bool:
+    tokens = line.split()
+    return len(tokens) >= 4 and sum(1 for t in tokens if WORD_OF_LETTERS.fullmatch(t.strip(".,;:!?()\"'«»"))) \
+        >= 0.6 * len(tokens)
+
+
+def copied_run(text: str, instructions: str, size: int) -> str | None:
+    """The first run of ``size`` words of ``text`` that ``instructions`` holds too (case and punctuation aside)."""
+    theirs = [w.lower() for w in WORD.findall(instructions)]
+    if len(theirs) < size:
+        return None
+    runs = {tuple(theirs[i:i + size]) for i in range(len(theirs) - size + 1)}
+    mine = WORD.findall(text)
+    for i in range(len(mine) - size + 1):
+        if tuple(w.lower() for w in mine[i:i + size]) in runs:
+            return " ".join(mine[i:i + size])
     return None
 
 

@@ -27,7 +27,8 @@ from .seeds import Seed, scan_seeds
 from .specfile import Found, locate, mapping, names_in_template, node_value, read_yaml, scalar_name
 
 TOP_KEYS = ("name", "target_total", "seed_file", "schema_file", "schema", "lease_minutes", "dimensions",
-            "forbidden", "prompt", "system", "min_chars", "max_chars", "near_duplicate", "random_seed", "id_format")
+            "forbidden", "prompt", "system", "min_chars", "max_chars", "near_duplicate", "random_seed", "id_format",
+            "min_prose", "max_data_share", "max_copied_words", "language")
 ID_FORMAT = "i{n:06d}"  # instruction ids: the instruction's number n in a Python format
 SAFE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 TEMPLATE_FIELDS = ("dimensions", "target_json", "target_toon", "numbers")
@@ -83,6 +84,10 @@ class Spec:
     near_duplicate: float = 0.8
     random_seed: int = 0
     id_format: str = ID_FORMAT
+    min_prose: float = 0.6  # share of the text in sentences (gates.prose)
+    max_data_share: float = 0.35  # share of tokens that are numbers, e-mails, codes
+    max_copied_words: int = 12  # longest run of words a case may share with its instructions
+    language: str | None = None  # en or fr: the case must read as that language
 
     def instruction_id(self, n: int) -> str:
         return self.id_format.format(n=n)
@@ -192,7 +197,10 @@ def _options(path: Path, top: dict, found: Found) -> dict:
              "min_chars": (int, lambda v: v >= 0, "a whole number, 0 or more"),
              "max_chars": (int, lambda v: v >= 1, "a whole number, at least 1"),
              "near_duplicate": (float, lambda v: 0 < v <= 1, "a number above 0 and at most 1"),
-             "random_seed": (int, lambda v: True, "a whole number")}
+             "random_seed": (int, lambda v: True, "a whole number"),
+             "min_prose": (float, lambda v: 0 <= v <= 1, "a share between 0 and 1"),
+             "max_data_share": (float, lambda v: 0 <= v <= 1, "a share between 0 and 1"),
+             "max_copied_words": (int, lambda v: v >= 4, "a whole number of words, at least 4")}
     for key, (kind, good, what) in rules.items():
         if key in top:
             value = node_value(top[key][1])
@@ -201,6 +209,12 @@ def _options(path: Path, top: dict, found: Found) -> dict:
                 found(top[key][1], f"{key} must be {what}, got {top[key][1].value!r}")
             else:
                 out[key] = kind(value)
+    if "language" in top:
+        value = node_value(top["language"][1])
+        if value not in ("en", "fr"):
+            found(top["language"][1], f"language must be en or fr, got {value!r}")
+        else:
+            out["language"] = value
     if "id_format" in top:
         _id_format(top["id_format"][1], out, found)
     if "name" in top:

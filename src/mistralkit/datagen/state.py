@@ -238,7 +238,8 @@ class State:
             if isinstance(row, dict):
                 return row
             self._sync_index(db)
-            refusal = gates.check(self.spec, case_text, targets.target_numbers(json.loads(row["target"])), self._index)
+            refusal = gates.check(self.spec, case_text, targets.target_numbers(json.loads(row["target"])), self._index,
+                                  targets.instructions_of(self.spec))
             sub = self._record(db, row, agent_id, case_text, sha, refusal, now)
         exports.write_item(self.exports_dir, "submissions", f"s{sub['id']:06d}", exports.submission_doc(sub))
         self._exporter.changed()

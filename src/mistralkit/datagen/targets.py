@@ -310,3 +310,12 @@ def render_prompt(spec, dimensions: dict[str, str], record: dict) -> str:
     for dimension in spec.dimensions:
         fields.setdefault(dimension.name, "any")
     return spec.prompt_template.format(**fields)
+
+
+def instructions_of(spec) -> str:
+    """The fixed words of what a writer is told (the prompt template's literal text and the system prompt),
+    each piece on its own line: what a case must not echo (gates.copied_run)."""
+    import string
+
+    literal = [text for text, _, _, _ in string.Formatter().parse(spec.prompt_template) if text]
+    return "\n".join([*literal, spec.system_prompt or ""])
