@@ -197,6 +197,26 @@ def last_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def chosen_checkpoint(out: Path, config: TuneConfig) -> Path | None:
+    """The checkpoint to continue from: ``--resume-from-checkpoint PATH``, the last one in ``out`` for
+    ``--resume`` (or ``latest``), None for a new run."""
+    choice = config.resume_from_checkpoint
+    if choice not in (None, "latest"):
+        path = Path(choice)
+        if not (path / "state.pt").is_file():
+            found = last_checkpoint(out)
+            raise InvalidParameter(f"--resume-from-checkpoint {choice}: not a checkpoint folder (no state.pt)",
+                                   hint=f"the last one in --out is {found}" if found else
+                                   "checkpoints are OUT/checkpoints/step-N (see --save-every)")
+        return path
+    if not (config.resume or choice == "latest"):
+        return None
+    found = last_checkpoint(out)
+    if found is None:
+        raise InvalidParameter(f"--resume: no checkpoint in {out / 'checkpoints'}", hint="start without --resume")
+    return found
+
+
 def load_checkpoint(path: Path, model, optimizer, scheduler, config: TuneConfig) -> State:
     import torch
     from peft import set_peft_model_state_dict
@@ -282,10 +302,8 @@ def train(config: TuneConfig, *, progress: bool = True,
     if out.exists() and not out.is_dir():
         raise InvalidParameter(f"--out {out} is a file", hint="--out names a folder for the run: choose another")
     device, dtype = pick_device(config)  # --qlora on a CPU fails here, before any loading
-    checkpoint = last_checkpoint(out) if config.resume else None
-    if config.resume and checkpoint is None:
-        raise InvalidParameter(f"--resume: no checkpoint in {out / 'checkpoints'}", hint="start without --resume")
-    if not config.resume and (last_checkpoint(out) is not None or (out / SUMMARY).exists()):
+    checkpoint = chosen_checkpoint(out, config)
+    if checkpoint is None and (last_checkpoint(out) is not None or (out / SUMMARY).exists()):
         raise InvalidParameter(f"{out} already holds a run",
                                hint="pass --resume to continue it, or choose another --out")
     train_set, valid_set, pad_id, local, tokenizer = _encode_data(config)
