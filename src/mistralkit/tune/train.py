@@ -31,6 +31,7 @@ from ..errors import InvalidParameter
 from ..measure import peak_rss, pyplot
 from ..models.runs import SUMMARY
 from .config import TuneConfig
+from .progress import Progress, say
 from .batches import loss_sum, takes_logits_to_keep, to_tensors, trained_tokens
 from ..formats.layout import Encoded, encode, open_encoder
 
@@ -273,7 +274,7 @@ def plot_loss(state: State, target: Path) -> str | None:
     return None
 
 
-def _encode_data(config: TuneConfig) -> tuple[Dataset, Dataset | None, int, Any, str | None]:
+def _encode_data(config: TuneConfig, progress: bool = False) -> tuple[Dataset, Dataset | None, int, Any, str | None]:
     """Train and valid sets, pad id, the base, and the Mistral tokenizer used (None: the base's own)."""
     from .arch import default_tokenizer
     from .base import resolve_base
@@ -283,6 +284,8 @@ def _encode_data(config: TuneConfig) -> tuple[Dataset, Dataset | None, int, Any,
     # without --tokenizer; others need it, or are GGUFs whose metadata names their format.
     tokenizer = config.tokenizer or default_tokenizer(local)
     model_ref = None if tokenizer else str(local.path)
+    say(f"encoding {config.data}" + (f" and {config.valid}" if config.valid else "")
+        + f" with the chat format of {tokenizer or local.name}", progress)
     with open_encoder(model_ref, tokenizer) as encoder:
         train_set = encode_file(config.data, encoder, config)
         valid_set = encode_file(config.valid, encoder, config) if config.valid else None
@@ -296,7 +299,7 @@ def train(config: TuneConfig, *, progress: bool = True,
 
     Ctrl-C (KeyboardInterrupt) saves a checkpoint at the last finished step and re-raises.
     """
-    from .base import load_base, pick_device, wrap_lora
+    from .base import load_base, loading_message, pick_device, wrap_lora
 
     out = Path(config.out)
     if out.exists() and not out.is_dir():
@@ -306,11 +309,13 @@ def train(config: TuneConfig, *, progress: bool = True,
     if checkpoint is None and (last_checkpoint(out) is not None or (out / SUMMARY).exists()):
         raise InvalidParameter(f"{out} already holds a run",
                                hint="pass --resume to continue it, or choose another --out")
-    train_set, valid_set, pad_id, local, tokenizer = _encode_data(config)
+    train_set, valid_set, pad_id, local, tokenizer = _encode_data(config, progress)
 
     import torch
 
+    say(loading_message(local, config, dtype), progress)
     loaded = wrap_lora(load_base(local, config, device, dtype), config, device, dtype)
+    say(f"{loaded.trainable:,} trainable parameters on {device} ({dtype}); training", progress)
     model = loaded.model
     vocab = model.get_input_embeddings().num_embeddings
     highest = max(max(e.input_ids) for e in train_set.samples)
@@ -329,7 +334,7 @@ def train(config: TuneConfig, *, progress: bool = True,
         torch.manual_seed(config.seed + 1)  # dropout masks, independent of how LoRA was initialised
     out.mkdir(parents=True, exist_ok=True)
     model.train()
-    bar = _Progress(steps, state.step, enabled=progress)
+    bar, first = Progress(steps, state.step, enabled=progress), state.step
     try:
         while state.step < steps:
             started = time.perf_counter()
@@ -356,7 +361,7 @@ def train(config: TuneConfig, *, progress: bool = True,
                     break
             if config.save_every and state.step % config.save_every == 0 and state.step < steps:
                 save_checkpoint(out, model, optimizer, scheduler, state, config)
-            bar.update(state, total)
+            bar.update(state, total, first)
             if on_step is not None:
                 on_step(state.step, total)
     except KeyboardInterrupt:
@@ -396,29 +401,3 @@ def train(config: TuneConfig, *, progress: bool = True,
         summary["notes"] = notes
     (out / SUMMARY).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return Result(out, adapter, summary)
-
-
-class _Progress:
-    """A rich progress bar with loss, tokens/s and ETA (silent when disabled)."""
-
-    def __init__(self, total: int, done: int, enabled: bool) -> None:
-        self._bar = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("tune"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("loss {task.fields[loss]}  {task.fields[speed]} tok/s"),
-                             TimeRemainingColumn(), transient=False)
-        self._task = self._bar.add_task("tune", total=total, completed=done, loss="-", speed="-")
-        self._bar.start()
-
-    def update(self, state: State, loss: float) -> None:
-        if self._bar is not None:
-            speed = f"{state.tokens / state.seconds:.0f}" if state.seconds else "-"
-            self._bar.update(self._task, completed=state.step, loss=f"{loss:.4f}", speed=speed)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
