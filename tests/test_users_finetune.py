@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
+
 SCAFFOLD = [  # the README's three example lines
     {"prompt": "USER: Corrige ce résumé.\nASSISTANT:", "response": "Voici une version corrigée."},
     {"messages": [{"role": "system", "content": "Réponds en français."}, {"role": "user", "content": "Fais un titre."},
@@ -114,3 +116,24 @@ def test_resume_from_latest_and_from_a_chosen_checkpoint_end_where_the_run_did(s
                                         "resume_from_checkpoint": str(out / "checkpoints")}), progress=False)
     with pytest.raises(InvalidParameter, match="both choose"):
         load_config("cpu-smoke", {**flags, "out": "x", "resume": True, "resume_from_checkpoint": str(step2)})
+
+
+@pytest.mark.parametrize("argv, ours", [
+    (["tune", "--learning-rate", "1e-4"], "calls it --lr"),
+    (["tune", "--num-train-epochs", "2"], "calls it --epochs"),
+    (["tune", "--lora-r", "8", "--lora-alpha", "16"], "calls it --rank"),
+    (["tune", "--load-in-4bit"], "calls it --qlora"),
+    (["eval", "--resume-from-checkpoint", "x"], "mistralkit eval calls it --resume"),
+])
+def test_another_tools_flag_is_answered_with_ours(argv, ours, mk_home, tmp_path):
+    done = run_cli(*argv, home=mk_home)
+    assert done.returncode == 2 and f"error: no such option: {argv[1]}" in done.stderr, done.stderr
+    assert ours in done.stderr and "Traceback" not in done.stderr
+
+
+def test_scaffold_flags_are_aliases_in_the_help(mk_home):
+    shown = run_cli("tune", "-h", home=mk_home, env={"COLUMNS": "200"}).stdout
+    for alias in ("--data,--train-file", "--valid,--eval-file", "--out,--output-dir", "--no-qlora,--no-4bit",
+                  "--batch-size,--per-device-batch-size", "--grad-accum,--gradient-accumulation-steps",
+                  "--resume-from-checkpoint"):
+        assert alias in shown, alias
