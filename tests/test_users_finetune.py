@@ -80,7 +80,7 @@ def test_progress_is_said_from_the_first_step(scaffold_run):
     _, done = scaffold_run
     said = [line for line in done.stderr.splitlines() if line.startswith("tune: ")]
     assert said[0].startswith("tune: encoding data/examples/train.jsonl and data/examples/valid.jsonl")
-    assert said[1].startswith("tune: loading the base tiny-mistral (hf, fp32)")
+    assert any(line.startswith("tune: loading the base tiny-mistral (hf, fp32)") for line in said), said
     steps = [line for line in said if line.startswith("tune: step ")]
     assert [line.split()[2] for line in steps] == ["1/4", "2/4", "3/4", "4/4"], said
     assert all(" loss " in line and " tok/s" in line for line in steps)
@@ -137,3 +137,40 @@ def test_scaffold_flags_are_aliases_in_the_help(mk_home):
                   "--batch-size,--per-device-batch-size", "--grad-accum,--gradient-accumulation-steps",
                   "--resume-from-checkpoint"):
         assert alias in shown, alias
+
+
+def test_prompts_with_a_chat_layout_are_reported_and_can_be_stripped(work, scaffold_run, mk_home):
+    train_file = "data/examples/train.jsonl"
+    shown = run_cli("data", "validate", str(work / train_file), "--tokenizer", "v3", home=mk_home)
+    assert shown.returncode == 0, shown.stderr
+    assert "note: 1 prompt(s) already carry a chat layout" in shown.stdout
+    assert f"{work / train_file}:1: 'USER: Corrige ce résumé.'" in shown.stdout and "--strip-layout" in shown.stdout
+    as_json = run_cli("data", "validate", str(work / train_file), "--tokenizer", "v3", "--json", home=mk_home)
+    assert "1 prompt(s)" in json.loads(as_json.stdout)["files"][0]["layout"]
+
+    _, done = scaffold_run  # tune says it too, before training and in the summary's notes
+    assert "tune: 1 prompt(s) already carry a chat layout" in done.stderr
+    assert "note: 1 prompt(s) already carry a chat layout" in done.stdout
+
+    converted = run_cli("data", "convert", str(work / "data/examples/valid.jsonl"), "--to", "messages",
+                        "--strip-layout", "-o", "-", home=mk_home)
+    assert converted.returncode == 0, converted.stderr
+    first = json.loads(converted.stdout.splitlines()[0])["messages"]
+    assert first[0] == {"role": "user", "content": "Corrige ce résumé."}
+
+
+@pytest.mark.parametrize("prompt, clean", [
+    ("USER: Corrige ce résumé.\nASSISTANT:", "Corrige ce résumé."),
+    ("[INST] Fais un titre. [/INST]", "Fais un titre."),
+    ("<s>[INST] Fais un titre. [/INST]", "Fais un titre."),
+    ("Human: Bonjour\n\nAssistant: ", "Bonjour"),
+])
+def test_layouts_found_and_stripped(prompt, clean):
+    from mistralkit.tune.data import parse_line
+    from mistralkit.tune.layouts import laid_out, strip
+
+    sample = parse_line(json.dumps({"prompt": prompt, "response": "ok"}))
+    assert laid_out(sample)
+    assert strip(sample).messages[0]["content"] == clean
+    plain = parse_line(json.dumps({"prompt": "The user said: ASSISTANT duties include filing.", "response": "ok"}))
+    assert not laid_out(plain)

@@ -56,6 +56,8 @@ def tune(
                                                         help="Less memory, more compute.", panel=OPTIM)] = None,
     train_on_inputs: Annotated[bool | None, _opt("--train-on-inputs/--no-train-on-inputs",
                                                  help="Loss on every token, not only answers.")] = None,
+    strip_layout: Annotated[bool | None, _opt("--strip-layout", help="Take USER:/ASSISTANT: or [INST] labels off "
+                                              "prompts (the chat template adds its own).")] = None,
     eval_every: Annotated[int | None, _opt("--eval-every", help="Eval loss every N steps (and at the end).")] = None,
     early_stopping: Annotated[int | None, _opt("--early-stopping", help="Stop after N evals without a better "
                                                "eval loss (needs --valid, --eval-every).")] = None,

@@ -55,6 +55,7 @@ class TuneConfig:
     precision: str = field(default="auto", metadata=_doc("auto (bf16 on capable GPUs, else fp32), fp32, bf16, fp16"))
     qlora: bool = field(default=False, metadata=_doc("4-bit NF4 base (CUDA + bitsandbytes)"))
     train_on_inputs: bool = field(default=False, metadata=_doc("loss on every token"))
+    strip_layout: bool = field(default=False, metadata=_doc("take USER:/ASSISTANT:, [INST] labels off prompts"))
     gradient_checkpointing: bool = field(default=False, metadata=_doc("trade compute for memory"))
     resume: bool = field(default=False, metadata=_doc("continue from the last checkpoint in out"))
     resume_from_checkpoint: str | None = field(default=None, metadata=_doc("continue from this checkpoint "

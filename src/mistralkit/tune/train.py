@@ -48,6 +48,7 @@ class Dataset:
     left_out: list[str] = field(default_factory=list)  # FILE:LINE of samples with nothing to train on
     shapes: dict[str, int] = field(default_factory=dict)  # lines per shape, as `data validate` counts them
     path: str = ""
+    layout: str | None = None  # prompts that carry a chat layout of their own (tune.layouts)
 
     def stats(self) -> dict[str, Any]:
         return {"samples": len(self.samples), "shapes": self.shapes, "mixed": len(self.shapes) > 1,
@@ -66,7 +67,7 @@ class Dataset:
         """What the run summary should tell about this data: mixed shapes, samples left out."""
         from .data import mixed_note
 
-        return [n for n in (mixed_note(self.path, self.shapes), self.note(max_length)) if n]
+        return [n for n in (mixed_note(self.path, self.shapes), self.layout, self.note(max_length)) if n]
 
 
 @dataclass
@@ -88,9 +89,13 @@ class Result:
 
 def encode_file(path: str, encoder, config: TuneConfig) -> Dataset:
     from .data import read_samples, shape_counts
+    from .layouts import layout_note, strip
 
     samples = read_samples(path)  # mixed shapes are fine; the summary's notes say so
-    dataset = Dataset([], shapes=shape_counts(samples), path=path)
+    dataset = Dataset([], shapes=shape_counts(samples), path=path,
+                      layout=layout_note(samples, stripped=config.strip_layout))
+    if config.strip_layout:
+        samples = [strip(sample) for sample in samples]
     for sample in samples:
         encoded = encode(sample, encoder, train_on_inputs=config.train_on_inputs)
         if len(encoded) > config.max_length:
@@ -290,6 +295,9 @@ def _encode_data(config: TuneConfig, progress: bool = False) -> tuple[Dataset, D
         train_set = encode_file(config.data, encoder, config)
         valid_set = encode_file(config.valid, encoder, config) if config.valid else None
         pad_id = encoder.pad_id
+    for dataset in (train_set, valid_set):
+        if dataset is not None and dataset.layout:
+            say(dataset.layout, progress)
     return train_set, valid_set, pad_id, local, tokenizer
 
 
