@@ -206,6 +206,7 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit tune --base ./tiny-mistral --tokenizer v3 --data train.jsonl --valid valid.jsonl --out runs/a "
     "--rank 8 --max-steps 100 --eval-every 20 --save-every 50": Run(),
     "mistralkit tune --config runs/a.yaml --out runs/a --resume": Run(),
+    "mistralkit tune --config runs/a.yaml --out runs/a --resume-from-checkpoint runs/a/checkpoints/step-000050": Run(),
     "mistralkit tune --config mistral-7b-qlora --base ./Mistral-7B-Instruct-v0.3 --data train.jsonl --out runs/m7b":
         Parse(GPU),
     # eval and bench

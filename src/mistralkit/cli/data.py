@@ -86,6 +86,8 @@ def validate(files: Files, model: Model = None, tokenizer: TokenizerVersion = No
                 print(f"error: {error}", file=sys.stderr)
             verdict = "ok" if report.ok else f"{len(report.errors)} problem(s)"
             print(f"{report.path}: {verdict}; {report.samples} good samples; shapes: {describe_shapes(report.shapes)}")
+            if report.layout:
+                print(f"note: {report.layout}")
     if not ok:
         raise typer.Exit(1)
 
@@ -169,6 +171,8 @@ def convert(file: File,
             to: Annotated[str, typer.Option("--to", help="Target shape: messages.")] = "messages",
             output: Annotated[str | None, typer.Option("--output", "-o", help="Output file, or - for stdout "
                                                        "(default: NAME.messages.jsonl beside FILE).")] = None,
+            strip_layout: Annotated[bool, typer.Option("--strip-layout", help="Take USER:/ASSISTANT: or [INST] "
+                                                       "labels off prompts.")] = False,
             force: Force = False, as_json: Json = False) -> None:
     """Rewrite prompt/response lines (and messages lines) as {"messages": [...]}.
 
@@ -180,7 +184,7 @@ def convert(file: File,
     """
     from ..tune.data import convert as convert_file
 
-    where, count = convert_file(file, to=to, out=output, force=force)
+    where, count = convert_file(file, to=to, out=output, force=force, strip_layout=strip_layout)
     if where == "-":
         return
     if as_json:

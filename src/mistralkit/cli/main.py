@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+import typer.main
 
 from .. import __version__
 from ..errors import MistralkitError
@@ -61,11 +62,13 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def main() -> None:
     from ..text import check_argv
+    from .hints import check_synonyms
 
     if hasattr(sys.stdin, "reconfigure"):  # undecodable bytes reach the checks as surrogates, not a traceback
         sys.stdin.reconfigure(errors="surrogateescape")
     try:
         check_argv(sys.argv[1:])
+        check_synonyms(typer.main.get_command(app), sys.argv[1:])
         app()
     except MistralkitError as exc:
         sys.exit(exc.report())

@@ -16,12 +16,13 @@ def _opt(*names: str, help: str, panel: str = RUN, **kw):
 
 
 def tune(
-    data: Annotated[Path | None, _opt("--data", help="Training JSONL (see `mistralkit data --help`).")] = None,
-    out: Annotated[Path | None, _opt("--out", help="Run folder: checkpoints/, adapter/, "
+    data: Annotated[Path | None, _opt("--data", "--train-file",
+                                                  help="Training JSONL (see `mistralkit data --help`).")] = None,
+    out: Annotated[Path | None, _opt("--out", "--output-dir", help="Run folder: checkpoints/, adapter/, "
                                      "training_summary.json.")] = None,
     base: Annotated[str | None, _opt("--base", help="HF model directory, .gguf file, model name or hub id "
                                      "OWNER/REPO (pulled first; default: the embedded Gemma 3 270M).")] = None,
-    valid: Annotated[Path | None, _opt("--valid", help="Validation JSONL (eval loss).")] = None,
+    valid: Annotated[Path | None, _opt("--valid", "--eval-file", help="Validation JSONL (eval loss).")] = None,
     config: Annotated[str | None, _opt("--config", help="YAML file or preset (cpu-smoke, mistral-7b-qlora, "
                                        "ministral-3b-lora); flags override its keys.")] = None,
     tokenizer: Annotated[str | None, _opt("--tokenizer", help="Mistral tokenizer of an HF base: v1, v2, v3, "
@@ -31,15 +32,18 @@ def tune(
     dropout: Annotated[float | None, _opt("--dropout", help="LoRA dropout [0.05].", panel=LORA)] = None,
     target_modules: Annotated[str | None, _opt("--target-modules", help="Comma-separated module names "
                                                "(default: the architecture's projections).", panel=LORA)] = None,
-    qlora: Annotated[bool | None, _opt("--qlora/--no-qlora", help="4-bit NF4 base (CUDA + bitsandbytes).",
+    qlora: Annotated[bool | None, _opt("--qlora/--no-qlora", " /--no-4bit",
+                                       help="4-bit NF4 base (CUDA + bitsandbytes); --no-4bit is --no-qlora.",
                                        panel=LORA)] = None,
     lr: Annotated[float | None, _opt("--lr", help="Peak learning rate [2e-4].", panel=OPTIM)] = None,
     epochs: Annotated[int | None, _opt("--epochs", help="Passes over the data [1].", panel=OPTIM)] = None,
     max_steps: Annotated[int | None, _opt("--max-steps", help="Optimizer steps (overrides --epochs).",
                                           panel=OPTIM)] = None,
-    batch_size: Annotated[int | None, _opt("--batch-size", "-b", help="Samples per micro-batch [1].",
+    batch_size: Annotated[int | None, _opt("--batch-size", "--per-device-batch-size", "-b",
+                                           help="Samples per micro-batch [1].",
                                            panel=OPTIM)] = None,
-    grad_accum: Annotated[int | None, _opt("--grad-accum", help="Micro-batches per step [1].", panel=OPTIM)] = None,
+    grad_accum: Annotated[int | None, _opt("--grad-accum", "--gradient-accumulation-steps",
+                                         help="Micro-batches per step [1].", panel=OPTIM)] = None,
     max_length: Annotated[int | None, _opt("--max-length", help="Truncate samples to N tokens [1024].",
                                            panel=OPTIM)] = None,
     warmup_ratio: Annotated[float | None, _opt("--warmup-ratio", help="Warmup share of the cosine schedule "
@@ -52,6 +56,8 @@ def tune(
                                                         help="Less memory, more compute.", panel=OPTIM)] = None,
     train_on_inputs: Annotated[bool | None, _opt("--train-on-inputs/--no-train-on-inputs",
                                                  help="Loss on every token, not only answers.")] = None,
+    strip_layout: Annotated[bool | None, _opt("--strip-layout", help="Take USER:/ASSISTANT: or [INST] labels off "
+                                              "prompts (the chat template adds its own).")] = None,
     eval_every: Annotated[int | None, _opt("--eval-every", help="Eval loss every N steps (and at the end).")] = None,
     early_stopping: Annotated[int | None, _opt("--early-stopping", help="Stop after N evals without a better "
                                                "eval loss (needs --valid, --eval-every).")] = None,
@@ -60,12 +66,18 @@ def tune(
     save_every: Annotated[int | None, _opt("--save-every", help="Checkpoint every N steps (Ctrl-C saves too).")] = None,
     seed: Annotated[int | None, _opt("--seed", help="Seed of LoRA init, data order and dropout [0].")] = None,
     resume: Annotated[bool | None, _opt("--resume", help="Continue from the last checkpoint in --out.")] = None,
+    resume_from_checkpoint: Annotated[str | None, _opt("--resume-from-checkpoint", metavar="PATH|latest",
+                                                       help="Continue from this checkpoint folder "
+                                                            "(OUT/checkpoints/step-N); latest is --resume.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Fine-tune a LoRA adapter on JSONL conversations, with the chat format inference uses.
 
     Writes OUT/adapter (peft), OUT/checkpoints/step-N, OUT/training_summary.json and OUT/loss.png.
     Ctrl-C saves a checkpoint; --resume continues exactly where the run stopped.
+    The flags of Hugging Face training scripts are aliases of ours: --train-file (--data),
+    --eval-file (--valid), --output-dir (--out), --per-device-batch-size (--batch-size),
+    --gradient-accumulation-steps (--grad-accum), --no-4bit (--no-qlora).
 
     Examples:
 
@@ -77,6 +89,8 @@ def tune(
       mistralkit tune --config mistral-7b-qlora --base ./Mistral-7B-Instruct-v0.3 --data train.jsonl --out runs/m7b
 
       mistralkit tune --config runs/a.yaml --out runs/a --resume
+
+      mistralkit tune --config runs/a.yaml --out runs/a --resume-from-checkpoint runs/a/checkpoints/step-000050
     """
     # The flags are this function's arguments: read them before any local name joins them.
     flags = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k not in ("config", "as_json")}

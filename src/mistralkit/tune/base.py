@@ -81,6 +81,19 @@ def _torch_dtype(name: str):
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
+def loading_message(local, config: TuneConfig, dtype: str) -> str:
+    """What ``load_base`` is about to do, for the run's first lines (a first GGUF load takes minutes)."""
+    from ..engines.gguf_hf import dequantized_dir
+
+    what = f"loading the base {local.name} ({local.format}, {dtype}{', 4-bit' if config.qlora else ''})"
+    if local.format != "gguf":
+        return what
+    cached = not config.qlora and (dequantized_dir(local, str(_torch_dtype(dtype)).removeprefix("torch."))
+                                   / "config.json").is_file()
+    return what + (": its dequantized copy is cached" if cached else
+                   ": dequantizing the GGUF with transformers (minutes for a large one; cached for next time)")
+
+
 def load_base(local, config: TuneConfig, device: str, dtype: str):
     """The transformers model of a ``LocalModel`` (GGUF dequantized, or an HF directory)."""
     require_torch()

@@ -55,8 +55,11 @@ class TuneConfig:
     precision: str = field(default="auto", metadata=_doc("auto (bf16 on capable GPUs, else fp32), fp32, bf16, fp16"))
     qlora: bool = field(default=False, metadata=_doc("4-bit NF4 base (CUDA + bitsandbytes)"))
     train_on_inputs: bool = field(default=False, metadata=_doc("loss on every token"))
+    strip_layout: bool = field(default=False, metadata=_doc("take USER:/ASSISTANT:, [INST] labels off prompts"))
     gradient_checkpointing: bool = field(default=False, metadata=_doc("trade compute for memory"))
     resume: bool = field(default=False, metadata=_doc("continue from the last checkpoint in out"))
+    resume_from_checkpoint: str | None = field(default=None, metadata=_doc("continue from this checkpoint "
+                                                                           "folder, or latest (= resume)"))
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str, hint: str | None = None) -> InvalidParameter:
@@ -91,6 +94,9 @@ class TuneConfig:
             raise bad("precision", f"unknown {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
         if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
             raise bad("tokenizer", f"unknown {self.tokenizer!r}", f"use one of {', '.join(TOKENIZERS)}")
+        if self.resume and self.resume_from_checkpoint not in (None, "latest"):
+            raise bad("resume_from_checkpoint", "and --resume both choose where to continue from",
+                      "pass one of them (--resume is --resume-from-checkpoint latest)")
         if isinstance(self.target_modules, str):
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
         if self.target_modules is not None and not self.target_modules:

@@ -93,7 +93,8 @@ def build_trainer(config: TuneConfig, **training_extra):
 def run(config: TuneConfig) -> Path:
     """Train with the Trainer (one process per GPU under ``accelerate launch``); returns OUT/adapter."""
     trainer = build_trainer(config)
-    trainer.train(resume_from_checkpoint=True if config.resume else None)
+    chosen = config.resume_from_checkpoint
+    trainer.train(resume_from_checkpoint=True if config.resume or chosen == "latest" else chosen)
     adapter = Path(config.out) / "adapter"
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(str(adapter), save_embedding_layers=False)

@@ -19,6 +19,7 @@ class Report:
     samples: int
     shapes: dict[str, int]
     errors: list[DatasetError] = field(default_factory=list)
+    layout: str | None = None  # prompts that carry a chat layout of their own (tune.layouts)
 
     @property
     def ok(self) -> bool:
@@ -31,7 +32,7 @@ class Report:
     def to_dict(self) -> dict:
         return {"path": self.path, "ok": self.ok, "samples": self.samples, "shapes": self.shapes, "mixed": self.mixed,
                 "errors": [{"path": e.path, "line": e.line, "field": e.field, "message": e.reason,
-                            "hint": e.hint} for e in self.errors]}
+                            "hint": e.hint} for e in self.errors], "layout": self.layout}
 
 
 def _too_long(sample: Sample, length: int, max_length: int) -> DatasetError:
@@ -55,7 +56,9 @@ def validate(path: str | Path, encoder: SampleEncoder | None = None, *, max_leng
             continue
         good.append(sample)
     errors.sort(key=lambda e: e.line)
-    return Report(str(path), len(good), shape_counts(good), errors)
+    from .layouts import layout_note
+
+    return Report(str(path), len(good), shape_counts(good), errors, layout_note(samples))
 
 
 @dataclass

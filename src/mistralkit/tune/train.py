@@ -31,6 +31,7 @@ from ..errors import InvalidParameter
 from ..measure import peak_rss, pyplot
 from ..models.runs import SUMMARY
 from .config import TuneConfig
+from .progress import Progress, say
 from .batches import loss_sum, takes_logits_to_keep, to_tensors, trained_tokens
 from ..formats.layout import Encoded, encode, open_encoder
 
@@ -47,6 +48,7 @@ class Dataset:
     left_out: list[str] = field(default_factory=list)  # FILE:LINE of samples with nothing to train on
     shapes: dict[str, int] = field(default_factory=dict)  # lines per shape, as `data validate` counts them
     path: str = ""
+    layout: str | None = None  # prompts that carry a chat layout of their own (tune.layouts)
 
     def stats(self) -> dict[str, Any]:
         return {"samples": len(self.samples), "shapes": self.shapes, "mixed": len(self.shapes) > 1,
@@ -65,7 +67,7 @@ class Dataset:
         """What the run summary should tell about this data: mixed shapes, samples left out."""
         from .data import mixed_note
 
-        return [n for n in (mixed_note(self.path, self.shapes), self.note(max_length)) if n]
+        return [n for n in (mixed_note(self.path, self.shapes), self.layout, self.note(max_length)) if n]
 
 
 @dataclass
@@ -87,9 +89,13 @@ class Result:
 
 def encode_file(path: str, encoder, config: TuneConfig) -> Dataset:
     from .data import read_samples, shape_counts
+    from .layouts import layout_note, strip
 
     samples = read_samples(path)  # mixed shapes are fine; the summary's notes say so
-    dataset = Dataset([], shapes=shape_counts(samples), path=path)
+    dataset = Dataset([], shapes=shape_counts(samples), path=path,
+                      layout=layout_note(samples, stripped=config.strip_layout))
+    if config.strip_layout:
+        samples = [strip(sample) for sample in samples]
     for sample in samples:
         encoded = encode(sample, encoder, train_on_inputs=config.train_on_inputs)
         if len(encoded) > config.max_length:
@@ -197,6 +203,26 @@ def last_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def chosen_checkpoint(out: Path, config: TuneConfig) -> Path | None:
+    """The checkpoint to continue from: ``--resume-from-checkpoint PATH``, the last one in ``out`` for
+    ``--resume`` (or ``latest``), None for a new run."""
+    choice = config.resume_from_checkpoint
+    if choice not in (None, "latest"):
+        path = Path(choice)
+        if not (path / "state.pt").is_file():
+            found = last_checkpoint(out)
+            raise InvalidParameter(f"--resume-from-checkpoint {choice}: not a checkpoint folder (no state.pt)",
+                                   hint=f"the last one in --out is {found}" if found else
+                                   "checkpoints are OUT/checkpoints/step-N (see --save-every)")
+        return path
+    if not (config.resume or choice == "latest"):
+        return None
+    found = last_checkpoint(out)
+    if found is None:
+        raise InvalidParameter(f"--resume: no checkpoint in {out / 'checkpoints'}", hint="start without --resume")
+    return found
+
+
 def load_checkpoint(path: Path, model, optimizer, scheduler, config: TuneConfig) -> State:
     import torch
     from peft import set_peft_model_state_dict
@@ -253,7 +279,7 @@ def plot_loss(state: State, target: Path) -> str | None:
     return None
 
 
-def _encode_data(config: TuneConfig) -> tuple[Dataset, Dataset | None, int, Any, str | None]:
+def _encode_data(config: TuneConfig, progress: bool = False) -> tuple[Dataset, Dataset | None, int, Any, str | None]:
     """Train and valid sets, pad id, the base, and the Mistral tokenizer used (None: the base's own)."""
     from .arch import default_tokenizer
     from .base import resolve_base
@@ -263,10 +289,15 @@ def _encode_data(config: TuneConfig) -> tuple[Dataset, Dataset | None, int, Any,
     # without --tokenizer; others need it, or are GGUFs whose metadata names their format.
     tokenizer = config.tokenizer or default_tokenizer(local)
     model_ref = None if tokenizer else str(local.path)
+    say(f"encoding {config.data}" + (f" and {config.valid}" if config.valid else "")
+        + f" with the chat format of {tokenizer or local.name}", progress)
     with open_encoder(model_ref, tokenizer) as encoder:
         train_set = encode_file(config.data, encoder, config)
         valid_set = encode_file(config.valid, encoder, config) if config.valid else None
         pad_id = encoder.pad_id
+    for dataset in (train_set, valid_set):
+        if dataset is not None and dataset.layout:
+            say(dataset.layout, progress)
     return train_set, valid_set, pad_id, local, tokenizer
 
 
@@ -276,23 +307,23 @@ def train(config: TuneConfig, *, progress: bool = True,
 
     Ctrl-C (KeyboardInterrupt) saves a checkpoint at the last finished step and re-raises.
     """
-    from .base import load_base, pick_device, wrap_lora
+    from .base import load_base, loading_message, pick_device, wrap_lora
 
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise InvalidParameter(f"--out {out} is a file", hint="--out names a folder for the run: choose another")
     device, dtype = pick_device(config)  # --qlora on a CPU fails here, before any loading
-    checkpoint = last_checkpoint(out) if config.resume else None
-    if config.resume and checkpoint is None:
-        raise InvalidParameter(f"--resume: no checkpoint in {out / 'checkpoints'}", hint="start without --resume")
-    if not config.resume and (last_checkpoint(out) is not None or (out / SUMMARY).exists()):
+    checkpoint = chosen_checkpoint(out, config)
+    if checkpoint is None and (last_checkpoint(out) is not None or (out / SUMMARY).exists()):
         raise InvalidParameter(f"{out} already holds a run",
                                hint="pass --resume to continue it, or choose another --out")
-    train_set, valid_set, pad_id, local, tokenizer = _encode_data(config)
+    train_set, valid_set, pad_id, local, tokenizer = _encode_data(config, progress)
 
     import torch
 
+    say(loading_message(local, config, dtype), progress)
     loaded = wrap_lora(load_base(local, config, device, dtype), config, device, dtype)
+    say(f"{loaded.trainable:,} trainable parameters on {device} ({dtype}); training", progress)
     model = loaded.model
     vocab = model.get_input_embeddings().num_embeddings
     highest = max(max(e.input_ids) for e in train_set.samples)
@@ -311,7 +342,7 @@ def train(config: TuneConfig, *, progress: bool = True,
         torch.manual_seed(config.seed + 1)  # dropout masks, independent of how LoRA was initialised
     out.mkdir(parents=True, exist_ok=True)
     model.train()
-    bar = _Progress(steps, state.step, enabled=progress)
+    bar, first = Progress(steps, state.step, enabled=progress), state.step
     try:
         while state.step < steps:
             started = time.perf_counter()
@@ -338,7 +369,7 @@ def train(config: TuneConfig, *, progress: bool = True,
                     break
             if config.save_every and state.step % config.save_every == 0 and state.step < steps:
                 save_checkpoint(out, model, optimizer, scheduler, state, config)
-            bar.update(state, total)
+            bar.update(state, total, first)
             if on_step is not None:
                 on_step(state.step, total)
     except KeyboardInterrupt:
@@ -378,29 +409,3 @@ def train(config: TuneConfig, *, progress: bool = True,
         summary["notes"] = notes
     (out / SUMMARY).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return Result(out, adapter, summary)
-
-
-class _Progress:
-    """A rich progress bar with loss, tokens/s and ETA (silent when disabled)."""
-
-    def __init__(self, total: int, done: int, enabled: bool) -> None:
-        self._bar = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("tune"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("loss {task.fields[loss]}  {task.fields[speed]} tok/s"),
-                             TimeRemainingColumn(), transient=False)
-        self._task = self._bar.add_task("tune", total=total, completed=done, loss="-", speed="-")
-        self._bar.start()
-
-    def update(self, state: State, loss: float) -> None:
-        if self._bar is not None:
-            speed = f"{state.tokens / state.seconds:.0f}" if state.seconds else "-"
-            self._bar.update(self._task, completed=state.step, loss=f"{loss:.4f}", speed=speed)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
