@@ -100,3 +100,47 @@ def test_real_cases_pass_and_the_language_gate_reads_french(tmp_path):
     assert gates.check(spec, french, ["1900"], None, instructions) is None
     refused = gates.check(spec, english, ["1900"], None, instructions)
     assert refused is not None and refused.reason == "wrong_language"
+
+
+def test_the_worker_survives_a_server_restart_with_no_case_lost_or_doubled(tmp_path, mk_home):
+    """kill -9 of the server while two agents work, a restart on the same port 2 s later: the agents wait
+    for it (backoff), carry on, and every case the server holds was counted once by them."""
+    import json
+    import sqlite3
+    import threading
+    import time
+
+    from mistralkit.datagen.worker import work
+    from test_datagen_server import small_spec
+
+    server = Server(small_spec(tmp_path, 16), tmp_path / "state", mk_home).start()
+    accepted = threading.Event()
+
+    def write(instruction, attempt, cancel):
+        time.sleep(0.15)
+        return case_for(instruction, attempt)
+
+    def seen(agent, result):
+        if result["status"] == "accepted":
+            accepted.set()
+
+    reports = []
+    runner = threading.Thread(target=lambda: reports.append(work(server.url, write, agents=2, on_result=seen,
+                                                                 patience_s=60)))
+    runner.start()
+    try:
+        assert accepted.wait(60)
+        server.kill()
+        time.sleep(2)
+        server.start()
+        runner.join(180)
+        assert not runner.is_alive()
+        stats = httpx.get(server.url + "/stats").json()
+    finally:
+        server.stop()
+    report = reports[0]
+    assert report.done and not report.errors and report.retries > 0, report.to_dict()
+    with sqlite3.connect(tmp_path / "state" / "datagen.sqlite3") as db:
+        cases = db.execute("SELECT instruction_id FROM cases").fetchall()
+    assert len(cases) == len({c[0] for c in cases}) == stats["accepted"] >= 16
+    assert report.accepted == stats["accepted"], json.dumps(report.to_dict())

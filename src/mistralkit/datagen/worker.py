@@ -39,10 +39,11 @@ class WorkReport:
     interrupted: bool = False  # Ctrl-C
     elapsed_s: float = 0.0
     errors: list[str] = field(default_factory=list)
+    retries: int = 0  # calls asked again while the server was away
 
     def to_dict(self) -> dict:
         return {"accepted": self.accepted, "rejected": dict(self.rejected), "released": self.released,
-                "handled": self.handled, "done": self.done, "interrupted": self.interrupted,
+                "handled": self.handled, "done": self.done, "interrupted": self.interrupted, "retries": self.retries,
                 "elapsed_s": round(self.elapsed_s, 2), "errors": self.errors}
 
 
@@ -63,22 +64,45 @@ def engine_writer(loaded, max_tokens: int = 320, temperature: float = 0.8) -> Wr
     return write
 
 
+PATIENCE_S = 120.0  # how long an agent keeps asking a server that went away (a restart) before it gives up
+RETRIED = (502, 503, 504)  # a proxy in front of a restarting server, a busy state database
+
+
 class _Client:
-    def __init__(self, server: str, token: str | None, timeout_s: float = 60.0) -> None:
+    """The agents' HTTP client. Every call is safe to repeat (the server gives an agent its live lease
+    again and a submission already stored its stored result), so a server that restarts is asked again
+    with backoff, up to ``patience_s``: no case is lost or counted twice."""
+
+    def __init__(self, server: str, token: str | None, timeout_s: float = 60.0, patience_s: float = PATIENCE_S,
+                 stop: threading.Event | None = None) -> None:
         import httpx
 
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.server = server.rstrip("/")
         self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout_s)
+        self.patience_s, self.stop = patience_s, stop
+        self.retries = 0  # calls asked again, for the report
 
     def post(self, route: str, body: dict) -> dict:
         import httpx
 
-        try:
-            response = self.http.post(route, json=body)
-        except httpx.HTTPError as exc:
-            raise ServerUnreachable(f"the instruction server at {self.server} did not answer: {exc}",
-                                    hint="start it with `mistralkit datagen serve SPEC`") from exc
+        deadline, delay = time.monotonic() + self.patience_s, 0.5
+        while True:
+            try:
+                response = self.http.post(route, json=body)
+                if response.status_code not in RETRIED:
+                    break
+                problem = f"HTTP {response.status_code}"
+            except httpx.TransportError as exc:
+                problem = str(exc) or type(exc).__name__
+            if time.monotonic() + delay > deadline or (self.stop is not None and self.stop.is_set()):
+                raise ServerUnreachable(f"the instruction server at {self.server} did not answer for "
+                                        f"{self.patience_s:.0f} s: {problem}",
+                                        hint="start it with `mistralkit datagen serve SPEC`; leases it gave "
+                                             "come back to the pool when they expire")
+            self.retries += 1
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
         if response.status_code >= 400:
             try:
                 message = response.json()["error"]["message"]
@@ -106,14 +130,14 @@ def check_server(server: str) -> dict:
 
 def work(server: str, write: Writer, *, agents: int = 1, count: int | None = None, token: str | None = None,
          tries: int = 3, stop: threading.Event | None = None, prefix: str | None = None,
-         on_result: Callable[[str, dict], None] | None = None) -> WorkReport:
+         on_result: Callable[[str, dict], None] | None = None, patience_s: float = PATIENCE_S) -> WorkReport:
     """Run ``agents`` agents until the goal is met, ``count`` instructions are handled, or ``stop`` is set."""
     if agents < 1 or tries < 1 or (count is not None and count < 1):
         raise MistralkitError("--agents, --tries and --count must be at least 1")
     stop = stop or threading.Event()
     prefix = prefix or f"{socket.gethostname()}-{os.getpid()}"
     report, lock, started = WorkReport(), threading.Lock(), time.monotonic()
-    client = _Client(server, token)
+    client = _Client(server, token, patience_s=patience_s, stop=stop)
 
     def claim() -> bool:
         with lock:
@@ -153,6 +177,7 @@ def work(server: str, write: Writer, *, agents: int = 1, count: int | None = Non
             except KeyboardInterrupt:  # again: still wait, the agents are one token from stopping
                 report.interrupted = True
         client.close()
+        report.retries = client.retries
         report.elapsed_s = time.monotonic() - started
     return report
 
