@@ -174,3 +174,19 @@ def test_layouts_found_and_stripped(prompt, clean):
     assert strip(sample).messages[0]["content"] == clean
     plain = parse_line(json.dumps({"prompt": "The user said: ASSISTANT duties include filing.", "response": "ok"}))
     assert not laid_out(plain)
+
+
+def test_a_preset_tokenizer_that_is_not_the_bases_is_refused_and_auto_unsets_it(mk_home, tmp_path):
+    """The QLoRA plan's CPU trial: the mistral-7b-qlora preset (tokenizer v3) on the embedded Gemma base
+    encoded the data with Mistral's ids (first loss 11.9). Refused now, as `data stats` refuses the pairing."""
+    from mistralkit.tune.config import load_config
+
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"prompt": "Hi", "response": "Hello"}\n' * 4)
+    refused = run_cli("tune", "--config", "mistral-7b-qlora", "--no-4bit", "--precision", "auto",
+                      "--base", "gemma-3-270m", "--data", str(data), "--out", str(tmp_path / "run"), home=mk_home)
+    assert refused.returncode == 2, refused.stderr
+    assert "tokenizer v3 (32,768 tokens) does not belong to gemma-3-270m" in refused.stderr
+    assert "--tokenizer auto" in refused.stderr and not (tmp_path / "run" / "checkpoints").exists()
+    unset = load_config("mistral-7b-qlora", {"tokenizer": "auto", "data": str(data), "out": str(tmp_path)})
+    assert unset.tokenizer is None

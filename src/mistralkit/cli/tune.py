@@ -26,7 +26,7 @@ def tune(
     config: Annotated[str | None, _opt("--config", help="YAML file or preset (cpu-smoke, mistral-7b-qlora, "
                                        "ministral-3b-lora); flags override its keys.")] = None,
     tokenizer: Annotated[str | None, _opt("--tokenizer", help="Mistral tokenizer of an HF base: v1, v2, v3, "
-                                          "v7, tekken, tekken-v7.")] = None,
+                                          "v7, tekken, tekken-v7; auto: the base's own (unsets a preset's).")] = None,
     rank: Annotated[int | None, _opt("--rank", "-r", help="LoRA rank [16].", panel=LORA)] = None,
     alpha: Annotated[float | None, _opt("--alpha", help="LoRA alpha [32].", panel=LORA)] = None,
     dropout: Annotated[float | None, _opt("--dropout", help="LoRA dropout [0.05].", panel=LORA)] = None,

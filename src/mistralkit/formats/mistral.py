@@ -86,6 +86,11 @@ class MistralFormat:
         self.stop_token_ids = frozenset({self._tokenizer.instruct_tokenizer.tokenizer.eos_id})
         self.stop_strings: tuple[str, ...] = ()
 
+    @property
+    def n_vocab(self) -> int:
+        """Tokens in this tokenizer's vocabulary (32,000 for v1, 32,768 for v2-v7, 131,072 for tekken)."""
+        return self._tokenizer.instruct_tokenizer.tokenizer.n_words
+
     def encode(self, messages: Sequence[Message]) -> list[int]:
         from mistral_common.protocol.instruct.request import ChatCompletionRequest
 

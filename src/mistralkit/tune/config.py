@@ -92,6 +92,8 @@ class TuneConfig:
             raise bad("weight_decay", f"must be >= 0, got {self.weight_decay!r}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"unknown {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
+        if self.tokenizer == "auto":  # the base's own (unsets a preset's tokenizer from the command line)
+            self.tokenizer = None
         if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
             raise bad("tokenizer", f"unknown {self.tokenizer!r}", f"use one of {', '.join(TOKENIZERS)}")
         if self.resume and self.resume_from_checkpoint not in (None, "latest"):

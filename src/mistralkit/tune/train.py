@@ -279,12 +279,35 @@ def plot_loss(state: State, target: Path) -> str | None:
     return None
 
 
+def _check_tokenizer_fits(version: str, local) -> None:
+    """Refuse a Mistral tokenizer whose vocabulary is not the base's (as ``data stats`` refuses --model with
+    --tokenizer): its ids would train another model's embeddings. A preset's ``tokenizer`` is refused the same
+    way on a base it was not written for; ``--tokenizer auto`` unsets it."""
+    import json
+
+    from ..formats.mistral import MistralFormat
+
+    size = local.info.vocab_size if local.format == "gguf" and local.info is not None else None
+    if size is None and local.format == "hf" and (local.path / "config.json").is_file():
+        config = json.loads((local.path / "config.json").read_text())
+        size = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    wanted = MistralFormat(version).n_vocab
+    if size and int(size) != wanted:
+        raise InvalidParameter(
+            f"tokenizer {version} ({wanted:,} tokens) does not belong to {local.name} (a vocabulary of {int(size):,}): "
+            "the data would be encoded with another model's token ids",
+            hint="pass --tokenizer auto to use the base's own chat format (a --config preset's tokenizer is for "
+                 "the base it was written for)")
+
+
 def _encode_data(config: TuneConfig, progress: bool = False) -> tuple[Dataset, Dataset | None, int, Any, str | None]:
     """Train and valid sets, pad id, the base, and the Mistral tokenizer used (None: the base's own)."""
     from .arch import default_tokenizer
     from .base import resolve_base
 
     local = resolve_base(config.base)
+    if config.tokenizer is not None:
+        _check_tokenizer_fits(config.tokenizer, local)
     # An HF checkpoint of a known Mistral architecture (Ministral 3) encodes as inference does
     # without --tokenizer; others need it, or are GGUFs whose metadata names their format.
     tokenizer = config.tokenizer or default_tokenizer(local)
