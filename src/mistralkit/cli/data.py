@@ -184,7 +184,9 @@ def convert(file: File,
     """
     from ..tune.data import convert as convert_file
 
-    where, count = convert_file(file, to=to, out=output, force=force, strip_layout=strip_layout)
+    from ..tune.layouts import strip
+
+    where, count = convert_file(file, to=to, out=output, force=force, transform=strip if strip_layout else None)
     if where == "-":
         return
     if as_json:

@@ -21,7 +21,7 @@ import math
 import random
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -309,18 +309,18 @@ CONVERSIONS = {"messages": Sample.to_messages}
 
 
 def convert(path: str | Path, *, to: str = "messages", out: str | Path | None = None,
-            allow_mixed: bool = True, force: bool = False, strip_layout: bool = False) -> tuple[str, int]:
-    """Rewrite every line in the ``to`` shape; ``out`` ``-`` writes to stdout. Returns (where, count).
+            allow_mixed: bool = True, force: bool = False,
+            transform: Callable[[Sample], Sample] | None = None) -> tuple[str, int]:
+    """Rewrite every line in the ``to`` shape (after ``transform``, e.g. ``layouts.strip``); ``out`` ``-``
+    writes to stdout. Returns (where, count).
 
     Default output: ``NAME.messages.jsonl`` next to the input.
     """
     if to not in CONVERSIONS:
         raise DatasetError(f"--to {to!r}: can convert to {', '.join(CONVERSIONS)}")
-    from .layouts import strip
-
     path = Path(path)
     samples = read_samples(path, allow_mixed=allow_mixed)
-    lines = [json.dumps(CONVERSIONS[to](strip(s) if strip_layout else s), ensure_ascii=False) for s in samples]
+    lines = [json.dumps(CONVERSIONS[to](transform(s) if transform else s), ensure_ascii=False) for s in samples]
     if out == "-":
         sys.stdout.write("".join(line + "\n" for line in lines))
         return "-", len(lines)
