@@ -34,6 +34,7 @@ from statistics import median
 from report import table
 
 from mistralkit.documents import Collection
+from mistralkit.documents.collection import fuse
 from mistralkit.documents.chunking import Chunk
 from mistralkit.documents.sqlite_store import SqliteStore, connect, match_expression
 from mistralkit.documents.store import FileRecord, IndexedFile
@@ -142,10 +143,7 @@ def query_speed(size: int, sentences: list[str], questions: list[str], collectio
             nearest = store.nearest(vector, 50)
             times["vector"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            scores: dict[int, float] = {}
-            for ranking, weight in ((store.keyword(question, 50), 1.0), (store.nearest(vector, 50), 0.5)):
-                for rank, chunk_id in enumerate(ranking, 1):
-                    scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (10 + rank)
+            scores = fuse(store.keyword(question, 50), store.nearest(vector, 50))
             store.chunks(sorted(scores, key=lambda i: -scores[i])[:5])
             times["hybrid"].append(time.perf_counter() - start + times["embed"][-1])
             words = (match_expression(question) or '"the"').replace(" OR ", " ")  # FTS5's implicit AND

@@ -231,6 +231,8 @@ class Collection:
         report = SyncReport()
         roots = [r for r in self.roots() if only is None or r in only]
         known = {record.path: record for record in self.store.files()}
+        meta = self.store.meta()
+        sizes = (int(meta.get("chunk_chars", CHUNK_CHARS)), int(meta.get("overlap_chars", OVERLAP_CHARS)))
         seen: set[str] = set()
         pending: list[_Pending] = []
 
@@ -253,7 +255,7 @@ class Collection:
                 if problem:
                     tell(FileReport(key, "skipped", reason=problem))
                     continue
-                item = self._prepare(path, known.get(key), max_file_bytes)
+                item = self._prepare(path, known.get(key), max_file_bytes, sizes)
                 if isinstance(item, FileReport):
                     tell(item)
                     continue
@@ -270,7 +272,8 @@ class Collection:
                 tell(FileReport(path, "removed", known[path].chunks))
         return report
 
-    def _prepare(self, path: Path, known: FileRecord | None, max_file_bytes: int) -> _Pending | FileReport:
+    def _prepare(self, path: Path, known: FileRecord | None, max_file_bytes: int,
+                 sizes: tuple[int, int]) -> _Pending | FileReport:
         key = str(path)
         try:
             info = path.stat()
@@ -288,9 +291,7 @@ class Collection:
             return FileReport(key, "skipped", reason=exc.reason)
         except OSError as exc:
             return FileReport(key, "skipped", reason=exc.strerror or str(exc))
-        meta = self.store.meta()
-        pieces = chunk(document, int(meta.get("chunk_chars", CHUNK_CHARS)),
-                       int(meta.get("overlap_chars", OVERLAP_CHARS)))
+        pieces = chunk(document, *sizes)
         record = FileRecord(key, digest, info.st_size, info.st_mtime, document.format, document.pages, len(pieces))
         return _Pending(record, pieces, "added" if known is None else "updated", looks_english(document.text))
 
@@ -343,10 +344,7 @@ class Collection:
         depth = max(CANDIDATES, k)
         keyword = self.store.keyword(query, depth) if mode != "vector" else []
         vector = self.store.nearest(self.embed_query(query), depth) if mode != "keyword" else []
-        scores: dict[int, float] = {}
-        for ranking, weight in ((keyword, WEIGHTS["keyword"]), (vector, WEIGHTS["vector"])):
-            for rank, chunk_id in enumerate(ranking, 1):
-                scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (RRF_K + rank)
+        scores = fuse(keyword, vector)
         best = sorted(scores, key=lambda i: -scores[i])[:k]
         k_rank = {c: r for r, c in enumerate(keyword, 1)}
         v_rank = {c: r for r, c in enumerate(vector, 1)}
@@ -379,6 +377,15 @@ class Collection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def fuse(keyword: Sequence[int], vector: Sequence[int]) -> dict[int, float]:
+    """Reciprocal rank fusion of two rankings (best first): chunk id -> score (see RRF_K and WEIGHTS)."""
+    scores: dict[int, float] = {}
+    for ranking, weight in ((keyword, WEIGHTS["keyword"]), (vector, WEIGHTS["vector"])):
+        for rank, chunk_id in enumerate(ranking, 1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (RRF_K + rank)
+    return scores
 
 
 def _under(path: str, root: str) -> bool:
