@@ -388,6 +388,12 @@ def fuse(keyword: Sequence[int], vector: Sequence[int]) -> dict[int, float]:
     return scores
 
 
+def top_score(mode: str) -> float:
+    """The fused score of a chunk first in every ranking ``mode`` uses: dividing by it puts scores on 0-1."""
+    used = WEIGHTS.values() if mode == "hybrid" else [WEIGHTS[mode]]
+    return sum(used) / (RRF_K + 1)
+
+
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 

@@ -27,13 +27,13 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from ..documents.collection import (
-    RRF_K,
     Collection,
     Hit,
     check_name,
     collection_file,
     collections_dir,
     remove_collection,
+    top_score,
 )
 from ..documents.extract import supported
 from ..errors import BadParameter, InvalidParameter, MistralkitError, StorageError
@@ -386,7 +386,7 @@ async def delete_file(store_id: str, file_id: str) -> dict:
 
 def normalized(hit: Hit, mode: str) -> float:
     """The fused reciprocal-rank score on 0-1: 1 for a chunk first in every ranking used."""
-    return round(hit.score * (RRF_K + 1) / (2 if mode == "hybrid" else 1), 6)
+    return round(hit.score / top_score(mode), 6)
 
 
 def search(store_ids: list[str], query: str, k: int, mode: str = "hybrid") -> list[tuple[str, Hit, float]]:
