@@ -370,3 +370,11 @@ def test_documents_not_in_english_get_a_notice_naming_multilingual_models(mk_hom
     assert "multilingual-e5-small" in french.stderr and "docs reembed bail" in french.stderr
     english = run_cli("docs", "add", "lease", str(tmp_path / "en"), home=mk_home, timeout=300)
     assert english.returncode == 0 and "English" not in english.stderr
+
+
+def test_a_page_long_query_is_bounded_before_fts5(notes):
+    from mistralkit.documents.sqlite_store import MAX_QUERY_WORDS, match_expression
+
+    pasted = " ".join(f"word{i}" for i in range(20_000)) + " vancomycin"
+    assert match_expression(pasted).count(" OR ") == MAX_QUERY_WORDS - 1
+    assert notes.search(pasted + " helmet", k=1)  # still answers (the vector side reads it truncated)

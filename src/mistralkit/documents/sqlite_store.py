@@ -74,10 +74,13 @@ def pack(vector: Sequence[float]) -> bytes:
     return struct.pack(f"{len(vector)}f", *vector)
 
 
+MAX_QUERY_WORDS = 64  # a pasted page as a question: FTS5 gets its first 64 distinct words, not thousands
+
+
 def match_expression(query: str) -> str | None:
     """An FTS5 query from free text: each word quoted (no operator reaches FTS5), any of them matching."""
     words = [w for w in (m.group(0).lower() for m in WORD.finditer(query)) if w not in STOPWORDS]
-    words = list(dict.fromkeys(w for w in words if len(w) > 1 or w.isdigit()))
+    words = list(dict.fromkeys(w for w in words if len(w) > 1 or w.isdigit()))[:MAX_QUERY_WORDS]
     return " OR ".join(f'"{w}"' for w in words) or None
 
 
