@@ -162,6 +162,10 @@ def _print_table(report: dict, out: Path) -> None:
     if any(s.get("planned") for s in report["systems"]):
         print("plan s: the speed planner's seconds for an answer of --max-tokens on this CPU (as `models fit`)")
     _print_comparisons(report)
+    if report.get("decision"):
+        from ..evaluate.decision import terminal_lines
+
+        print("\n".join(terminal_lines(report["decision"])))
     print(f"reports: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}")
 
 

@@ -1,9 +1,10 @@
 """Eval reports: per-system accuracy (overall and per tag), latency percentiles, memory, verdicts,
-and every pair of systems compared on the items both scored (``paired``: McNemar, bootstrap intervals).
+every pair of systems compared on the items both scored (``paired``: McNemar, bootstrap intervals), and
+the decision those make (``decision``: intervals against the thresholds, "not proven", sentences).
 
 ``OUT/report.json`` (everything, for scripts), ``OUT/report.md`` (a side-by-side table, the pairwise
-comparisons, then every item with each system's answer) and ``OUT/report.png`` (accuracy and latency
-per system, with the thresholds drawn). A system passes when its accuracy is at least
+comparisons, the decision, then every item with each system's answer) and ``OUT/report.png`` (accuracy
+with its interval and latency per system, with the thresholds drawn). A system passes when its accuracy is at least
 ``--min-accuracy`` and its p95 latency at most ``--max-latency``.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..measure import pyplot
-from . import paired
+from . import decision, paired
 from .suite import Item
 
 REMOTE_ENGINES = ("openai", "anthropic")  # their memory is not this machine's
@@ -72,12 +73,15 @@ def summarize(rows: list[dict], items: list[Item], config, memory: dict[str, int
     for row in rows:
         if row["system"] not in systems and row["id"] in ids:
             systems.append(row["system"])
-    per = [system_summary(s, [r for r in rows if r["system"] == s and r["id"] in ids], memory.get(s), config,
-                          (planned or {}).get(s)) for s in systems]
+    own = {s: [r for r in rows if r["system"] == s and r["id"] in ids] for s in systems}
+    per = [system_summary(s, own[s], memory.get(s), config, (planned or {}).get(s)) for s in systems]
     settings = asdict(config)
     settings["systems"] = [asdict(s) for s in config.systems]
+    pairs = comparisons(rows, items, systems)
+    latencies = {s: [r["latency_s"] for r in own[s] if r.get("latency_s") is not None] for s in systems}
     return {"suite": config.suite, "items": len(items), "systems": per, "settings": settings,
-            "comparisons": comparisons(rows, items, systems),
+            "comparisons": pairs,
+            "decision": decision.decide(per, latencies, pairs, config.min_accuracy, config.max_latency),
             "thresholds": {"min_accuracy": config.min_accuracy, "max_latency_s": config.max_latency},
             "machine": {"python": platform.python_version(), "platform": platform.platform()}}
 
@@ -181,6 +185,8 @@ def markdown(report: dict[str, Any], rows: list[dict], items: list[Item]) -> str
                  _fmt(s["tokens_per_s_p50"], "", 1, 1), _fmt(s.get("tokens_per_answer"), "", 1, 1), rss, mark]
         lines.append("| " + " | ".join(cells) + " |")
     lines += comparisons_markdown(report)
+    if report.get("decision"):
+        lines += decision.markdown_lines(report["decision"])
     names = [s["system"] for s in systems]
     by_key = {(r["system"], r["id"]): r for r in rows}
     lines += ["", "## Items", "", "| id | expected | " + " | ".join(map(_cell, names)) + " |",
@@ -195,6 +201,13 @@ def markdown(report: dict[str, Any], rows: list[dict], items: list[Item]) -> str
     return "\n".join(lines) + "\n"
 
 
+def _interval_bars(report: dict[str, Any], accuracy: list[float]) -> list[list[float]]:
+    """Error bars (below, above) of each system's Wilson interval, as the decision table gives it."""
+    spans = [d["accuracy_ci95"] or (a / 100, a / 100) for d, a in zip(report["decision"]["systems"], accuracy)]
+    return [[a - 100 * low for a, (low, _) in zip(accuracy, spans)],
+            [100 * high - a for a, (_, high) in zip(accuracy, spans)]]
+
+
 def plot(report: dict[str, Any], target: Path) -> str | None:
     """Accuracy and p50/p95 latency per system; returns why not when matplotlib is missing."""
     plt = pyplot()
@@ -203,9 +216,10 @@ def plot(report: dict[str, Any], target: Path) -> str | None:
     systems = report["systems"]
     names = [s["system"] for s in systems]
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 2.2 * len(names) + 3), 4))
-    left.bar(names, [100 * (s["accuracy"] or 0) for s in systems], color="#4c78a8")
+    accuracy = [100 * (s["accuracy"] or 0) for s in systems]
+    left.bar(names, accuracy, yerr=_interval_bars(report, accuracy), capsize=4, color="#4c78a8")
     left.set_ylim(0, 100)
-    left.set_title("accuracy (%)")
+    left.set_title("accuracy (%, 95% interval)")
     width = 0.38
     positions = range(len(names))
     right.bar([p - width / 2 for p in positions], [s["latency_p50_s"] or 0 for s in systems], width, label="p50")
