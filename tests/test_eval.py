@@ -37,8 +37,9 @@ def evaluated(facts_adapter, cli_module, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("eval")
     suite = write_suite(folder / "suite.jsonl")
     done = cli_module("eval", "--suite", str(suite), "--adapter", facts_adapter, "--vs", BASE, "--out",
-                      str(folder / "out"), "--min-accuracy", "0.75", "-t", "2", "--json", timeout=600)
+                      str(folder / "out"), "--min-accuracy", "0.75", "--max-latency", "60s", "-t", "2", timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    (folder / "terminal.txt").write_text(done.stdout)  # the report as printed (--json is run by the resume test)
     return folder
 
 
@@ -132,6 +133,46 @@ def test_choice_scores_equal_log_probabilities_computed_directly_with_llama_cpp(
 
 
 @pytest.mark.slow
+def test_the_decision_table_and_its_sentences_are_the_same_in_the_terminal_markdown_and_json(evaluated):
+    """Nine items cannot prove 75%: even 9 right of 9 has a Wilson lower bound of 0.70, and 12 of 12 is the
+    first all-right run to clear it (12 / (12 + 1.96²) = 0.758); 8 of 9 would need 65 items."""
+    from scipy.stats import binomtest
+
+    report = json.loads((evaluated / "out" / "report.json").read_text())
+    found = report["decision"]
+    systems = {d["system"]: d for d in found["systems"]}
+    for name, d in systems.items():
+        own = [r for r in rows(evaluated) if r["system"] == name]
+        wilson = binomtest(sum(r["correct"] for r in own), len(own)).proportion_ci(method="wilson")
+        assert d["accuracy_ci95"] == pytest.approx((wilson.low, wilson.high))
+        low, high = d["latency_p95_ci95_s"]
+        assert low <= d["latency_p95_s"] <= high <= max(r["latency_s"] for r in own) < 60
+        assert d["latency_check"] == "pass"
+    tuned, base = systems[TUNED], systems[BASE]
+    assert (tuned["accuracy_check"], tuned["decision"]) == ("not proven", "not proven")
+    assert tuned["items_needed"] == {9: 12, 8: 65}[tuned["correct"]]
+    assert tuned["sentence"].startswith(f"{TUNED}: not proven at this sample size — accuracy ")
+    assert f"about {tuned['items_needed']} items would prove it" in tuned["sentence"]
+    assert (base["accuracy_check"], base["decision"]) == ("fail", "fail")
+    assert base["sentence"].startswith(f"{BASE}: not viable — accuracy ") and " < 75%; p95 " in base["sentence"]
+    [pair] = found["pairs"]
+    [compared] = report["comparisons"]
+    assert (pair["better"], pair["worse"], pair["mcnemar_p"]) == (TUNED, BASE, compared["mcnemar_p"])
+    reading = "the gap is real." if compared["mcnemar_p"] < 0.05 else f"no evidence {TUNED} is better on these 9 items."
+    assert pair["sentence"].startswith(f"{TUNED} is " if pair["real"] else f"{TUNED} and {BASE} differ by ")
+    assert reading in pair["sentence"]
+    assert found["sentences"] == [tuned["sentence"], base["sentence"], pair["sentence"]]
+    terminal = (evaluated / "terminal.txt").read_text()
+    markdown = (evaluated / "out" / "report.md").read_text()
+    decision_md = markdown[markdown.index("## Decision"):markdown.index("## Items")]
+    decision_terminal = terminal[terminal.index("Decision."):]
+    assert f"| {TUNED} | 9 | " in decision_md and f"≥ 75%: not proven (~{tuned['items_needed']} items)" in decision_md
+    assert f"≥ 75%: not proven (~{tuned['items_needed']} items)" in decision_terminal
+    for sentence in found["sentences"]:
+        assert f"- {sentence}" in decision_md and f"  {sentence}" in decision_terminal
+
+
+@pytest.mark.slow
 def test_resume_skips_scored_items_and_reruns_the_rest(evaluated, facts_adapter, cli_module):
     out = evaluated / "out"
     lines = (out / "results.jsonl").read_text().splitlines()
@@ -148,6 +189,10 @@ def test_resume_skips_scored_items_and_reruns_the_rest(evaluated, facts_adapter,
     assert len(after) == 18 and len({(json.loads(v)["system"], json.loads(v)["id"]) for v in after}) == 18
     report = json.loads(resumed.stdout)
     assert [s["items"] for s in report["systems"]] == [9, 9]
+    # --json prints the decision too; without thresholds it gives no verdict and says so
+    assert [d["decision"] for d in report["decision"]["systems"]] == ["no threshold", "no threshold"]
+    assert all("no --min-accuracy given" in d["sentence"] and "no --max-latency given" in d["sentence"]
+               for d in report["decision"]["systems"])
 
 
 @pytest.mark.slow

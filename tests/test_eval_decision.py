@@ -110,10 +110,9 @@ def rows_of(system: str, right: set[int], latency) -> list[dict]:
 def tiers(min_accuracy: float | None, max_latency: float | None) -> tuple[dict, list[dict], list[Item]]:
     """free: 255/300 right, 4-12 s; premium: 285/300 (35 items only it gets, 5 only free gets), 1-2 s;
     prompt: 256/300, 11 items apart from free (6 to 5), free's latencies."""
-    free, premium, prompt = set(range(255)), set(range(250)) | set(range(255, 290)), set(range(250)) | set(
-        range(255, 261))
-    rows = (rows_of("free", free, lambda i: 4 + 8 * i / (N - 1)) + rows_of("premium", premium, lambda i: 1 + i / (N - 1))
-            + rows_of("prompt", prompt, lambda i: 4 + 8 * i / (N - 1)))
+    free, premium, prompt = set(range(255)), {*range(250), *range(255, 290)}, {*range(250), *range(255, 261)}
+    slow, fast = (lambda i: 4 + 8 * i / (N - 1)), (lambda i: 1 + i / (N - 1))
+    rows = rows_of("free", free, slow) + rows_of("premium", premium, fast) + rows_of("prompt", prompt, slow)
     config = EvalConfig(suite="s.jsonl", systems=[System("free"), System("premium"), System("prompt")], out="o",
                         min_accuracy=min_accuracy, max_latency=max_latency)
     items = [item(i) for i in range(N)]
