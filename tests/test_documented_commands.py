@@ -212,10 +212,12 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     # eval and bench
     "mistralkit eval --suite qa.jsonl --model gemma-3-270m --adapter facts --vs gemma-3-270m": Run(),
     "mistralkit eval --suite qa.jsonl --adapter support --vs gemma-3-270m --min-accuracy 0.75 --max-latency 15s "
-    "--out eval-out": Run((0, 1), "verdict", cwd="fresh"),  # 1 when the tuned model misses the bar
+    "--out eval-out": Run((0, 1), "Decision.", cwd="fresh"),  # 1 when the tuned model misses the bar
     "mistralkit eval -s qa.jsonl -m mistral-7b-instruct-v0.3 --adapter tutor --vs premium": Parse(NET),
     "mistralkit eval --suite qa.jsonl -m mistral-7b-instruct-v0.3 --adapter tutor --min-accuracy 0.75 "
     "--max-latency 15s": Parse(NET),
+    "mistralkit eval -s qa.jsonl -m mistral-7b-instruct-v0.3:q4_k_m --adapter tutor --name free --vs premium "
+    "--min-accuracy 0.75 --max-latency 15s": Parse(NET),
     "mistralkit eval --suite open.jsonl --judge mistral-7b-instruct-v0.3 --rubric rubric.txt --out ev --resume": Parse(
         NET
     ),

@@ -284,22 +284,24 @@ def test_an_ablation_gives_each_system_its_own_prompt_label_and_engine(cli, mode
                              for i, (q, a) in enumerate(FACTS[:2])))
     prompt_file = tmp_path / "prompt.txt"
     prompt_file.write_text("You are a terse assistant. Answer with one short sentence about the planet.\n")
-    done = cli("eval", "-s", str(suite), "--adapter", facts_adapter, "--vs", f"prompt={BASE}::@{prompt_file}",
-               "--vs", f"both=+{facts_adapter}::@{prompt_file}", "--vs", f"{BASE}::Be brief.", "-n", "8",
-               "-t", "2", "--out", str(tmp_path / "out"), "--json", timeout=600)
+    done = cli("eval", "-s", str(suite), "--adapter", facts_adapter, "--name", "lora", "--vs",
+               f"prompt={BASE}::@{prompt_file}", "--vs", f"both=+{facts_adapter}::@{prompt_file}", "--vs",
+               f"{BASE}::Be brief.", "-n", "8", "-t", "2", "--out", str(tmp_path / "out"), "--json", timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
-    assert [s["system"] for s in report["systems"]] == [TUNED, "prompt", "both", f"{BASE} + prompt"]
+    assert [s["system"] for s in report["systems"]] == ["lora", "prompt", "both", f"{BASE} + prompt"]
+    assert report["settings"]["systems"][0] == {"model": None, "adapter": facts_adapter, "system": None,
+                                                "name": "lora"}
     assert {s["engine"] for s in report["systems"]} == {"llama.cpp"}
     assert all(s["tokens_per_answer"] and s["peak_rss"] for s in report["systems"])
     found = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     tokens = {(r["system"], r["id"]): r["prompt_tokens"] for r in found}
     for item in ("q0", "q1"):
-        assert tokens[("prompt", item)] == tokens[("both", item)] > tokens[(TUNED, item)] + 10
-        assert tokens[(TUNED, item)] < tokens[(f"{BASE} + prompt", item)] < tokens[("prompt", item)]
+        assert tokens[("prompt", item)] == tokens[("both", item)] > tokens[("lora", item)] + 10
+        assert tokens[("lora", item)] < tokens[(f"{BASE} + prompt", item)] < tokens[("prompt", item)]
     assert "tokens/answer" in (tmp_path / "out" / "report.md").read_text()
     pairs = [(c["a"], c["b"], c["n"]) for c in report["comparisons"]]
-    assert pairs == [(TUNED, "prompt", 2), (TUNED, "both", 2), (TUNED, f"{BASE} + prompt", 2),
+    assert pairs == [("lora", "prompt", 2), ("lora", "both", 2), ("lora", f"{BASE} + prompt", 2),
                      ("prompt", "both", 2), ("prompt", f"{BASE} + prompt", 2), ("both", f"{BASE} + prompt", 2)]
     # two items are never enough: the smallest two-sided exact p on two discordant items is 0.5
     assert all(c["verdict"].startswith("not significant") for c in report["comparisons"])

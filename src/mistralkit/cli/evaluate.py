@@ -43,6 +43,9 @@ def eval_command(
     ] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="GGUF LoRA adapter on --model.")] = None,
     system: Annotated[str | None, typer.Option("--system", help="System prompt for --model (text or @FILE).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="--model's label in the reports (as NAME= names a --vs).")
+    ] = None,
     vs: Annotated[
         list[str] | None,
         typer.Option("--vs", help="Also evaluate [NAME=]MODEL[+ADAPTER][::PROMPT|::@FILE] (repeatable)."),
@@ -79,6 +82,9 @@ def eval_command(
     Every pair of systems (--model and each --vs) is compared on the items both scored: accuracy
     difference with a 95% paired-bootstrap interval, exact McNemar p ("not significant" where
     p >= 0.05), median per-item latency difference.
+    Ends with a decision: each system's accuracy with its 95% Wilson interval and p95 latency with a
+    bootstrap interval, each threshold met, failed or "not proven at this sample size" (the interval
+    crosses it; with the items that would prove it), and a sentence per system and per pair.
     Writes OUT/results.jsonl, report.json, report.md and report.png. Exit 1 when --model fails a threshold.
 
     Examples:
@@ -86,6 +92,9 @@ def eval_command(
       mistralkit eval --suite qa.jsonl --model gemma-3-270m --adapter facts --vs gemma-3-270m
 
       mistralkit eval --suite qa.jsonl -m mistral-7b-instruct-v0.3 --adapter tutor --min-accuracy 0.75 --max-latency 15s
+
+      # a free tier (CPU, 4-bit) against a paid one (a configured remote): viable, proven, how far apart?
+      mistralkit eval -s qa.jsonl -m mistral-7b-instruct-v0.3:q4_k_m --adapter tutor --name free --vs premium --min-accuracy 0.75 --max-latency 15s
 
       mistralkit eval --suite open.jsonl --judge mistral-7b-instruct-v0.3 --rubric rubric.txt --out ev --resume
 
@@ -108,7 +117,7 @@ def eval_command(
     if suite is None:
         raise InvalidParameter("nothing to evaluate", hint="pass --suite FILE.jsonl (or --perplexity FILE)")
     config = EvalConfig(
-        suite=str(suite), systems=[_main_system(model, adapter, system), *[System.parse(v) for v in vs or []]],
+        suite=str(suite), systems=[_main_system(model, adapter, system, name), *[System.parse(v) for v in vs or []]],
         out=str(out),
         max_tokens=max_tokens, ctx=ctx, threads=threads, match=match,
         judge=System.parse(judge) if judge else None, rubric=_rubric(rubric) or EvalConfig.rubric,
@@ -125,13 +134,13 @@ def eval_command(
         raise typer.Exit(1)
 
 
-def _main_system(model: str | None, adapter: str | None, system: str | None):
+def _main_system(model: str | None, adapter: str | None, system: str | None, name: str | None = None):
     from ..evaluate.runner import System
 
     if system is None:
-        return System(model, adapter)
+        return System(model, adapter, name=name or None)
     parsed = System.parse(f"{model or ''}{'+' + adapter if adapter else ''}::{system}")
-    return System(model, adapter, parsed.system)
+    return System(model, adapter, parsed.system, name or None)
 
 
 def _perplexity(model, adapter, path: Path, window: int, threads, as_json: bool) -> None:
