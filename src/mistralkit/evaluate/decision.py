@@ -40,8 +40,7 @@ from . import paired
 
 CONFIDENCE = 1 - paired.ALPHA
 Z = NormalDist().inv_cdf(1 - paired.ALPHA / 2)  # 1.96
-POWER = 0.8
-Z_POWER = NormalDist().inv_cdf(POWER)  # 0.84
+POWER = 0.8  # of the items-needed estimate
 
 PASS, NOT_PROVEN, FAIL, NO_THRESHOLD, NO_DATA = "pass", "not proven", "fail", "no threshold", "no data"
 LEADS = {PASS: "viable", NOT_PROVEN: "not proven at this sample size", FAIL: "not viable",
@@ -299,7 +298,7 @@ def decide(systems: list[dict], latencies: dict[str, list[float]], comparisons: 
                    "latency_p95_interval": f"percentile bootstrap, {paired.RESAMPLES} resamples, seed {paired.SEED}",
                    "not_proven": "point estimate meets the threshold, the interval crosses it",
                    "items_needed": f"one-sample proportion, {POWER:.0%} power, score test at the interval's bound",
-                   "pairs": "exact McNemar p < 0.05 is a real gap"},
+                   "pairs": f"exact McNemar p < {paired.ALPHA:g} is a real gap, each pair alone"},
         "systems": [asdict(r) for r in rows], "pairs": [asdict(p) for p in pairs],
         "sentences": [r.sentence for r in rows] + [p.sentence for p in pairs],
     }
@@ -333,7 +332,8 @@ def method_note(decision: dict) -> str:
     return (f"Accuracy: Wilson score {method['confidence']:.0%} interval; p95 latency: the items resampled "
             f"({method['latency_p95_interval']}). A bar met by the point estimate but crossed by the "
             f"interval is not proven; items needed for {POWER:.0%} power. Pairs: exact McNemar p < "
-            f"{paired.ALPHA:g} is a real gap.")
+            f"{paired.ALPHA:g} is a real gap"
+            + (" (each pair alone: no correction for multiple comparisons)." if len(decision["pairs"]) > 1 else "."))
 
 
 def markdown_lines(decision: dict) -> list[str]:
