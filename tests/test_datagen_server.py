@@ -34,10 +34,11 @@ def free_port() -> int:
 
 
 def case_for(instruction: dict, salt: int) -> str:
-    """A case text that passes the cheap gates: every target number, enough words, unlike any other."""
+    """A case text that passes the cheap gates: enough words, unlike any other, every target number in a sentence."""
     rng = random.Random(f"{instruction['instruction_id']}-{salt}")
     words = " ".join(rng.choice(WORDS) for _ in range(60))
-    return f"{words}. Figures: {', '.join(target_numbers(instruction['target']))}."
+    return f"{words}. " + " ".join(f"The letter mentions {n} in its second paragraph."
+                                   for n in target_numbers(instruction["target"]))
 
 
 class Server:

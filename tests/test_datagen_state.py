@@ -37,12 +37,15 @@ def spec_with(spec, **changes):
     return dataclasses.replace(spec, **changes)
 
 
+def in_sentences(numbers: list[str]) -> str:
+    """Each number in a sentence of its own (the values-in-context gate wants words around them)."""
+    return " ".join(f"The letter mentions {n} in its second paragraph." for n in numbers)
+
+
 def case_for(job: dict, salt: int = 0) -> str:
-    """A text that passes the gates: every target number, 60 random words (unlike any other case)."""
+    """A text that passes the gates: 60 random words (unlike any other case), every target number in a sentence."""
     rng = random.Random(f"{job['instruction_id']}-{salt}")
-    return (
-        " ".join(rng.choice(WORDS) for _ in range(60)) + ". Figures: " + ", ".join(target_numbers(job["target"])) + "."
-    )
+    return " ".join(rng.choice(WORDS) for _ in range(60)) + ". " + in_sentences(target_numbers(job["target"]))
 
 
 class Clock:
@@ -166,14 +169,15 @@ def test_near_duplicates_of_accepted_cases_and_seeds_are_refused(legal, tmp_path
         first = state.next_instruction("alice")
         text = case_for(first)
         assert state.submit(first["instruction_id"], "alice", text)["status"] == "accepted"
-        second = state.next_instruction("bob")
-        numbers = ", ".join(target_numbers(second["target"]))
-        near = text.replace("Figures:", "Also figures:") + f" And {numbers}."
-        refused = state.submit(second["instruction_id"], "bob", near)
+        bob = next(f"bob-{i}" for i in range(50)  # one whose numbers fit a short sentence
+                   if len(target_numbers(state.next_instruction(f"bob-{i}")["target"])) <= 2)
+        second = state.next_instruction(bob)
+        numbers = f"It says {' and '.join(target_numbers(second['target']))}."
+        refused = state.submit(second["instruction_id"], bob, f"{text} {numbers}")
         assert refused["reason"] == "near_duplicate" and "case 1" in refused["detail"]
-        seed = read_seeds(legal)[0].text
-        assert state.submit(second["instruction_id"], "bob", f"{seed} {numbers}.")["reason"] == "near_duplicate"
-        assert state.submit(second["instruction_id"], "bob", case_for(second))["status"] == "accepted"
+        seed = max((s.text for s in read_seeds(legal)), key=len)
+        assert state.submit(second["instruction_id"], bob, f"{seed} {numbers}")["reason"] == "near_duplicate"
+        assert state.submit(second["instruction_id"], bob, case_for(second))["status"] == "accepted"
 
 
 def test_a_state_folder_refuses_another_spec(legal, tmp_path):
@@ -267,7 +271,8 @@ CHILD = textwrap.dedent("""
     for i in range(100000):
         job = state.next_instruction(f"agent-{i % 3}")
         rng = random.Random(job["instruction_id"])
-        text = " ".join(rng.choice(words) for _ in range(60)) + ". " + ", ".join(target_numbers(job["target"]))
+        text = " ".join(rng.choice(words) for _ in range(60)) + ". " + " ".join(
+            f"The letter mentions {n} in its second paragraph." for n in target_numbers(job["target"]))
         result = state.submit(job["instruction_id"], job["agent_id"], text)
         print(result["status"], job["instruction_id"], flush=True)
 """)

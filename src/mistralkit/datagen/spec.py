@@ -28,7 +28,7 @@ from .specfile import Found, locate, mapping, names_in_template, node_value, rea
 
 TOP_KEYS = ("name", "target_total", "seed_file", "schema_file", "schema", "lease_minutes", "dimensions",
             "forbidden", "prompt", "system", "min_chars", "max_chars", "near_duplicate", "random_seed", "id_format",
-            "min_prose", "max_data_share", "max_copied_words", "language")
+            "min_prose", "max_data_share", "max_copied_words", "language", "max_out_of_context")
 ID_FORMAT = "i{n:06d}"  # instruction ids: the instruction's number n in a Python format
 SAFE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 TEMPLATE_FIELDS = ("dimensions", "target_json", "target_toon", "numbers")
@@ -88,6 +88,7 @@ class Spec:
     max_data_share: float = 0.35  # share of tokens that are numbers, e-mails, codes
     max_copied_words: int = 12  # longest run of words a case may share with its instructions
     language: str | None = None  # en or fr: the case must read as that language
+    max_out_of_context: float = 0.25  # share of target numbers allowed outside sentences (gates.in_context)
 
     def instruction_id(self, n: int) -> str:
         return self.id_format.format(n=n)
@@ -200,6 +201,7 @@ def _options(path: Path, top: dict, found: Found) -> dict:
              "random_seed": (int, lambda v: True, "a whole number"),
              "min_prose": (float, lambda v: 0 <= v <= 1, "a share between 0 and 1"),
              "max_data_share": (float, lambda v: 0 <= v <= 1, "a share between 0 and 1"),
+             "max_out_of_context": (float, lambda v: 0 <= v <= 1, "a share between 0 and 1"),
              "max_copied_words": (int, lambda v: v >= 4, "a whole number of words, at least 4")}
     for key, (kind, good, what) in rules.items():
         if key in top:
