@@ -1,13 +1,19 @@
 """datagen's gates on what a case says: the target's values written in sentences (not dumped in a list, a
-line of their own or ``label: value``)."""
+line of their own or ``label: value``), and the judge model (the real embedded model, a real SQLite state,
+a real server for the 503 of a judge that takes too long)."""
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import pytest
 
 from mistralkit.datagen import gates, targets
 from mistralkit.datagen.errors import SpecError
-from mistralkit.datagen.spec import init_example, load_spec, read_seeds
+from mistralkit.datagen.spec import check_spec, init_example, load_spec, read_seeds
+from mistralkit.datagen.state import State
+from test_datagen_spec import SPEC, line_of, write
 
 ISSUE = ("tenant:\n\n21.28,41,16624\n\n30.98@example.com\n\nThe following is the text of the message. "
          "The message must state every fact of this record (TOON notation) in natural words, never as a list "
@@ -88,3 +94,77 @@ def test_the_share_of_stray_values_is_the_spec_s_and_checked(tmp_path, legal):
     spec.write_text(spec.read_text().replace("max_out_of_context: 1", "max_out_of_context: 1.5"))
     with pytest.raises(SpecError, match=r"spec.yaml:\d+: max_out_of_context must be a share between 0 and 1"):
         load_spec(spec)
+
+
+# --- the judge ----------------------------------------------------------------------------------
+
+JUDGE = "judge:\n  min_score: {min_score}\n  max_tokens: 24\n  timeout_s: {timeout}\n  ctx: 1024\n"
+CASE = ("I rent a small flat in Lyon and my landlord says that I still owe him {n} for the last two months, "
+        "which I do not believe at all.")
+
+
+@pytest.mark.parametrize(("judge", "where", "field"), [
+    ("judge:\n  model: no-such-model\n  min_score: 3\n", "model:", "judge.model: unknown model 'no-such-model'"),
+    ("judge:\n  min_score: 6\n", "min_score", "judge.min_score must be a whole number from 0 to 5"),
+    ("judge:\n  min_score: high\n", "min_score", "judge.min_score must be a whole number from 0 to 5"),
+    ("judge:\n  min_score: 3\n  timeout_s: 0\n", "timeout_s", "judge.timeout_s must be a number of seconds"),
+    ("judge:\n  min_score: 3\n  temperature: 1\n", "temperature", "judge: unknown key 'temperature'"),
+    ("judge: yes\n", "judge:", "judge must be a mapping"),
+])
+def test_a_bad_judge_is_one_line_at_spec_load_naming_the_field(tmp_path, judge, where, field):
+    spec = write(tmp_path, SPEC + judge)
+    problems = [p.message for p in check_spec(spec)]
+    line = line_of(SPEC + judge, where)
+    assert problems == [problems[0]] and problems[0].startswith(f"{spec}:{line}: {field}"), problems
+    assert "\n" not in problems[0]
+
+
+def test_the_cli_names_the_bad_judge_model_in_one_line(tmp_path, cli):
+    spec = write(tmp_path, SPEC + "judge:\n  model: no-such-model\n  min_score: 3\n")
+    done = cli("datagen", "serve", str(spec), "--port", "1")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[0].startswith(f"error: {spec}:") and "judge.model" in done.stderr.splitlines()[0]
+
+
+def submit_one(spec_path, state_dir) -> dict:
+    with State(load_spec(spec_path), state_dir) as state:
+        job = state.next_instruction("alice")
+        return state.submit(job["instruction_id"], "alice", CASE.format(n=targets.target_numbers(job["target"])[0]))
+
+
+def test_the_judge_scores_each_case_a_minimum_of_0_accepts_and_an_unreachable_one_rejects(tmp_path, mk_home):
+    """The embedded default model judges (greedy: the same verdict twice); it scores this case below 5."""
+    (tmp_path / "lenient").mkdir()
+    (tmp_path / "strict").mkdir()
+    lenient = write(tmp_path / "lenient", SPEC + JUDGE.format(min_score=0, timeout=300))
+    accepted = submit_one(lenient, tmp_path / "lenient" / "state")
+    assert accepted["status"] == "accepted", accepted
+    assert accepted["detail"].startswith("the judge (smollm2-135m-instruct") and "(minimum 0)" in accepted["detail"]
+    score = int(accepted["detail"].split("gave score ")[1][0])
+    assert 1 <= score < 5  # the tiny model is no admirer: 5 is out of its reach here
+    strict = write(tmp_path / "strict", SPEC + JUDGE.format(min_score=5, timeout=300))
+    rejected = submit_one(strict, tmp_path / "strict" / "state")
+    assert rejected["status"] == "rejected" and rejected["reason"] == "judge", rejected
+    assert rejected["detail"] == accepted["detail"].replace("(minimum 0)", "(minimum 5)")
+    stored = json.loads((tmp_path / "strict" / "state" / "exports" / "submissions" / "s000001.json").read_text())
+    assert stored["reason"] == "judge" and stored["detail"] == rejected["detail"]
+
+
+def test_a_judge_that_takes_too_long_answers_503_and_stores_nothing(tmp_path, mk_home):
+    from test_datagen_server import Server
+
+    spec = write(tmp_path, SPEC + JUDGE.format(min_score=0, timeout=0.01))
+    server = Server(spec, tmp_path / "state", mk_home).start()
+    try:
+        job = httpx.post(server.url + "/next-instruction", json={"agent_id": "alice"}).json()
+        body = {"instruction_id": job["instruction_id"], "agent_id": "alice",
+                "case_text": CASE.format(n=targets.target_numbers(job["target"])[0])}
+        answers = [httpx.post(server.url + "/submit-case", json=body, timeout=60) for _ in range(2)]
+        stats = httpx.get(server.url + "/stats").json()
+    finally:
+        server.stop()
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert "gave no verdict within 0.01 s" in answer.json()["error"]["message"]
+    assert stats["accepted"] == 0 and stats["rejected"] == {} and stats["leased"] == 1
+    assert not list((tmp_path / "state" / "exports" / "submissions").glob("*.json"))

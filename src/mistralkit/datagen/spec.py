@@ -23,12 +23,13 @@ from pathlib import Path
 from . import schema as json_schema
 from . import targets
 from .errors import DatagenError, SpecError
+from .judge import JudgeSpec, read_judge
 from .seeds import Seed, scan_seeds
 from .specfile import Found, locate, mapping, names_in_template, node_value, read_yaml, scalar_name
 
 TOP_KEYS = ("name", "target_total", "seed_file", "schema_file", "schema", "lease_minutes", "dimensions",
             "forbidden", "prompt", "system", "min_chars", "max_chars", "near_duplicate", "random_seed", "id_format",
-            "min_prose", "max_data_share", "max_copied_words", "language", "max_out_of_context")
+            "min_prose", "max_data_share", "max_copied_words", "language", "max_out_of_context", "judge")
 ID_FORMAT = "i{n:06d}"  # instruction ids: the instruction's number n in a Python format
 SAFE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 TEMPLATE_FIELDS = ("dimensions", "target_json", "target_toon", "numbers")
@@ -89,6 +90,7 @@ class Spec:
     max_copied_words: int = 12  # longest run of words a case may share with its instructions
     language: str | None = None  # en or fr: the case must read as that language
     max_out_of_context: float = 0.25  # share of target numbers allowed outside sentences (gates.in_context)
+    judge: JudgeSpec | None = None  # a model that scores each case before it is accepted (judge.py)
 
     def instruction_id(self, n: int) -> str:
         return self.id_format.format(n=n)
@@ -219,6 +221,8 @@ def _options(path: Path, top: dict, found: Found) -> dict:
             out["language"] = value
     if "id_format" in top:
         _id_format(top["id_format"][1], out, found)
+    if "judge" in top and (judge := read_judge(top["judge"][1], found)) is not None:
+        out["judge"] = judge
     if "name" in top:
         if not isinstance(node_value(top["name"][1]), str) or not node_value(top["name"][1]).strip():
             found(top["name"][1], "name must be a non-empty text")
