@@ -98,12 +98,17 @@ def prose(spec, text: str, instructions: str = "") -> Refusal | None:
         return Refusal("copies_instructions", f"repeats the instructions: \"{copied}\"")
     language = getattr(spec, "language", None)
     if language in COMMON:
-        words = [w.lower() for w in WORD_OF_LETTERS.findall(text)] + [w for w in text.lower().split() if w == "a"]
-        common = sum(1 for w in words if w in COMMON[language]) / max(1, len(words))
+        common = common_share(text, language)
         if common < 0.08:
             return Refusal("wrong_language", f"does not read as {language} ({common:.0%} of its words are common "
                                              f"{language} words; 8 % or more expected)")
     return None
+
+
+def common_share(text: str, language: str) -> float:
+    """The share of the text's words that are among ``language``'s commonest (``COMMON``)."""
+    words = [w.lower() for w in WORD_OF_LETTERS.findall(text)] + [w for w in text.lower().split() if w == "a"]
+    return sum(1 for w in words if w in COMMON[language]) / max(1, len(words))
 
 
 def _sentence(line: str) -> bool:

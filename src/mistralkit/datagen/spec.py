@@ -5,7 +5,8 @@
 ``check_spec`` reports every problem as ``FILE:LINE: what`` (lines come from the YAML nodes, the
 schema file and the seed file); ``load_spec`` raises the first one. A value is a bare name (weight 1)
 or ``{name, weight, describe, record}``; a value with ``record: {}`` writes nothing at its
-dimension's ``path`` (see ``targets``). Names are taken as written (``no`` stays the string "no").
+dimension's ``path``, and a ``null`` in a record removes that part of the target, as in a JSON merge
+patch (see ``targets``). Names are taken as written (``no`` stays the string "no").
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ ID_FORMAT = "i{n:06d}"  # instruction ids: the instruction's number n in a Pytho
 SAFE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 TEMPLATE_FIELDS = ("dimensions", "target_json", "target_toon", "numbers")
 EXAMPLE_FILES = ("spec.yaml", "schema.json", "seeds.jsonl")
+EXAMPLES = {  # examples/NAME: what `datagen init --example NAME` writes
+    "legal-en": "messages to a legal help service -> the legal matter (English)",
+    "succession-fr": "énoncés de successions en droit français -> le dossier de succession (French)",
+}
+DEFAULT_EXAMPLE = "legal-en"
 
 
 @dataclass(frozen=True)
@@ -138,8 +144,11 @@ def read_seeds(spec: Spec) -> list[Seed]:
     return seeds
 
 
-def init_example(directory: str | Path) -> Path:
-    """Write the legal example (spec.yaml, schema.json, seeds.jsonl) into ``directory``; never overwrites."""
+def init_example(directory: str | Path, example: str = DEFAULT_EXAMPLE) -> Path:
+    """Write an example (spec.yaml, schema.json, seeds.jsonl; one of ``EXAMPLES``) into ``directory``;
+    never overwrites."""
+    if example not in EXAMPLES:
+        raise DatagenError(f"unknown example {example!r}; the examples are: {', '.join(EXAMPLES)}")
     directory = Path(directory)
     for name in EXAMPLE_FILES:
         if (directory / name).exists():
@@ -148,7 +157,7 @@ def init_example(directory: str | Path) -> Path:
     if directory.exists() and not directory.is_dir():
         raise DatagenError(f"{directory} is not a folder")
     directory.mkdir(parents=True, exist_ok=True)
-    source = resources.files("mistralkit.datagen").joinpath("example")
+    source = resources.files("mistralkit.datagen").joinpath("examples", example)
     for name in EXAMPLE_FILES:
         try:
             with open(directory / name, "xb") as handle:
