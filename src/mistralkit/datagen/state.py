@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import StorageError
 from . import dispatch, exports, gates, targets
-from .state_db import BUSY_TIMEOUT_S, MIGRATIONS, iso, read_seeds, store_seeds, use_wal
+from .state_db import BUSY_TIMEOUT_S, MIGRATIONS, fill_seed_generation, iso, read_seeds, store_seeds, use_wal
 from .errors import Conflict, DatagenError, LeaseExpired, NotFound, TooLarge, WrongAgent
 from .judge import Judge
 
@@ -110,6 +110,8 @@ class State:
                         db.execute(statement)
                     db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, iso(self.clock())))
         self._adopt_spec()
+        with self._write() as db:
+            fill_seed_generation(db, self.spec)
         self.seeds = db.execute("SELECT count(*) FROM seeds").fetchone()[0]
         self.goal = max(0, self.spec.target_total - self.seeds)
         with self._write() as db:
