@@ -351,7 +351,8 @@ def test_the_agents_cases_are_decoded_together(mk_home, agents):
     assert busy[0] == agents
 
 
-def test_ctrl_c_stops_the_worker_and_gives_its_leases_back(tmp_path, mk_home):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_the_worker_and_gives_its_leases_back(tmp_path, mk_home, stop):
     spec = small_spec(tmp_path, 20)
     server = Server(spec, tmp_path / "state", mk_home).start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MISTRALKIT_")}
@@ -364,7 +365,7 @@ def test_ctrl_c_stops_the_worker_and_gives_its_leases_back(tmp_path, mk_home):
         while httpx.get(server.url + "/stats").json()["leased"] < 2:
             assert time.monotonic() < deadline and worker.poll() is None, worker.stderr.read() if worker.poll() else ""
             time.sleep(0.2)
-        worker.send_signal(signal.SIGINT)
+        worker.send_signal(stop)
         out, err = worker.communicate(timeout=60)
         stats = httpx.get(server.url + "/stats").json()
     finally:

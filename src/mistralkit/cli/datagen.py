@@ -180,6 +180,8 @@ def work(
 ) -> None:
     """Write cases for the server's instructions with a local model until the goal, --count or Ctrl-C.
 
+    Ctrl-C or SIGTERM stops every agent after its current piece of text and gives its lease back (exit 130).
+
     Examples:
 
       mistralkit datagen work --model gemma-3-270m --agents 4
@@ -193,6 +195,7 @@ def work(
     from ..datagen.worker import work as run_work
     from ..logs import setup
     from ..settings import load as load_settings
+    from ..signals import interrupt_on_sigterm
 
     settings = load_settings(cli={"model": model, "adapter": adapter, "ctx": ctx, "threads": threads}).settings
     setup(settings.log_level)
@@ -214,7 +217,9 @@ def work(
                     bar.advance(task)
                 bar.update(task, note=f"last: {result['status']} {result.get('reason') or ''}".strip())
 
-            report = run_work(server, writer, agents=agents, count=count, token=token, tries=tries, on_result=seen)
+            with interrupt_on_sigterm():  # a SIGTERM (systemd, docker stop, kill) gives the leases back as Ctrl-C does
+                report = run_work(server, writer, agents=agents, count=count, token=token, tries=tries,
+                                  on_result=seen)
     finally:
         loaded.close()
     if as_json:

@@ -6,8 +6,8 @@ Each agent is a thread with its own agent id; they share one loaded model, which
 cases at once as it runs generations (``Engine.parallel``: ``datagen work --agents N`` loads llama.cpp
 with N sequences decoded together; an engine that runs one at a time takes the agents in turn).
 A case the server rejects is written again, up to ``tries`` times; then the agent gives its lease
-back (``/release``) so the instruction goes to someone else. Ctrl-C (``stop``) ends every agent
-after its current piece of text and releases what they held.
+back (``/release``) so the instruction goes to someone else. Ctrl-C (``stop``; SIGTERM too under
+``datagen work``) ends every agent after its current piece of text and releases what they held.
 """
 
 from __future__ import annotations
