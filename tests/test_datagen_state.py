@@ -37,12 +37,15 @@ def spec_with(spec, **changes):
     return dataclasses.replace(spec, **changes)
 
 
+def in_sentences(numbers: list[str]) -> str:
+    """Each number in a sentence of its own (the values-in-context gate wants words around them)."""
+    return " ".join(f"The letter mentions {n} in its second paragraph." for n in numbers)
+
+
 def case_for(job: dict, salt: int = 0) -> str:
-    """A text that passes the gates: every target number, 60 random words (unlike any other case)."""
+    """A text that passes the gates: 60 random words (unlike any other case), every target number in a sentence."""
     rng = random.Random(f"{job['instruction_id']}-{salt}")
-    return (
-        " ".join(rng.choice(WORDS) for _ in range(60)) + ". Figures: " + ", ".join(target_numbers(job["target"])) + "."
-    )
+    return " ".join(rng.choice(WORDS) for _ in range(60)) + ". " + in_sentences(target_numbers(job["target"]))
 
 
 class Clock:
@@ -166,14 +169,15 @@ def test_near_duplicates_of_accepted_cases_and_seeds_are_refused(legal, tmp_path
         first = state.next_instruction("alice")
         text = case_for(first)
         assert state.submit(first["instruction_id"], "alice", text)["status"] == "accepted"
-        second = state.next_instruction("bob")
-        numbers = ", ".join(target_numbers(second["target"]))
-        near = text.replace("Figures:", "Also figures:") + f" And {numbers}."
-        refused = state.submit(second["instruction_id"], "bob", near)
+        bob = next(f"bob-{i}" for i in range(50)  # one whose numbers fit a short sentence
+                   if len(target_numbers(state.next_instruction(f"bob-{i}")["target"])) <= 2)
+        second = state.next_instruction(bob)
+        numbers = f"It says {' and '.join(target_numbers(second['target']))}."
+        refused = state.submit(second["instruction_id"], bob, f"{text} {numbers}")
         assert refused["reason"] == "near_duplicate" and "case 1" in refused["detail"]
-        seed = read_seeds(legal)[0].text
-        assert state.submit(second["instruction_id"], "bob", f"{seed} {numbers}.")["reason"] == "near_duplicate"
-        assert state.submit(second["instruction_id"], "bob", case_for(second))["status"] == "accepted"
+        seed = max((s.text for s in read_seeds(legal)), key=len)
+        assert state.submit(second["instruction_id"], bob, f"{seed} {numbers}")["reason"] == "near_duplicate"
+        assert state.submit(second["instruction_id"], bob, case_for(second))["status"] == "accepted"
 
 
 def test_a_state_folder_refuses_another_spec(legal, tmp_path):
@@ -214,6 +218,58 @@ def test_the_training_exports_pass_data_validate_unchanged(legal, tmp_path):
     assert len(list((folder / "submissions").glob("s*.json"))) == 5
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["accepted"] == 5 and "5 of" in (folder / "summary.md").read_text()
+
+
+def lines_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_both_training_directions_are_exported_extraction_and_generation(legal, tmp_path):
+    """Case -> record (extraction) and record -> case (generation), each alone and with the seeds first."""
+    from mistralkit.datagen.targets import render_prompt
+
+    with State(legal, tmp_path) as state:
+        jobs = [state.next_instruction(f"agent-{i}") for i in range(3)]
+        assert state.submit(jobs[0]["instruction_id"], "agent-0", "far too short")["status"] == "rejected"
+        texts = {job["instruction_id"]: case_for(job) for job in jobs}
+        for i, job in enumerate(jobs):
+            answer = state.submit(job["instruction_id"], f"agent-{i}", texts[job["instruction_id"]])
+            assert answer["status"] == "accepted"
+        state.flush()
+    folder = tmp_path / "exports"
+    generated = lines_of(folder / "generated_cases.jsonl")
+    extraction = lines_of(folder / "generated_cases_train_mistral.jsonl")
+    generation = lines_of(folder / "generated_cases_generation_mistral.jsonl")
+    assert len(generated) == len(extraction) == len(generation) == 3  # the rejected text is in neither
+    prompts = {job["instruction_id"]: job["prompt"] for job in jobs}
+    for case, back, forth in zip(generated, extraction, generation):
+        assert [m["content"] for m in back["messages"][1:]] == \
+            [texts[case["instruction_id"]], json.dumps(case["record"], ensure_ascii=False)]
+        assert forth == {"messages": [{"role": "user", "content": prompts[case["instruction_id"]]},
+                                      {"role": "assistant", "content": texts[case["instruction_id"]]}]}
+    seeds = [s for s in read_seeds(legal) if s.record]
+    full = lines_of(folder / "full_generation_cases_mistral.jsonl")
+    assert full[len(seeds):] == generation and len(full) == len(seeds) + 3
+    first = full[0]["messages"]
+    assert first == [{"role": "user", "content": render_prompt(legal, seeds[0].dimensions, seeds[0].record)},
+                     {"role": "assistant", "content": seeds[0].text}]
+    for name in ("generated_cases_generation_mistral.jsonl", "full_generation_cases_mistral.jsonl"):
+        assert check(folder / name)[1] == []  # mistralkit tune takes it as it is
+
+
+def test_a_state_from_before_the_generation_export_gets_its_seed_lines(legal, tmp_path):
+    import sqlite3
+
+    with State(legal, tmp_path):
+        pass
+    with sqlite3.connect(tmp_path / "datagen.sqlite3") as db:  # as the state was before m002
+        db.execute("ALTER TABLE seeds DROP COLUMN generation")
+        db.execute("DELETE FROM _migrations WHERE name = 'm002_seed_generation'")
+    (tmp_path / "exports" / "full_generation_cases_mistral.jsonl").unlink()
+    with State(legal, tmp_path):
+        pass
+    full = lines_of(tmp_path / "exports" / "full_generation_cases_mistral.jsonl")
+    assert [line["messages"][1]["content"] for line in full] == [s.text for s in read_seeds(legal) if s.record]
 
 
 def test_sixteen_threads_with_their_own_state_objects_lose_nothing_and_share_nothing(legal, tmp_path):
@@ -267,7 +323,8 @@ CHILD = textwrap.dedent("""
     for i in range(100000):
         job = state.next_instruction(f"agent-{i % 3}")
         rng = random.Random(job["instruction_id"])
-        text = " ".join(rng.choice(words) for _ in range(60)) + ". " + ", ".join(target_numbers(job["target"]))
+        text = " ".join(rng.choice(words) for _ in range(60)) + ". " + " ".join(
+            f"The letter mentions {n} in its second paragraph." for n in target_numbers(job["target"]))
         result = state.submit(job["instruction_id"], job["agent_id"], text)
         print(result["status"], job["instruction_id"], flush=True)
 """)

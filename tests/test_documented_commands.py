@@ -131,6 +131,7 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit run 'Write a haiku'": Run(),
     "mistralkit correct 'il a manger'": Run(says="mangé"),
     "mistralkit datagen init legal/": Run(),
+    "mistralkit datagen init --example succession-fr successions/": Run(),
     "mistralkit datagen init legal/ && mistralkit datagen check legal/spec.yaml": Run(cwd="again"),  # a new folder
     "mistralkit datagen check legal/spec.yaml": Run(),
     # chat and run

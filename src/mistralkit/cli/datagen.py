@@ -17,6 +17,7 @@ app = typer.Typer(
          "noise, topic… and a target record), agents write cases, the exports feed `mistralkit tune`.\n\n"
          "Examples:\n\n"
          "  mistralkit datagen init legal/                  # a working example spec (legal cases)\n\n"
+         "  mistralkit datagen init --example succession-fr successions/   # French succession cases\n\n"
          "  mistralkit datagen check legal/spec.yaml\n\n"
          "  mistralkit datagen serve legal/spec.yaml --state legal/state   # http://127.0.0.1:8765/dashboard\n\n"
          "  mistralkit datagen work --server http://127.0.0.1:8765 --model gemma-3-270m --agents 4\n\n"
@@ -33,16 +34,21 @@ Spec = Annotated[Path, typer.Argument(help="The spec file (YAML).", show_default
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to write the example into.", show_default=False)],
+    example: Annotated[str, typer.Option("--example", help="Which example: legal-en (messages to a legal help "
+                                         "service, English) or succession-fr (French succession cases).")]
+    = "legal-en",
 ) -> None:
-    """Write the legal example (spec.yaml, schema.json, seeds.jsonl) into DIRECTORY; nothing is overwritten.
+    """Write an example (spec.yaml, schema.json, seeds.jsonl) into DIRECTORY; nothing is overwritten.
 
-    Example:
+    Examples:
 
       mistralkit datagen init legal/ && mistralkit datagen check legal/spec.yaml
+
+      mistralkit datagen init --example succession-fr successions/
     """
     from ..datagen.spec import init_example
 
-    spec = init_example(directory)
+    spec = init_example(directory, example)
     print(f"wrote {spec} (and its schema and seeds); next: mistralkit datagen serve {spec}", file=sys.stderr)
 
 
@@ -137,7 +143,8 @@ def serve(
     try:
         app = create_app(store, config)
         stats = store.stats()
-        print(f"datagen {loaded.name}: {stats['accepted']}/{stats['goal']} accepted · dashboard "
+        judge = f" · judge {store.judge.loaded.model.name} (min {store.judge.spec.min_score})" if store.judge else ""
+        print(f"datagen {loaded.name}: {stats['accepted']}/{stats['goal']} accepted{judge} · dashboard "
               f"http://{host}:{port}/dashboard · exports {folder / 'exports'} · Ctrl-C to stop", file=sys.stderr)
         run(app, listening, host, port, level, config.body_timeout_s)
     finally:
@@ -173,6 +180,8 @@ def work(
 ) -> None:
     """Write cases for the server's instructions with a local model until the goal, --count or Ctrl-C.
 
+    Ctrl-C or SIGTERM stops every agent after its current piece of text and gives its lease back (exit 130).
+
     Examples:
 
       mistralkit datagen work --model gemma-3-270m --agents 4
@@ -186,6 +195,7 @@ def work(
     from ..datagen.worker import work as run_work
     from ..logs import setup
     from ..settings import load as load_settings
+    from ..signals import interrupt_on_sigterm
 
     settings = load_settings(cli={"model": model, "adapter": adapter, "ctx": ctx, "threads": threads}).settings
     setup(settings.log_level)
@@ -207,7 +217,9 @@ def work(
                     bar.advance(task)
                 bar.update(task, note=f"last: {result['status']} {result.get('reason') or ''}".strip())
 
-            report = run_work(server, writer, agents=agents, count=count, token=token, tries=tries, on_result=seen)
+            with interrupt_on_sigterm():  # a SIGTERM (systemd, docker stop, kill) gives the leases back as Ctrl-C does
+                report = run_work(server, writer, agents=agents, count=count, token=token, tries=tries,
+                                  on_result=seen)
     finally:
         loaded.close()
     if as_json:

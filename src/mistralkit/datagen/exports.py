@@ -1,8 +1,7 @@
 """Export files, rebuilt from the database: deterministic (ordered by id, only timestamps the database holds).
 
-Aggregate files (``issued_instructions.jsonl``, ``generated_cases.jsonl``,
-``generated_cases_train_mistral.jsonl``, ``full_training_cases_mistral.jsonl``, ``summary.json``,
-``summary.md``) are rewritten whole, each through a temporary file in the same folder and
+Aggregate files (``issued_instructions.jsonl``, ``generated_cases.jsonl``, the training files of both
+directions, ``summary.json``, ``summary.md``) are rewritten whole, each through a temporary file in the same folder and
 ``os.replace``, so a reader sees the old file or the new one, never a part. Rewriting 5,000 cases
 takes a while, so a submit does not do it: it tells one background ``Exporter`` thread, which
 coalesces the changes that arrive while it writes (and waits ``min_interval_s`` between rewrites).
@@ -10,6 +9,16 @@ coalesces the changes that arrive while it writes (and waits ``min_interval_s`` 
 never change once written; they are written right after their commit, and any that a crash left out
 are written on the next start. Several processes on one state folder take turns through a lock file,
 each rewriting from a snapshot taken inside the lock, so the newest snapshot is written last.
+
+Training files, in the ``messages`` shape ``mistralkit tune`` reads, in two directions:
+
+* extraction, case text -> record: ``generated_cases_train_mistral.jsonl`` (the spec's system prompt,
+  the case as user turn, the record as JSON answer; ``training_line``) and
+  ``full_training_cases_mistral.jsonl`` (the seeds first);
+* generation, record -> case text: ``generated_cases_generation_mistral.jsonl`` (the instruction's
+  prompt, which holds the record as TOON and the dimensions' wording, as user turn, the case as
+  answer; ``generation_line``) and ``full_generation_cases_mistral.jsonl`` (seeds with a record
+  first, their prompt rendered from their labels and record as an instruction's would be).
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from . import dispatch
 log = logging.getLogger(__name__)
 
 AGGREGATES = ("issued_instructions.jsonl", "generated_cases.jsonl", "generated_cases_train_mistral.jsonl",
-              "full_training_cases_mistral.jsonl", "summary.json", "summary.md")
+              "full_training_cases_mistral.jsonl", "generated_cases_generation_mistral.jsonl",
+              "full_generation_cases_mistral.jsonl", "summary.json", "summary.md")
 
 
 def _line(obj) -> str:
@@ -82,12 +92,17 @@ def training_line(system: str, case_text: str, record: dict) -> dict:
     return {"messages": messages}
 
 
+def generation_line(prompt: str, case_text: str) -> dict:
+    """One conversation of the generation direction: the writer's prompt (the record in it) -> the case."""
+    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": case_text}]}
+
+
 def render(db: sqlite3.Connection, spec, plan: dispatch.Quotas, goal: int) -> dict[str, str]:
     """Every aggregate file's text from one read snapshot of the database."""
     db.execute("BEGIN")  # one snapshot for all files (WAL: readers never wait)
     try:
         instructions = db.execute("SELECT * FROM instructions ORDER BY seq").fetchall()
-        cases = db.execute("SELECT c.*, i.dimensions, i.target FROM cases c JOIN instructions i "
+        cases = db.execute("SELECT c.*, i.dimensions, i.target, i.prompt FROM cases c JOIN instructions i "
                            "ON i.id = c.instruction_id ORDER BY c.id").fetchall()
         seeds = db.execute("SELECT * FROM seeds ORDER BY id").fetchall()
         summary = _summary(db, spec, plan, goal, seeds, cases, len(instructions))
@@ -100,9 +115,13 @@ def render(db: sqlite3.Connection, spec, plan: dispatch.Quotas, goal: int) -> di
                         "case_text": c["case_text"], "accepted_at": c["created_at"]}) for c in cases]
     train = [_line(training_line(spec.system_prompt, c["case_text"], json.loads(c["target"]))) for c in cases]
     seed_train = [s["training"] + "\n" for s in seeds if s["training"]]
+    written = [_line(generation_line(c["prompt"], c["case_text"])) for c in cases]
+    seed_written = [s["generation"] + "\n" for s in seeds if s["generation"]]
     return {"issued_instructions.jsonl": "".join(issued), "generated_cases.jsonl": "".join(generated),
             "generated_cases_train_mistral.jsonl": "".join(train),
             "full_training_cases_mistral.jsonl": "".join(seed_train + train),
+            "generated_cases_generation_mistral.jsonl": "".join(written),
+            "full_generation_cases_mistral.jsonl": "".join(seed_written + written),
             "summary.json": json.dumps(summary, ensure_ascii=False, indent=2) + "\n", "summary.md": summary_md(summary)}
 
 

@@ -1,5 +1,5 @@
 """Cheap quality gates for a submitted case: length bounds, prose (not fields, numbers or the
-instructions copied back), the spec's language, the target's numbers, near-duplicates.
+instructions copied back), the spec's language, the target's numbers, in context, near-duplicates.
 
 Prose: the share of the text's characters in lines that read as sentences (4 words or more, at
 least 60 % of them words of letters) must reach ``spec.min_prose``; tokens that are numbers, e-mails,
@@ -8,7 +8,14 @@ come from the instruction's own fixed text (a model that echoes its prompt); wit
 (en, fr), about one word in twelve must be one of that language's commonest words.
 
 Numbers match in the usual French and English renderings: ``1250`` = ``1 250`` = ``1,250`` = ``1.250``
-(thin and no-break spaces too) and ``84.5`` = ``84,5`` = ``84.50``. Near-duplicates: word 5-gram
+(thin and no-break spaces too) and ``84.5`` = ``84,5`` = ``84.50``.
+
+Values in context: a target number counts where it stands in a sentence (the text cut at line breaks
+and after . ! ? …) that has at least ``CONTEXT_WORDS`` (3) words besides labels (a word right before
+``:`` or ``=``), and more words than data (number runs, e-mails, codes). A number on a line of its own,
+in a list of numbers or in a ``label: value`` line has no context. The share of target numbers that
+appear only out of context must stay at or under ``spec.max_out_of_context`` (0.25: one in four, such
+as a reference on a signature line). Near-duplicates: word 5-gram
 shingles, Jaccard at or above ``spec.near_duplicate`` against every case already in the index. The
 index finds candidates with MinHash (64 hashes, LSH in 16 bands of 4: a pair at Jaccard 0.8 is missed
 with probability 2e-4) and confirms each one with the exact Jaccard; comparing against all 5,000 cases
@@ -34,7 +41,7 @@ NUMBER_RUN = re.compile(r"\d+(?:[ \u00a0\u202f.,']\d+)*")
 
 class Refusal(NamedTuple):
     reason: str  # too_short | too_long | not_prose | mostly_data | copies_instructions | wrong_language
-    #             | numbers_missing | near_duplicate
+    #             | numbers_missing | out_of_context | near_duplicate | judge
     detail: str
 
 
@@ -61,6 +68,9 @@ def check(spec, text: str, numbers: list[str], index: NearDuplicates | None, ins
     missing = missing_numbers(text, numbers)
     if missing:
         return Refusal("numbers_missing", "the text must contain: " + ", ".join(missing))
+    refusal = in_context(spec, text, numbers)
+    if refusal is not None:
+        return refusal
     found = index.find(text, spec.near_duplicate) if index is not None else None
     if found is not None:
         key, jaccard = found
@@ -88,12 +98,17 @@ def prose(spec, text: str, instructions: str = "") -> Refusal | None:
         return Refusal("copies_instructions", f"repeats the instructions: \"{copied}\"")
     language = getattr(spec, "language", None)
     if language in COMMON:
-        words = [w.lower() for w in WORD_OF_LETTERS.findall(text)] + [w for w in text.lower().split() if w == "a"]
-        common = sum(1 for w in words if w in COMMON[language]) / max(1, len(words))
+        common = common_share(text, language)
         if common < 0.08:
             return Refusal("wrong_language", f"does not read as {language} ({common:.0%} of its words are common "
                                              f"{language} words; 8 % or more expected)")
     return None
+
+
+def common_share(text: str, language: str) -> float:
+    """The share of the text's words that are among ``language``'s commonest (``COMMON``)."""
+    words = [w.lower() for w in WORD_OF_LETTERS.findall(text)] + [w for w in text.lower().split() if w == "a"]
+    return sum(1 for w in words if w in COMMON[language]) / max(1, len(words))
 
 
 def _sentence(line: str) -> bool:
@@ -152,6 +167,47 @@ def _value(number: str) -> Decimal | None:
         return Decimal(digits.replace(",", "")).normalize()
     except InvalidOperation:
         return None
+
+
+# --- values in context -------------------------------------------------------------------------
+
+CONTEXT_WORDS = 3
+SENTENCE_END = re.compile(r"(?<=[.!?\u2026])\s+|\n")
+LABEL = re.compile(r"[^\W\d_][\w'\u2019-]*\s?[:=](?=\s|$)")
+
+
+def in_context(spec, text: str, numbers: list[str]) -> Refusal | None:
+    """Refuse a text whose target numbers stand outside sentences (a list, a lone line, ``label: value``)
+    for more than ``spec.max_out_of_context`` of them."""
+    if not numbers:
+        return None
+    stray = out_of_context(text, numbers)
+    limit = getattr(spec, "max_out_of_context", 0.25)
+    if len(stray) / len(numbers) <= limit:
+        return None
+    return Refusal("out_of_context", f"{', '.join(stray)} {'is' if len(stray) == 1 else 'are'} not written in a "
+                                     f"sentence (a list of values, a line of its own or label: value): "
+                                     f"{len(stray)} of {len(numbers)} target numbers, at most {limit:.0%} allowed; "
+                                     f"a sentence needs {CONTEXT_WORDS} words or more besides labels, more words "
+                                     "than figures")
+
+
+def out_of_context(text: str, numbers: list[str]) -> list[str]:
+    """The target numbers that the text holds only in pieces that are not sentences."""
+    placed: set[Decimal] = set()
+    for piece in SENTENCE_END.split(text):
+        if _has_context(piece):
+            placed |= numbers_in(piece)
+    present = numbers_in(text)
+    return [n for n in numbers if _value(n) in present and _value(n) not in placed]
+
+
+def _has_context(sentence: str) -> bool:
+    labels = len(LABEL.findall(sentence))
+    tokens = NUMBER_RUN.sub(" 0 ", sentence).split()
+    data = sum(1 for t in tokens if DATA_TOKEN.search(t))
+    words = sum(1 for t in tokens if not DATA_TOKEN.search(t) and re.search(r"[^\W\d_]", t)) - labels
+    return words >= CONTEXT_WORDS and words > data
 
 
 # --- near-duplicates --------------------------------------------------------------------------

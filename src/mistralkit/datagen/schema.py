@@ -111,6 +111,8 @@ def record_problems(root: dict, record: dict, where: str = "") -> list[str]:
         child = child_schema(root, schema, str(key)) if schema is not None else None
         if child is None:
             problems.append(f"{pointer}: the schema declares no such property")
+        elif value is None:  # a removal (merge patch): only the key must be declared
+            continue
         elif isinstance(value, dict) and value:
             problems += record_problems(root, value, pointer)
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):

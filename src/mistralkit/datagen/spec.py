@@ -5,7 +5,8 @@
 ``check_spec`` reports every problem as ``FILE:LINE: what`` (lines come from the YAML nodes, the
 schema file and the seed file); ``load_spec`` raises the first one. A value is a bare name (weight 1)
 or ``{name, weight, describe, record}``; a value with ``record: {}`` writes nothing at its
-dimension's ``path`` (see ``targets``). Names are taken as written (``no`` stays the string "no").
+dimension's ``path``, and a ``null`` in a record removes that part of the target, as in a JSON merge
+patch (see ``targets``). Names are taken as written (``no`` stays the string "no").
 """
 
 from __future__ import annotations
@@ -23,16 +24,22 @@ from pathlib import Path
 from . import schema as json_schema
 from . import targets
 from .errors import DatagenError, SpecError
+from .judge import JudgeSpec, read_judge
 from .seeds import Seed, scan_seeds
 from .specfile import Found, locate, mapping, names_in_template, node_value, read_yaml, scalar_name
 
 TOP_KEYS = ("name", "target_total", "seed_file", "schema_file", "schema", "lease_minutes", "dimensions",
             "forbidden", "prompt", "system", "min_chars", "max_chars", "near_duplicate", "random_seed", "id_format",
-            "min_prose", "max_data_share", "max_copied_words", "language")
+            "min_prose", "max_data_share", "max_copied_words", "language", "max_out_of_context", "judge")
 ID_FORMAT = "i{n:06d}"  # instruction ids: the instruction's number n in a Python format
 SAFE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 TEMPLATE_FIELDS = ("dimensions", "target_json", "target_toon", "numbers")
 EXAMPLE_FILES = ("spec.yaml", "schema.json", "seeds.jsonl")
+EXAMPLES = {  # examples/NAME: what `datagen init --example NAME` writes
+    "legal-en": "messages to a legal help service -> the legal matter (English)",
+    "succession-fr": "énoncés de successions en droit français -> le dossier de succession (French)",
+}
+DEFAULT_EXAMPLE = "legal-en"
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,8 @@ class Spec:
     max_data_share: float = 0.35  # share of tokens that are numbers, e-mails, codes
     max_copied_words: int = 12  # longest run of words a case may share with its instructions
     language: str | None = None  # en or fr: the case must read as that language
+    max_out_of_context: float = 0.25  # share of target numbers allowed outside sentences (gates.in_context)
+    judge: JudgeSpec | None = None  # a model that scores each case before it is accepted (judge.py)
 
     def instruction_id(self, n: int) -> str:
         return self.id_format.format(n=n)
@@ -135,8 +144,11 @@ def read_seeds(spec: Spec) -> list[Seed]:
     return seeds
 
 
-def init_example(directory: str | Path) -> Path:
-    """Write the legal example (spec.yaml, schema.json, seeds.jsonl) into ``directory``; never overwrites."""
+def init_example(directory: str | Path, example: str = DEFAULT_EXAMPLE) -> Path:
+    """Write an example (spec.yaml, schema.json, seeds.jsonl; one of ``EXAMPLES``) into ``directory``;
+    never overwrites."""
+    if example not in EXAMPLES:
+        raise DatagenError(f"unknown example {example!r}; the examples are: {', '.join(EXAMPLES)}")
     directory = Path(directory)
     for name in EXAMPLE_FILES:
         if (directory / name).exists():
@@ -145,7 +157,7 @@ def init_example(directory: str | Path) -> Path:
     if directory.exists() and not directory.is_dir():
         raise DatagenError(f"{directory} is not a folder")
     directory.mkdir(parents=True, exist_ok=True)
-    source = resources.files("mistralkit.datagen").joinpath("example")
+    source = resources.files("mistralkit.datagen").joinpath("examples", example)
     for name in EXAMPLE_FILES:
         try:
             with open(directory / name, "xb") as handle:
@@ -200,6 +212,7 @@ def _options(path: Path, top: dict, found: Found) -> dict:
              "random_seed": (int, lambda v: True, "a whole number"),
              "min_prose": (float, lambda v: 0 <= v <= 1, "a share between 0 and 1"),
              "max_data_share": (float, lambda v: 0 <= v <= 1, "a share between 0 and 1"),
+             "max_out_of_context": (float, lambda v: 0 <= v <= 1, "a share between 0 and 1"),
              "max_copied_words": (int, lambda v: v >= 4, "a whole number of words, at least 4")}
     for key, (kind, good, what) in rules.items():
         if key in top:
@@ -217,6 +230,8 @@ def _options(path: Path, top: dict, found: Found) -> dict:
             out["language"] = value
     if "id_format" in top:
         _id_format(top["id_format"][1], out, found)
+    if "judge" in top and (judge := read_judge(top["judge"][1], found)) is not None:
+        out["judge"] = judge
     if "name" in top:
         if not isinstance(node_value(top["name"][1]), str) or not node_value(top["name"][1]).strip():
             found(top["name"][1], "name must be a non-empty text")

@@ -26,8 +26,9 @@ from pathlib import Path
 
 from ..errors import StorageError
 from . import dispatch, exports, gates, targets
-from .state_db import BUSY_TIMEOUT_S, MIGRATIONS, iso, read_seeds, store_seeds, use_wal
+from .state_db import BUSY_TIMEOUT_S, MIGRATIONS, fill_seed_generation, iso, read_seeds, store_seeds, use_wal
 from .errors import Conflict, DatagenError, LeaseExpired, NotFound, TooLarge, WrongAgent
+from .judge import Judge
 
 DB_NAME = "datagen.sqlite3"
 
@@ -63,7 +64,13 @@ class State:
         self._index = gates.NearDuplicates()
         self._indexed = 0  # highest case id in the near-duplicate index
         self._closed = False
-        self._open()
+        self.judge = Judge(spec.judge) if spec.judge is not None else None  # loads its model: slow, once
+        try:
+            self._open()
+        except BaseException:
+            if self.judge is not None:
+                self.judge.close()
+            raise
         self._exporter = exports.Exporter(self._write_aggregates, export_interval_s)
 
     # --- connections and transactions --------------------------------------------------------
@@ -103,6 +110,8 @@ class State:
                         db.execute(statement)
                     db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, iso(self.clock())))
         self._adopt_spec()
+        with self._write() as db:
+            fill_seed_generation(db, self.spec)
         self.seeds = db.execute("SELECT count(*) FROM seeds").fetchone()[0]
         self.goal = max(0, self.spec.target_total - self.seeds)
         with self._write() as db:
@@ -135,6 +144,8 @@ class State:
             return
         self._closed = True
         self._exporter.close()
+        if self.judge is not None:
+            self.judge.close()
         with self._lock:
             for db in self._connections:
                 db.close()
@@ -232,18 +243,38 @@ class State:
         """Judge a case by the gates and store the outcome; the same submission again gets the stored result."""
         self._check_size(case_text)
         sha = hashlib.sha256(case_text.encode("utf-8")).hexdigest()
-        with self._write() as db:
-            now = self.clock()
-            row = self._held(db, instruction_id, agent_id, sha)
-            if isinstance(row, dict):
-                return row
-            self._sync_index(db)
-            refusal = gates.check(self.spec, case_text, targets.target_numbers(json.loads(row["target"])), self._index,
-                                  targets.instructions_of(self.spec))
-            sub = self._record(db, row, agent_id, case_text, sha, refusal, now)
+        sub = self._decide(instruction_id, agent_id, case_text, sha)
+        if sub is None:  # the cheap gates passed: the judge model decides, outside any transaction
+            prompt = self._db().execute("SELECT prompt FROM instructions WHERE id = ?", (instruction_id,)).fetchone()
+            verdict = self.judge.verdict(prompt[0], case_text)
+            sub = self._decide(instruction_id, agent_id, case_text, sha, verdict)
+        if isinstance(sub, dict):
+            return sub
         exports.write_item(self.exports_dir, "submissions", f"s{sub['id']:06d}", exports.submission_doc(sub))
         self._exporter.changed()
         return _result(sub)
+
+    def _decide(self, ident: str, agent_id: str, case_text: str, sha: str, verdict=None) -> sqlite3.Row | dict | None:
+        """Store the outcome of the gates and of the judge's ``verdict``: the new submission row, the stored
+        result of a repeat, or None when the gates passed and the judge has not been asked yet. With a
+        verdict the gates run again on what the database holds now (a near-duplicate accepted meanwhile)."""
+        with self._write() as db:
+            row = self._held(db, ident, agent_id, sha)
+            if isinstance(row, dict):
+                return row
+            refusal, note = self._gates(db, row, case_text), None
+            if refusal is None and self.judge is not None:
+                if verdict is None:
+                    return None
+                note = self.judge.detail(verdict)
+                if not self.judge.passes(verdict):
+                    refusal, note = gates.Refusal("judge", note), None
+            return self._record(db, row, agent_id, case_text, sha, refusal, self.clock(), note)
+
+    def _gates(self, db: sqlite3.Connection, row: sqlite3.Row, case_text: str) -> gates.Refusal | None:
+        self._sync_index(db)
+        return gates.check(self.spec, case_text, targets.target_numbers(json.loads(row["target"])), self._index,
+                           targets.instructions_of(self.spec))
 
     def _check_size(self, case_text: str) -> None:
         if not isinstance(case_text, str) or not case_text.strip():
@@ -279,7 +310,8 @@ class State:
                                hint="ask /next-instruction again: you get it back if it is still free")
         return row
 
-    def _record(self, db, row, agent_id, case_text, sha, refusal, now) -> sqlite3.Row:
+    def _record(self, db, row, agent_id, case_text, sha, refusal, now, note=None) -> sqlite3.Row:
+        """Store a submission (``note``: the judge's verdict on an accepted one) and, when accepted, its case."""
         stamp = iso(now)
         status = "rejected" if refusal else "accepted"
         cur = db.execute(
@@ -292,7 +324,7 @@ class State:
                 case_text,
                 status,
                 refusal and refusal.reason,
-                refusal and refusal.detail,
+                refusal.detail if refusal else note,
                 stamp,
             ),
         )

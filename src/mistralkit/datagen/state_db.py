@@ -42,6 +42,9 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         CREATE TABLE cover (key TEXT PRIMARY KEY, n INTEGER NOT NULL)
     """),
+    # The generation direction of a seed with a record (record -> text), as a JSON line; filled by
+    # fill_seed_generation for the seeds stored before it.
+    ("m002_seed_generation", "ALTER TABLE seeds ADD COLUMN generation TEXT"),
 )
 
 
@@ -80,6 +83,18 @@ def store_seeds(db: sqlite3.Connection, spec, seeds: list) -> None:
                     None if training is None else json.dumps(training, ensure_ascii=False)))
         db.executemany("INSERT INTO cover (key, n) VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET n = n + 1",
                        [(dispatch.key_text(k),) for k in dispatch.keys(spec, seed.dimensions)])
+
+
+def fill_seed_generation(db: sqlite3.Connection, spec) -> None:
+    """Write the generation line of every seed with a record that has none yet (once per seed)."""
+    from .targets import render_prompt
+
+    rows = db.execute("SELECT id, case_text, record, dimensions FROM seeds "
+                      "WHERE record IS NOT NULL AND generation IS NULL").fetchall()
+    for row in rows:
+        prompt = render_prompt(spec, json.loads(row["dimensions"]), json.loads(row["record"]))
+        db.execute("UPDATE seeds SET generation = ? WHERE id = ?",
+                   (json.dumps(exports.generation_line(prompt, row["case_text"]), ensure_ascii=False), row["id"]))
 
 
 def seed_training(spec, seed) -> dict | None:

@@ -5,9 +5,10 @@ about half the time, only the properties, types and enum values the schema decla
 come from the schema's ``examples`` when it has them (so they read like real data), numbers are
 round-looking (``1250``, ``84.5``, ``14``). Then, for each chosen dimension value, its ``record`` is
 deep-merged in (objects key by key; a list in the record fixes the list's length and its items merge
-index by index with the sampled ones) and its name is written at the dimension's ``path``. A value
-whose ``record`` is ``{}`` (an explicit empty mapping, e.g. a secondary topic ``none``) writes
-nothing and removes whatever was sampled at that path. The result is validated with
+index by index with the sampled ones; a ``null`` removes what was sampled there, as in a JSON merge
+patch, e.g. ``{life_insurance: null}`` for a value "none") and its name is written at the dimension's
+``path``. A value whose ``record`` is ``{}`` (an explicit empty mapping, e.g. a secondary topic
+``none``) writes nothing and removes whatever was sampled at that path. The result is validated with
 ``Draft202012Validator`` and the format checker before it is returned.
 """
 
@@ -167,6 +168,23 @@ def deep_merge(base, extra):
     return extra
 
 
+def merge_patch(base, record):
+    """A value's ``record`` over a target: ``deep_merge``, where a ``None`` removes its key (as in a JSON
+    merge patch) instead of being written."""
+    if isinstance(record, dict):
+        out = dict(base) if isinstance(base, dict) else {}
+        for key, value in record.items():
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = merge_patch(out.get(key), value)
+        return out
+    if isinstance(record, list):
+        old = base if isinstance(base, list) else []
+        return [merge_patch(old[i] if i < len(old) else None, item) for i, item in enumerate(record)]
+    return record
+
+
 def _parts(pointer: str) -> list[str]:
     return [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
 
@@ -237,7 +255,7 @@ def sample_target(spec, dimensions: dict[str, str], rng: random.Random) -> dict:
         record = record if isinstance(record, dict) else {}
         for _, value in chosen:
             if value.record:
-                record = deep_merge(record, json.loads(json.dumps(value.record)))
+                record = merge_patch(record, json.loads(json.dumps(value.record)))
         for dimension, value in chosen:
             if dimension.path:
                 if writes_name(value):
@@ -254,6 +272,8 @@ def sample_target(spec, dimensions: dict[str, str], rng: random.Random) -> dict:
 def _record_pointers(record: dict, at: str) -> set[str]:
     out = set()
     for key, value in record.items():
+        if value is None:  # removed, not needed
+            continue
         out.add(f"{at}/{key}")
         if isinstance(value, dict):
             out |= _record_pointers(value, f"{at}/{key}")

@@ -6,8 +6,8 @@ Each agent is a thread with its own agent id; they share one loaded model, which
 cases at once as it runs generations (``Engine.parallel``: ``datagen work --agents N`` loads llama.cpp
 with N sequences decoded together; an engine that runs one at a time takes the agents in turn).
 A case the server rejects is written again, up to ``tries`` times; then the agent gives its lease
-back (``/release``) so the instruction goes to someone else. Ctrl-C (``stop``) ends every agent
-after its current piece of text and releases what they held.
+back (``/release``) so the instruction goes to someone else. Ctrl-C (``stop``; SIGTERM too under
+``datagen work``) ends every agent after its current piece of text and releases what they held.
 """
 
 from __future__ import annotations
@@ -71,9 +71,10 @@ RETRIED = (502, 503, 504)  # a proxy in front of a restarting server, a busy sta
 class _Client:
     """The agents' HTTP client. Every call is safe to repeat (the server gives an agent its live lease
     again and a submission already stored its stored result), so a server that restarts is asked again
-    with backoff, up to ``patience_s``: no case is lost or counted twice."""
+    with backoff, up to ``patience_s``: no case is lost or counted twice. A submission may wait for the
+    spec's judge model (up to 300 s), hence the long ``timeout_s``."""
 
-    def __init__(self, server: str, token: str | None, timeout_s: float = 60.0, patience_s: float = PATIENCE_S,
+    def __init__(self, server: str, token: str | None, timeout_s: float = 330.0, patience_s: float = PATIENCE_S,
                  stop: threading.Event | None = None) -> None:
         import httpx
 

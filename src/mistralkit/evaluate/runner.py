@@ -175,13 +175,8 @@ def _choose(loaded, encoder, system: System, item: Item) -> dict[str, Any]:
 
 
 def _judge(judge, config: EvalConfig, item: Item, output: str) -> scorers.Verdict:
-    from ..engines import GenerationParams, complete
-
     question = item.messages[-1]["content"]
-    prompt = scorers.judge_prompt(config.rubric, question, output, item.expected)
-    reply = complete(judge.engine, [{"role": "user", "content": prompt}],
-                     GenerationParams(max_tokens=96, greedy=True, seed=judge.settings.seed))
-    return scorers.parse_verdict(reply.text)
+    return scorers.judge(judge.engine, config.rubric, question, output, item.expected, seed=judge.settings.seed)
 
 
 def score(item: Item, row: dict[str, Any], judge, config: EvalConfig) -> None:

@@ -14,6 +14,8 @@
   and its arguments contain each expected argument (``call_matches``).
 * ``judge``: another model reads a rubric, the question, the reference (if any) and the answer, and
   replies ``Score: N`` (1-5) and ``Reason: ...``; the item counts as correct at ``pass_mark`` or above.
+  ``judge`` asks for one verdict; ``datagen``'s judge gate calls it too, with ``constrained`` (the reply
+  held to that shape by a grammar, so that even a small model gives a score).
 """
 
 from __future__ import annotations
@@ -146,6 +148,22 @@ def judge_prompt(rubric: str, question: str, answer: str, reference: str | None)
     parts += [f"Answer to score: {answer}", "",
               "Reply with two lines, exactly:", "Score: <1-5>", "Reason: <one sentence>"]
     return "\n".join(parts)
+
+
+VERDICT_GRAMMAR = 'root ::= "Score: " [1-5] "\\nReason: " [^\\n]+'
+
+
+def judge(engine, rubric: str, question: str, answer: str, reference: str | None = None, *, max_tokens: int = 96,
+          seed: int | None = 0, constrained: bool = False, cancel=None) -> Verdict:
+    """The verdict of the model behind ``engine`` (greedy) on ``answer``; with ``constrained`` and an engine
+    that takes grammars, its reply can only be ``Score: N`` and a reason line."""
+    from ..engines import GenerationParams, complete
+
+    grammar = VERDICT_GRAMMAR if constrained and engine.capabilities.grammar else None
+    prompt = judge_prompt(rubric, question, answer, reference)
+    reply = complete(engine, [{"role": "user", "content": prompt}],
+                     GenerationParams(max_tokens=max_tokens, greedy=True, seed=seed, grammar=grammar), cancel)
+    return parse_verdict(reply.text)
 
 
 def parse_verdict(reply: str) -> Verdict:

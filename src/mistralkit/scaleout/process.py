@@ -18,12 +18,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any, Self
 
 from .. import paths
 from ..errors import InvalidParameter, MistralkitError
+from ..signals import interrupt_on_sigterm
 from .vllm import KEY_ENV, Launch, plan, require_vllm
 
 PROGRESS_EVERY_S = 10.0
@@ -141,23 +142,6 @@ def launch(spec: Launch, *, ready_timeout_s: float = 1800.0, register: bool = Tr
         server.stop(grace_s=10.0)
         raise
     return server
-
-
-@contextlib.contextmanager
-def interrupt_on_sigterm() -> Iterator[None]:
-    """Within the block a SIGTERM to mistralkit raises KeyboardInterrupt, so vLLM is stopped, not orphaned."""
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_names_free(spec: Launch) -> None:
