@@ -31,7 +31,7 @@ $(CHAT_STAMP): pyproject.toml
 	touch $(CHAT_STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=30
 
 setup: $(STAMP)
 

@@ -293,7 +293,7 @@ def test_sigkill_mid_run_loses_no_accepted_case_and_exports_rebuild_identically(
     assert second == first
 
 
-def test_the_worker_fills_instructions_with_the_embedded_model_and_tune_takes_the_export(tmp_path, mk_home, cli):
+def test_the_worker_fills_instructions_with_the_embedded_model_and_the_export_is_training_data(tmp_path, mk_home, cli):
     spec = small_spec(tmp_path, 3)
     state = tmp_path / "state"
     server = Server(spec, state, mk_home).start()
@@ -310,12 +310,11 @@ def test_the_worker_fills_instructions_with_the_embedded_model_and_tune_takes_th
     assert sum(stats["rejected"].values()) == sum(report["rejected"].values()) - report["rejected"].get("empty", 0)
     assert sum(a["issued"] for a in stats["agents"].values()) >= 2
     training = state / "exports" / "full_training_cases_mistral.jsonl"
-    valid = cli("data", "validate", str(training))
+    # `data validate` reads it with tune's own loader and chat format (a tune run on such a file: the
+    # README's `tune ... legal/state/exports/...` line in test_documented_commands).
+    valid = cli("data", "validate", str(training), "--json")
     assert valid.returncode == 0, valid.stderr
-    tuned = cli("tune", "--config", "cpu-smoke", "--data", str(training), "--out", str(tmp_path / "run"),
-                "--max-steps", "2", "--json", timeout=600)
-    assert tuned.returncode == 0, tuned.stderr[-2000:]
-    assert json.loads(tuned.stdout)["steps"] == 2
+    assert json.loads(valid.stdout)["files"][0]["samples"] >= 1, valid.stdout
 
 
 @pytest.mark.parametrize("agents", [1, 3])
@@ -328,7 +327,7 @@ def test_the_agents_cases_are_decoded_together(mk_home, agents):
 
     loaded = load(load_settings(cli={"model": "gemma-3-270m", "ctx": 512, "threads": 2}).settings, parallel=agents)
     try:
-        write = engine_writer(loaded, max_tokens=40)
+        write = engine_writer(loaded, max_tokens=12)  # long enough to overlap, short enough to be cheap
         busy, stop = [0], threading.Event()
 
         def watch() -> None:
