@@ -27,11 +27,11 @@ class QuantizeError(MistralkitError):
     exit_code = 1
 
 
-def _copy_metadata(reader, writer) -> None:
+def _copy_metadata(reader, writer, skip: tuple[str, ...] = ()) -> None:
     import gguf
 
     for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == gguf.Keys.General.ARCHITECTURE:
+        if field.name.startswith("GGUF.") or field.name in (gguf.Keys.General.ARCHITECTURE, *skip):
             continue  # the writer writes its own header and architecture
         main = field.types[0]
         sub = field.types[-1] if main == gguf.GGUFValueType.ARRAY else None
@@ -54,16 +54,23 @@ def _deltas(peft_dir: Path, base: LocalModel) -> dict[str, tuple[object, object,
     return out
 
 
-def write_merged_f16(peft_dir: Path, base: LocalModel, target: Path) -> Path:
-    """The base GGUF with the adapter added to its weights (merged tensors as f16)."""
+def write_merged_f16(peft_dir: Path, base: LocalModel, target: Path, tokenizer: str | None = None) -> Path:
+    """The base GGUF with the adapter added to its weights (merged tensors as f16). Its metadata is the
+    base's (chat template included); ``tokenizer``, the Mistral tokenizer the run encoded with, is recorded."""
     import gguf
     import numpy as np
+
+    from ..formats import mistral_tokenizer_of
+    from ..formats.mistral import GGUF_KEY
 
     deltas = _deltas(peft_dir, base)
     reader = gguf.GGUFReader(str(base.path))
     arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
     writer = gguf.GGUFWriter(str(target), arch)
-    _copy_metadata(reader, writer)
+    tokenizer = tokenizer or mistral_tokenizer_of(base)
+    _copy_metadata(reader, writer, skip=(GGUF_KEY,) if tokenizer else ())
+    if tokenizer:
+        writer.add_string(GGUF_KEY, tokenizer)
     plan = []
     for tensor in reader.tensors:
         if tensor.name in deltas:
@@ -104,7 +111,9 @@ def quantize(source: Path, target: Path, quant: str, threads: int = 0) -> Path:
 
 
 def write_merged_hf(peft_dir: Path, base: LocalModel, target: Path, tokenizer: str | None) -> Path:
-    """An HF Llama/Mistral/Mistral 3 base with the adapter merged by PEFT, written as an f16 GGUF."""
+    """An HF Llama/Mistral/Mistral 3 base with the adapter merged by PEFT, written as an f16 GGUF that records
+    the Mistral tokenizer and carries the folder's own chat template."""
+    from ..formats.folder import folder_chat_template
     from .arch import arch_of_base, default_tokenizer
     from .base import require_torch
     from .to_gguf import write_gguf
@@ -120,7 +129,8 @@ def write_merged_hf(peft_dir: Path, base: LocalModel, target: Path, tokenizer: s
     loader = getattr(transformers, arch_of_base(base)[1].loader)
     model = loader.from_pretrained(str(base.path), dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, str(peft_dir)).merge_and_unload()
-    return write_gguf(merged.state_dict(), merged.config, tokenizer, target, "f16")
+    return write_gguf(merged.state_dict(), merged.config, tokenizer, target, "f16",
+                      chat_template=folder_chat_template(base.path))
 
 
 def merge_to_gguf(source: Path, base: LocalModel, out: Path, quant: str = "q4_k_m", threads: int = 0,
@@ -141,7 +151,7 @@ def merge_to_gguf(source: Path, base: LocalModel, out: Path, quant: str = "q4_k_
     quantized = out.with_name(f".{out.name}.tmp")
     try:
         if base.format == "gguf":
-            write_merged_f16(peft_dir, base, merged)
+            write_merged_f16(peft_dir, base, merged, tokenizer)
         else:
             write_merged_hf(peft_dir, base, merged, tokenizer)
         quantize(merged, quantized, quant, threads)
