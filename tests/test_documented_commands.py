@@ -198,7 +198,7 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit export runs/smoke --gguf-adapter": Run(),
     "mistralkit chat --adapter smoke": Run(stdin=QUIT),
     "mistralkit chat --adapter my-tune": Run(stdin=QUIT),
-    "mistralkit export runs/smoke --merged --quant q8_0 --name smoke-merged": Run(),
+    "mistralkit export runs/smoke --merged --quant q8_0 --name smoke-merged --json | jq .check": Run(),
     "mistralkit chat --model smoke-merged": Run(stdin=QUIT),
     "mistralkit run -m runs/support Bonjour": Run(),
     "mistralkit chat -m runs/support": Run(stdin=QUIT),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -39,14 +42,22 @@ def export(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an adapter registered under the same name.")] = False,
+    no_check: Annotated[
+        bool, typer.Option("--no-check", help="With --merged: skip comparing the export with base + adapter.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record (with the check) as JSON.")] = False,
 ) -> None:
     """Export a LoRA adapter for llama.cpp (or merge it into a quantized GGUF) and register it.
+
+    --merged then compares the export with base + adapter on held-out samples of the run (its eval
+    split, else its last training samples): top-1 agreement and KL, against the base alone, and a
+    warning when quantization washed the adapter out.
 
     Examples:
 
       mistralkit export runs/smoke --gguf-adapter
 
-      mistralkit export runs/smoke --merged --quant q8_0 --name smoke-merged
+      mistralkit export runs/smoke --merged --quant q8_0 --name smoke-merged --json | jq .check
 
       mistralkit chat --model smoke-merged
 
@@ -55,12 +66,14 @@ def export(
       mistralkit run --adapter support "How do I reset my password?"
     """
     from ..errors import InvalidParameter
+    from ..logs import setup
     from ..models import resolve
     from ..models.catalog import BASE_MODEL
     from ..models.runs import trained_base, trained_tokenizer
     from ..tune.export import export_and_register
     from ..tune.merge import merge_and_register
 
+    setup("warning")
     if gguf_adapter == merged:
         raise InvalidParameter("choose one of --gguf-adapter and --merged",
                                hint="--gguf-adapter keeps the adapter separate; --merged writes a whole model")
@@ -68,13 +81,38 @@ def export(
     stem = name or source.expanduser().resolve().name
     if merged:
         record = merge_and_register(source, model, name or f"{stem}-{quant}", quant, out, force,
-                                    tokenizer or trained_tokenizer(source))
-        print(f"Merged into {model.name} and quantized to {quant} ({record.size / 2**20:.1f} MiB): {record.path}")
-        print(f"Use it with: mistralkit chat --model {record.name}")
+                                    tokenizer or trained_tokenizer(source), check=not no_check, say=_say)
+        _report_merge(record, model.name, as_json)
         return
     record = export_and_register(source, model, stem, out, dtype, force)
+    if as_json:
+        print(json.dumps(asdict(record), indent=2))
+        return
     print(f"Exported {record.name} ({record.size / 2**20:.1f} MiB) for {model.name}: {record.path}")
     print(f"Use it with: mistralkit run --adapter {record.name} ...")
+
+
+def _say(text: str) -> None:
+    print(f"export: {text}", file=sys.stderr, flush=True)
+
+
+def _report_merge(record, base: str, as_json: bool) -> None:
+    from ..tune.fidelity import Fidelity
+
+    check = record.check or {}
+    fidelity = Fidelity(**check) if "verdict" in check else None
+    warning = fidelity.warning() if fidelity else None
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({**asdict(record), "warning": warning}, indent=2))
+        return
+    print(f"Merged into {base} and quantized to {record.quant} ({record.size / 2**20:.1f} MiB): {record.path}")
+    if fidelity:
+        print(f"Check: {fidelity.sentence()}")
+    elif "skipped" in check:
+        print(f"Check: not done: {check['skipped']}")
+    print(f"Use it with: mistralkit chat --model {record.name}")
 
 
 def main() -> None:

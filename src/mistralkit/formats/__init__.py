@@ -14,7 +14,7 @@ from ..models.store import LocalModel
 from .base import ChatFormat, Message, Tokenizer
 from .folder import folder_chat_template, folder_mistral_version
 from .jinja import JinjaFormat
-from .mistral import MistralFormat
+from .mistral import GGUF_KEY, TOKENIZER_FILES, MistralFormat
 from .plain import PlainFormat
 
 __all__ = ["ChatFormat", "Message", "Tokenizer", "mistral_tokenizer_of", "mistral_version", "select"]
@@ -36,7 +36,13 @@ def _mistralish(info: GGUFInfo) -> bool:
 
 
 def mistral_version(info: GGUFInfo) -> str | None:
-    """Which mistral-common tokenizer a GGUF was converted from, or None if it is not a Mistral one."""
+    """Which mistral-common tokenizer a GGUF was converted from, or None if it is not a Mistral one.
+
+    The tokenizer a mistralkit merge recorded (``GGUF_KEY``) decides; then the name, template and vocabulary.
+    """
+    recorded = info.get(GGUF_KEY)
+    if recorded in TOKENIZER_FILES:
+        return recorded
     if not _mistralish(info):
         return None
     family = "tekken" if info.tokenizer_pre == "tekken" else info.tokenizer_model or ""

@@ -36,6 +36,9 @@ TOKENIZER_FILES = {
     "tekken": TokenizerFile("tekken_240718.json"),
     "tekken-v7": TokenizerFile("tekken_240718.json", "v7"),
 }
+# GGUF key that mistralkit's own writers (tune/to_gguf.py, tune/merge.py) set to the tokenizer above a
+# model was trained with: a merge keeps the layout it learned whatever its file or folder is called.
+GGUF_KEY = "mistralkit.mistral_tokenizer"
 
 
 def _data_dir() -> Path:

@@ -33,6 +33,7 @@ class Record:
     quant: str | None = None
     url: str | None = None
     base: str | None = None  # adapters: the model they were exported for
+    check: dict | None = None  # export --merged: the export against base + adapter (tune/fidelity.py)
     added: float = field(default_factory=time.time)
 
 

@@ -13,6 +13,7 @@ An HF Llama/Mistral base is merged by PEFT instead and written by ``to_gguf`` be
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import InvalidParameter, MistralkitError
@@ -27,11 +28,11 @@ class QuantizeError(MistralkitError):
     exit_code = 1
 
 
-def _copy_metadata(reader, writer) -> None:
+def _copy_metadata(reader, writer, skip: tuple[str, ...] = ()) -> None:
     import gguf
 
     for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == gguf.Keys.General.ARCHITECTURE:
+        if field.name.startswith("GGUF.") or field.name in (gguf.Keys.General.ARCHITECTURE, *skip):
             continue  # the writer writes its own header and architecture
         main = field.types[0]
         sub = field.types[-1] if main == gguf.GGUFValueType.ARRAY else None
@@ -54,16 +55,23 @@ def _deltas(peft_dir: Path, base: LocalModel) -> dict[str, tuple[object, object,
     return out
 
 
-def write_merged_f16(peft_dir: Path, base: LocalModel, target: Path) -> Path:
-    """The base GGUF with the adapter added to its weights (merged tensors as f16)."""
+def write_merged_f16(peft_dir: Path, base: LocalModel, target: Path, tokenizer: str | None = None) -> Path:
+    """The base GGUF with the adapter added to its weights (merged tensors as f16). Its metadata is the
+    base's (chat template included); ``tokenizer``, the Mistral tokenizer the run encoded with, is recorded."""
     import gguf
     import numpy as np
+
+    from ..formats import mistral_tokenizer_of
+    from ..formats.mistral import GGUF_KEY
 
     deltas = _deltas(peft_dir, base)
     reader = gguf.GGUFReader(str(base.path))
     arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
     writer = gguf.GGUFWriter(str(target), arch)
-    _copy_metadata(reader, writer)
+    tokenizer = tokenizer or mistral_tokenizer_of(base)
+    _copy_metadata(reader, writer, skip=(GGUF_KEY,) if tokenizer else ())
+    if tokenizer:
+        writer.add_string(GGUF_KEY, tokenizer)
     plan = []
     for tensor in reader.tensors:
         if tensor.name in deltas:
@@ -92,6 +100,9 @@ def quantize(source: Path, target: Path, quant: str, threads: int = 0) -> Path:
     """llama.cpp's quantize (``llama_model_quantize``) from ``source`` to ``target``."""
     import llama_cpp
 
+    from ..engines.llama_native import route_native_logs
+
+    route_native_logs()  # its per-tensor report goes to the log file, not over the progress lines
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANTS[quant]
     params.allow_requantize = True
@@ -104,7 +115,9 @@ def quantize(source: Path, target: Path, quant: str, threads: int = 0) -> Path:
 
 
 def write_merged_hf(peft_dir: Path, base: LocalModel, target: Path, tokenizer: str | None) -> Path:
-    """An HF Llama/Mistral/Mistral 3 base with the adapter merged by PEFT, written as an f16 GGUF."""
+    """An HF Llama/Mistral/Mistral 3 base with the adapter merged by PEFT, written as an f16 GGUF that records
+    the Mistral tokenizer and carries the folder's own chat template."""
+    from ..formats.folder import folder_chat_template
     from .arch import arch_of_base, default_tokenizer
     from .base import require_torch
     from .to_gguf import write_gguf
@@ -120,15 +133,18 @@ def write_merged_hf(peft_dir: Path, base: LocalModel, target: Path, tokenizer: s
     loader = getattr(transformers, arch_of_base(base)[1].loader)
     model = loader.from_pretrained(str(base.path), dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, str(peft_dir)).merge_and_unload()
-    return write_gguf(merged.state_dict(), merged.config, tokenizer, target, "f16")
+    return write_gguf(merged.state_dict(), merged.config, tokenizer, target, "f16",
+                      chat_template=folder_chat_template(base.path))
 
 
 def merge_to_gguf(source: Path, base: LocalModel, out: Path, quant: str = "q4_k_m", threads: int = 0,
-                  tokenizer: str | None = None) -> Path:
+                  tokenizer: str | None = None, *, inspect: Callable[[Path, Path], None] | None = None,
+                  say: Callable[[str], None] = lambda text: None) -> Path:
     """Merge the LoRA adapter in ``source`` (a run folder or PEFT folder) into ``base`` and quantize it.
 
     A GGUF base is merged in GGUF space; an HF Llama/Mistral directory is merged by PEFT and written
-    as a GGUF first (``tokenizer``: its Mistral SentencePiece tokenizer, v1/v2/v3).
+    as a GGUF first (``tokenizer``: its Mistral SentencePiece tokenizer, v1/v2/v3). ``inspect(f16, out)``
+    runs once ``out`` is written, while the f16 merge it was quantized from still exists.
     """
     if quant not in QUANTS:
         raise InvalidParameter(f"--quant {quant!r}: unknown", hint=f"use one of {', '.join(QUANTS)}")
@@ -140,12 +156,16 @@ def merge_to_gguf(source: Path, base: LocalModel, out: Path, quant: str = "q4_k_
     merged = out.with_name(f".{out.name}.f16.tmp")
     quantized = out.with_name(f".{out.name}.tmp")
     try:
+        say(f"merging {peft_dir} into {base.name} (f16)")
         if base.format == "gguf":
-            write_merged_f16(peft_dir, base, merged)
+            write_merged_f16(peft_dir, base, merged, tokenizer)
         else:
             write_merged_hf(peft_dir, base, merged, tokenizer)
+        say(f"quantizing to {quant}")
         quantize(merged, quantized, quant, threads)
         quantized.replace(out)  # the file appears whole or not at all
+        if inspect is not None:
+            inspect(merged, out)
     finally:
         merged.unlink(missing_ok=True)
         quantized.unlink(missing_ok=True)
@@ -153,11 +173,17 @@ def merge_to_gguf(source: Path, base: LocalModel, out: Path, quant: str = "q4_k_
 
 
 def merge_and_register(source: Path, base: LocalModel, name: str, quant: str = "q4_k_m",
-                       out: Path | None = None, force: bool = False, tokenizer: str | None = None):
-    """Merge, quantize and record the model in the store as ``name`` (``chat --model NAME``)."""
+                       out: Path | None = None, force: bool = False, tokenizer: str | None = None, *,
+                       check: bool = True, say: Callable[[str], None] = lambda text: None):
+    """Merge, quantize and record the model in the store as ``name`` (``chat --model NAME``).
+
+    With ``check`` the export is compared with base + adapter on the run's held-out samples
+    (``fidelity.prove``); the figures, or why there are none, are the record's ``check``.
+    """
     from ..models import catalog, registry
     from ..models.hashing import sha256_path
     from ..models.store import NAME_PATTERN, store_dir
+    from .fidelity import prove
 
     name = name.strip().lower()
     if not NAME_PATTERN.fullmatch(name):
@@ -165,9 +191,18 @@ def merge_and_register(source: Path, base: LocalModel, name: str, quant: str = "
     if not force and (registry.get(name) or catalog.find(name)):
         raise InvalidParameter(f"the name {name!r} is taken", hint="pass --name NEW_NAME, or --force to replace it")
     target = Path(out).expanduser().resolve() if out else store_dir(name) / f"{store_dir(name).name}.gguf"
-    merge_to_gguf(source, base, target, quant, tokenizer=tokenizer)
+    found: dict = {}
+
+    def inspect(reference: Path, exported: Path) -> None:
+        try:
+            found.update(prove(source, base, reference, exported, quant, tokenizer, say=say).to_dict())
+        except MistralkitError as exc:  # no held-out data, or llama.cpp refused: the export stands
+            found["skipped"] = str(exc)
+            say(f"not checked: {exc}")
+
+    merge_to_gguf(source, base, target, quant, tokenizer=tokenizer, inspect=inspect if check else None, say=say)
     record = registry.Record(name=name, path=str(target), format="gguf", sha256=sha256_path(target),
                              size=target.stat().st_size, source="export", managed=out is None, quant=quant,
-                             base=base.name)
+                             base=base.name, check=found or None)
     registry.add(record)
     return record

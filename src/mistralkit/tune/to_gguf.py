@@ -145,10 +145,17 @@ def _tied(head, embed) -> bool:
         head.data_ptr() == embed.data_ptr() or bool((head == embed).all()))
 
 
-def write_gguf(state: dict[str, Any], config, tokenizer: str, out: Path, dtype: str = "f16") -> Path:
-    """Write ``state`` (an HF state dict of torch tensors) with ``config`` as a GGUF llama.cpp runs."""
+def write_gguf(state: dict[str, Any], config, tokenizer: str, out: Path, dtype: str = "f16",
+               chat_template: str | None = None) -> Path:
+    """Write ``state`` (an HF state dict of torch tensors) with ``config`` as a GGUF llama.cpp runs.
+
+    The file records ``tokenizer`` (``formats.mistral.GGUF_KEY``), so mistralkit prompts it with the
+    layout it was trained with, and carries ``chat_template`` (the HF folder's own) for other tools.
+    """
     import gguf
     import numpy as np
+
+    from ..formats.mistral import GGUF_KEY
 
     model_type = getattr(config, "model_type", "")
     if model_type not in LAYOUTS:
@@ -196,6 +203,9 @@ def write_gguf(state: dict[str, Any], config, tokenizer: str, out: Path, dtype: 
     w.add_unk_token_id(raw.unk_id)
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
+    w.add_string(GGUF_KEY, tokenizer)
+    if chat_template:
+        w.add_chat_template(chat_template)
     counts = {"head_count": heads, "head_count_kv": kv_heads}
     embed = state.get(f"{layout.decoder}embed_tokens.weight")
     for key in sorted(state):
