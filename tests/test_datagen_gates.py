@@ -150,6 +150,25 @@ def test_the_judge_scores_each_case_a_minimum_of_0_accepts_and_an_unreachable_on
     assert stored["reason"] == "judge" and stored["detail"] == rejected["detail"]
 
 
+def test_a_verdict_whose_client_left_stores_nothing_and_the_same_case_is_judged_again(tmp_path, mk_home):
+    """The server passes the request's cancel event (set when the client leaves): the verdict stops there."""
+    import threading
+
+    from mistralkit.datagen.judge import JudgeBusy
+
+    spec = write(tmp_path, SPEC + JUDGE.format(min_score=0, timeout=300))
+    with State(load_spec(spec), tmp_path / "state") as state:
+        job = state.next_instruction("alice")
+        text = CASE.format(n=targets.target_numbers(job["target"])[0])
+        gone = threading.Event()
+        gone.set()
+        with pytest.raises(JudgeBusy, match="cancelled"):
+            state.submit(job["instruction_id"], "alice", text, gone)
+        assert not list((tmp_path / "state" / "exports" / "submissions").glob("*.json"))
+        again = state.submit(job["instruction_id"], "alice", text)
+    assert again["status"] == "accepted", again
+
+
 def test_a_judge_that_takes_too_long_answers_503_and_stores_nothing(tmp_path, mk_home):
     from test_datagen_server import Server
 

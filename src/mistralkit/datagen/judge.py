@@ -121,14 +121,16 @@ class Judge:
         self.loaded = api.load(api.load_settings(settings).settings)
         self._turn = threading.Lock()  # one verdict at a time: the engine is loaded with one sequence
 
-    def verdict(self, question: str, case_text: str):
-        """The judge's ``scorers.Verdict`` on ``case_text``; ``JudgeBusy`` when it takes over ``timeout_s``."""
+    def verdict(self, question: str, case_text: str, cancel: threading.Event | None = None):
+        """The judge's ``scorers.Verdict`` on ``case_text``; ``JudgeBusy`` when it takes over ``timeout_s`` or
+        ``cancel`` is set (the client left), waiting for its turn included."""
         from ..evaluate import scorers
 
         started = time.monotonic()
-        if not self._turn.acquire(timeout=self.spec.timeout_s):
-            raise self._busy("other submissions are being judged")
-        cancel = threading.Event()
+        cancel = cancel if cancel is not None else threading.Event()
+        while not self._turn.acquire(timeout=0.1):
+            if cancel.is_set() or time.monotonic() - started >= self.spec.timeout_s:
+                raise self._busy("other submissions are being judged")
         timer = threading.Timer(max(0.0, self.spec.timeout_s - (time.monotonic() - started)), cancel.set)
         timer.start()
         try:

@@ -11,9 +11,11 @@ the database only.
 from __future__ import annotations
 
 import hmac
+import threading
 from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import Field
 
@@ -23,6 +25,7 @@ from ..http.errors import error_handlers, error_response
 from ..http.limits import BodyLimit
 from ..http.body import RequestBody
 from ..http.runner import is_loopback
+from ..server.watch import cancel_event
 from .state import ANONYMOUS, State
 
 AGENT_ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$",
@@ -88,6 +91,7 @@ class HostCheck:
 def create_app(state: State, config: DatagenConfig) -> FastAPI:
     app = FastAPI(title="mistralkit datagen", version="1", docs_url=None, redoc_url=None)
     app.state.datagen, app.state.config, app.state.key_guard = state, config, KeyGuard()
+    app.state.stopping = threading.Event()  # read by server.watch's cancel_event; nothing sets it here yet
     error_handlers(app)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout_s=config.body_timeout_s)
     app.add_middleware(HostCheck, names=config.host_names())
@@ -125,8 +129,10 @@ def _routes(app: FastAPI, state: State) -> None:
         return state.next_instruction(body.agent_id)
 
     @app.post("/submit-case", dependencies=guarded)
-    def submit(body: SubmitRequest) -> JSONResponse:
-        result = state.submit(body.instruction_id, body.agent_id, body.case_text)
+    async def submit(body: SubmitRequest, request: Request) -> JSONResponse:
+        # The judge's verdict stops when the client leaves (the cheap gates are done by then anyway).
+        async with cancel_event(request) as gone:
+            result = await run_in_threadpool(state.submit, body.instruction_id, body.agent_id, body.case_text, gone)
         return JSONResponse(result, status_code=200)
 
     @app.post("/release", dependencies=guarded)

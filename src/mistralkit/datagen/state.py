@@ -239,14 +239,16 @@ class State:
         }
 
     @_guarded
-    def submit(self, instruction_id: str, agent_id: str, case_text: str) -> dict:
-        """Judge a case by the gates and store the outcome; the same submission again gets the stored result."""
+    def submit(self, instruction_id: str, agent_id: str, case_text: str,
+               cancel: threading.Event | None = None) -> dict:
+        """Judge a case by the gates and store the outcome; the same submission again gets the stored result.
+        ``cancel`` (the client left) stops the judge's verdict: nothing is stored."""
         self._check_size(case_text)
         sha = hashlib.sha256(case_text.encode("utf-8")).hexdigest()
         sub = self._decide(instruction_id, agent_id, case_text, sha)
         if sub is None:  # the cheap gates passed: the judge model decides, outside any transaction
             prompt = self._db().execute("SELECT prompt FROM instructions WHERE id = ?", (instruction_id,)).fetchone()
-            verdict = self.judge.verdict(prompt[0], case_text)
+            verdict = self.judge.verdict(prompt[0], case_text, cancel)
             sub = self._decide(instruction_id, agent_id, case_text, sha, verdict)
         if isinstance(sub, dict):
             return sub
