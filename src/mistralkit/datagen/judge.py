@@ -22,14 +22,13 @@ sent again.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass
 
 from ..errors import ContextOverflow, MistralkitError
 from .errors import DatagenError
-from .specfile import Found, mapping, node_value
+from .specfile import Found, mapping, node_value, read_numbers
 
 RUBRIC = ("Score the case from 1 to 5. 5: a realistic message of the kind asked for, in natural words, that "
           "states every fact of the record and adds none that contradicts it. 3: realistic but a fact is "
@@ -73,14 +72,7 @@ def read_judge(node, found: Found) -> JudgeSpec | None:
                "max_tokens": (int, lambda v: 8 <= v <= 1024, "a whole number of tokens from 8 to 1024"),
                "timeout_s": (float, lambda v: 0 < v <= 300, "a number of seconds above 0 and at most 300"),
                "ctx": (int, lambda v: 512 <= v <= 131072, "a whole number of tokens from 512 to 131072")}
-    for key, (kind, good, what) in numbers.items():
-        if key in fields:
-            value = node_value(fields[key][1])
-            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not number or (kind is int and not isinstance(value, int)) or not good(value):
-                found(fields[key][1], f"judge.{key} must be {what}, got {fields[key][1].value!r}")
-            else:
-                out[key] = kind(value)
+    out.update(read_numbers(fields, numbers, found, "judge."))
     for key in ("model", "rubric"):
         if key in fields:
             value = node_value(fields[key][1])

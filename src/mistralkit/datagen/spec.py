@@ -26,7 +26,7 @@ from . import targets
 from .errors import DatagenError, SpecError
 from .judge import JudgeSpec, read_judge
 from .seeds import Seed, scan_seeds
-from .specfile import Found, locate, mapping, names_in_template, node_value, read_yaml, scalar_name
+from .specfile import Found, locate, mapping, names_in_template, node_value, read_numbers, read_yaml, scalar_name
 
 TOP_KEYS = ("name", "target_total", "seed_file", "schema_file", "schema", "lease_minutes", "dimensions",
             "forbidden", "prompt", "system", "min_chars", "max_chars", "near_duplicate", "random_seed", "id_format",
@@ -214,14 +214,7 @@ def _options(path: Path, top: dict, found: Found) -> dict:
              "max_data_share": (float, lambda v: 0 <= v <= 1, "a share between 0 and 1"),
              "max_out_of_context": (float, lambda v: 0 <= v <= 1, "a share between 0 and 1"),
              "max_copied_words": (int, lambda v: v >= 4, "a whole number of words, at least 4")}
-    for key, (kind, good, what) in rules.items():
-        if key in top:
-            value = node_value(top[key][1])
-            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not number or (kind is int and not isinstance(value, int)) or not good(value):
-                found(top[key][1], f"{key} must be {what}, got {top[key][1].value!r}")
-            else:
-                out[key] = kind(value)
+    out.update(read_numbers(top, rules, found))
     if "language" in top:
         value = node_value(top["language"][1])
         if value not in ("en", "fr"):

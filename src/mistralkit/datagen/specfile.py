@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from functools import lru_cache
@@ -103,6 +104,22 @@ def mapping(node, found: Found, keys, what: str) -> dict:
             found(key, f"{what}: unknown key {name!r}", hint=f"known keys: {', '.join(keys)}")
         else:
             out[name] = (key, value)
+    return out
+
+
+def read_numbers(fields: dict, rules: dict, found: Found, prefix: str = "") -> dict:
+    """The numbers among ``fields`` (``mapping``'s result) checked by ``rules``: key -> (int or float, a test,
+    what it must be); each bad one is a problem named ``PREFIX + key``, the good ones come back converted."""
+    out = {}
+    for key, (kind, good, what) in rules.items():
+        if key in fields:
+            node = fields[key][1]
+            value = node_value(node)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not number or (kind is int and not isinstance(value, int)) or not good(value):
+                found(node, f"{prefix}{key} must be {what}, got {node.value!r}")
+            else:
+                out[key] = kind(value)
     return out
 
 
