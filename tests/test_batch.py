@@ -195,8 +195,9 @@ def test_a_prompt_borrows_the_start_another_slot_holds_and_that_slot_keeps_its_c
     assert borrowed[0] == cold[0]
     assert [t for t, _ in borrowed[1].top] == [t for t, _ in cold[1].top]
     # equal up to llama.cpp's rounding, which differs with how the prompt was cut into steps (as in
-    # the scoring test below); a wrong or shifted cache would change the ranking itself
-    assert [p for _, p in borrowed[1].top] == pytest.approx([p for _, p in cold[1].top], rel=0.05)
+    # the scoring test below; up to 0.25 nats on an AVX2-only CPU, 0.1 with AVX-512); a wrong or
+    # shifted cache would change the ranking itself
+    assert [p for _, p in borrowed[1].top] == pytest.approx([p for _, p in cold[1].top], rel=0.05, abs=0.35)
 
 
 def test_prompts_arriving_together_are_prefilled_one_at_a_time(model):

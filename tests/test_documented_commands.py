@@ -143,6 +143,7 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit sessions export 3f2a --format md > chat.md": Run(),
     "mistralkit run 'Explain LoRA in one sentence.'": Run(),
     "mistralkit run --json --greedy 2+2= | jq .usage": Run(),
+    "mistralkit run --speculative ngram --json 'Repeat: the cat sat on the mat.' | jq .usage": Run(says="accepted_tokens"),
     "mistralkit run --adapter ./my-tune.gguf Hello": Run(),
     "mistralkit chat -m gpt": Parse(NET),
     # document collections
@@ -227,7 +228,7 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "prompt=mistral-7b-instruct-v0.3::@tutor.txt --vs both=mistral-7b-instruct-v0.3+tutor::@tutor.txt "
     "--vs premium=gpt": Parse(NET),
     "mistralkit bench": Run(),
-    "mistralkit bench --adapter support --threads 1,2 -p 512 -n 128 --png bench.png": Run(),
+    "mistralkit bench --adapter support --threads 1,2 -p 128 -n 32 --png bench.png": Run(),
     "mistralkit bench --adapter support --json": Run(),
     "mistralkit bench -m mistral-7b-instruct-v0.3 --threads 1,2,4 -p 512 -n 128 --png bench.png": Parse(NET),
     # models

@@ -89,6 +89,8 @@ class Settings:
     mmap: bool = field(default=True, metadata=_doc("memory-map the model file"))
     mlock: bool = field(default=False, metadata=_doc("lock the model in RAM"))
     kv_type: str = field(default="f16", metadata=_doc("KV cache type: f16, q8_0 (half the memory) or q4_0"))
+    speculative: str = field(default="off", metadata=_doc(
+        "speculative decoding: off, or ngram (drafts looked up in the prompt and answer; same output)"))
     strict_memory: bool = field(
         default=False, metadata=_doc("refuse to load a model that does not fit in available memory")
     )
@@ -112,6 +114,8 @@ class Settings:
         _check(self.quant is None or self.quant in QUANTS, "quant", self.quant, "must be 4 or 8")
         self.kv_type = self.kv_type.lower()
         _check(self.kv_type in KV_TYPES, "kv_type", self.kv_type, f"must be one of {', '.join(KV_TYPES)}")
+        self.speculative = self.speculative.lower()
+        _check(self.speculative in ("off", "ngram"), "speculative", self.speculative, "must be off or ngram")
         self.embed_type = self.embed_type.lower()
         _check(self.embed_type in EMBED_TYPES, "embed_type", self.embed_type,
                "mistralkit computes embeddings on this machine: use local (EMBEDDINGS_TYPE=local)")
@@ -122,7 +126,7 @@ class Settings:
         """What ``engines.load_engine`` takes from these settings (the CLI's load and the server's)."""
         return {"n_ctx": self.ctx, "threads": self.threads, "n_gpu_layers": self.n_gpu_layers,
                 "device": self.device, "quant": self.quant, "mmap": self.mmap, "mlock": self.mlock,
-                "kv_type": self.kv_type}
+                "kv_type": self.kv_type, "speculative": self.speculative}
 
 
 def _check(ok: bool, name: str, value: object, rule: str) -> None:

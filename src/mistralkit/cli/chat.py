@@ -57,6 +57,7 @@ def chat(
     device: o.Device = None,
     quant: o.Quant = None,
     kv_type: o.KvType = None,
+    speculative: o.Speculative = None,
     strict_memory: o.StrictMemory = None,
     docs: o.Docs = None,
     docs_k: o.DocsK = 5,
@@ -117,6 +118,7 @@ def chat(
         device=device,
         quant=quant,
         kv_type=kv_type,
+        speculative=speculative,
         strict_memory=strict_memory,
         log_level=log_level,
     )
@@ -181,6 +183,7 @@ def run(
     device: o.Device = None,
     quant: o.Quant = None,
     kv_type: o.KvType = None,
+    speculative: o.Speculative = None,
     strict_memory: o.StrictMemory = None,
     docs: o.Docs = None,
     docs_k: o.DocsK = 5,
@@ -200,6 +203,8 @@ def run(
       mistralkit run --adapter ./my-tune.gguf "Hello"
 
       mistralkit run --docs notes "When was Mr Hartley discharged?"   # cited sources from a collection
+
+      mistralkit run --speculative ngram --json "Repeat: the cat sat on the mat." | jq .usage
 
       MODEL_TYPE=openai OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_MODEL=gemma-3-270m mistralkit run "hi"
     """
@@ -221,7 +226,8 @@ def run(
                          temperature=temperature, top_p=top_p, top_k=top_k,
                          min_p=min_p, repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens,
                          greedy=greedy, ctx=ctx, threads=threads, n_gpu_layers=n_gpu_layers, device=device, quant=quant,
-                         kv_type=kv_type, strict_memory=strict_memory, log_level=log_level).settings
+                         kv_type=kv_type, speculative=speculative, strict_memory=strict_memory,
+                         log_level=log_level).settings
     from .models import pull_if_hub
 
     pull_if_hub(settings.model)

@@ -70,6 +70,12 @@ KvType = Annotated[
     str | None,
     typer.Option("--kv-type", help="KV cache type: f16, q8_0 (half the memory) or q4_0.", rich_help_panel=MODEL),
 ]
+Speculative = Annotated[
+    str | None,
+    typer.Option("--speculative", help="Speculative decoding: off, or ngram (drafts looked up in the prompt and the "
+                 "answer, verified in one step; the same output, faster where the answer copies its input).",
+                 rich_help_panel=MODEL),
+]
 StrictMemory = Annotated[
     bool | None,
     typer.Option(

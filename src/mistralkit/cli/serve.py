@@ -93,6 +93,7 @@ def serve(
     ctx: o.Ctx = None,
     threads: o.Threads = None,
     kv_type: o.KvType = None,
+    speculative: o.Speculative = None,
     max_tokens: o.MaxTokens = None,
     n_gpu_layers: o.GpuLayers = None,
     device: o.Device = None,
@@ -123,7 +124,8 @@ def serve(
     from ..server import ServerConfig, create_app
     from ..settings import load
 
-    settings = load(cli={"ctx": ctx, "threads": threads, "kv_type": kv_type, "max_tokens": max_tokens,
+    settings = load(cli={"ctx": ctx, "threads": threads, "kv_type": kv_type, "speculative": speculative,
+                         "max_tokens": max_tokens,
                          "n_gpu_layers": n_gpu_layers, "device": device, "quant": quant, "strict_memory": strict_memory,
                          "log_level": log_level}).settings
     setup(settings.log_level)

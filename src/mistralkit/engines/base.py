@@ -89,9 +89,13 @@ class GenerationParams:
     # "none", "required" or a function's name. Local engines get tools in the prompt instead.
     tools: tuple[dict, ...] = ()
     tool_choice: str = "auto"
+    # Speculative decoding for this request ("off" or "ngram"); None: the engine's (``--speculative``).
+    speculative: str | None = None
 
     def __post_init__(self) -> None:
         check_sampling(self)
+        if self.speculative is not None and self.speculative not in ("off", "ngram"):
+            raise InvalidParameter(f"speculative={self.speculative!r}: must be off or ngram")
         object.__setattr__(self, "seed", check_seed(self.seed))
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
@@ -119,6 +123,8 @@ class Usage:
     cached_tokens: int = 0
     ttft_s: float = 0.0
     total_s: float = 0.0
+    drafted_tokens: int = 0  # speculative decoding: tokens proposed and verified
+    accepted_tokens: int = 0  # of those, the ones kept
 
     @property
     def prompt_tps(self) -> float:

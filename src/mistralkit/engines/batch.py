@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from ..errors import MistralkitError
 from .sampling import Sampler
+from .speculate import F16_CELLS, MAX_ROWS, NgramDrafter
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Seq:
     cached: int = 0  # prompt tokens reused from the slot's cache
     next_token: int | None = None  # sampled, not yet decoded
     generated: int = 0
+    drafter: NgramDrafter | None = None  # speculative decoding's proposals (engines/speculate.py), when on
 
     @property
     def cancelled(self) -> bool:
@@ -99,6 +101,9 @@ class Stats:
     prefill_s: float = 0.0  # llama_decode time of steps that carried prompt tokens
     decode_s: float = 0.0  # llama_decode time of steps with generating tokens only
     sample_s: float = 0.0
+    drafted: int = 0  # speculative decoding: tokens proposed and verified
+    accepted: int = 0  # of those, the ones the sampler picked (each saves a step)
+    unspeculated: dict[str, int] = field(default_factory=dict)  # requests that asked for drafts, by why not
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -132,7 +137,7 @@ class Batcher:
     """The scheduler: a loop thread that owns ``ctx`` and decodes every running sequence each step."""
 
     def __init__(self, L, ctx, vocab, *, n_slots: int, n_batch: int, n_ctx_seq: int, rows_per_step: int = 64,
-                 name: str = "model") -> None:
+                 name: str = "model", kv_f16: bool = True) -> None:
         import numpy as np
 
         self.L, self.ctx, self.vocab, self.np = L, ctx, vocab, np
@@ -150,6 +155,7 @@ class Batcher:
         self.no_reuse: set[str] = set()  # why a cached prefix could not be kept (logged once each)
         model = L.llama_get_model(ctx)  # cells can be shared between slots, except a recurrent state's
         self.can_share = not (L.llama_model_is_recurrent(model) or L.llama_model_is_hybrid(model))
+        self.kv_f16 = kv_f16  # an f16 (or f32) cache: drafts only while its view stays small (speculate.py)
         self.thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self.thread.start()
 
@@ -299,12 +305,15 @@ class Batcher:
         if not self.running:
             return
         self.batch.n_tokens = 0
-        samples: list[tuple[int, Seq]] = []  # (batch index, sequence) to sample from
+        samples: list[tuple[list[int], Seq, list[int]]] = []  # (batch indexes, sequence, its drafts) to sample
         scores: list[tuple[int, Seq, int]] = []  # (batch index, scoring job, target token)
         for seq in self.running:
             if seq.next_token is not None:
                 token, seq.next_token = seq.next_token, None
-                samples.append((self._add(token, seq, True), seq))
+                rows = [self._add(token, seq, True)]
+                drafts = self._drafts(seq)
+                rows += [self._add(draft, seq, True) for draft in drafts]
+                samples.append((rows, seq, drafts))
         prompt_tokens = 0
         prefills = 0  # prompts given tokens this step
         for seq in self.running:
@@ -335,7 +344,7 @@ class Batcher:
                     last = pos == len(seq.tokens) - 1
                     index = self._add(seq.tokens[pos], seq, last)
                     if last:
-                        samples.append((index, seq))
+                        samples.append(([index], seq, []))
         if not self.batch.n_tokens:
             return
         started = time.perf_counter()
@@ -359,21 +368,57 @@ class Batcher:
         self._sample(samples)
         stats.sample_s += time.perf_counter() - decoded
 
-    def _sample(self, samples: list[tuple[int, Seq]]) -> None:
-        L = self.L
-        for index, seq in samples:
-            token = seq.sampler.sample(self.ctx, index)  # type: ignore[union-attr]
-            if not seq.ignore_eos and (token in seq.stop_ids or L.llama_vocab_is_eog(self.vocab, token)):
-                self._finish(seq, End("stop", token, seq.sampler.last))  # type: ignore[union-attr]
-                continue
-            seq.generated += 1
-            self.stats.generated_tokens += 1
+    def _drafts(self, seq: Seq) -> list[int]:
+        """The tokens proposed after ``seq``'s next one, verified in this step (speculate.py says when)."""
+        drafter = seq.drafter
+        if drafter is None or len(self.running) != 1:  # other rows in the call change the kernels' rounding
+            return []
+        limit = min(MAX_ROWS - 1, seq.max_tokens - seq.generated - 1, self.n_ctx_seq - seq.n_past - 1)
+        if self.kv_f16:
+            limit = min(limit, F16_CELLS - sum(len(slot.tokens) for slot in self.slots))
+        return drafter.propose(limit)
+
+    def _sample(self, samples: list[tuple[list[int], Seq, list[int]]]) -> None:
+        """Sample each sequence's rows in order: its next token, then one more for each draft the
+        sampler picked (the first one it did not pick ends the sequence's step; its cache is cut there)."""
+        L, stats = self.L, self.stats
+        for rows, seq, drafts in samples:
+            start = seq.n_past - len(rows)  # the position of the row sampled first
             sampler = seq.sampler
-            seq.out.put(token if sampler.last is None else (token, sampler.last))  # type: ignore[union-attr]
-            if seq.generated >= seq.max_tokens or seq.n_past >= self.n_ctx_seq:
-                self._finish(seq, End("length"))
-            else:
-                seq.next_token = token
+            for j, index in enumerate(rows):
+                token = sampler.sample(self.ctx, index)  # type: ignore[union-attr]
+                kept = j < len(drafts) and token == drafts[j]
+                if not seq.ignore_eos and (token in seq.stop_ids or L.llama_vocab_is_eog(self.vocab, token)):
+                    self._verified(seq, drafts, j, start)
+                    self._finish(seq, End("stop", token, sampler.last))  # type: ignore[union-attr]
+                    break
+                seq.generated += 1
+                stats.generated_tokens += 1
+                seq.out.put(token if sampler.last is None else (token, sampler.last))  # type: ignore[union-attr]
+                if seq.drafter is not None:
+                    seq.drafter.append(token)
+                if seq.generated >= seq.max_tokens or start + j + 1 >= self.n_ctx_seq:
+                    self._verified(seq, drafts, j, start)
+                    self._finish(seq, End("length"))
+                    break
+                if not kept:
+                    self._verified(seq, drafts, j, start)
+                    seq.next_token = token
+                    break
+
+    def _verified(self, seq: Seq, drafts: list[int], kept: int, start: int) -> None:
+        """``kept`` of ``drafts`` were picked: count them, and cut the slot's cache after them."""
+        if not drafts:
+            return
+        seq.drafter.verified(len(drafts), kept)  # type: ignore[union-attr]
+        self.stats.drafted += len(drafts)
+        self.stats.accepted += kept
+        end = start + 1 + kept  # positions the cache keeps: up to the last kept draft
+        if end < seq.n_past:
+            slot = seq.slot
+            self.L.llama_memory_seq_rm(self.mem, slot.id, end, -1)  # type: ignore[union-attr]
+            del slot.tokens[end:]  # type: ignore[union-attr]
+            seq.n_past = end
 
     def _score(self, scores: list[tuple[int, Seq, int]]) -> None:
         if not scores:

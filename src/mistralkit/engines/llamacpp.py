@@ -25,6 +25,7 @@ from ..models.memory import context_size, flash_attention
 from ..models.store import LocalModel
 from ..text import check
 from .llama_native import default_threads, gpu_layers, load_model
+from .speculate import MODES as SPECULATIVE_MODES
 from .base import (ROWS_PER_STEP, Capabilities, Chunk, EngineBase, FinishReason, GenerationParams, Request,
                    TokenLogprob, Usage, check_fits, check_ids)
 from .stops import JsonEnd, StopMatcher
@@ -66,7 +67,8 @@ class LlamaCppEngine(EngineBase):
     def __init__(self, model: LocalModel, *, n_ctx: int | None = None, threads: int | None = None,
                  n_gpu_layers: int | None = None, device: str = "auto", mmap: bool = True,
                  mlock: bool = False, kv_type: str = "f16", adapter: str | None = None,
-                 n_batch: int | None = None, all_logits: bool = False, parallel: int = 1) -> None:
+                 n_batch: int | None = None, all_logits: bool = False, parallel: int = 1,
+                 speculative: str = "off") -> None:
         import llama_cpp
 
         from .batch import Batcher
@@ -75,6 +77,9 @@ class LlamaCppEngine(EngineBase):
             raise InvalidParameter(f"kv_type={kv_type!r}: must be one of {', '.join(GGML_KV_TYPES)}")
         if parallel < 1:
             raise InvalidParameter(f"parallel={parallel}: must be >= 1")
+        if speculative not in SPECULATIVE_MODES:
+            raise InvalidParameter(f"speculative={speculative!r}: must be one of {', '.join(SPECULATIVE_MODES)}")
+        self.speculative = speculative
         self.model = model
         self.name = model.name
         self.n_ctx = context_size(model.name, model.info.context_length, n_ctx)
@@ -104,7 +109,9 @@ class LlamaCppEngine(EngineBase):
         self.format = formats.select(model, self)
         self.batcher = Batcher(llama_cpp, self._ctx.ctx, vocab, n_slots=parallel, n_batch=self.n_batch,
                                n_ctx_seq=self.n_ctx, rows_per_step=self.n_batch if all_logits else ROWS_PER_STEP,
-                               name=model.name)
+                               name=model.name, kv_f16=kv_type == "f16")
+        # Drafts keep the output identical only with flash attention and a cache cut at any position.
+        self.can_speculate = self.batcher.can_share and flash_attention(kv_type, parallel, speculative == "ngram")
         log.info("loaded %s in %.2fs (ctx %d x %d sequences, kv %s, threads %d, gpu layers %d, format %s)",
                  model.path, self.load_s, self.n_ctx, parallel, kv_type, self.threads, self.n_gpu_layers,
                  self.format.name)
@@ -121,7 +128,8 @@ class LlamaCppEngine(EngineBase):
         params.swa_full = True  # sliding-window layers keep every position, so a slot can roll back
         params.n_threads = params.n_threads_batch = self.threads
         params.type_k = params.type_v = GGML_KV_TYPES[kv_type]
-        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attention(kv_type, self.parallel)
+        flash = flash_attention(kv_type, self.parallel, self.speculative == "ngram")
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash
                                   else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)  # why: memory.flash_attention
         params.no_perf = False  # llama.cpp counts evaluated prompt tokens (tests read it)
         try:
@@ -244,7 +252,7 @@ class LlamaCppEngine(EngineBase):
         budget = min(params.max_tokens, self.n_ctx - len(tokens))
         sampler = Sampler(llama_cpp, self._model.vocab, self.n_vocab, params)
         seq = Seq(tokens, sampler, max_tokens=budget, stop_ids=frozenset(self.format.stop_token_ids),
-                  ignore_eos=params.ignore_eos, cancel=cancel)
+                  ignore_eos=params.ignore_eos, cancel=cancel, drafter=self._drafter(tokens, params))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher((*params.stop, *self.format.stop_strings))
         json_end = JsonEnd() if params.json_end else None
@@ -290,11 +298,27 @@ class LlamaCppEngine(EngineBase):
         finally:
             items.close()  # frees the sequence's slot at the loop's next step
         usage.cached_tokens = seq.cached
+        if seq.drafter is not None:
+            usage.drafted_tokens, usage.accepted_tokens = seq.drafter.drafted, seq.drafter.accepted
         usage.total_s = time.perf_counter() - started
         # After a stop string, flush() is empty: the matcher already dropped the stop and what followed.
         yield Chunk(
             stops.flush() + decoder.decode(b"", final=True), tuple(unsent), finish, usage, logprobs=tuple(pending)
         )
+
+    def _drafter(self, tokens: list[int], params: GenerationParams):
+        """Prompt-lookup drafts for this request, when speculation is asked (the request's choice, else the
+        engine's) and this context keeps the output identical with it (else it is off and counted)."""
+        from .speculate import NgramDrafter
+
+        mode = params.speculative or self.speculative
+        if mode == "off":
+            return None
+        if not self.can_speculate:
+            reason = "recurrent" if not self.batcher.can_share else "no_flash_attention"
+            self.batcher.stats.unspeculated[reason] = self.batcher.stats.unspeculated.get(reason, 0) + 1
+            return None
+        return NgramDrafter(tokens)
 
     def evaluated_tokens(self) -> int:
         """Prompt tokens llama.cpp itself has evaluated in this engine's context (its perf counter)."""
@@ -313,6 +337,9 @@ class LlamaCppEngine(EngineBase):
             "generated_tokens": st.generated_tokens,
             "prefill_s": st.prefill_s,
             "decode_s": st.decode_s + st.sample_s,
+            "drafted_tokens": st.drafted,
+            "accepted_tokens": st.accepted,
+            "unspeculated": dict(st.unspeculated),
         }
 
     def close(self) -> None:

@@ -204,7 +204,7 @@ def kv_cache_bytes(shape: ModelShape, n_ctx: int, kv_type: str = "f16",
     return int(per_cell * (full_layers * cells + shape.swa_layers * swa_cells))
 
 
-def flash_attention(kv_type: str, parallel: int) -> bool:
+def flash_attention(kv_type: str, parallel: int, speculative: bool = False) -> bool:
     """Whether the engine's context runs flash attention (the plan counts its layout).
 
     A quantized V cache needs it (llama.cpp refuses one without). Several sequences need it too:
@@ -213,9 +213,10 @@ def flash_attention(kv_type: str, parallel: int) -> bool:
     (`bench/serve_throughput.py`, 4 clients, counting: 0.86x llama-server without, 1.00-1.02x
     with). For one sequence it saves nothing and was slower on short prompts at depth
     (docs/batching.md), and llama-cpp-python's ``Llama``, which eval is checked against, runs
-    without it.
+    without it. Speculative decoding needs it: a verifying call of 2-3 rows computes each row's
+    attention with the same bits as one-row decoding only through it (docs/speculative.md).
     """
-    return kv_type != "f16" or parallel > 1
+    return kv_type != "f16" or parallel > 1 or speculative
 
 
 def compute_bytes(shape: ModelShape, n_ctx: int, flash_attn: bool, used: int | None = None,

@@ -98,8 +98,8 @@ async def _answer(body: CompletionRequest, request: Request, resident: Resident,
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
     results = [task.result() for task in tasks]
-    usage = Usage(sum(u.prompt_tokens for _, u in results), sum(u.completion_tokens for _, u in results),
-                  sum(u.cached_tokens for _, u in results))
+    usage = Usage(**{name: sum(getattr(u, name) for _, u in results) for name in (
+        "prompt_tokens", "completion_tokens", "cached_tokens", "drafted_tokens", "accepted_tokens")})
     return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": created,
             "model": resident.model.name,
             "choices": [{"index": i * body.n, **choice} for i, (choice, _) in enumerate(results)],  # choice 0 of n

@@ -68,7 +68,15 @@ class _EngineCollector:
             "generated_tokens": CounterMetricFamily(
                 "mistralkit_engine_generated_tokens", "Tokens sampled", labels=["model"]
             ),
+            "drafted_tokens": CounterMetricFamily(
+                "mistralkit_engine_drafted_tokens", "Speculative decoding: tokens proposed and verified",
+                labels=["model"]),
+            "accepted_tokens": CounterMetricFamily(
+                "mistralkit_engine_accepted_tokens", "Speculative decoding: proposed tokens kept", labels=["model"]),
         }
+        unspeculated = CounterMetricFamily(
+            "mistralkit_engine_unspeculated_requests",
+            "Requests that asked for speculative decoding and ran without it, by reason", labels=["model", "reason"])
         seconds = CounterMetricFamily(
             "mistralkit_engine_seconds", "Time in llama.cpp by phase", labels=["model", "phase"]
         )
@@ -78,9 +86,12 @@ class _EngineCollector:
             gauges["prompt_tps"].add_metric([model], st["prompt_tokens"] / st["prefill_s"] if st["prefill_s"] else 0.0)
             gauges["decode_tps"].add_metric([model], st["generated_tokens"] / st["decode_s"] if st["decode_s"] else 0.0)
             for key, family in counters.items():
-                family.add_metric([model], st[key])
+                family.add_metric([model], st.get(key, 0))
+            for reason, count in st.get("unspeculated", {}).items():
+                unspeculated.add_metric([model, reason], count)
             seconds.add_metric([model, "prefill"], st["prefill_s"])
             seconds.add_metric([model, "decode"], st["decode_s"])
         yield from gauges.values()
         yield from counters.values()
+        yield unspeculated
         yield seconds

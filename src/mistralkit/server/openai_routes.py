@@ -86,7 +86,10 @@ def usage_shape(usage: Usage | None) -> dict:
     usage = usage or Usage()
     return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}
+            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+            # OpenAI's names for predicted outputs; here the speculative drafts (--speculative ngram)
+            "completion_tokens_details": {"accepted_prediction_tokens": usage.accepted_tokens,
+                                          "rejected_prediction_tokens": usage.drafted_tokens - usage.accepted_tokens}}
 
 
 async def queue_job(request: Request, body: Sampling, resident: Resident, prompt: list, grammar: str | None,

@@ -181,6 +181,7 @@ class Sampling(RequestBody):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1)  # one choice per request
+    speculative: Literal["off", "ngram"] | None = None  # mistralkit's: speculative decoding (default: the server's)
 
     @model_validator(mode="after")
     def _one_seed(self):
@@ -217,7 +218,7 @@ class Sampling(RequestBody):
             frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty,
             logit_bias=tuple((int(k), v) for k, v in (self.logit_bias or {}).items()), seed=self.seed,
             stop=stops, grammar=grammar, json_end=grammar is not None,  # every grammar here is JSON
-            top_logprobs=self.wanted_logprobs())
+            top_logprobs=self.wanted_logprobs(), speculative=self.speculative)
 
     def wanted_logprobs(self) -> int | None:
         """Alternatives per token to report with each token's log-probability; None: none asked."""
