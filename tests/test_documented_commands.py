@@ -143,7 +143,8 @@ LINES: dict[str, Run | Serve | Interrupt | Parse] = {
     "mistralkit sessions export 3f2a --format md > chat.md": Run(),
     "mistralkit run 'Explain LoRA in one sentence.'": Run(),
     "mistralkit run --json --greedy 2+2= | jq .usage": Run(),
-    "mistralkit run --speculative ngram --json 'Repeat: the cat sat on the mat.' | jq .usage": Run(says="accepted_tokens"),
+    "mistralkit run --speculative ngram --json 'Repeat: the cat sat on the mat.' | jq .usage":
+        Run(says="accepted_tokens"),
     "mistralkit run --adapter ./my-tune.gguf Hello": Run(),
     "mistralkit chat -m gpt": Parse(NET),
     # document collections
