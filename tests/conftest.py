@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,11 @@ from pathlib import Path
 import pytest
 
 from mistralkit.engines import GenerationParams
+
+# The tests send Ctrl-C (SIGINT) to the commands they start. A suite started in the background (nohup,
+# `cmd &` in a script) inherits SIGINT ignored, and so would every command it starts: they would never
+# see the tests' Ctrl-C. A handler here makes the children start with the default again.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 FACTS = [
