@@ -9,7 +9,8 @@ Workloads (the kinds of answer that copy their input, and one that does not):
 
 For each model, workload and mode: decode tokens/s (generated tokens after the first / their time;
 the median of ``--reps``), the share of drafted tokens kept, and whether the greedy tokens are those of
-decoding without drafts. Ours runs in-process on two engines: the default one (no flash attention for
+decoding without drafts (every run evaluates its prompt from the start: a prompt half-cached is cut into
+other calls, whose rounding differs). Ours runs in-process on two engines: the default one (no flash attention for
 one sequence) and one loaded with ``speculative="ngram"`` (flash attention on, which speculation
 needs), whose requests run once with drafts and once without: that pair is the identity check.
 llama-server gets the same token ids on /completion (``n_predict``, ``temperature`` 0) and reports
@@ -79,6 +80,7 @@ def ours(engine, ids: list[int], params, parallel: int) -> list[dict]:
     from mistralkit.engines import complete
 
     results: list[dict] = [{}] * parallel
+    engine.reset_cache()  # a prompt evaluated from its start each time, as llama-server's cache_prompt false
 
     def one(i: int) -> None:
         done = complete(engine, ids, params)
@@ -185,11 +187,10 @@ def main() -> None:
                             print(f"{name} {w} {kind}: llama-server {spec}", file=sys.stderr, flush=True)
                             runs = [server(url, ids[w], args.tokens, sampled, args.parallel) for _ in range(args.reps)]
                             found[(w, kind, f"llama-server {spec}")] = {"runs": runs}
-            for (w, kind, mode), value in list(found.items()):
-                if mode.startswith("llama-server") and "runs" in value:
-                    ref = found[(w, kind, "llama-server none")]["runs"]
-                    found[(w, kind, mode)] = summarize(value["runs"], None if mode.endswith("none") else ref,
-                                                       args.parallel)
+            raw = {key: value["runs"] for key, value in found.items() if "runs" in value}
+            for (w, kind, mode), runs in raw.items():
+                reference = None if mode.endswith("none") else raw[(w, kind, "llama-server none")]
+                found[(w, kind, mode)] = summarize(runs, reference, args.parallel)
         for (w, kind, mode), value in found.items():
             plain = found[(w, kind, "ours plain")]["tps"]
             server_none = found.get((w, kind, "llama-server none"), {}).get("tps")
