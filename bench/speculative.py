@@ -30,7 +30,6 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,45 +75,41 @@ def prompt_ids(engine, workload: str) -> list[int]:
     return engine.prompt_tokens(chat)
 
 
+def at_once(one, parallel: int) -> list[dict]:
+    """``one(i)`` for i < ``parallel``, all at the same time; their results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(parallel) as pool:
+        return list(pool.map(one, range(parallel)))
+
+
 def ours(engine, ids: list[int], params, parallel: int) -> list[dict]:
     from mistralkit.engines import complete
 
-    results: list[dict] = [{}] * parallel
     engine.reset_cache()  # a prompt evaluated from its start each time, as llama-server's cache_prompt false
 
-    def one(i: int) -> None:
+    def one(_: int) -> dict:
         done = complete(engine, ids, params)
         u = done.usage
-        results[i] = {"tokens": list(done.token_ids), "tps": u.gen_tps, "drafted": u.drafted_tokens,
-                      "accepted": u.accepted_tokens, "n": u.completion_tokens, "span": u.total_s - u.ttft_s}
+        return {"tokens": list(done.token_ids), "tps": u.gen_tps, "drafted": u.drafted_tokens,
+                "accepted": u.accepted_tokens, "n": u.completion_tokens, "span": u.total_s - u.ttft_s}
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(parallel)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    return at_once(one, parallel)
 
 
 def server(url: str, ids: list[int], tokens: int, sampled: bool, parallel: int) -> list[dict]:
     body = {"prompt": ids, "n_predict": tokens, "temperature": 0.7 if sampled else 0.0, "seed": 11,
             "cache_prompt": False, "return_tokens": True, "repeat_penalty": 1.1, "repeat_last_n": 64,
             "top_k": 40, "top_p": 0.95, "min_p": 0.05, "ignore_eos": True}
-    results: list[dict] = [{}] * parallel
 
-    def one(i: int) -> None:
+    def one(_: int) -> dict:
         answer = httpx.post(f"{url}/completion", json=body, timeout=600).json()
         t = answer.get("timings", {})
-        results[i] = {"tokens": answer.get("tokens", []), "tps": t.get("predicted_per_second", 0.0),
-                      "drafted": t.get("draft_n", 0), "accepted": t.get("draft_n_accepted", 0),
-                      "n": t.get("predicted_n", 0), "span": t.get("predicted_ms", 0.0) / 1000}
+        return {"tokens": answer.get("tokens", []), "tps": t.get("predicted_per_second", 0.0),
+                "drafted": t.get("draft_n", 0), "accepted": t.get("draft_n_accepted", 0),
+                "n": t.get("predicted_n", 0), "span": t.get("predicted_ms", 0.0) / 1000}
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(parallel)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    return at_once(one, parallel)
 
 
 def summarize(runs: list[list[dict]], reference: list[list[dict]] | None, parallel: int) -> dict:
