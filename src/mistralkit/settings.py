@@ -102,6 +102,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         from .engines.base import check_sampling, check_seed
+        from .engines.speculate import MODES as SPECULATIVE_MODES
 
         check_sampling(self)
         self.seed = check_seed(self.seed)
@@ -115,7 +116,8 @@ class Settings:
         self.kv_type = self.kv_type.lower()
         _check(self.kv_type in KV_TYPES, "kv_type", self.kv_type, f"must be one of {', '.join(KV_TYPES)}")
         self.speculative = self.speculative.lower()
-        _check(self.speculative in ("off", "ngram"), "speculative", self.speculative, "must be off or ngram")
+        _check(self.speculative in SPECULATIVE_MODES, "speculative", self.speculative,
+               f"must be {' or '.join(SPECULATIVE_MODES)}")
         self.embed_type = self.embed_type.lower()
         _check(self.embed_type in EMBED_TYPES, "embed_type", self.embed_type,
                "mistralkit computes embeddings on this machine: use local (EMBEDDINGS_TYPE=local)")

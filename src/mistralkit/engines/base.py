@@ -18,6 +18,7 @@ from typing import Literal, Protocol
 from ..defaults import SAMPLING_DEFAULTS
 from ..errors import BadParameter, ContextOverflow, InvalidParameter, Unsupported
 from ..formats.base import ChatFormat, Message
+from .speculate import MODES as SPECULATIVE_MODES
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -94,8 +95,8 @@ class GenerationParams:
 
     def __post_init__(self) -> None:
         check_sampling(self)
-        if self.speculative is not None and self.speculative not in ("off", "ngram"):
-            raise InvalidParameter(f"speculative={self.speculative!r}: must be off or ngram")
+        if self.speculative is not None and self.speculative not in SPECULATIVE_MODES:
+            raise InvalidParameter(f"speculative={self.speculative!r}: must be {' or '.join(SPECULATIVE_MODES)}")
         object.__setattr__(self, "seed", check_seed(self.seed))
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
