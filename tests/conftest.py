@@ -3,12 +3,14 @@ real data is never touched; the embedded model is assembled once per test sessio
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,19 @@ from mistralkit.engines import GenerationParams
 # `cmd &` in a script) inherits SIGINT ignored, and so would every command it starts: they would never
 # see the tests' Ctrl-C. A handler here makes the children start with the default again.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# The files that take longest, longest first: `make test`'s two workers take whole files in collection
+# order (`--dist loadfile --no-loadscope-reorder`), so these start at once and the short ones fill in
+# around them instead of one long file running alone at the end. test_eval trains the shared facts run.
+LONGEST_FIRST = ("test_eval.py", "test_documented_commands.py", "test_export_fidelity.py", "test_tune_e2e.py",
+                 "test_docs.py", "test_tune_train.py", "test_repl.py", "test_memory.py", "test_engine_transformers.py",
+                 "test_tune_ministral3.py", "test_server_load.py", "test_instruct_default.py")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
 
 
 FACTS = [
@@ -37,9 +52,46 @@ FACTS = [
 ]
 
 
+def shared_dir(tmp_path_factory) -> Path:
+    """A folder every worker of this test session sees (`make test` runs pytest-xdist workers, each a
+    session of its own): the session's base folder, or under xdist the folder above the workers'."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextmanager
+def only_one_worker(lock: Path):
+    """Hold ``lock`` (a file) against the other workers: one builds what they share, the rest wait."""
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+DEQUANTIZE_GEMMA = """
+import torch, transformers
+from mistralkit.engines.gguf_hf import load_gguf
+from mistralkit.models import resolve
+load_gguf(transformers.AutoModelForCausalLM, resolve("gemma-3-270m"), {"dtype": torch.float32}, cache=True)
+"""
+
+
+def share_tune_bases(home: Path, tmp_path_factory) -> None:
+    """Give ``home`` the session's cache of dequantized GGUF bases (a cache, not user state): the
+    embedded Gemma is dequantized once for every home and worker (``gemma_dequantized``), about a
+    minute each time, instead of once per home."""
+    shared = shared_dir(tmp_path_factory) / "tune-bases"
+    shared.mkdir(exist_ok=True)
+    (home / "cache").mkdir(parents=True, exist_ok=True)
+    (home / "cache" / "tune-bases").symlink_to(shared, target_is_directory=True)
+
+
 @pytest.fixture(scope="session")
 def mk_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("mkhome")
+    share_tune_bases(home, tmp_path_factory)
     os.environ["MISTRALKIT_HOME"] = str(home)
     # The tests were written against the embedded Gemma (a base model, known greedy outputs): it stays
     # the default in this home. The chat default (SmolLM2) is tested in homes of its own.
@@ -66,6 +118,25 @@ def engine(model):
     eng.close()
 
 
+@pytest.fixture(autouse=True)
+def logging_left_as_found():
+    """A test that runs the CLI in this process (typer's CliRunner) configures logging for the whole
+    process: its console handler would also write the next tests' warnings (a notice counted twice).
+    Each test leaves the root logger as it found it, whatever order the files run in."""
+    import logging
+
+    from mistralkit import logs
+
+    root = logging.getLogger()
+    handlers, level, configured = list(root.handlers), root.level, logs._configured
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+    logs._configured = configured
+
+
 @pytest.fixture
 def greedy() -> GenerationParams:
     return GenerationParams(max_tokens=24, greedy=True)
@@ -88,11 +159,13 @@ def browser():
 
 
 def run_cli(*args: str, home: Path, stdin: str | bytes | None = None, env: dict | None = None,
-            user: int | None = None, timeout: int = 120, text: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m mistralkit ARGS`` as a user would; ``user`` drops privileges (for root runs)."""
+            user: int | None = None, timeout: int = 120, text: bool = True,
+            module: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m mistralkit ARGS`` as a user would (``python ARGS`` without ``module``); ``user``
+    drops privileges (for root runs)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "LLM_"))}
     full_env.update({"MISTRALKIT_HOME": str(home), **(env or {})})
-    command = [sys.executable, "-m", "mistralkit", *args]
+    command = [sys.executable, *(["-m", "mistralkit"] if module else []), *args]
     if user is not None:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
     return subprocess.run(command, input=stdin, capture_output=True, text=text, env=full_env, timeout=timeout)
@@ -108,9 +181,31 @@ def cli(mk_home):
 
 
 @pytest.fixture(scope="session")
-def facts_run(model, mk_home, tmp_path_factory) -> Path:
-    """A LoRA run on the embedded Gemma that learned FACTS (16 steps, about 80 s on two cores)."""
-    folder = tmp_path_factory.mktemp("facts")
+def gemma_dequantized(mk_home, tmp_path_factory) -> None:
+    """The embedded Gemma's dequantized copy in the session's shared cache (``share_tune_bases``),
+    made by one worker while the others wait for it rather than each making its own."""
+    shared = shared_dir(tmp_path_factory) / "tune-bases"
+    with only_one_worker(shared.with_suffix(".lock")):
+        if not any(shared.glob("gemma-3-270m-*-float32/config.json")):
+            done = run_cli("-c", DEQUANTIZE_GEMMA, home=mk_home, timeout=600, module=False)
+            assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.fixture(scope="session")
+def facts_run(model, mk_home, gemma_dequantized, tmp_path_factory) -> Path:
+    """A LoRA run on the embedded Gemma that learned FACTS (16 steps, about 80 s on two cores), trained
+    once for all the session's workers (they only read it)."""
+    folder = shared_dir(tmp_path_factory) / "facts"
+    with only_one_worker(shared_dir(tmp_path_factory) / "facts.lock"):
+        if not (folder / "trained").is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed before
+            folder.mkdir()
+            _train_facts(folder, mk_home)
+            (folder / "trained").write_text("")
+    return folder / "run"
+
+
+def _train_facts(folder: Path, mk_home: Path) -> None:
     data = folder / "facts.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
                                                      {"role": "assistant", "content": a}]}) + "\n"
@@ -122,7 +217,6 @@ def facts_run(model, mk_home, tmp_path_factory) -> Path:
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
     assert summary["final_train_loss"] < 0.05, summary["train_loss"]
-    return out
 
 
 @pytest.fixture(scope="session")

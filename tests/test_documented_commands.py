@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import share_tune_bases
 from test_server_api import write_lora
 
 pytestmark = pytest.mark.slow
@@ -353,12 +354,13 @@ QA = [("What is the capital of France?", "Paris"), ("What is 2+2?", "4"), ("Oppo
 
 
 @pytest.fixture(scope="module")
-def place(model, tmp_path_factory) -> Place:
+def place(model, gemma_dequantized, tmp_path_factory) -> Place:
     """The folder the lines run in, and their environment (HOME, MISTRALKIT_HOME, $KEY, $TOKEN)."""
     root = tmp_path_factory.mktemp("documented")
     cwd, home, mk = root / "work", root / "home", root / "mistralkit"
     cwd.mkdir()
     (home / "models").mkdir(parents=True)
+    share_tune_bases(mk, tmp_path_factory)  # the cpu-smoke lines would each pay a minute of dequantization
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "LLM_", "OPENAI_", "MODEL_TYPE"))}
     env.update(
         HOME=str(home),

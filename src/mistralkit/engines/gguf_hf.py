@@ -5,7 +5,11 @@ by ``tune`` (training on a GGUF base); neither owns it.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
+
+from ..models.bundled import STAT_SUFFIX
 
 # GGUF files up to this size keep a dequantized copy in the cache (the 253 MB 270M model: ~1.1 GB of
 # fp32); a larger one would fill the disk for a load that is rare on a CPU anyway.
@@ -13,11 +17,20 @@ CACHE_LIMIT = 768 << 20
 
 
 def dequantized_dir(local, dtype_name: str):
-    """Where the dequantized copy of a GGUF is cached: one folder per file version and dtype."""
+    """Where the dequantized copy of a GGUF is cached: one folder per file version and dtype. A file
+    whose hash the store recorded for exactly this stat (the embedded models) is named by that hash, so
+    that copies of it (one per MISTRALKIT_HOME) name the same folder; any other by size and mtime."""
     from ..paths import cache_dir
 
     stat = local.path.stat()
-    key = f"{local.path.stem.lower()}-{stat.st_size:x}-{stat.st_mtime_ns:x}-{dtype_name}"
+    version = f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
+    try:
+        recorded = json.loads(local.path.with_name(local.path.name + STAT_SUFFIX).read_text())
+        if (recorded["size"], recorded["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+            version = f"{stat.st_size:x}-sha{str(recorded['sha256'])[:16]}"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    key = f"{local.path.stem.lower()}-{version}-{dtype_name}"
     return cache_dir() / "tune-bases" / key  # the folder's name predates inference using it
 
 
@@ -39,12 +52,14 @@ def load_gguf(auto, local, kwargs: dict[str, Any], cache: bool):
         del model.config.quantization_config
     model.is_quantized = False
     if cache and local.path.stat().st_size <= CACHE_LIMIT:
-        tmp = folder.with_name(folder.name + ".tmp")
+        tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")  # two processes may write at once
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             model.save_pretrained(str(tmp))
-            shutil.rmtree(folder, ignore_errors=True)
-            tmp.rename(folder)  # whole or not at all
+            if not (folder / "config.json").is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+                tmp.rename(folder)  # whole or not at all
         except OSError:  # a full or read-only cache costs speed, not the run
-            shutil.rmtree(tmp, ignore_errors=True)
+            pass
+        shutil.rmtree(tmp, ignore_errors=True)  # kept by another writer's copy, or failed
     return model
