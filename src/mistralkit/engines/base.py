@@ -153,7 +153,7 @@ class TokenLogprob:
     top: tuple[tuple[bytes, float], ...] = ()
 
 
-ROWS_PER_STEP = 64  # logits rows turned to float64 at a time (a row is vocabulary-sized)
+ROWS_PER_STEP = 64  # logits rows a scoring job asks for in one decode step (a row is vocabulary-sized)
 
 
 def log_softmax_rows(rows, targets: Sequence[int]) -> list[float]:
@@ -165,25 +165,27 @@ def log_softmax_rows(rows, targets: Sequence[int]) -> list[float]:
 def score_rows(rows, targets: Sequence[int], n_top: int) -> list[tuple[float, list[tuple[int, float]]]]:
     """(log_softmax(rows[i])[targets[i]], the ``n_top`` best (id, log-probability) of that row, best first)
     for each row, all read against the same normalizer: a target that is the row's best has exactly the
-    value its alternative shows (lm-eval's ``is_greedy`` compares them with ``==``)."""
+    value its alternative shows (lm-eval's ``is_greedy`` compares them with ``==``). ``rows``: arrays or
+    views of llama.cpp's logits, read one at a time through one scratch row (no vocabulary-sized
+    temporaries a row: at 262,144 logits those cost more than the arithmetic)."""
     import numpy as np
 
     out: list[tuple[float, list[tuple[int, float]]]] = []
-    for first in range(0, len(targets), ROWS_PER_STEP):
-        block = np.asarray(rows[first:first + ROWS_PER_STEP], dtype=np.float32)
-        picked = np.asarray(targets[first:first + ROWS_PER_STEP])
-        peak = block.max(axis=1, keepdims=True)
-        total = np.exp(block - peak).sum(axis=1, dtype=np.float64)
-        lse = peak[:, 0].astype(np.float64) + np.log(total)
-        values = (block[np.arange(len(picked)), picked].astype(np.float64) - lse).tolist()
-        tops: list[list[tuple[int, float]]] = [[] for _ in values]
+    scratch = None
+    for row, target in zip(rows, targets, strict=True):
+        row = np.asarray(row, dtype=np.float32)
+        if scratch is None or scratch.shape != row.shape:
+            scratch = np.empty_like(row)
+        peak = row.max()
+        np.subtract(row, peak, out=scratch)
+        np.exp(scratch, out=scratch)
+        lse = np.float64(peak) + np.log(scratch.sum(dtype=np.float64))
+        top: list[tuple[int, float]] = []
         if n_top:
-            best = np.argpartition(block, -n_top, axis=1)[:, -n_top:]
-            for i, ids in enumerate(best):
-                scores = block[i, ids].astype(np.float64) - lse[i]
-                order = np.argsort(-scores, kind="stable")
-                tops[i] = [(int(ids[j]), float(scores[j])) for j in order]
-        out.extend(zip(values, tops, strict=True))
+            best = np.argpartition(row, -n_top)[-n_top:]
+            scores = row[best].astype(np.float64) - lse
+            top = [(int(best[j]), float(scores[j])) for j in np.argsort(-scores, kind="stable")]
+        out.append((float(np.float64(row[target]) - lse), top))
     return out
 
 

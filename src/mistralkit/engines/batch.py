@@ -426,8 +426,8 @@ class Batcher:
         from .base import score_rows
 
         np, L = self.np, self.L
-        rows = np.stack([np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
-                         for index, _, _ in scores])
+        rows = [np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+                for index, _, _ in scores]  # views of llama.cpp's buffer, read before the next decode
         values = score_rows(rows, [target for _, _, target in scores], max(seq.top for _, seq, _ in scores))
         by_seq: dict[int, tuple[Seq, list]] = {}
         for (_, seq, _), (value, top) in zip(scores, values, strict=True):
