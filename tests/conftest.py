@@ -192,6 +192,24 @@ def gemma_dequantized(mk_home, tmp_path_factory) -> None:
 
 
 @pytest.fixture(scope="session")
+def speed_calibrated(mk_home, tmp_path_factory) -> Path:
+    """This machine's speed calibration (models/speed.py: half a minute of llama.cpp runs, then cached
+    in the home's state folder) measured once for the session, and put in ``mk_home``: the file, to
+    copy into other homes (``models fit`` in a new home would measure it again)."""
+    shared = shared_dir(tmp_path_factory) / "speed-calibration.json"
+    mine = mk_home / "state" / "speed-calibration.json"
+    with only_one_worker(shared.with_suffix(".lock")):
+        if not shared.is_file():
+            done = run_cli("models", "fit", "gemma-3-270m", home=mk_home)
+            assert done.returncode == 0 and mine.is_file(), done.stderr[-2000:]
+            shutil.copyfile(mine, shared)
+    if not mine.is_file():
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared, mine)
+    return shared
+
+
+@pytest.fixture(scope="session")
 def facts_run(model, mk_home, gemma_dequantized, tmp_path_factory) -> Path:
     """A LoRA run on the embedded Gemma that learned FACTS (16 steps, about 80 s on two cores), trained
     once for all the session's workers (they only read it)."""

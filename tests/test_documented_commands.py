@@ -354,13 +354,15 @@ QA = [("What is the capital of France?", "Paris"), ("What is 2+2?", "4"), ("Oppo
 
 
 @pytest.fixture(scope="module")
-def place(model, gemma_dequantized, tmp_path_factory) -> Place:
+def place(model, gemma_dequantized, speed_calibrated, tmp_path_factory) -> Place:
     """The folder the lines run in, and their environment (HOME, MISTRALKIT_HOME, $KEY, $TOKEN)."""
     root = tmp_path_factory.mktemp("documented")
     cwd, home, mk = root / "work", root / "home", root / "mistralkit"
     cwd.mkdir()
     (home / "models").mkdir(parents=True)
     share_tune_bases(mk, tmp_path_factory)  # the cpu-smoke lines would each pay a minute of dequantization
+    (mk / "state").mkdir(parents=True)
+    shutil.copyfile(speed_calibrated, mk / "state" / speed_calibrated.name)  # and `models fit` half a minute
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MISTRALKIT_", "LLM_", "OPENAI_", "MODEL_TYPE"))}
     env.update(
         HOME=str(home),

@@ -226,7 +226,7 @@ def test_run_with_a_quantized_kv_cache(cli):
     assert bad.returncode == 2 and "kv_type" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_models_fit_cli(cli, tmp_path):
+def test_models_fit_cli(cli, speed_calibrated, tmp_path):
     done = cli("models", "fit", "--ram", "8G")
     assert done.returncode == 0, done.stderr
     for part in ("weights", "KV cache", "compute", "runtime", "total", "fits in 8.0 GiB"):

@@ -47,7 +47,7 @@ def test_speed_scales_as_the_machine_and_the_file_do():
 
 
 @pytest.fixture(scope="module")
-def calibrated(mk_home) -> speed.Calibration:
+def calibrated(mk_home, speed_calibrated) -> speed.Calibration:
     return speed.calibrate(2)
 
 
