@@ -31,9 +31,7 @@ $(CHAT_STAMP): pyproject.toml
 	touch $(CHAT_STAMP)
 
 test: $(STAMP)
-	# Two workers (pytest-xdist), a test file each at a time: most tests wait on a command or a server
-	# they started, so two cores run two files side by side; tests/conftest.py puts the longest first.
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30
+	$(VENV)/bin/pytest -q $(PYTEST_FLAGS) --durations=30
 
 setup: $(STAMP)
 

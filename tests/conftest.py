@@ -23,15 +23,18 @@ from mistralkit.engines import GenerationParams
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# The files that take longest, longest first: `make test`'s two workers take whole files in collection
-# order (`--dist loadfile --no-loadscope-reorder`), so these start at once and the short ones fill in
-# around them instead of one long file running alone at the end. test_eval trains the shared facts run.
+# The files that take longest, longest first, when pytest-xdist workers take whole files in collection
+# order (`--dist loadfile --no-loadscope-reorder`, README "Development"): these start at once and the
+# short ones fill in around them instead of one long file running alone at the end. test_eval trains
+# the shared facts run. A run in one process keeps the files' own order.
 LONGEST_FIRST = ("test_eval.py", "test_documented_commands.py", "test_export_fidelity.py", "test_tune_e2e.py",
                  "test_docs.py", "test_tune_train.py", "test_repl.py", "test_memory.py", "test_engine_transformers.py",
                  "test_tune_ministral3.py", "test_server_load.py", "test_instruct_default.py")
 
 
 def pytest_collection_modifyitems(items) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
 
