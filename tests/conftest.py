@@ -56,8 +56,8 @@ FACTS = [
 
 
 def shared_dir(tmp_path_factory) -> Path:
-    """A folder every worker of this test session sees (`make test` runs pytest-xdist workers, each a
-    session of its own): the session's base folder, or under xdist the folder above the workers'."""
+    """A folder every worker of this test session sees (pytest-xdist workers are each a session of
+    their own): the session's base folder, or under xdist the folder above the workers'."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 

@@ -5,11 +5,10 @@ by ``tune`` (training on a GGUF base); neither owns it.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-from ..models.bundled import STAT_SUFFIX
+from ..models.bundled import recorded_sha256
 
 # GGUF files up to this size keep a dequantized copy in the cache (the 253 MB 270M model: ~1.1 GB of
 # fp32); a larger one would fill the disk for a load that is rare on a CPU anyway.
@@ -23,13 +22,8 @@ def dequantized_dir(local, dtype_name: str):
     from ..paths import cache_dir
 
     stat = local.path.stat()
-    version = f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
-    try:
-        recorded = json.loads(local.path.with_name(local.path.name + STAT_SUFFIX).read_text())
-        if (recorded["size"], recorded["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
-            version = f"{stat.st_size:x}-sha{str(recorded['sha256'])[:16]}"
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    sha256 = recorded_sha256(local.path)
+    version = f"{stat.st_size:x}-sha{sha256[:16]}" if sha256 else f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
     key = f"{local.path.stem.lower()}-{version}-{dtype_name}"
     return cache_dir() / "tune-bases" / key  # the folder's name predates inference using it
 

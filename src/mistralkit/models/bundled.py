@@ -86,6 +86,18 @@ def _recorded(target: Path) -> dict:
         return {}
 
 
+def recorded_sha256(target: Path) -> str | None:
+    """The sha256 the store recorded for ``target`` at its last full check, if the file is unchanged
+    since (same size, mtime and ctime); None otherwise (never hashes)."""
+    try:
+        fingerprint = _fingerprint(target.stat())
+    except OSError:
+        return None
+    recorded = _recorded(target)
+    same = all(recorded.get(key) == value for key, value in fingerprint.items())
+    return recorded.get("sha256") if same and isinstance(recorded.get("sha256"), str) else None
+
+
 def _record(target: Path, sha256: str) -> None:
     """Write both markers after a full check; atomic, and best effort on a read-only store."""
     sha_marker, stat_marker = _sidecars(target)
